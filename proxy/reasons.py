@@ -1,0 +1,77 @@
+"""Every reason labgate gives for a decision, defined once.
+
+The HTTP layer, metrics, decision logs and ``labgate explain`` all use these
+values; nothing compares error messages.  Each reason carries the HTTP status it
+maps to and, for 401 answers, the RFC 6750 section 3.1 error code that goes into
+``WWW-Authenticate``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.Enum):
+    """A stable reason code, its HTTP status and its OAuth error code."""
+
+    def __new__(cls, code: str, status: int, error: str) -> "Reason":
+        member = object.__new__(cls)
+        member._value_ = code
+        return member
+
+    def __init__(self, code: str, status: int, error: str) -> None:
+        self.code = code
+        self.status = status
+        self.error = error
+
+    # The one way to be allowed.
+    ALLOWED = ("allowed", 200, "")
+
+    # The request itself cannot be decided on (checked before any policy).
+    AMBIGUOUS_PATH = ("ambiguous_path", 400, "invalid_request")
+    BAD_QUERY = ("bad_query", 400, "invalid_request")
+    METHOD_NOT_SUPPORTED = ("method_not_supported", 405, "invalid_request")
+    NO_UPSTREAM = ("no_upstream", 404, "not_found")
+
+    # 1. Authorization header (RFC 6750 section 2.1).
+    MISSING_TOKEN = ("missing_token", 401, "invalid_request")
+    MALFORMED_AUTHORIZATION = ("malformed_authorization", 401, "invalid_request")
+
+    # 2. The token itself.
+    MALFORMED_TOKEN = ("malformed_token", 401, "invalid_token")
+    BAD_SIGNATURE = ("bad_signature", 401, "invalid_token")
+    ALGORITHM_NOT_ALLOWED = ("algorithm_not_allowed", 401, "invalid_token")
+    UNKNOWN_KEY = ("unknown_key", 401, "invalid_token")
+    TOKEN_EXPIRED = ("token_expired", 401, "invalid_token")
+    TOKEN_NOT_YET_VALID = ("token_not_yet_valid", 401, "invalid_token")
+    WRONG_ISSUER = ("wrong_issuer", 401, "invalid_token")
+    WRONG_AUDIENCE = ("wrong_audience", 401, "invalid_token")
+    MISSING_CLAIM = ("missing_claim", 401, "invalid_token")
+    NO_TOKEN_TYPE = ("no_token_type", 401, "invalid_token")
+    KEYS_UNAVAILABLE = ("keys_unavailable", 503, "temporarily_unavailable")
+
+    # 3. Client IP.
+    CLIENT_IP_NOT_ALLOWED = ("client_ip_not_allowed", 403, "insufficient_scope")
+    CLIENT_IP_UNKNOWN = ("client_ip_unknown", 403, "insufficient_scope")
+
+    # 4. Operation, method and path.
+    OPERATION_FORBIDDEN = ("operation_forbidden", 403, "insufficient_scope")
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 403, "insufficient_scope")
+    ROUTE_NOT_ALLOWED = ("route_not_allowed", 403, "insufficient_scope")
+    PREFIX_NOT_ALLOWED = ("prefix_not_allowed", 403, "insufficient_scope")
+    TOKEN_SCOPE_MISSING = ("token_scope_missing", 403, "insufficient_scope")
+
+    # 5. Query parameters.
+    QUERY_PARAM_NOT_ALLOWED = ("query_param_not_allowed", 403, "insufficient_scope")
+
+    # Forwarding and limits.
+    HEADERS_TOO_LARGE = ("headers_too_large", 431, "invalid_request")
+    BODY_TOO_LARGE = ("body_too_large", 413, "invalid_request")
+    UPSTREAM_UNREACHABLE = ("upstream_unreachable", 502, "bad_gateway")
+    UPSTREAM_TIMEOUT = ("upstream_timeout", 504, "gateway_timeout")
+    INTERNAL_ERROR = ("internal_error", 500, "server_error")
+
+    @property
+    def is_auth_failure(self) -> bool:
+        """401 answers carry ``WWW-Authenticate`` (RFC 6750 section 3)."""
+        return self.status == 401
