@@ -28,6 +28,7 @@ class Reason(enum.Enum):
     ALLOWED = ("allowed", 200, "")
 
     # The request itself cannot be decided on (checked before any policy).
+    BAD_REQUEST = ("bad_request", 400, "invalid_request")
     AMBIGUOUS_PATH = ("ambiguous_path", 400, "invalid_request")
     BAD_QUERY = ("bad_query", 400, "invalid_request")
     METHOD_NOT_SUPPORTED = ("method_not_supported", 405, "invalid_request")

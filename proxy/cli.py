@@ -1,0 +1,153 @@
+"""The ``labgate`` command: serve, check, explain.
+
+Exit codes: 0 success / allowed; 1 config problems (check); 2 usage or config
+errors elsewhere; 3 denied (explain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from proxy.config import Config, load_config
+from proxy.ipaddrs import InvalidAddress, parse_ip
+from proxy.paths import TargetError, parse_target
+from proxy.policy.decide import Decision, RequestFacts, decide, deny
+from proxy.policy.model import ROUTE_METHODS
+from proxy.reasons import Reason
+from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash
+from proxy.tokens.jwt_source import JwtSource
+from proxy.yamlsource import ConfigError
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labgate", description="Policy-enforcing reverse proxy for appliance APIs.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the proxy")
+    serve.add_argument("--config", required=True, help="config file (YAML)")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check", help="validate a config and its policy packs")
+    check.add_argument("--config", required=True)
+    check.set_defaults(run=_check)
+
+    explain = commands.add_parser("explain", help="decide one request offline and say which rule decided")
+    explain.add_argument("--config", required=True)
+    explain.add_argument("--upstream", required=True, help="upstream name from the config")
+    who = explain.add_mutually_exclusive_group(required=True)
+    who.add_argument("--token-type", help="decide as a token of this type")
+    who.add_argument("--token", help="a JWT to verify with the upstream's token source")
+    explain.add_argument("--ip", help="client IP address (default: unknown)")
+    explain.add_argument("method", help="HTTP method, e.g. GET")
+    explain.add_argument("target", help="path and query as the appliance receives them, e.g. '/api/hosts?sort=name'")
+    explain.set_defaults(run=_explain)
+    return parser
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    types = sum(len(p.token_types) for p in config.packs.values())
+    print(f"{args.config}: ok ({len(config.upstreams)} upstreams, {len(config.packs)} packs, {types} token types)")
+    return EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    upstream = config.upstream(args.upstream)
+    if upstream is None:
+        print(f"unknown upstream {args.upstream!r} (known: {', '.join(u.name for u in config.upstreams)})", file=sys.stderr)
+        return EXIT_USAGE
+    pack = config.packs[upstream.pack]
+    client_ip = None
+    if args.ip is not None:
+        try:
+            client_ip = parse_ip(args.ip)
+        except InvalidAddress as exc:
+            print(f"--ip: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    token: TokenFacts | TokenRejection
+    if args.token_type is not None:
+        if args.token_type not in pack.token_types:
+            print(f"unknown token type {args.token_type!r} in pack {pack.name!r} (known: {', '.join(pack.token_types)})", file=sys.stderr)
+            return EXIT_USAGE
+        token = TokenFacts(token_type=args.token_type, token_hash="explain")
+    else:
+        token = asyncio.run(_verify(JwtSource(upstream.token_source), args.token))
+    decision = _explain_decision(args.method, args.target, client_ip, token, pack, config)
+    print(json.dumps(decision.as_explanation()))
+    if decision.detail:
+        print(decision.detail, file=sys.stderr)
+    return EXIT_OK if decision.allowed else EXIT_DENIED
+
+
+async def _verify(source: JwtSource, token: str) -> TokenFacts | TokenRejection:
+    try:
+        return await source.verify(token)
+    finally:
+        await source.close()
+
+
+def _explain_decision(method: str, target_text: str, client_ip, token, pack, config: Config) -> Decision:  # type: ignore[no-untyped-def]
+    """The same steps as the gateway, minus the network."""
+    if method not in ROUTE_METHODS:
+        return deny(Reason.METHOD_NOT_SUPPORTED, f"method {method[:16]!r} is not supported")
+    try:
+        target = parse_target(target_text, max_query_params=config.limits.max_query_params)
+    except TargetError as exc:
+        return deny(exc.reason, exc.detail)
+    return decide(RequestFacts(method, target, client_ip), token, pack)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(message)s", stream=sys.stderr)
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    from proxy.gateway.server import c_parser_active, run_server
+
+    if not c_parser_active():
+        print(
+            "refusing to start: aiohttp's C HTTP parser is not active (AIOHTTP_NO_EXTENSIONS set, or the "
+            "extension is missing); the pure-Python parser accepts requests the C parser rejects",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        asyncio.run(run_server(config))
+    except OSError as exc:
+        print(f"cannot listen on {config.listen.address}:{config.listen.port}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""The labgate configuration file, read once into frozen dataclasses.
+
+One YAML file names the listener, the policy packs, trusted proxies, limits and
+the upstream appliances with their token sources.  Every mistake is reported as
+``file:line: message`` and a config with any mistake is refused whole: labgate
+never starts (or reloads) on a config it half understood.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, cast
+
+from yarl import URL
+
+from proxy.ipaddrs import AddressSet, ForwardedHeader
+from proxy.policy.compile import CompiledPack, compile_pack
+from proxy.policy.load import NAME, load_pack_file, read_address_set
+from proxy.policy.model import parse_path_template
+from proxy.tokens.jwt_source import JwtSourceSettings
+from proxy.tokens.settings import read_token_source
+from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class Listen:
+    address: str = "127.0.0.1"
+    port: int = 8080
+    tls: ServerTls | None = None
+    allow_plaintext: bool = False
+
+    @property
+    def is_loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.address).is_loopback
+        except ValueError:
+            return self.address == "localhost"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a client may send (security rule 13)."""
+
+    max_header_bytes: int = 16384
+    max_line_bytes: int = 8190
+    max_body_bytes: int = 2 * 1024**3
+    max_query_params: int = 256
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """labgate's own paths, answered before (and outside) any policy."""
+
+    health: str = "/healthz"
+    ready: str = "/readyz"
+    metrics: str = "/metrics"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.health, self.ready, self.metrics)
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """TLS towards an appliance: verify on (default), off (self-signed lab gear), or a CA file."""
+
+    verify: bool = True
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    url: URL
+    pack: str
+    token_source: JwtSourceSettings
+    path_prefix: str | None = None
+    host: str | None = None
+    tls: UpstreamTls = field(default_factory=UpstreamTls)
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Config:
+    file: Path
+    listen: Listen
+    packs: Mapping[str, CompiledPack]
+    upstreams: tuple[Upstream, ...]
+    trusted_proxies: AddressSet
+    client_ip_header: ForwardedHeader = "x-forwarded-for"
+    limits: Limits = field(default_factory=Limits)
+    endpoints: Endpoints = field(default_factory=Endpoints)
+    decision_log: str = "all"
+
+    def upstream(self, name: str) -> Upstream | None:
+        return next((u for u in self.upstreams if u.name == name), None)
+
+
+TOP_KEYS = (
+    "listen", "policies", "trusted_proxies", "client_ip_header", "limits", "endpoints", "upstreams", "decision_log",
+)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and compile a config and every pack it names."""
+    file = Path(path)
+    document = load_yaml_file(file)
+    problems = Problems()
+    reader = FieldReader(str(file), problems)
+    if not isinstance(document, LocatedDict):
+        problems.add(str(file), 1, "the config must be a mapping")
+        problems.raise_if_any()
+    root = cast(LocatedDict, document)
+    reader.expect_keys(root, TOP_KEYS, "the config")
+    base = file.parent
+    packs = _read_policies(reader, root, base)
+    upstreams = _read_upstreams(reader, root, base, packs)
+    config = Config(
+        file=file,
+        listen=_read_listen(reader, root, base),
+        packs=packs,
+        upstreams=upstreams,
+        trusted_proxies=read_address_set(reader, root, "trusted_proxies") or AddressSet.parse([]),
+        client_ip_header=cast(
+            ForwardedHeader,
+            reader.choice(root, "client_ip_header", ("x-forwarded-for", "forwarded"), default="x-forwarded-for"),
+        ),
+        limits=_read_limits(reader, root),
+        endpoints=_read_endpoints(reader, root),
+        decision_log=reader.choice(root, "decision_log", ("all", "denials", "off"), default="all"),
+    )
+    _check_routing(reader, root, config)
+    problems.raise_if_any()
+    return config
+
+
+def _read_listen(reader: FieldReader, root: LocatedDict, base: Path) -> Listen:
+    section = reader.section(root, "listen")
+    if section is None:
+        return Listen()
+    reader.expect_keys(section, ("address", "port", "tls", "allow_plaintext"), "listen")
+    address = reader.string(section, "address", default="127.0.0.1") or "127.0.0.1"
+    if address != "localhost":
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            reader.error(section, "address", f"listen address {address!r} must be an IP address or localhost")
+    port = reader.integer(section, "port", default=8080, minimum=0)
+    if port > 65535:
+        reader.error(section, "port", f"port {port} is out of range")
+    tls = None
+    tls_section = reader.section(section, "tls")
+    if tls_section is not None:
+        reader.expect_keys(tls_section, ("cert", "key"), "listen.tls")
+        cert = _read_file(reader, tls_section, "cert", base, required=True)
+        key = _read_file(reader, tls_section, "key", base, required=True)
+        if cert and key:
+            tls = ServerTls(cert, key)
+    listen = Listen(address, port, tls, reader.boolean(section, "allow_plaintext", default=False))
+    if tls is None and not listen.is_loopback and not listen.allow_plaintext:
+        reader.error(
+            section,
+            "address",
+            "clients send bearer tokens: listening beyond loopback needs 'tls' (cert and key), "
+            "or 'allow_plaintext: true' when a TLS-terminating proxy sits in front",
+        )
+    return listen
+
+
+def _read_file(reader: FieldReader, section: LocatedDict, key: str, base: Path, *, required: bool = False) -> Path | None:
+    """A path relative to the config file; it must exist and be readable now."""
+    text = reader.string(section, key, required=required)
+    if text is None:
+        return None
+    path = (base / os.path.expanduser(text)).resolve()
+    if not path.is_file():
+        reader.error(section, key, f"{key}: file {text!r} does not exist (looked at {path})")
+        return None
+    return path
+
+
+def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> dict[str, CompiledPack]:
+    """Pack files, or folders whose ``*.yaml`` files (except ``*.tests.yaml``) are packs."""
+    packs: dict[str, CompiledPack] = {}
+    entries = reader.strings(root, "policies")
+    if "policies" not in root:
+        reader.error(root, None, "missing required key 'policies' (pack files or folders)")
+    items = root.get("policies")
+    for index, (text, _line) in enumerate(entries):
+        target = (base / os.path.expanduser(text)).resolve()
+        if target.is_dir():
+            files = sorted(p for p in target.glob("*.yaml") if not p.name.endswith(".tests.yaml"))
+        elif target.is_file():
+            files = [target]
+        else:
+            reader.error(items, index, f"policy path {text!r} does not exist (looked at {target})")
+            continue
+        for pack_file in files:
+            try:
+                pack = load_pack_file(pack_file)
+            except ConfigError as exc:
+                reader.problems.items.extend(exc.problems)
+                continue
+            if pack.name in packs:
+                reader.error(items, index, f"pack {pack.name!r} is defined twice ({packs[pack.name].pack.file} and {pack_file})")
+                continue
+            packs[pack.name] = compile_pack(pack)
+    return packs
+
+
+def _read_limits(reader: FieldReader, root: LocatedDict) -> Limits:
+    section = reader.section(root, "limits")
+    if section is None:
+        return Limits()
+    defaults = Limits()
+    reader.expect_keys(section, tuple(Limits.__dataclass_fields__), "limits")
+    return Limits(
+        max_header_bytes=reader.integer(section, "max_header_bytes", default=defaults.max_header_bytes, minimum=1024),
+        max_line_bytes=reader.integer(section, "max_line_bytes", default=defaults.max_line_bytes, minimum=256),
+        max_body_bytes=reader.integer(section, "max_body_bytes", default=defaults.max_body_bytes, minimum=0),
+        max_query_params=reader.integer(section, "max_query_params", default=defaults.max_query_params, minimum=1),
+        header_timeout=reader.number(section, "header_timeout", default=defaults.header_timeout, minimum=0.1),
+        body_timeout=reader.number(section, "body_timeout", default=defaults.body_timeout, minimum=0.1),
+    )
+
+
+def _read_endpoints(reader: FieldReader, root: LocatedDict) -> Endpoints:
+    section = reader.section(root, "endpoints")
+    if section is None:
+        return Endpoints()
+    reader.expect_keys(section, ("health", "ready", "metrics"), "endpoints")
+    values = {}
+    for key, default in (("health", "/healthz"), ("ready", "/readyz"), ("metrics", "/metrics")):
+        value = reader.string(section, key, default=default) or default
+        try:
+            parse_path_template(value, what=f"endpoints.{key}", params=False)
+        except ValueError as exc:
+            reader.error(section, key, str(exc))
+        values[key] = value
+    if len(set(values.values())) != 3:
+        reader.error(section, None, "health, ready and metrics endpoints must differ")
+    return Endpoints(**values)
+
+
+UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "token_source")
+
+
+def _read_upstreams(reader: FieldReader, root: LocatedDict, base: Path, packs: Mapping[str, CompiledPack]) -> tuple[Upstream, ...]:
+    items = reader.items(root, "upstreams", required=True)
+    if items is None:
+        return ()
+    if not items:
+        reader.error(root, "upstreams", "at least one upstream is needed")
+    upstreams: list[Upstream] = []
+    names: set[str] = set()
+    for index, body in enumerate(items):
+        if not isinstance(body, LocatedDict):
+            reader.error(items, index, "each upstream must be a mapping")
+            continue
+        upstream = _read_upstream(reader, body, base, packs)
+        if upstream is None:
+            continue
+        if upstream.name in names:
+            reader.error(body, "name", f"upstream name {upstream.name!r} is used twice")
+        names.add(upstream.name)
+        upstreams.append(upstream)
+    return tuple(upstreams)
+
+
+def _read_upstream(reader: FieldReader, body: LocatedDict, base: Path, packs: Mapping[str, CompiledPack]) -> Upstream | None:
+    reader.expect_keys(body, UPSTREAM_KEYS, "an upstream")
+    name = reader.string(body, "name", required=True)
+    if name and not NAME.fullmatch(name):
+        reader.error(body, "name", f"upstream name {name!r} must be lowercase letters, digits, '-' or '_'")
+    url = _read_url(reader, body)
+    prefix = reader.string(body, "path_prefix")
+    if prefix is not None:
+        try:
+            if not parse_path_template(prefix, what=f"path_prefix {prefix!r}", params=False):
+                reader.error(body, "path_prefix", "path_prefix '/' would capture every path: omit it instead")
+        except ValueError as exc:
+            reader.error(body, "path_prefix", str(exc))
+    host = reader.string(body, "host")
+    if host is not None:
+        host = host.lower()
+    pack_name = reader.string(body, "pack", required=True)
+    pack = packs.get(pack_name or "")
+    if pack_name and pack is None:
+        known = ", ".join(sorted(packs)) or "none loaded"
+        reader.error(body, "pack", f"unknown pack {pack_name!r} (known: {known})")
+    source = read_token_source(reader, body, base, pack)
+    tls = _read_upstream_tls(reader, body, base)
+    connect_timeout, read_timeout = _read_timeouts(reader, body)
+    if not (name and url and pack_name and source):
+        return None
+    return Upstream(name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout)
+
+
+def _read_url(reader: FieldReader, body: LocatedDict) -> URL | None:
+    text = reader.string(body, "url", required=True)
+    if text is None:
+        return None
+    try:
+        url = URL(text)
+    except ValueError as exc:
+        reader.error(body, "url", f"bad url {text!r}: {exc}")
+        return None
+    if url.scheme not in ("http", "https") or not url.host:
+        reader.error(body, "url", f"url {text!r} must be http:// or https:// with a host")
+        return None
+    if url.query_string or url.fragment or url.user or url.password:
+        reader.error(body, "url", f"url {text!r} must not carry a query, fragment or credentials")
+        return None
+    return url.with_path(url.raw_path.rstrip("/") or "/", encoded=True)
+
+
+def _read_upstream_tls(reader: FieldReader, body: LocatedDict, base: Path) -> UpstreamTls:
+    section = reader.section(body, "tls")
+    if section is None:
+        return UpstreamTls()
+    reader.expect_keys(section, ("verify", "ca_file", "client_cert", "client_key"), "upstream tls")
+    tls = UpstreamTls(
+        verify=reader.boolean(section, "verify", default=True),
+        ca_file=_read_file(reader, section, "ca_file", base),
+        client_cert=_read_file(reader, section, "client_cert", base),
+        client_key=_read_file(reader, section, "client_key", base),
+    )
+    if tls.ca_file and not tls.verify:
+        reader.error(section, "ca_file", "ca_file has no effect with verify: false")
+    if bool(section.get("client_cert")) != bool(section.get("client_key")):
+        reader.error(section, None, "client_cert and client_key go together")
+    return tls
+
+
+def _read_timeouts(reader: FieldReader, body: LocatedDict) -> tuple[float, float]:
+    section = reader.section(body, "timeouts")
+    if section is None:
+        return 5.0, 60.0
+    reader.expect_keys(section, ("connect", "read"), "timeouts")
+    return (
+        reader.number(section, "connect", default=5.0, minimum=0.01),
+        reader.number(section, "read", default=60.0, minimum=0.01),
+    )
+
+
+def _check_routing(reader: FieldReader, root: LocatedDict, config: Config) -> None:
+    """Every request must reach at most one upstream, and never shadow labgate's own paths."""
+    items = root.get("upstreams")
+    seen: dict[tuple[str | None, str | None], str] = {}
+    for index, upstream in enumerate(config.upstreams):
+        key = (upstream.host, upstream.path_prefix)
+        if key in seen:
+            reader.error(items, index, f"upstream {upstream.name!r} is reached exactly like {seen[key]!r} (same host and path_prefix)")
+        seen[key] = upstream.name
+        for own in config.endpoints.all():
+            if upstream.path_prefix and (own == upstream.path_prefix or own.startswith(upstream.path_prefix + "/")):
+                reader.error(items, index, f"path_prefix {upstream.path_prefix!r} would hide labgate's own {own}")

@@ -1,0 +1,48 @@
+"""One JSON line per request: what was decided, why, and about whom.
+
+A token is only ever named by its short hash; there is no field a token,
+secret or password could travel in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+logger = logging.getLogger("labgate.decisions")
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    request_id: str
+    upstream: str | None
+    method: str
+    path: str | None
+    rule: str | None
+    client_ip: str | None
+    peer: str | None
+    token_type: str | None
+    token_hash: str | None
+    subject: str | None
+    allowed: bool
+    reason: str
+    status: int
+    upstream_status: int | None
+    duration_ms: float
+
+    def to_json(self) -> str:
+        fields = dict(self.__dict__)
+        fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        fields["decision"] = "allow" if self.allowed else "deny"
+        del fields["allowed"]
+        return json.dumps(fields, separators=(",", ":"))
+
+
+def log_decision(record: DecisionRecord, level: str) -> None:
+    """``level`` is the config's ``decision_log``: all, denials or off."""
+    if level == "off" or (level == "denials" and record.allowed):
+        return
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(record.to_json())

@@ -1,0 +1,374 @@
+"""The aiohttp application: one handler that decides, then forwards or refuses.
+
+Flow for every request (``Gateway.handle``):
+own endpoint? -> method known? -> target parsed (400) -> upstream routed (404)
+-> bearer token -> token source -> client IP -> :func:`proxy.policy.decide.decide`
+-> refuse with JSON, or forward byte-for-byte and stream the answer back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import AsyncIterator, Callable
+
+from aiohttp import web
+from yarl import URL
+
+from proxy.config import Config, Upstream
+from proxy.decision_log import DecisionRecord, log_decision
+from proxy.gateway.errors import error_response
+from proxy.gateway.headers import BearerProblem, bearer_token, outbound_headers, response_headers
+from proxy.gateway.routing import UpstreamRouter
+from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamTransport
+from proxy.ipaddrs import ClientIpResolver, IPAddress
+from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from proxy.paths import RequestTarget, TargetError, parse_target
+from proxy.policy.compile import CompiledPack
+from proxy.policy.decide import Decision, RequestFacts, decide, deny
+from proxy.policy.model import ROUTE_METHODS
+from proxy.reasons import Reason
+from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.tokens.jwt_source import JwtSource
+
+logger = logging.getLogger("labgate")
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+CHUNK_SIZE = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The client sent more body than ``limits.max_body_bytes``."""
+
+
+@dataclass
+class UpstreamRuntime:
+    """What serving one upstream needs at run time."""
+
+    upstream: Upstream
+    pack: CompiledPack
+    source: JwtSource
+    transport: UpstreamTransport
+    base: str  # scheme://host[:port][/base/path], to which the checked raw target is appended
+
+
+TransportFactory = Callable[[Upstream], UpstreamTransport]
+
+
+def request_id_for(request: web.BaseRequest) -> str:
+    given = request.headers.get("X-Request-ID")
+    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+class Gateway:
+    """A running labgate: config, per-upstream runtime state and metrics."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: GatewayMetrics | None = None,
+        transport_factory: TransportFactory = AiohttpTransport,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or GatewayMetrics()
+        self.ip_resolver = ClientIpResolver(config.trusted_proxies, config.client_ip_header)
+        self._transport_factory = transport_factory
+        self._runtimes: list[UpstreamRuntime] = []
+        self.router: UpstreamRouter[UpstreamRuntime] = UpstreamRouter([])
+        self._own = {
+            config.endpoints.health: self._healthz,
+            config.endpoints.ready: self._readyz,
+            config.endpoints.metrics: self._metrics,
+        }
+        self._warned_peers: set[str] = set()
+        self.proto = "https" if config.listen.tls else "http"
+
+    async def start(self) -> None:
+        for upstream in self.config.upstreams:
+            name = upstream.name
+            source = JwtSource(
+                upstream.token_source,
+                on_cache=lambda hit, name=name: self.metrics.token_cache.labels(name, "hit" if hit else "miss").inc(),
+                on_fetch=lambda result, name=name: self.metrics.jwks_fetches.labels(name, result).inc(),
+            )
+            base = str(upstream.url.origin()) + upstream.url.raw_path.rstrip("/")
+            self._runtimes.append(
+                UpstreamRuntime(upstream, self.config.packs[upstream.pack], source, self._transport_factory(upstream), base)
+            )
+        self.router = UpstreamRouter([(r.upstream, r) for r in self._runtimes])
+        warn_about_client_ip_rules(self.config)
+
+    async def close(self) -> None:
+        for runtime in self._runtimes:
+            await runtime.transport.close()
+            await runtime.source.close()
+        self._runtimes.clear()
+
+    # -- labgate's own endpoints ------------------------------------------------
+
+    async def _healthz(self, request: web.BaseRequest) -> web.StreamResponse:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.BaseRequest) -> web.StreamResponse:
+        ready = bool(self._runtimes)
+        return web.json_response(
+            {"status": "ready" if ready else "starting", "upstreams": [r.upstream.name for r in self._runtimes]},
+            status=200 if ready else 503,
+        )
+
+    async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # -- the request path -------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = request_id_for(request)
+        own = self._own.get(request.raw_path)
+        if own is not None and request.method in ("GET", "HEAD"):
+            return await own(request)
+        if request.method not in ROUTE_METHODS:
+            return self._refuse(request, request_id, started, Reason.METHOD_NOT_SUPPORTED, f"method {request.method[:16]!r} is not supported")
+        try:
+            target = parse_target(request.raw_path, max_query_params=self.config.limits.max_query_params)
+        except TargetError as exc:
+            return self._refuse(request, request_id, started, exc.reason, exc.detail)
+        routed = self.router.route(request.headers.get("Host"), target)
+        if routed is None:
+            return self._refuse(request, request_id, started, Reason.NO_UPSTREAM, "no upstream serves this host and path")
+        upstream, runtime, target = routed
+        token = await self._token_facts(request, runtime, target)
+        client_ip = self.ip_resolver.resolve(request.remote, request.headers)
+        self._warn_untrusted_forwarding(request, runtime)
+        decision = decide(RequestFacts(request.method, target, client_ip), token, runtime.pack)
+        if not decision.allowed:
+            self._record(request, request_id, started, upstream.name, target, decision, token, client_ip, None)
+            return error_response(decision.reason, decision.detail, request_id)
+        return await self._forward(request, request_id, started, runtime, target, decision, token, client_ip)
+
+    async def _token_facts(self, request: web.BaseRequest, runtime: UpstreamRuntime, target: RequestTarget) -> TokenFacts | TokenRejection:
+        found = bearer_token(request.headers)
+        if isinstance(found, BearerProblem):
+            return TokenRejection(found.reason, found.detail)
+        if "access_token" in target.query_names:
+            # RFC 9700 section 4.3.2: tokens in URLs leak into logs and Referer.
+            return TokenRejection(Reason.MALFORMED_AUTHORIZATION, "tokens are not accepted in the query string")
+        return await runtime.source.verify(found)
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        request_id: str,
+        started: float,
+        runtime: UpstreamRuntime,
+        target: RequestTarget,
+        decision: Decision,
+        token: TokenFacts | TokenRejection,
+        client_ip: IPAddress | None,
+    ) -> web.StreamResponse:
+        limit = self.config.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
+        outbound = OutboundRequest(
+            method=request.method,
+            # Security rule 2: the checked raw target, never request.path or URL(str).
+            url=URL(runtime.base + target.forward_target, encoded=True),
+            headers=outbound_headers(
+                request.headers,
+                client_ip=str(client_ip) if client_ip else "",
+                proto=self.proto,
+                original_host=request.headers.get("Host"),
+                request_id=request_id,
+            ),
+            body=self._request_body(request, limit) if request.body_exists else None,
+        )
+        name = runtime.upstream.name
+        try:
+            async with runtime.transport.send(outbound) as answer:
+                self.metrics.upstream_duration.labels(name).observe(time.perf_counter() - started)
+                response = web.StreamResponse(status=answer.status, headers=response_headers(answer.headers, request_id))
+                await response.prepare(request)
+                await self._stream_back(answer.body(), response, name)
+        except BodyTooLarge:
+            return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
+        except UpstreamError as exc:
+            if isinstance(exc.__cause__, BodyTooLarge) or isinstance(exc.__cause__ and exc.__cause__.__cause__, BodyTooLarge):
+                return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
+            self.metrics.upstream_errors.labels(name, exc.reason.code).inc()
+            return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, exc.reason, exc.detail)
+        self._record(request, request_id, started, name, target, decision, token, client_ip, answer.status)
+        return response
+
+    async def _request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
+        """Stream the client's raw body, bounded in size and in time per read."""
+        total = 0
+        while True:
+            async with asyncio.timeout(self.config.limits.body_timeout):
+                chunk = await request.content.readany()
+            if not chunk:
+                return
+            total += len(chunk)
+            if total > limit:
+                raise BodyTooLarge()
+            yield chunk
+
+    async def _stream_back(self, body: AsyncIterator[bytes], response: web.StreamResponse, name: str) -> None:
+        """Once headers are sent a failure can only cut the connection, which the client sees."""
+        try:
+            async for chunk in body:
+                await response.write(chunk)
+            await response.write_eof()
+        except (UpstreamError, asyncio.TimeoutError, OSError) as exc:
+            self.metrics.upstream_errors.labels(name, "body_interrupted").inc()
+            logger.warning("upstream %s: response body interrupted (%s)", name, type(exc).__name__)
+            response.force_close()
+        except Exception as exc:  # aiohttp client errors while reading the body
+            self.metrics.upstream_errors.labels(name, "body_interrupted").inc()
+            logger.warning("upstream %s: response body interrupted (%s)", name, type(exc).__name__)
+            response.force_close()
+
+    # -- refusing and recording -------------------------------------------------
+
+    def _refuse(self, request: web.BaseRequest, request_id: str, started: float, reason: Reason, detail: str) -> web.Response:
+        decision = deny(reason, detail)
+        self._record(request, request_id, started, None, None, decision, None, None, None)
+        return error_response(reason, detail, request_id)
+
+    def _refuse_after(
+        self,
+        request: web.BaseRequest,
+        request_id: str,
+        started: float,
+        runtime: UpstreamRuntime,
+        target: RequestTarget,
+        allowed: Decision,
+        token: TokenFacts | TokenRejection,
+        client_ip: IPAddress | None,
+        reason: Reason,
+        detail: str | None = None,
+    ) -> web.Response:
+        """An allowed request that still failed (body too large, upstream down)."""
+        detail = detail or {Reason.BODY_TOO_LARGE: "the request body is larger than allowed"}.get(reason, reason.code)
+        decision = deny(reason, detail, rule=allowed.rule, token_type=allowed.token_type)
+        self._record(request, request_id, started, runtime.upstream.name, target, decision, token, client_ip, None)
+        response = error_response(reason, detail, request_id)
+        if reason is Reason.BODY_TOO_LARGE:
+            response.force_close()  # the rest of the body is never read
+        return response
+
+    def _record(
+        self,
+        request: web.BaseRequest,
+        request_id: str,
+        started: float,
+        upstream: str | None,
+        target: RequestTarget | None,
+        decision: Decision,
+        token: TokenFacts | TokenRejection | None,
+        client_ip: IPAddress | None,
+        upstream_status: int | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        label_upstream = upstream or "none"
+        token_type = decision.token_type or "none"
+        outcome = "allow" if decision.allowed else "deny"
+        self.metrics.requests.labels(label_upstream, token_type, outcome, decision.reason.code).inc()
+        self.metrics.request_duration.labels(label_upstream, outcome).observe(elapsed)
+        facts = token if isinstance(token, TokenFacts) else None
+        log_decision(
+            DecisionRecord(
+                request_id=request_id,
+                upstream=upstream,
+                method=request.method[:16],
+                path=target.path if target else None,
+                rule=decision.rule,
+                client_ip=str(client_ip) if client_ip else None,
+                peer=request.remote,
+                token_type=decision.token_type,
+                token_hash=facts.token_hash if facts else None,
+                subject=facts.subject if facts else None,
+                allowed=decision.allowed,
+                reason=decision.reason.code,
+                status=upstream_status or decision.status,
+                upstream_status=upstream_status,
+                duration_ms=round(elapsed * 1000, 3),
+            ),
+            self.config.decision_log,
+        )
+
+    def _warn_untrusted_forwarding(self, request: web.BaseRequest, runtime: UpstreamRuntime) -> None:
+        """IP rules see the TCP peer; say so once when a peer sends forwarding headers we ignore."""
+        peer = request.remote or ""
+        if peer in self._warned_peers or len(self._warned_peers) >= 64:
+            return
+        header = "Forwarded" if self.config.client_ip_header == "forwarded" else "X-Forwarded-For"
+        if header not in request.headers or not _has_ip_rules(runtime.pack):
+            return
+        if self.ip_resolver.resolve(peer, {}) in self.config.trusted_proxies:
+            return
+        self._warned_peers.add(peer)
+        logger.warning(
+            "peer %s sent %s but is not in trusted_proxies: client_ips rules compare the peer itself; "
+            "list the load balancer in trusted_proxies if it is one",
+            peer,
+            header,
+        )
+
+
+def _has_ip_rules(pack: CompiledPack) -> bool:
+    return any(t.spec.client_ips is not None for t in pack.token_types.values())
+
+
+def warn_about_client_ip_rules(config: Config) -> None:
+    """Say at start when the trusted-proxy setup makes IP rules weaker than they look."""
+    uses_ip_rules = any(_has_ip_rules(config.packs[u.pack]) for u in config.upstreams) or any(
+        u.token_source.client_ips_claim for u in config.upstreams
+    )
+    if not uses_ip_rules:
+        return
+    if config.trusted_proxies.covers_everything():
+        logger.warning(
+            "trusted_proxies covers every address: any client can choose its own IP with %s, "
+            "so client_ips rules protect nothing",
+            config.client_ip_header,
+        )
+    elif len(config.trusted_proxies) == 0:
+        logger.warning(
+            "client_ips rules compare the TCP peer (no trusted_proxies): behind a load balancer "
+            "every request would come from the balancer's address; list it in trusted_proxies"
+        )
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def build_app(config: Config, *, transport_factory: TransportFactory = AiohttpTransport) -> web.Application:
+    """An aiohttp app in which the gateway answers every request.
+
+    The gateway is a middleware that never calls the router's handler: with
+    no routes, aiohttp can neither answer a plain-text 404/405 of its own nor
+    bind ``{vars}`` on paths we have not checked yet.
+    """
+    gateway = Gateway(config, transport_factory=transport_factory)
+
+    @web.middleware
+    async def gateway_middleware(request: web.Request, _handler: object) -> web.StreamResponse:
+        return await gateway.handle(request)
+
+    app = web.Application(middlewares=[gateway_middleware], handler_args={"auto_decompress": False})
+    app[GATEWAY] = gateway
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await gateway.start()
+        yield
+        await gateway.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

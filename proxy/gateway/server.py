@@ -1,0 +1,176 @@
+"""Serving the gateway: aiohttp's HTTP server with labgate's guards around it.
+
+Two things aiohttp does not do on its own:
+
+* parse errors become labgate's JSON error bodies (431 for oversized headers),
+  and are logged by type only — aiohttp's own message quotes the offending
+  line, which may be an ``Authorization`` header;
+* a deadline for a client to finish sending request headers (slowloris: with
+  default settings such a connection stays open for at least 30 seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from proxy.config import Config
+from proxy.gateway.errors import error_response
+from proxy.reasons import Reason
+
+logger = logging.getLogger("labgate")
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's connection handler plus a header deadline and JSON parse errors."""
+
+    header_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def _arm_header_deadline(self) -> None:
+        loop = asyncio.get_running_loop()
+        seen = self._request_count
+        self._header_deadline = loop.call_later(self.header_timeout, self._check_header_deadline, seen)
+
+    def _check_header_deadline(self, seen: int) -> None:
+        """Close a connection that sent no complete request head within the deadline.
+
+        A connection busy with a request (a long upload or download) is left
+        alone; the deadline is checked again for the next request on it.
+        """
+        if self.transport is None:
+            return
+        if self._request_count == seen and self._current_request is None and not self._messages:
+            logger.info("closing a connection that sent no complete request within %.0fs", self.header_timeout)
+            self.transport.close()
+            return
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error")
+        if isinstance(exc, LineTooLong):
+            reason, detail = Reason.HEADERS_TOO_LARGE, "the request line or a header is too large"
+        elif isinstance(exc, BadHttpMessage):
+            reason, detail = Reason.BAD_REQUEST, "malformed HTTP request"
+        else:
+            reason, detail = Reason.INTERNAL_ERROR, "internal error"
+        # Log by type only: aiohttp's messages quote raw request bytes.
+        logger.info("refused a request at the HTTP layer: %s (%s)", type(exc).__name__ if exc else status, reason.code)
+        response = error_response(reason, detail, "-")
+        response.force_close()
+        return response
+
+
+class GuardedServer(web.Server):
+    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        handler = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.header_timeout = self._header_timeout
+        return handler
+
+
+class GuardedAppRunner(web.AppRunner):
+    """An AppRunner whose connections are :class:`GuardedRequestHandler`s."""
+
+    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout = header_timeout
+
+    async def _make_server(self) -> web.Server:
+        loop = asyncio.get_running_loop()
+        app = self.app
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        kwargs = dict(self._kwargs)
+        kwargs.update(app._handler_args or {})
+        return GuardedServer(
+            app._handle,
+            request_factory=app._make_request,
+            loop=loop,
+            header_timeout=self._header_timeout,
+            **kwargs,
+        )
+
+
+def server_ssl(config: Config) -> ssl.SSLContext | None:
+    tls = config.listen.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return context
+
+
+def make_runner(app: web.Application, config: Config) -> GuardedAppRunner:
+    limits = config.limits
+    return GuardedAppRunner(
+        app,
+        header_timeout=limits.header_timeout,
+        access_log=None,
+        max_line_size=limits.max_line_bytes,
+        max_field_size=limits.max_header_bytes,
+        max_headers=100,
+        keepalive_timeout=75.0,
+        handle_signals=False,
+    )
+
+
+def c_parser_active() -> bool:
+    """Security rule 12: production runs aiohttp's C parser."""
+    from aiohttp import http_parser
+
+    return http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy
+
+
+async def run_server(config: Config, *, ready: "asyncio.Event | None" = None) -> None:
+    """Serve until SIGINT or SIGTERM, then drain requests in flight."""
+    from proxy.gateway.app import build_app
+
+    runner = make_runner(build_app(config), config)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config), shutdown_timeout=30.0
+    )
+    await site.start()
+    scheme = "https" if config.listen.tls else "http"
+    logger.info("labgate listening on %s://%s:%s", scheme, config.listen.address, config.listen.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        logger.info("labgate shutting down")
+        await runner.cleanup()

@@ -1,0 +1,125 @@
+"""The seam between forwarding and the HTTP client that talks to appliances.
+
+Forwarding code only knows :class:`UpstreamTransport`: send one request, get a
+status, headers and a body stream.  The aiohttp implementation below can be
+swapped for a faster one without touching policy or forwarding code.  Foreign
+exceptions are mapped to :class:`UpstreamError` here, at the boundary, and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncContextManager, AsyncIterator, Protocol
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from proxy.config import Upstream
+from proxy.reasons import Reason
+
+CHUNK_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    method: str
+    url: URL  # built with encoded=True: exactly the bytes the policy decided on
+    headers: CIMultiDict[str]
+    body: AsyncIterator[bytes] | None
+
+
+class UpstreamResponse(Protocol):
+    status: int
+    headers: CIMultiDictProxy[str]
+
+    def body(self) -> AsyncIterator[bytes]: ...
+
+
+class UpstreamTransport(Protocol):
+    def send(self, request: OutboundRequest) -> AsyncContextManager[UpstreamResponse]: ...
+
+    async def close(self) -> None: ...
+
+
+class UpstreamError(Exception):
+    """The appliance could not be reached or did not answer in time."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class _AiohttpResponse:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
+
+    async def body(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.content.iter_chunked(CHUNK_SIZE):
+            yield chunk
+
+
+def client_ssl(upstream: Upstream) -> ssl.SSLContext | bool:
+    """Verify by default; ``verify: false`` only for self-signed lab gear."""
+    if upstream.url.scheme != "https":
+        return True
+    if not upstream.tls.verify:
+        return False
+    context = ssl.create_default_context(cafile=str(upstream.tls.ca_file) if upstream.tls.ca_file else None)
+    if upstream.tls.client_cert and upstream.tls.client_key:
+        context.load_cert_chain(str(upstream.tls.client_cert), str(upstream.tls.client_key))
+    return context
+
+
+class AiohttpTransport:
+    """One pooled ``ClientSession`` per upstream.
+
+    Bodies pass as raw bytes both ways (``auto_decompress=False``) so
+    ``Content-Length`` and ``Content-Encoding`` stay true; redirects are never
+    followed (security rule 13); aiohttp adds no headers of its own.
+    """
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._name = upstream.name
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl(upstream), limit=256),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+            ),
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+
+    @asynccontextmanager
+    async def send(self, request: OutboundRequest) -> AsyncIterator[UpstreamResponse]:
+        try:
+            response = await self._session.request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.body,
+                allow_redirects=False,
+                compress=None,
+                chunked=None,
+            )
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamError(
+                Reason.UPSTREAM_UNREACHABLE, f"upstream {self._name!r} is unreachable ({type(exc).__name__})"
+            ) from exc
+        try:
+            yield _AiohttpResponse(response)
+        finally:
+            response.release()
+
+    async def close(self) -> None:
+        await self._session.close()

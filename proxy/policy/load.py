@@ -1,0 +1,187 @@
+"""Read policy pack files into :class:`~proxy.policy.model.Pack` values.
+
+Every problem is reported as ``file:line: message``; a pack with any problem is
+refused as a whole (a half-loaded policy could allow what the operator meant to
+deny).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
+from proxy.policy.compile import CompiledPack, compile_pack
+from proxy.policy.model import Lifetimes, Pack, QueryRule, RouteTemplate, TokenType, parse_path_template
+from proxy.yamlsource import FieldReader, LocatedDict, Problems, line_of, load_yaml_file, load_yaml_text
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_QUERY_NAME = re.compile(r"[A-Za-z0-9_.$:~-]+")
+
+PACK_KEYS = ("pack", "description", "paths", "token_types")
+TOKEN_TYPE_KEYS = (
+    "description",
+    "routes",
+    "path_prefixes",
+    "deny",
+    "query",
+    "client_ips",
+    "requires_token_prefixes",
+    "lifetimes",
+)
+LIFETIME_KEYS = ("ttl", "idle", "absolute", "refresh_until")
+
+
+def load_pack_file(path: Path) -> Pack:
+    """Load one pack file; raises ConfigError listing every problem."""
+    return _read_pack(load_yaml_file(path), str(path))
+
+
+def load_pack_text(text: str, file: str = "<pack>") -> Pack:
+    return _read_pack(load_yaml_text(text, file), file)
+
+
+def load_compiled_pack(path: Path) -> CompiledPack:
+    return compile_pack(load_pack_file(path))
+
+
+def _read_pack(document: Any, file: str) -> Pack:
+    problems = Problems()
+    reader = FieldReader(file, problems)
+    if not isinstance(document, LocatedDict):
+        problems.add(file, 1, "a policy pack must be a mapping with 'pack' and 'token_types'")
+        problems.raise_if_any()
+    root = cast(LocatedDict, document)
+    reader.expect_keys(root, PACK_KEYS, "a policy pack")
+    name = reader.string(root, "pack", required=True) or ""
+    if name and not NAME.fullmatch(name):
+        reader.error(root, "pack", f"pack name {name!r} must be lowercase letters, digits, '-' or '_'")
+    paths = reader.choice(root, "paths", ("case-sensitive", "case-insensitive"), default="case-sensitive")
+    types_section = reader.section(root, "token_types", required=True)
+    token_types: dict[str, TokenType] = {}
+    if types_section is not None:
+        if not types_section:
+            reader.error(root, "token_types", "a pack needs at least one token type")
+        for type_name, body in types_section.items():
+            token_type = _read_token_type(reader, types_section, type_name, body)
+            if token_type is not None:
+                token_types[type_name] = token_type
+    problems.raise_if_any()
+    return Pack(
+        name=name,
+        file=file,
+        token_types=token_types,
+        case_insensitive_paths=paths == "case-insensitive",
+        description=reader.string(root, "description", default="") or "",
+    )
+
+
+def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: Any) -> TokenType | None:
+    if not NAME.fullmatch(name):
+        reader.error(parent, name, f"token type name {name!r} must be lowercase letters, digits, '-' or '_'")
+    if not isinstance(body, LocatedDict):
+        reader.error(parent, name, f"token type {name!r} must be a mapping")
+        return None
+    reader.expect_keys(body, TOKEN_TYPE_KEYS, f"token type {name!r}")
+    routes = _read_routes(reader, body, "routes", allow_any_method=False)
+    deny = _read_routes(reader, body, "deny", allow_any_method=True)
+    prefixes = _read_prefixes(reader, body)
+    requires_token_prefixes = reader.boolean(body, "requires_token_prefixes", default=False)
+    if not routes and not prefixes:
+        reader.error(body, None, f"token type {name!r} allows nothing: give it 'routes' or 'path_prefixes'")
+    return TokenType(
+        name=name,
+        description=reader.string(body, "description", default="") or "",
+        routes=routes,
+        path_prefixes=prefixes,
+        deny=deny,
+        query=_read_query(reader, body),
+        client_ips=read_address_set(reader, body, "client_ips"),
+        requires_token_prefixes=requires_token_prefixes,
+        lifetimes=_read_lifetimes(reader, body),
+    )
+
+
+def _read_routes(reader: FieldReader, body: LocatedDict, key: str, *, allow_any_method: bool) -> tuple[RouteTemplate, ...]:
+    routes: list[RouteTemplate] = []
+    seen: set[tuple[str, tuple[str | None, ...]]] = set()
+    items = body.get(key)
+    for index, (text, _line) in enumerate(reader.strings(body, key)):
+        try:
+            route = RouteTemplate.parse(text, allow_any_method=allow_any_method)
+        except ValueError as exc:
+            reader.error(items, index, str(exc))
+            continue
+        identity = (route.method, route.segments)
+        if identity in seen:
+            reader.error(items, index, f"{key}: {route.text!r} is listed twice (or differs only in param names)")
+            continue
+        seen.add(identity)
+        routes.append(route)
+    return tuple(routes)
+
+
+def _read_prefixes(reader: FieldReader, body: LocatedDict) -> tuple[str, ...]:
+    prefixes: list[str] = []
+    items = body.get("path_prefixes")
+    for index, (text, _line) in enumerate(reader.strings(body, "path_prefixes")):
+        try:
+            parse_path_template(text.rstrip("/") or "/", what=f"path prefix {text!r}", params=False)
+        except ValueError as exc:
+            reader.error(items, index, str(exc))
+            continue
+        prefixes.append(text.rstrip("/") or "/")
+    return tuple(prefixes)
+
+
+def _read_query(reader: FieldReader, body: LocatedDict) -> QueryRule | None:
+    section = reader.section(body, "query")
+    if section is None:
+        return None
+    reader.expect_keys(section, ("allow", "deny"), "query")
+    modes = [m for m in ("allow", "deny") if m in section]
+    if len(modes) != 1:
+        reader.error(section, None, "query needs exactly one of 'allow' (safer) or 'deny'")
+        return None
+    mode = cast(Literal["allow", "deny"], modes[0])
+    names: list[str] = []
+    items = section.get(mode)
+    if isinstance(items, list) and not items:
+        return QueryRule.of(mode, [])
+    for index, (text, _line) in enumerate(reader.strings(section, mode)):
+        if not _QUERY_NAME.fullmatch(text):
+            reader.error(items, index, f"query parameter name {text!r} may use only letters, digits and _ . $ : ~ -")
+            continue
+        names.append(text)
+    return QueryRule.of(mode, names)
+
+
+def read_address_set(reader: FieldReader, body: LocatedDict, key: str) -> AddressSet | None:
+    """An IP allowlist with each bad entry reported at its own line."""
+    if key not in body or body[key] is None:
+        return None
+    items = body.get(key)
+    ranges = []
+    for index, (text, _line) in enumerate(reader.strings(body, key)):
+        try:
+            ranges.append(parse_entry(text))
+        except InvalidAddress as exc:
+            reader.error(items, index, f"{key}: {exc}")
+    return AddressSet.from_ranges(ranges)
+
+
+def _read_lifetimes(reader: FieldReader, body: LocatedDict) -> Lifetimes:
+    section = reader.section(body, "lifetimes")
+    if section is None:
+        return Lifetimes()
+    reader.expect_keys(section, LIFETIME_KEYS, "lifetimes")
+    lifetimes = Lifetimes(*(reader.duration(section, key) for key in LIFETIME_KEYS))
+    if lifetimes.ttl and lifetimes.absolute and lifetimes.ttl > lifetimes.absolute:
+        reader.error(section, "ttl", "ttl cannot be longer than absolute")
+    if lifetimes.idle and lifetimes.absolute and lifetimes.idle > lifetimes.absolute:
+        reader.error(section, "idle", "idle cannot be longer than absolute")
+    return lifetimes
+
+
+__all__ = ["load_pack_file", "load_pack_text", "load_compiled_pack", "read_address_set", "line_of"]

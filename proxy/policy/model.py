@@ -1,0 +1,145 @@
+"""Policy packs as plain immutable data: what an operator wrote, validated.
+
+A pack defines the token types of one appliance family.  Parsing happens once,
+in :mod:`proxy.policy.load`; nothing past the loader ever sees raw YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+from proxy.ipaddrs import AddressSet
+from proxy.paths import normalize_query_name
+
+# Methods a route may name.  TRACE and CONNECT are refused outright by the
+# gateway (rule 11: no cross-site tracing, no tunnels through an API proxy).
+ROUTE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ANY_METHOD = "*"
+
+# A {param} binds exactly one non-empty segment from this set: the RFC 3986
+# pchar set minus ';' and '%' (aiohttp's own router would bind '..' or a
+# decoded 'a/b'; ours never can, because such paths are refused earlier).
+PARAM_VALUE = re.compile(r"[A-Za-z0-9._~+:@!$'()*,=-]+")
+_PARAM_NAME = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LITERAL_SEGMENT = re.compile(r"[A-Za-z0-9._~+:@!$'()*,=-]+")
+
+
+@dataclass(frozen=True)
+class RouteTemplate:
+    """``METHOD /path/{param}``: a method and a path template, segment by segment.
+
+    ``segments`` holds literal text, or ``None`` where a ``{param}`` stands.
+    """
+
+    method: str
+    segments: tuple[str | None, ...]
+    text: str
+
+    @classmethod
+    def parse(cls, text: str, *, allow_any_method: bool = False) -> "RouteTemplate":
+        """Parse ``GET /api/backups/{bkpId}/restore``; ValueError says what is wrong."""
+        parts = text.split()
+        if len(parts) != 2:
+            raise ValueError(f"route {text!r} must be 'METHOD /path', e.g. 'GET /api/hosts'")
+        method, path = parts
+        if method == ANY_METHOD and allow_any_method:
+            pass
+        elif method not in ROUTE_METHODS:
+            allowed = ", ".join(sorted(ROUTE_METHODS))
+            extra = " or *" if allow_any_method else ""
+            raise ValueError(f"route {text!r}: method must be one of {allowed}{extra}")
+        return cls(method, parse_path_template(path, what=f"route {text!r}"), f"{method} {path}")
+
+
+def parse_path_template(path: str, *, what: str, params: bool = True) -> tuple[str | None, ...]:
+    """Split ``/a/{b}/c`` into segments, refusing anything a request could not match."""
+    if not path.startswith("/"):
+        raise ValueError(f"{what}: path must start with '/'")
+    if path == "/":
+        return ()
+    if path.endswith("/"):
+        raise ValueError(f"{what}: path must not end with '/'")
+    segments: list[str | None] = []
+    for raw in path[1:].split("/"):
+        if raw == "":
+            raise ValueError(f"{what}: empty segment ('//')")
+        if raw in (".", ".."):
+            raise ValueError(f"{what}: dot segments are not allowed")
+        if _PARAM_NAME.fullmatch(raw):
+            if not params:
+                raise ValueError(f"{what}: {{params}} are not allowed here")
+            segments.append(None)
+        elif "{" in raw or "}" in raw:
+            raise ValueError(f"{what}: a {{param}} must be a whole segment, like /backups/{{bkpId}}")
+        elif not _LITERAL_SEGMENT.fullmatch(raw):
+            raise ValueError(f"{what}: segment {raw!r} has characters a path cannot carry unencoded")
+        else:
+            segments.append(raw)
+    return tuple(segments)
+
+
+@dataclass(frozen=True)
+class QueryRule:
+    """Which query parameter names may appear: an allowlist or a denylist.
+
+    Names are stored normalized (casefolded, ``[...]`` suffix cut) exactly as
+    request parameter names are, so ``SORT``, ``s%6Frt`` and ``sort[]`` all meet
+    the rule written as ``sort``.
+    """
+
+    mode: Literal["allow", "deny"]
+    names: frozenset[str]
+
+    @classmethod
+    def of(cls, mode: Literal["allow", "deny"], names: list[str]) -> "QueryRule":
+        return cls(mode, frozenset(normalize_query_name(n) for n in names))
+
+    def first_violation(self, names: tuple[str, ...]) -> str | None:
+        """The first occurrence that breaks the rule, or None when all pass."""
+        for name in names:
+            if (name in self.names) != (self.mode == "allow"):
+                return name
+        return None
+
+
+@dataclass(frozen=True)
+class Lifetimes:
+    """Seconds; ``None`` when the type sets no such limit.
+
+    ttl: from issue; idle: since last use (SimpliVity: 10 min); absolute: from
+    issue even with continuous use (SimpliVity: 24 h); refresh_until: how long
+    after creation a token may still be renewed (Commvault: 90 days).
+    """
+
+    ttl: float | None = None
+    idle: float | None = None
+    absolute: float | None = None
+    refresh_until: float | None = None
+
+
+@dataclass(frozen=True)
+class TokenType:
+    """A named set of restrictions; see PRODUCT.md "Token type"."""
+
+    name: str
+    description: str = ""
+    routes: tuple[RouteTemplate, ...] = ()
+    path_prefixes: tuple[str, ...] = ()
+    deny: tuple[RouteTemplate, ...] = ()
+    query: QueryRule | None = None
+    client_ips: AddressSet | None = None
+    requires_token_prefixes: bool = False
+    lifetimes: Lifetimes = field(default_factory=Lifetimes)
+
+
+@dataclass(frozen=True)
+class Pack:
+    """The token types of one appliance family, from one file."""
+
+    name: str
+    file: str
+    token_types: Mapping[str, TokenType]
+    case_insensitive_paths: bool = False
+    description: str = ""
