@@ -1,0 +1,100 @@
+"""``labgate check`` and ``labgate explain`` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from proxy.cli import main
+from tests.conftest import mint, write_config
+
+QUICKSTART = Path(__file__).parent.parent / "deploy" / "examples" / "quickstart.yaml"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_clean_config_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", "--config", str(QUICKSTART))
+    assert code == 0 and "ok" in out
+
+
+def test_check_reports_file_and_line_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    (tmp_path / "policies" / "demo.yaml").write_text("pack: demo\ntoken_types:\n  t:\n    routes:\n      - FETCH /x\n")
+    code, _, err = run(capsys, "check", "--config", str(path))
+    assert code == 1
+    assert f"{tmp_path / 'policies' / 'demo.yaml'}:5: route 'FETCH /x'" in err
+    assert str(path) in err  # the upstream's unknown types are reported against the config too
+
+
+def test_check_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["check"])
+    assert caught.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "token_type, method, target, code, reason, rule",
+    [
+        ("emergency", "GET", "/api/hosts?offset=0&limit=10", 0, "allowed", "simplivity/emergency/routes/GET /api/hosts"),
+        ("emergency", "GET", "/api/hosts?sort=name", 3, "query_param_not_allowed", "simplivity/emergency/query"),
+        ("emergency", "DELETE", "/api/backups/b1", 3, "route_not_allowed", "simplivity/emergency/routes"),
+        ("emergency", "GET", "/api/%2e%2e/hosts", 3, "ambiguous_path", None),
+        ("emergency", "TRACE", "/api/hosts", 3, "method_not_supported", None),
+        ("password", "GET", "/api/hosts?sort=name&order=descending", 0, "allowed", "simplivity/password/path_prefixes//api"),
+    ],
+    ids=["allowed", "sort_denied", "delete_denied", "ambiguous_path", "trace", "password_full_api"],
+)
+def test_explain_prints_one_json_object(
+    capsys: pytest.CaptureFixture[str], token_type: str, method: str, target: str, code: int, reason: str, rule: str | None
+) -> None:
+    exit_code, out, _ = run(
+        capsys, "explain", "--config", str(QUICKSTART), "--upstream", "simplivity", "--token-type", token_type, method, target
+    )
+    result = json.loads(out)
+    assert exit_code == code
+    assert set(result) == {"allowed", "status", "reason", "rule", "token_type"}
+    assert (result["reason"], result["rule"]) == (reason, rule)
+
+
+def test_explain_verifies_a_real_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    code, out, _ = run(capsys, "explain", "--config", str(path), "--upstream", "demo", "--token", mint({"role": "admin"}), "DELETE", "/api/x")
+    assert code == 0 and json.loads(out)["token_type"] == "admin"
+    expired = mint({"exp": 1000})
+    code, out, err = run(capsys, "explain", "--config", str(path), "--upstream", "demo", "--token", expired, "GET", "/api/hosts")
+    assert code == 3 and json.loads(out)["reason"] == "token_expired"
+    assert expired not in out + err
+
+
+def test_explain_with_ip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    args = ["explain", "--config", str(path), "--upstream", "demo", "--token-type", "office"]
+    assert run(capsys, *args, "--ip", "10.9.1.1", "GET", "/api/hosts")[0] == 0
+    assert run(capsys, *args, "--ip", "10.8.1.1", "GET", "/api/hosts")[0] == 3
+    assert run(capsys, *args, "--ip", "010.9.1.1", "GET", "/api/hosts")[0] == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--upstream", "nope", "--token-type", "emergency", "GET", "/api/hosts"],
+        ["--upstream", "simplivity", "--token-type", "ghost", "GET", "/api/hosts"],
+    ],
+    ids=["unknown_upstream", "unknown_type"],
+)
+def test_explain_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert run(capsys, "explain", "--config", str(QUICKSTART), *argv)[0] == 2
+
+
+def test_explain_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("listen: [\n")
+    code, _, err = run(capsys, "explain", "--config", str(bad), "--upstream", "x", "--token-type", "y", "GET", "/")
+    assert code == 2 and f"{bad}:" in err

@@ -1,0 +1,88 @@
+"""The config file: what loads, and each mistake reported as file:line: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from proxy.config import load_config
+from proxy.yamlsource import ConfigError
+from tests.conftest import write_config
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "deploy" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_shipped_examples_load_clean(example: Path) -> None:
+    config = load_config(example)
+    assert config.upstreams
+
+
+def test_written_config_loads(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
+    [upstream] = config.upstreams
+    assert (upstream.name, upstream.path_prefix, upstream.pack) == ("demo", "/demo", "demo")
+    assert config.packs["demo"].token_types.keys() == {"reader", "admin", "office"}
+
+
+def problems_for(tmp_path: Path, mutate: Any) -> list[str]:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    document = yaml.safe_load(path.read_text())
+    mutate(document)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return [str(p) for p in caught.value.problems]
+
+
+def source(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc["upstreams"][0]["token_source"]  # type: ignore[no-any-return]
+
+
+BAD_CONFIGS = [
+    ("unknown_top_key", lambda d: d.update(colour="red"), "unknown key 'colour' in the config"),
+    ("unknown_upstream_key", lambda d: d["upstreams"][0].update(prefix="/x"), "unknown key 'prefix' in an upstream"),
+    ("wrong_type_port", lambda d: d["listen"].update(port="eighty"), "'port' must be an integer"),
+    ("unknown_pack", lambda d: d["upstreams"][0].update(pack="nope"), "unknown pack 'nope'"),
+    ("unknown_token_type", lambda d: source(d)["types"].append({"token_type": "ghost"}), "unknown token type 'ghost'"),
+    ("bad_trusted_proxy", lambda d: d.update(trusted_proxies=["10.0.0.0/33"]), "trusted_proxies:"),
+    ("leading_zero_proxy", lambda d: d.update(trusted_proxies=["010.0.0.1"]), "trusted_proxies:"),
+    ("bad_url_scheme", lambda d: d["upstreams"][0].update(url="ftp://x"), "must be http:// or https://"),
+    ("url_with_credentials", lambda d: d["upstreams"][0].update(url="https://u:p@x"), "must not carry"),
+    ("missing_policies", lambda d: d.pop("policies"), "missing required key 'policies'"),
+    ("missing_policy_file", lambda d: d.update(policies=["nowhere.yaml"]), "policy path 'nowhere.yaml' does not exist"),
+    ("plaintext_beyond_loopback", lambda d: d["listen"].update(address="0.0.0.0"), "listening beyond loopback needs 'tls'"),
+    ("tls_files_missing", lambda d: d["listen"].update(tls={"cert": "c.pem", "key": "k.pem"}), "file 'c.pem' does not exist"),
+    ("algorithm_none", lambda d: source(d).update(algorithms=["none"]), "algorithm 'none' is not supported"),
+    ("no_algorithms", lambda d: source(d).update(algorithms=[]), "pin at least one algorithm"),
+    ("key_without_material", lambda d: source(d)["keys"][0].pop("secret_file"), "exactly one of secret_file"),
+    ("missing_secret_env", lambda d: source(d)["keys"][0].update(secret_env="LABGATE_TEST_UNSET", secret_file=None) or source(d)["keys"][0].pop("secret_file"), "LABGATE_TEST_UNSET"),
+    ("bad_matcher", lambda d: source(d)["types"][0].update(match={"role": {"regex": "x"}}), "match"),
+    ("duplicate_upstream_route", lambda d: d["upstreams"].append(dict(d["upstreams"][0], name="twin")), "reached exactly like 'demo'"),
+    ("prefix_hides_metrics", lambda d: d["upstreams"][0].update(path_prefix="/metrics"), "would hide labgate's own /metrics"),
+    ("bad_prefix", lambda d: d["upstreams"][0].update(path_prefix="demo"), "must start with '/'"),
+    ("bad_client_ip_header", lambda d: d.update(client_ip_header="x-real-ip"), "'client_ip_header' must be one of"),
+    ("no_upstreams", lambda d: d.update(upstreams=[]), "at least one upstream"),
+    ("negative_limit", lambda d: d.update(limits={"max_body_bytes": -1}), "'max_body_bytes' must be at least 0"),
+    ("unknown_source_type", lambda d: source(d).update(type="magic"), "'type' must be one of jwt"),
+]
+
+
+@pytest.mark.parametrize("mutate, expected", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_is_refused_with_file_and_line(tmp_path: Path, mutate: Any, expected: str) -> None:
+    found = problems_for(tmp_path, mutate)
+    assert any(expected in p for p in found), found
+    assert all(p.startswith(str(tmp_path / "labgate.yaml")) or ".yaml:" in p for p in found)
+
+
+def test_problem_names_the_line_of_the_bad_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    lines = path.read_text().splitlines()
+    lines.insert(1, "bogus: 1")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value.problems[0]) == f"{path}:2: unknown key 'bogus' in the config (known: " + str(caught.value.problems[0]).split("(known: ")[1]
