@@ -1,0 +1,209 @@
+"""IP addresses, allowlists and the client IP of a request.
+
+Parsing is strict on purpose: an allowlist entry or a forwarded address that
+could be read two ways (``010.1.1.1`` as octal or decimal, ``fe80::1%eth0``
+with a zone) is refused, never guessed at.  IPv4-mapped IPv6 addresses
+(``::ffff:1.1.1.5``) become plain IPv4 everywhere, so a dual-stack listener
+cannot dodge an IPv4 rule.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Iterable, Literal, Mapping, Sequence
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
+
+# A forwarding chain longer than this is garbage or an attack, not a network.
+MAX_FORWARDED_HOPS = 64
+_RANGE_SEPARATOR = re.compile(r"\s*[-\u2013]\s*")  # hyphen or en dash, as vendors write them
+_ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f.:]+")
+_MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+class InvalidAddress(ValueError):
+    """An address, network or range that labgate will not interpret."""
+
+
+def parse_ip(text: str) -> IPAddress:
+    """One address, strictly: no zone id, no leading-zero octets, no spaces."""
+    if not _ADDRESS_CHARS.fullmatch(text):
+        raise InvalidAddress(f"{text[:64]!r} is not an IP address")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        # ipaddress refuses '01.1.1.1' (ambiguous octal) and every other oddity.
+        raise InvalidAddress(f"{text[:64]!r} is not an IP address") from None
+    return _unmapped(address)
+
+
+def _unmapped(address: IPAddress) -> IPAddress:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True)
+class AddressRange:
+    """An inclusive range of one IP version; ``text`` is how the operator wrote it."""
+
+    first: IPAddress
+    last: IPAddress
+    text: str
+
+    @property
+    def version(self) -> int:
+        return self.first.version
+
+
+def parse_entry(text: str) -> AddressRange:
+    """``10.0.0.1``, ``10.0.0.0/8``, ``2001:db8::/32``, ``1.1.1.0 – 1.1.1.25`` or ``a - b``."""
+    entry = text.strip()
+    parts = _RANGE_SEPARATOR.split(entry)
+    if len(parts) == 2:
+        first, last = parse_ip(parts[0]), parse_ip(parts[1])
+        if first.version != last.version:
+            raise InvalidAddress(f"range {entry!r} mixes IPv4 and IPv6")
+        if int(first) > int(last):
+            raise InvalidAddress(f"range {entry!r} ends before it starts")
+        return AddressRange(first, last, entry)
+    if len(parts) != 1:
+        raise InvalidAddress(f"{entry!r} is not an address, a network or a range 'a - b'")
+    if "/" in entry:
+        return _parse_network(entry)
+    address = parse_ip(entry)
+    return AddressRange(address, address, entry)
+
+
+def _parse_network(entry: str) -> AddressRange:
+    address_text, _, prefix_text = entry.partition("/")
+    parse_ip(address_text)  # the same strictness as single addresses
+    if not prefix_text.isdigit() or (len(prefix_text) > 1 and prefix_text.startswith("0")):
+        raise InvalidAddress(f"{entry!r}: the prefix length must be a plain number")
+    try:
+        network = ipaddress.ip_network(entry, strict=True)
+    except ValueError as exc:
+        # strict=True: '10.0.0.5/8' has host bits set and is refused rather than
+        # silently widened to 10.0.0.0/8.
+        raise InvalidAddress(f"{entry!r} is not a network: {exc}") from None
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED_V4):
+        return AddressRange(_unmapped(network.network_address), _unmapped(network.broadcast_address), entry)
+    return AddressRange(network.network_address, network.broadcast_address, entry)
+
+
+class AddressSet:
+    """An allowlist: merged, sorted intervals per IP version, searched by bisection."""
+
+    def __init__(self, ranges: Sequence[AddressRange]) -> None:
+        self.entries: tuple[str, ...] = tuple(r.text for r in ranges)
+        self._starts: dict[int, list[int]] = {4: [], 6: []}
+        self._ends: dict[int, list[int]] = {4: [], 6: []}
+        for version in (4, 6):
+            spans = sorted((int(r.first), int(r.last)) for r in ranges if r.version == version)
+            for start, end in spans:
+                ends = self._ends[version]
+                if ends and start <= ends[-1] + 1:
+                    ends[-1] = max(ends[-1], end)
+                else:
+                    self._starts[version].append(start)
+                    ends.append(end)
+
+    @classmethod
+    def from_ranges(cls, ranges: Iterable[AddressRange]) -> "AddressSet":
+        return cls(list(ranges))
+
+    @classmethod
+    def parse(cls, texts: Iterable[str]) -> "AddressSet":
+        return cls([parse_entry(t) for t in texts])
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            return False
+        address = _unmapped(address)
+        starts = self._starts[address.version]
+        index = bisect.bisect_right(starts, int(address)) - 1
+        return index >= 0 and int(address) <= self._ends[address.version][index]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"AddressSet({list(self.entries)!r})"
+
+    def covers_everything(self) -> bool:
+        """True when every IPv4 or every IPv6 address is in the set."""
+        full = {4: (0, 2**32 - 1), 6: (0, 2**128 - 1)}
+        return any(
+            self._starts[v][:1] == [lo] and self._ends[v][:1] == [hi] for v, (lo, hi) in full.items()
+        )
+
+
+class ClientIpResolver:
+    """The client IP: the TCP peer, unless the peer is a trusted proxy.
+
+    Only then is the forwarding header read, right to left, skipping trusted
+    hops; the first untrusted hop is the client.  Anything unreadable in the
+    chain makes the client unknown (``None``), which IP rules deny.
+    """
+
+    def __init__(self, trusted: AddressSet, header: ForwardedHeader = "x-forwarded-for") -> None:
+        self.trusted = trusted
+        self.header = header
+
+    def resolve(self, peer: str | None, headers: Mapping[str, str]) -> IPAddress | None:
+        try:
+            peer_ip = parse_ip(peer or "")
+        except InvalidAddress:
+            return None  # a Unix socket or an odd transport: no IP to compare
+        if peer_ip not in self.trusted:
+            return peer_ip
+        hops = self._hops(headers)
+        if hops is None:
+            return None
+        if not hops:
+            return peer_ip
+        for hop in reversed(hops):
+            if hop not in self.trusted:
+                return hop
+        return hops[0]  # every hop is trusted: the first one is the client
+
+    def _hops(self, headers: Mapping[str, str]) -> list[IPAddress] | None:
+        name = "Forwarded" if self.header == "forwarded" else "X-Forwarded-For"
+        getall = getattr(headers, "getall", None)
+        values: list[str] = list(getall(name, [])) if getall else ([headers[name]] if name in headers else [])
+        items = [item.strip() for value in values for item in value.split(",")]
+        if len(items) > MAX_FORWARDED_HOPS:
+            return None
+        hops: list[IPAddress] = []
+        for item in items:
+            text = _forwarded_for(item) if self.header == "forwarded" else item
+            try:
+                hops.append(parse_ip(text or ""))
+            except InvalidAddress:
+                return None
+        return hops
+
+
+def _forwarded_for(element: str) -> str | None:
+    """The address in one RFC 7239 element's ``for=``: ``for="[2001:db8::1]:4711"`` -> ``2001:db8::1``."""
+    for pair in element.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key.strip().lower() != "for":
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if value.startswith("["):
+            inside, bracket, rest = value[1:].partition("]")
+            if not bracket or (rest and not re.fullmatch(r":\d{1,5}", rest)):
+                return None
+            return inside
+        if value.count(":") == 1:  # IPv4 with a port
+            value, _, port = value.partition(":")
+            return value if port.isdigit() else None
+        return value  # 'unknown' and '_hidden' identifiers fail parse_ip: client unknown
+    return None
