@@ -88,7 +88,7 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
     deny = _read_routes(reader, body, "deny", allow_any_method=True)
     prefixes = _read_prefixes(reader, body)
     requires_token_prefixes = reader.boolean(body, "requires_token_prefixes", default=False)
-    if not routes and not prefixes:
+    if not routes and not prefixes and not (body.get("routes") or body.get("path_prefixes")):
         reader.error(body, None, f"token type {name!r} allows nothing: give it 'routes' or 'path_prefixes'")
     return TokenType(
         name=name,

@@ -22,7 +22,7 @@ paths: case-insensitive
 token_types:
   t:
     description: all features
-    routes: [GET /a/{id}, POST /a]
+    routes: ["GET /a/{id}", POST /a]
     path_prefixes: [/b/, /c]
     deny: ["* /a/{id}/secret"]
     query: {allow: [offset, Limit]}

@@ -1,0 +1,164 @@
+"""The path contract: one reading of a target, or 400 before any policy runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.paths import TargetError, normalize_query_name, parse_target
+from proxy.reasons import Reason
+
+
+@pytest.mark.parametrize(
+    "raw, segments",
+    [
+        ("/", ()),
+        ("/api/hosts", ("api", "hosts")),
+        ("/api/hosts/", ("api", "hosts", "")),
+        ("/api/host%73", ("api", "hosts")),  # an unreserved escape decodes for matching
+        ("/api/vm%20one", ("api", "vm one")),
+        ("/api/a:b@c!$&'()*+,=", ("api", "a:b@c!$&'()*+,=")),
+        ("/api/..x/x..", ("api", "..x", "x..")),
+    ],
+)
+def test_unambiguous_paths_are_accepted(raw: str, segments: tuple[str, ...]) -> None:
+    target = parse_target(raw)
+    assert target.segments == segments
+    assert target.forward_target == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/api/a%2Fb",
+        "/api/a%2fb",
+        "/api/a%5Cb",
+        "/api/a%5cb",
+        "/api/a%252Fb",  # double-encoded
+        "/api/a%25",
+        "/api/a\\b",
+        "/api/./hosts",
+        "/api/../hosts",
+        "/api/..",
+        "/api/%2E%2E/hosts",
+        "/api/%2e/hosts",
+        "/api/.%2e/hosts",
+        "/api/a%00",
+        "/api/a\x00",
+        "/api/a%0A",
+        "/api/a%",
+        "/api/a%G1",
+        "/api/a%2",
+        "/api/%C3%A9",  # non-ASCII, even valid UTF-8
+        "/api/%FF",  # non-UTF-8
+        "/api/é",
+        "/api/a\udcff",  # undecodable byte as aiohttp hands it over
+        "/api//hosts",
+        "//api/hosts",
+        "/api/hosts//",
+        "/api;jsessionid=1/hosts",
+        "/api/hosts;x",
+        "/api/a%3Bb",
+        "/api/a%3Fb",
+        "/api/a%23b",
+        "/api/a b",
+        "/api/a\tb",
+    ],
+)
+def test_ambiguous_paths_are_refused(raw: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(raw)
+    assert caught.value.reason is Reason.AMBIGUOUS_PATH
+
+
+@pytest.mark.parametrize("raw", ["api/hosts", "*", "http://evil.example/api/hosts", "", "/api/hosts#frag"])
+def test_only_origin_form_targets_are_accepted(raw: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(raw)
+    assert caught.value.reason is Reason.BAD_REQUEST
+
+
+@pytest.mark.parametrize(
+    "raw, names",
+    [
+        ("/a?offset=1&limit=2", ("offset", "limit")),
+        ("/a?SORT=name", ("sort",)),
+        ("/a?s%6Frt=name", ("sort",)),
+        ("/a?S%6FRT=name", ("sort",)),
+        ("/a?sort[]=name", ("sort",)),
+        ("/a?sort%5B%5D=name", ("sort",)),
+        ("/a?sort=1&sort=2", ("sort", "sort")),
+        ("/a?flag", ("flag",)),
+        ("/a?x=1&&y=2&", ("x", "y")),
+        ("/a?", ()),
+        ("/a?name=caf%C3%A9&q=a%2Fb", ("name", "q")),
+        ("/a?filter=a+b", ("filter",)),
+    ],
+)
+def test_query_names_are_decoded_and_folded(raw: str, names: tuple[str, ...]) -> None:
+    target = parse_target(raw)
+    assert target.query_names == names
+    assert target.forward_target == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/a?=1",
+        "/a?%73ort%00=1",
+        "/a?s%=1",
+        "/a?so%zzrt=1",
+        "/a?a=b;sort=1",
+        "/a?a b=1",
+        "/a?name=%FF",
+        "/a?name=%0D%0A",
+        "/a?sor t=1",
+        "/a?s%2520rt=1",
+        "/a?a=é",
+        "/a?a=1#x",
+    ],
+)
+def test_bad_queries_are_refused(raw: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(raw)
+    assert caught.value.reason in (Reason.BAD_QUERY, Reason.BAD_REQUEST)
+
+
+def test_too_many_query_parameters_are_refused() -> None:
+    parse_target("/a?" + "&".join(f"p{i}=1" for i in range(10)), max_query_params=10)
+    with pytest.raises(TargetError) as caught:
+        parse_target("/a?" + "&".join(f"p{i}=1" for i in range(11)), max_query_params=10)
+    assert caught.value.reason is Reason.BAD_QUERY
+
+
+def test_normalized_names() -> None:
+    assert normalize_query_name("Sort[0]") == "sort"
+    assert normalize_query_name("show_optional_fields") == "show_optional_fields"
+
+
+@pytest.mark.parametrize(
+    "raw, prefix, forwarded, segments",
+    [
+        ("/svt/api/hosts?limit=1", "/svt", "/api/hosts?limit=1", ("api", "hosts")),
+        ("/svt", "/svt", "/", ()),
+        ("/svt/", "/svt", "/", ()),
+        ("/sv%74/api", "/svt", "/api", ("api",)),
+        ("/a/b/c", "/a/b", "/c", ("c",)),
+        ("/svt/api/host%73/", "/svt", "/api/host%73/", ("api", "hosts", "")),
+    ],
+)
+def test_strip_prefix_keeps_the_raw_rest(raw: str, prefix: str, forwarded: str, segments: tuple[str, ...]) -> None:
+    stripped = parse_target(raw).strip_prefix(prefix)
+    assert stripped is not None
+    assert stripped.forward_target == forwarded
+    assert stripped.segments == segments
+
+
+@pytest.mark.parametrize("raw", ["/svtx/api", "/SVT/api", "/", "/api/svt"])
+def test_strip_prefix_needs_whole_segments(raw: str) -> None:
+    assert parse_target(raw).strip_prefix("/svt") is None
+
+
+def test_errors_never_echo_the_target() -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target("/api/secret-token-abc%2F")
+    assert "secret-token-abc" not in caught.value.detail
