@@ -20,7 +20,7 @@ from aiohttp import web
 
 from proxy.config import Config, load_config
 from proxy.gateway.app import build_app
-from proxy.gateway.server import make_runner
+from proxy.gateway.server import make_runner, server_ssl
 
 SECRET = "s" * 48
 ISSUER = "https://labgate.test/issuer"
@@ -119,8 +119,11 @@ async def upstream() -> AsyncIterator[RecordingUpstream]:
     await runner.cleanup()
 
 
-def write_config(tmp_path: Path, upstream_url: str, **overrides: Any) -> Path:
-    """A config (and pack, and key) in tmp_path; ``overrides`` replace top-level keys."""
+def write_config(tmp_path: Path, upstream_url: str, *, upstream: dict[str, Any] | None = None, **overrides: Any) -> Path:
+    """A config (and pack, and key) in tmp_path.
+
+    ``upstream`` entries replace keys of the one upstream; ``overrides`` replace top-level keys.
+    """
     (tmp_path / "policies").mkdir(exist_ok=True)
     (tmp_path / "policies" / "demo.yaml").write_text(TEST_PACK)
     (tmp_path / "hs256.secret").write_text(SECRET)
@@ -151,6 +154,7 @@ def write_config(tmp_path: Path, upstream_url: str, **overrides: Any) -> Path:
             }
         ],
     }
+    document["upstreams"][0].update(upstream or {})
     document.update(overrides)
     path = tmp_path / "labgate.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -176,10 +180,11 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayStarter]:
         config = load_config(write_config(tmp_path, upstream_url, **overrides))
         runner = make_runner(build_app(config), config)
         await runner.setup()
-        site = web.TCPSite(runner, config.listen.address, config.listen.port)
+        site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))
         await site.start()
         runners.append(runner)
-        return RunningGateway(config, f"http://127.0.0.1:{config.listen.port}", config.listen.port)
+        scheme = "https" if config.listen.tls else "http"
+        return RunningGateway(config, f"{scheme}://127.0.0.1:{config.listen.port}", config.listen.port)
 
     yield start
     for runner in runners:

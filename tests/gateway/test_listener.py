@@ -1,0 +1,230 @@
+"""The listener and the upstream link: TLS both ways, IPv6 loopback, resets, logs, warnings."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import json
+import logging
+import ssl
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.conftest import GatewayStarter, RecordingUpstream, free_port, mint, raw_request
+
+
+def lab_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and ::1, as the README's openssl line makes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+def bearer(token: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token or mint()}"}
+
+
+async def test_tls_listener_serves_https(upstream: RecordingUpstream, start_gateway: GatewayStarter, tmp_path: Path) -> None:
+    cert, key = lab_certificate(tmp_path, "labgate")
+    tls = {"cert": str(cert), "key": str(key)}
+    gateway = await start_gateway(upstream.url, listen={"address": "127.0.0.1", "port": free_port(), "tls": tls})
+    assert gateway.url.startswith("https://")
+    async with aiohttp.ClientSession() as session:
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with session.get(f"{gateway.url}/demo/api/hosts", headers=bearer(), ssl=trusting) as response:
+            assert response.status == 200
+        with pytest.raises(aiohttp.ClientError):  # plain HTTP on the TLS port gets nowhere
+            async with session.get(f"http://127.0.0.1:{gateway.port}/demo/api/hosts", headers=bearer()) as response:
+                await response.read()
+    assert len(upstream.received) == 1
+
+
+async def test_ipv6_loopback_listener_and_client_ip(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    port = free_port()
+    gateway = await start_gateway(upstream.url, listen={"address": "::1", "port": port})
+    assert gateway.config.listen.address == "::1"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://[::1]:{port}/demo/api/hosts", headers=bearer()) as response:
+            assert response.status == 200
+    assert upstream.received[0].headers["x-forwarded-for"] == ["::1"]
+
+
+async def upstream_that_resets() -> tuple[asyncio.Server, str]:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.transport.abort()  # RST, no answer
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+async def test_upstream_reset_is_502_json(start_gateway: GatewayStarter) -> None:
+    server, url = await upstream_that_resets()
+    async with server:
+        gateway = await start_gateway(url)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gateway.url}/demo/api/hosts", headers=bearer()) as response:
+                body = await response.json()
+    assert (response.status, body["reason"], body["error"]) == (502, "upstream_unreachable", "bad_gateway")
+
+
+async def https_upstream(directory: Path) -> tuple[web.AppRunner, str, Path]:
+    cert, key = lab_certificate(directory, "appliance")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+
+    async def hosts(request: web.Request) -> web.Response:
+        return web.json_response({"hosts": []})
+
+    app = web.Application()
+    app.router.add_get("/api/hosts", hosts)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    return runner, f"https://127.0.0.1:{port}", cert
+
+
+@pytest.mark.parametrize(
+    "tls, expected",
+    [
+        ({}, 502),  # verify on by default: a self-signed appliance is refused
+        ({"verify": False}, 200),  # lab gear
+        ("ca_file", 200),  # trust the appliance's own CA
+    ],
+    ids=["verify_default_refuses_self_signed", "verify_off", "ca_file"],
+)
+async def test_upstream_tls_settings(
+    start_gateway: GatewayStarter, tmp_path: Path, tls: object, expected: int
+) -> None:
+    runner, url, cert = await https_upstream(tmp_path)
+    try:
+        upstream_tls = {"verify": True, "ca_file": str(cert)} if tls == "ca_file" else tls
+        gateway = await start_gateway(url, upstream={"tls": upstream_tls})
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gateway.url}/demo/api/hosts", headers=bearer()) as response:
+                assert response.status == expected
+                if expected == 502:
+                    assert (await response.json())["reason"] == "upstream_unreachable"
+    finally:
+        await runner.cleanup()
+
+
+async def test_decision_log_is_json_and_names_the_token_by_hash_only(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway(upstream.url)
+    token = mint()
+    caplog.set_level(logging.INFO, logger="labgate.decisions")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gateway.url}/demo/api/hosts?sort=secretvalue", headers=bearer(token)) as response:
+            assert response.status == 403
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "labgate.decisions"]
+    assert len(lines) == 1
+    record = lines[0]
+    assert record["decision"] == "deny"
+    assert record["reason"] == "query_param_not_allowed"
+    assert record["rule"] == "demo/reader/query"
+    assert record["token_type"] == "reader"
+    assert len(record["token_hash"]) == 12
+    assert token not in caplog.text
+    assert token.split(".")[2] not in caplog.text
+    assert "secretvalue" not in caplog.text  # the query string is never logged
+
+
+async def test_decision_log_denials_only(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway(upstream.url, decision_log="denials")
+    caplog.set_level(logging.INFO, logger="labgate.decisions")
+    async with aiohttp.ClientSession() as session:
+        for target in ("/demo/api/hosts", "/demo/api/nothing"):
+            async with session.get(f"{gateway.url}{target}", headers=bearer()) as response:
+                await response.read()
+    reasons = [json.loads(r.getMessage())["reason"] for r in caplog.records if r.name == "labgate.decisions"]
+    assert reasons == ["route_not_allowed"]
+
+
+async def test_metrics_never_carry_tokens_paths_or_ips(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(upstream.url)
+    token = mint()
+    async with aiohttp.ClientSession() as session:
+        for target in ("/demo/api/hosts", "/demo/api/hosts/uniquepath123", "/demo/api/nope?sort=1"):
+            async with session.get(f"{gateway.url}{target}", headers=bearer(token)) as response:
+                await response.read()
+        async with session.get(f"{gateway.url}/metrics") as response:
+            text = await response.text()
+    assert "uniquepath123" not in text and "/api" not in text
+    assert token.split(".")[2] not in text
+    assert "127.0.0.1" not in text
+    assert 'labgate_token_cache_lookups_total{result="hit",upstream="demo"} 2.0' in text
+
+
+async def test_warns_at_start_when_ip_rules_have_no_trusted_proxies(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="labgate")
+    await start_gateway(upstream.url)
+    assert "client_ips rules compare the TCP peer" in caplog.text
+
+
+async def test_warns_when_every_address_is_a_trusted_proxy(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="labgate")
+    await start_gateway(upstream.url, trusted_proxies=["0.0.0.0/0"])
+    assert "client_ips rules protect nothing" in caplog.text
+
+
+async def test_warns_once_about_an_untrusted_peer_sending_forwarding_headers(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await start_gateway(upstream.url, trusted_proxies=["192.0.2.1"])
+    caplog.set_level(logging.WARNING, logger="labgate")
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            headers = {**bearer(), "X-Forwarded-For": "10.9.0.1"}
+            async with session.get(f"{gateway.url}/demo/api/hosts", headers=headers) as response:
+                await response.read()
+    assert caplog.text.count("is not in trusted_proxies") == 1
+
+
+async def test_too_many_headers_is_refused_as_json(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(upstream.url)
+    extra = "".join(f"X-H{i}: v\r\n" for i in range(150))
+    response = await raw_request(gateway.port, f"GET /demo/api/hosts HTTP/1.1\r\nHost: x\r\n{extra}\r\n")
+    assert response.status in (400, 431)
+    assert response.json()["reason"] in ("bad_request", "headers_too_large")
+    assert upstream.received == []
