@@ -1,0 +1,231 @@
+"""Verification keys: static keys from files, and JWKS key sets fetched over HTTPS.
+
+Every key is pinned to exactly one algorithm.  That is what makes algorithm
+confusion impossible (RFC 8725 section 2.1 and 3.1): an HMAC secret is never
+handed to an RSA check, and an RSA public key never becomes an HMAC secret,
+whatever ``alg`` a token claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import aiohttp
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+logger = logging.getLogger("labgate")
+
+ALGORITHM_FAMILIES: Mapping[str, str] = {
+    "HS256": "hmac", "HS384": "hmac", "HS512": "hmac",
+    "RS256": "rsa", "RS384": "rsa", "RS512": "rsa",
+    "PS256": "rsa", "PS384": "rsa", "PS512": "rsa",
+    "ES256": "ec", "ES384": "ec", "ES512": "ec",
+    "EdDSA": "okp",
+}
+# RFC 7518 section 3.2: an HMAC key at least as long as the hash output.
+HMAC_MIN_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+# RFC 7518 section 3.4: each ES algorithm has exactly one curve.
+EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+RSA_MIN_BITS = 2048
+JWK_KTY_FAMILY = {"RSA": "rsa", "EC": "ec", "OKP": "okp"}
+MAX_JWKS_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VerificationKey:
+    """A key usable for exactly one algorithm; ``key`` is what PyJWT verifies with."""
+
+    kid: str | None
+    algorithm: str
+    key: Any
+
+
+class KeysUnavailable(Exception):
+    """No key set has ever been fetched: verification cannot happen (fail closed, 503)."""
+
+
+def load_static_key(*, kid: str | None, algorithm: str, material: bytes) -> VerificationKey:
+    """A key from config; ValueError says why it cannot serve ``algorithm``."""
+    family = ALGORITHM_FAMILIES.get(algorithm)
+    if family is None:
+        raise ValueError(f"algorithm {algorithm!r} is not supported (known: {', '.join(ALGORITHM_FAMILIES)})")
+    if family == "hmac":
+        return VerificationKey(kid, algorithm, _hmac_secret(algorithm, material))
+    return VerificationKey(kid, algorithm, _public_key(algorithm, family, material))
+
+
+def _hmac_secret(algorithm: str, material: bytes) -> bytes:
+    if material.lstrip().startswith(b"-----BEGIN") or material.startswith((b"ssh-", b"ecdsa-")):
+        # The algorithm-confusion attack: a public key used as an HMAC secret.
+        raise ValueError(f"{algorithm} needs a shared secret, not a PEM or SSH key")
+    if len(material) < HMAC_MIN_BYTES[algorithm]:
+        raise ValueError(f"{algorithm} secret must be at least {HMAC_MIN_BYTES[algorithm]} bytes (got {len(material)})")
+    return material
+
+
+def _public_key(algorithm: str, family: str, material: bytes) -> Any:
+    if b"-----BEGIN CERTIFICATE" in material:
+        raise ValueError(f"{algorithm}: give the public key PEM, not a certificate")
+    try:
+        key = load_pem_public_key(material)
+    except (ValueError, TypeError):
+        if _is_private_key(material):
+            raise ValueError(f"{algorithm}: this is a private key; give labgate only the public key") from None
+        raise ValueError(f"{algorithm}: not a PEM public key") from None
+    check_key_fits(algorithm, family, key)
+    return key
+
+
+def _is_private_key(material: bytes) -> bool:
+    try:
+        load_pem_private_key(material, password=None)
+    except (ValueError, TypeError):
+        return b"PRIVATE KEY" in material
+    return True
+
+
+def check_key_fits(algorithm: str, family: str, key: Any) -> None:
+    """A public key must be of the algorithm's type (and curve, and size)."""
+    if family == "rsa":
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError(f"{algorithm} needs an RSA public key")
+        if key.key_size < RSA_MIN_BITS:
+            raise ValueError(f"{algorithm}: RSA keys must have at least {RSA_MIN_BITS} bits (got {key.key_size})")
+    elif family == "ec":
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise ValueError(f"{algorithm} needs an EC public key")
+        if key.curve.name != EC_CURVES[algorithm]:
+            raise ValueError(f"{algorithm} needs curve {EC_CURVES[algorithm]}, not {key.curve.name}")
+    elif not isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        raise ValueError(f"{algorithm} needs an Ed25519 or Ed448 public key")
+
+
+def keys_from_jwk(jwk: Mapping[str, Any], algorithms: Sequence[str]) -> list[VerificationKey]:
+    """The pinned algorithms one published key may verify; empty when it may verify none.
+
+    Symmetric (``oct``) keys are never taken from a key set, keys for another
+    use than signing are skipped, and a key's own ``alg`` must be pinned.
+    """
+    family = JWK_KTY_FAMILY.get(str(jwk.get("kty")))
+    if family is None or jwk.get("use", "sig") != "sig":
+        return []
+    kid = jwk.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        return []
+    wanted = [jwk["alg"]] if "alg" in jwk else [a for a in algorithms if ALGORITHM_FAMILIES[a] == family]
+    keys: list[VerificationKey] = []
+    for algorithm in wanted:
+        if algorithm not in algorithms or ALGORITHM_FAMILIES.get(algorithm) != family:
+            continue
+        try:
+            key = jwt.PyJWK(dict(jwk), algorithm=algorithm).key
+            check_key_fits(algorithm, family, key)
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError, KeyError):
+            continue
+        keys.append(VerificationKey(kid, algorithm, key))
+    return keys
+
+
+class JwksCache:
+    """A JWKS URL's keys: fetched on first use, refreshed after ``max_age``,
+    refetched on an unknown ``kid`` at most once per ``min_refetch_interval``,
+    one fetch in flight at a time, last good keys kept when a fetch fails."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        algorithms: Sequence[str],
+        min_refetch_interval: float,
+        max_age: float,
+        on_fetch: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 5.0,
+    ) -> None:
+        self.url = url
+        self._algorithms = tuple(algorithms)
+        self._min_interval = min_refetch_interval
+        self._max_age = max_age
+        self._on_fetch = on_fetch
+        self._clock = clock
+        self._timeout = timeout
+        self._keys: list[VerificationKey] | None = None
+        self._fetched_at: float | None = None  # last good fetch
+        self._attempted_at: float | None = None  # last attempt, good or not
+        self._lock = asyncio.Lock()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def get(self, kid: str | None, algorithm: str) -> VerificationKey | None:
+        """The key for this kid and algorithm; KeysUnavailable when none were ever fetched."""
+        if self._keys is None or self._stale():
+            await self._refresh(lambda: self._keys is None or self._stale())
+        found = self._find(kid, algorithm)
+        if found is None and self._may_refetch():
+            await self._refresh(lambda: self._find(kid, algorithm) is None and self._may_refetch())
+            found = self._find(kid, algorithm)
+        if self._keys is None:
+            raise KeysUnavailable(self.url)
+        return found
+
+    def _stale(self) -> bool:
+        return self._fetched_at is not None and self._clock() - self._fetched_at >= self._max_age and self._may_refetch()
+
+    def _may_refetch(self) -> bool:
+        return self._attempted_at is None or self._clock() - self._attempted_at >= self._min_interval
+
+    def _find(self, kid: str | None, algorithm: str) -> VerificationKey | None:
+        candidates = [k for k in self._keys or () if k.algorithm == algorithm]
+        if kid is None:
+            # Without a kid only an unambiguous key set can answer.
+            return candidates[0] if len(candidates) == 1 else None
+        return next((k for k in candidates if k.kid == kid), None)
+
+    async def _refresh(self, still_needed: Callable[[], bool]) -> None:
+        """Single flight: whoever waited on the lock re-checks before fetching again."""
+        async with self._lock:
+            if not still_needed():
+                return
+            self._attempted_at = self._clock()
+            try:
+                keys = await self._fetch()
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                logger.warning("JWKS fetch from %s failed (%s); keeping the last good keys", self.url, exc)
+                if self._on_fetch:
+                    self._on_fetch("error")
+                return
+            self._keys = keys
+            self._fetched_at = self._clock()
+            if self._on_fetch:
+                self._on_fetch("ok")
+
+    async def _fetch(self) -> list[VerificationKey]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
+        async with self._session.get(self.url, allow_redirects=False) as response:
+            if response.status != 200:
+                raise ValueError(f"status {response.status}")
+            body = await response.content.read(MAX_JWKS_BYTES + 1)
+        if len(body) > MAX_JWKS_BYTES:
+            raise ValueError("key set larger than 1 MiB")
+        try:
+            document = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("key set is not JSON") from None
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise ValueError("key set has no 'keys' list")
+        keys = [k for jwk in document["keys"] if isinstance(jwk, dict) for k in keys_from_jwk(jwk, self._algorithms)]
+        if not keys:
+            raise ValueError("key set has no usable signing key for the pinned algorithms")
+        return keys
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,304 @@
+"""The ``jwt`` token source: verify a JWS with pinned keys, then pick its token type.
+
+The checks follow RFC 8725 (JWT best current practices): the algorithm comes
+from configuration and the key, never from the token (section 3.1); ``none``
+is never accepted; ``crit`` extensions we do not understand are refused
+(RFC 7515 section 4.1.11); ``jku``/``x5u``/``jwk`` headers are never used to
+find a key; claims are checked only after the signature.
+
+Verified tokens are cached by their sha256 until their own ``exp`` (or the
+configured maximum, whichever is first): verifying an HS256 token costs about
+150 µs, a cache hit about 2 µs.  The policy is not cached; it runs every time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import time
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import jwt
+from cachetools import TLRUCache
+from yarl import URL
+
+from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
+from proxy.reasons import Reason
+from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
+from proxy.tokens.jwks import ALGORITHM_FAMILIES, JwksCache, KeysUnavailable, VerificationKey
+from proxy.tokens.matchers import TypeRule, pick_token_type
+
+MAX_TOKEN_LENGTH = 8192
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+@dataclass(frozen=True)
+class JwtSourceSettings:
+    """A ``jwt`` token source as configured; validated on construction."""
+
+    algorithms: tuple[str, ...]
+    static_keys: tuple[VerificationKey, ...] = ()
+    jwks_url: str | None = None
+    jwks_min_refetch_interval: float = 30.0
+    jwks_max_age: float = 300.0
+    issuer: str | None = None
+    audience: tuple[str, ...] = ()
+    leeway: float = 30.0
+    required_claims: tuple[str, ...] = ()
+    expected_typ: str | None = None
+    type_rules: tuple[TypeRule, ...] = ()
+    subject_claim: str = "sub"
+    path_prefixes_claim: str | None = None
+    client_ips_claim: str | None = None
+    cache_size: int = 10000
+    cache_max_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.algorithms:
+            raise ValueError("pin at least one algorithm")
+        for alg in self.algorithms:
+            if alg not in ALGORITHM_FAMILIES:
+                raise ValueError(f"algorithm {alg!r} is not supported")
+        if not self.static_keys and not self.jwks_url:
+            raise ValueError("give 'keys' or a 'jwks_url' (or both)")
+        for key in self.static_keys:
+            if key.algorithm not in self.algorithms:
+                raise ValueError(f"key {key.kid or '(no kid)'} is for {key.algorithm}, which is not in 'algorithms'")
+        if self.jwks_url:
+            url = URL(self.jwks_url)
+            if url.scheme != "https" and not (url.scheme == "http" and url.host in _LOOPBACK_HOSTS):
+                raise ValueError("jwks_url must be https:// (plain http only on loopback)")
+            if all(ALGORITHM_FAMILIES[a] == "hmac" for a in self.algorithms):
+                raise ValueError("a jwks_url needs a public-key algorithm pinned (a key set never supplies HMAC secrets)")
+        if not self.type_rules:
+            raise ValueError("map claims to at least one token type ('types')")
+        if self.cache_size < 1 or self.cache_max_seconds < 0 or self.leeway < 0:
+            raise ValueError("cache size must be positive; cache max_seconds and leeway must not be negative")
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.rejection = TokenRejection(reason, detail)
+
+
+# PyJWT's exceptions, most specific first, mapped to reason codes.
+_PYJWT_REASONS: tuple[tuple[type[Exception], Reason, str], ...] = (
+    (jwt.ExpiredSignatureError, Reason.TOKEN_EXPIRED, "the token has expired"),
+    (jwt.ImmatureSignatureError, Reason.TOKEN_NOT_YET_VALID, "the token is not valid yet"),
+    (jwt.InvalidIssuerError, Reason.WRONG_ISSUER, "the token was issued by another issuer"),
+    (jwt.InvalidAudienceError, Reason.WRONG_AUDIENCE, "the token is meant for another audience"),
+    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE, "the token signature does not verify"),
+    (jwt.InvalidAlgorithmError, Reason.ALGORITHM_NOT_ALLOWED, "the token's algorithm is not allowed"),
+)
+
+
+class JwtSource:
+    """Verifies bearer JWTs for one upstream and says which token type each is."""
+
+    def __init__(
+        self,
+        settings: JwtSourceSettings,
+        *,
+        on_cache: Callable[[bool], None] | None = None,
+        on_fetch: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._on_cache = on_cache
+        self._cache: TLRUCache[str, TokenFacts] = TLRUCache(
+            maxsize=settings.cache_size, ttu=self._cache_until, timer=clock
+        )
+        self._jwks = (
+            JwksCache(
+                settings.jwks_url,
+                algorithms=settings.algorithms,
+                min_refetch_interval=settings.jwks_min_refetch_interval,
+                max_age=settings.jwks_max_age,
+                on_fetch=on_fetch,
+            )
+            if settings.jwks_url
+            else None
+        )
+
+    def _cache_until(self, _key: str, facts: TokenFacts, now: float) -> float:
+        """Never past the token's own ``exp``: the leeway is for clock skew, not for caching."""
+        expires = facts.expires_at if facts.expires_at is not None else now
+        return min(expires, now + self.settings.cache_max_seconds)
+
+    async def verify(self, token: str) -> TokenFacts | TokenRejection:
+        fingerprint = token_fingerprint(token)
+        cached = self._cache.get(fingerprint)
+        if self._on_cache:
+            self._on_cache(cached is not None)
+        if cached is not None:
+            return cached
+        try:
+            facts = await self._verify(token)
+        except _Rejected as rejected:
+            return rejected.rejection
+        if facts.expires_at is not None and facts.expires_at > self._clock():
+            self._cache[fingerprint] = facts
+        return facts
+
+    async def _verify(self, token: str) -> TokenFacts:
+        if len(token) > MAX_TOKEN_LENGTH or not _COMPACT_JWS.fullmatch(token):
+            raise _Rejected(Reason.MALFORMED_TOKEN, "the token is not a compact JWS (header.payload.signature)")
+        header = self._header(token)
+        alg = header["alg"]
+        key = await self._key(header.get("kid"), alg)
+        _check_payload_json(token)
+        claims = self._decode(token, key, alg)
+        return self._facts(token, claims)
+
+    def _header(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise _Rejected(Reason.MALFORMED_TOKEN, "the token header is not valid JSON") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.settings.algorithms:
+            # 'none' and every algorithm not pinned for this source.
+            raise _Rejected(Reason.ALGORITHM_NOT_ALLOWED, "the token's algorithm is not allowed for this upstream")
+        if "crit" in header:
+            raise _Rejected(Reason.MALFORMED_TOKEN, "the token requires header extensions labgate does not support")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise _Rejected(Reason.MALFORMED_TOKEN, "the token's kid must be a string")
+        expected = self.settings.expected_typ
+        if expected is not None and _media_type(header.get("typ")) != _media_type(expected):
+            raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's typ must be {expected!r}")
+        return header
+
+    async def _key(self, kid: str | None, alg: str) -> VerificationKey:
+        for key in self.settings.static_keys:
+            if key.algorithm == alg and (key.kid is None or key.kid == kid):
+                return key
+        if self._jwks is not None:
+            try:
+                found = await self._jwks.get(kid, alg)
+            except KeysUnavailable:
+                raise _Rejected(Reason.KEYS_UNAVAILABLE, "the signing keys cannot be fetched right now") from None
+            if found is not None:
+                return found
+        raise _Rejected(Reason.UNKNOWN_KEY, "no key for the token's kid and algorithm")
+
+    def _decode(self, token: str, key: VerificationKey, alg: str) -> dict[str, Any]:
+        settings = self.settings
+        required = ["exp", *settings.required_claims]
+        required += ["iss"] if settings.issuer else []
+        required += ["aud"] if settings.audience else []
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                issuer=settings.issuer,
+                audience=list(settings.audience) or None,
+                leeway=settings.leeway,
+                options={"require": required, "verify_aud": bool(settings.audience)},
+            )
+        except jwt.MissingRequiredClaimError as exc:
+            raise _Rejected(Reason.MISSING_CLAIM, f"the token lacks the {exc.claim!r} claim") from None
+        except jwt.InvalidTokenError as exc:
+            for kind, reason, detail in _PYJWT_REASONS:
+                if isinstance(exc, kind):
+                    raise _Rejected(reason, detail) from None
+            raise _Rejected(Reason.MALFORMED_TOKEN, "the token's claims are malformed") from None
+        for name in ("exp", "nbf", "iat"):
+            if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))):
+                raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} must be a number")
+        return claims
+
+    def _facts(self, token: str, claims: dict[str, Any]) -> TokenFacts:
+        settings = self.settings
+        token_type = pick_token_type(settings.type_rules, claims)
+        if token_type is None:
+            raise _Rejected(Reason.NO_TOKEN_TYPE, "the token's claims match no token type of this upstream")
+        subject = claims.get(settings.subject_claim)
+        return TokenFacts(
+            token_type=token_type,
+            token_hash=short_token_hash(token),
+            subject=subject if isinstance(subject, str) else None,
+            expires_at=float(claims["exp"]),
+            claims=MappingProxyType(claims),
+            path_prefixes=_prefixes_claim(claims, settings.path_prefixes_claim),
+            client_ips=_client_ips_claim(claims, settings.client_ips_claim),
+        )
+
+    async def close(self) -> None:
+        if self._jwks is not None:
+            await self._jwks.close()
+
+
+def _media_type(value: object) -> str | None:
+    """RFC 8725 section 3.11 / RFC 7515 4.1.9: ``at+jwt`` and ``application/at+jwt`` are one type."""
+    if not isinstance(value, str):
+        return None
+    value = value.lower()
+    return value[len("application/") :] if value.startswith("application/") else value
+
+
+def _check_payload_json(token: str) -> None:
+    """Refuse duplicate claim names: parsers differ on which one wins (RFC 7519 section 4)."""
+    segment = token.split(".")[1]
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        payload = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except (binascii.Error, ValueError):
+        raise _Rejected(Reason.MALFORMED_TOKEN, "the token payload is not a JSON object without duplicate claims") from None
+    if not isinstance(payload, dict):
+        raise _Rejected(Reason.MALFORMED_TOKEN, "the token payload must be a JSON object")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError("duplicate claim")
+        result[name] = value
+    return result
+
+
+_BAD_PREFIX_PART = re.compile(r"[%?#\\\s]")
+
+
+def _prefixes_claim(claims: Mapping[str, Any], name: str | None) -> tuple[str, ...] | None:
+    """A token's own endpoint list (a Commvault custom scope); malformed means refused."""
+    if name is None or name not in claims:
+        return None
+    value = claims[name]
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim must be a list of paths")
+    prefixes: list[str] = []
+    for prefix in value:
+        segments = prefix.split("/")[1:]
+        if (
+            not prefix.startswith("/")
+            or _BAD_PREFIX_PART.search(prefix)
+            or "" in segments[:-1]
+            or any(s in (".", "..") for s in segments)
+        ):
+            raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim holds a path labgate cannot match safely")
+        prefixes.append(prefix.rstrip("/") or "/")
+    return tuple(prefixes)
+
+
+def _client_ips_claim(claims: Mapping[str, Any], name: str | None) -> AddressSet | None:
+    """A token's own IP allowlist (a service account's); malformed means refused."""
+    if name is None or name not in claims:
+        return None
+    value = claims[name]
+    entries = [value] if isinstance(value, str) else value
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim must be a list of addresses")
+    try:
+        return AddressSet.from_ranges(parse_entry(e) for e in entries)
+    except InvalidAddress:
+        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim holds an invalid address") from None
