@@ -359,7 +359,7 @@ def build_app(config: Config, *, transport_factory: TransportFactory = AiohttpTr
     gateway = Gateway(config, transport_factory=transport_factory)
 
     @web.middleware
-    async def gateway_middleware(request: web.Request, _handler: object) -> web.StreamResponse:
+    async def gateway_middleware(request: web.Request, handler: object) -> web.StreamResponse:
         return await gateway.handle(request)
 
     app = web.Application(middlewares=[gateway_middleware], handler_args={"auto_decompress": False})

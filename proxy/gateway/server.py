@@ -76,6 +76,8 @@ class GuardedRequestHandler(RequestHandler):
         elif isinstance(exc, BadHttpMessage):
             reason, detail = Reason.BAD_REQUEST, "malformed HTTP request"
         else:
+            # A bug of ours, not a client's bad bytes: keep the traceback.
+            logger.error("internal error while handling a request", exc_info=exc)
             reason, detail = Reason.INTERNAL_ERROR, "internal error"
         # Log by type only: aiohttp's messages quote raw request bytes.
         logger.info("refused a request at the HTTP layer: %s (%s)", type(exc).__name__ if exc else status, reason.code)
