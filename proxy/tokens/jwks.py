@@ -211,9 +211,11 @@ class JwksCache:
         async with self._session.get(self.url, allow_redirects=False) as response:
             if response.status != 200:
                 raise ValueError(f"status {response.status}")
-            body = await response.content.read(MAX_JWKS_BYTES + 1)
-        if len(body) > MAX_JWKS_BYTES:
-            raise ValueError("key set larger than 1 MiB")
+            body = bytearray()
+            async for chunk in response.content.iter_any():
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise ValueError("key set larger than 1 MiB")
         try:
             document = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):

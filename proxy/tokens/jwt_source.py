@@ -160,8 +160,9 @@ class JwtSource:
     def _header(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            raise _Rejected(Reason.MALFORMED_TOKEN, "the token header is not valid JSON") from None
+        except jwt.InvalidTokenError:
+            # Not JSON, or a 'crit' header PyJWT already refuses (RFC 7515 section 4.1.11).
+            raise _Rejected(Reason.MALFORMED_TOKEN, "the token header is malformed or needs unsupported extensions") from None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.settings.algorithms:
             # 'none' and every algorithm not pinned for this source.
@@ -211,9 +212,6 @@ class JwtSource:
                 if isinstance(exc, kind):
                     raise _Rejected(reason, detail) from None
             raise _Rejected(Reason.MALFORMED_TOKEN, "the token's claims are malformed") from None
-        for name in ("exp", "nbf", "iat"):
-            if name in claims and (isinstance(claims[name], bool) or not isinstance(claims[name], (int, float))):
-                raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} must be a number")
         return claims
 
     def _facts(self, token: str, claims: dict[str, Any]) -> TokenFacts:
@@ -255,6 +253,11 @@ def _check_payload_json(token: str) -> None:
         raise _Rejected(Reason.MALFORMED_TOKEN, "the token payload is not a JSON object without duplicate claims") from None
     if not isinstance(payload, dict):
         raise _Rejected(Reason.MALFORMED_TOKEN, "the token payload must be a JSON object")
+    for name in ("exp", "nbf", "iat"):
+        # PyJWT reads true as 1 and "2999999999" as a number; neither is a NumericDate.
+        value = payload.get(name)
+        if name in payload and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} must be a number")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
