@@ -40,9 +40,13 @@ class DecisionRecord:
         return json.dumps(fields, separators=(",", ":"))
 
 
-def log_decision(record: DecisionRecord, level: str) -> None:
+def wants_decision_log(allowed: bool, level: str) -> bool:
     """``level`` is the config's ``decision_log``: all, denials or off."""
-    if level == "off" or (level == "denials" and record.allowed):
-        return
-    if logger.isEnabledFor(logging.INFO):
+    if level == "off" or (level == "denials" and allowed):
+        return False
+    return logger.isEnabledFor(logging.INFO)
+
+
+def log_decision(record: DecisionRecord, level: str) -> None:
+    if wants_decision_log(record.allowed, level):
         logger.info(record.to_json())

@@ -10,6 +10,7 @@ cannot dodge an IPv4 rule.
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -29,8 +30,12 @@ class InvalidAddress(ValueError):
     """An address, network or range that labgate will not interpret."""
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_ip(text: str) -> IPAddress:
-    """One address, strictly: no zone id, no leading-zero octets, no spaces."""
+    """One address, strictly: no zone id, no leading-zero octets, no spaces.
+
+    Cached: the same peers and forwarded addresses come back on every request.
+    """
     if not _ADDRESS_CHARS.fullmatch(text):
         raise InvalidAddress(f"{text[:64]!r} is not an IP address")
     try:

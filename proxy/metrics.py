@@ -6,6 +6,8 @@ from config and :mod:`proxy.reasons`; never a path, a token, an IP or a subject.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -57,6 +59,19 @@ class GatewayMetrics:
             ("upstream", "result"),
             registry=self.registry,
         )
+
+        # Label children resolved once per label combination: ``labels()`` costs
+        # microseconds on every request otherwise.
+        self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+
+    def observe_request(self, upstream: str, token_type: str, decision: str, reason: str, seconds: float) -> None:
+        key = (upstream, token_type, decision, reason)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.request_duration.labels(upstream, decision))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -157,6 +157,8 @@ def _query_name(pair: str) -> str:
 
 
 def _decode_query_part(raw: str, what: str) -> str:
+    if "%" not in raw and "+" not in raw:
+        return raw  # already checked to be plain ASCII
     try:
         return unquote_to_bytes(raw.replace("+", " ")).decode("utf-8")
     except UnicodeDecodeError:

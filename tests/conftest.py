@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 
 from proxy.config import Config, load_config
-from proxy.gateway.app import build_app
+from proxy.gateway.app import Gateway
 from proxy.gateway.server import make_runner, server_ssl
 
 SECRET = "s" * 48
@@ -174,11 +174,11 @@ GatewayStarter = Callable[..., Awaitable[RunningGateway]]
 @pytest.fixture
 async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayStarter]:
     """Start labgate (in this process, real sockets) on a written config."""
-    runners: list[web.AppRunner] = []
+    runners: list[web.BaseRunner] = []
 
     async def start(upstream_url: str, **overrides: Any) -> RunningGateway:
         config = load_config(write_config(tmp_path, upstream_url, **overrides))
-        runner = make_runner(build_app(config), config)
+        runner = make_runner(Gateway(config), config)
         await runner.setup()
         site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))
         await site.start()

@@ -1,4 +1,9 @@
-"""The aiohttp application: one handler that decides, then forwards or refuses.
+"""The gateway: one request handler that decides, then forwards or refuses.
+
+It is served by aiohttp's low-level server (see :mod:`proxy.gateway.server`),
+not by a ``web.Application``: labgate has no routes of its own to resolve, and
+aiohttp's router would otherwise bind ``{vars}`` on paths we have not checked
+yet, or answer plain-text 404s of its own.
 
 Flow for every request (``Gateway.handle``):
 own endpoint? -> method known? -> target parsed (400) -> upstream routed (404)
@@ -14,13 +19,14 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.config import Config, Upstream
-from proxy.decision_log import DecisionRecord, log_decision
+from proxy.decision_log import DecisionRecord, log_decision, wants_decision_log
 from proxy.gateway.errors import error_response
 from proxy.gateway.headers import BearerProblem, bearer_token, outbound_headers, response_headers
 from proxy.gateway.routing import UpstreamRouter
@@ -54,6 +60,7 @@ class UpstreamRuntime:
     source: JwtSource
     transport: UpstreamTransport
     base: str  # scheme://host[:port][/base/path], to which the checked raw target is appended
+    upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
 
 
 TransportFactory = Callable[[Upstream], UpstreamTransport]
@@ -93,14 +100,22 @@ class Gateway:
     async def start(self) -> None:
         for upstream in self.config.upstreams:
             name = upstream.name
+            hits, misses = self.metrics.token_cache.labels(name, "hit"), self.metrics.token_cache.labels(name, "miss")
             source = JwtSource(
                 upstream.token_source,
-                on_cache=lambda hit, name=name: self.metrics.token_cache.labels(name, "hit" if hit else "miss").inc(),
+                on_cache=lambda hit, hits=hits, misses=misses: (hits if hit else misses).inc(),
                 on_fetch=lambda result, name=name: self.metrics.jwks_fetches.labels(name, result).inc(),
             )
             base = str(upstream.url.origin()) + upstream.url.raw_path.rstrip("/")
             self._runtimes.append(
-                UpstreamRuntime(upstream, self.config.packs[upstream.pack], source, self._transport_factory(upstream), base)
+                UpstreamRuntime(
+                    upstream,
+                    self.config.packs[upstream.pack],
+                    source,
+                    self._transport_factory(upstream),
+                    base,
+                    self.metrics.upstream_duration.labels(name),
+                )
             )
         self.router = UpstreamRouter([(r.upstream, r) for r in self._runtimes])
         warn_about_client_ip_rules(self.config)
@@ -192,10 +207,15 @@ class Gateway:
         name = runtime.upstream.name
         try:
             async with runtime.transport.send(outbound) as answer:
-                self.metrics.upstream_duration.labels(name).observe(time.perf_counter() - started)
-                response = web.StreamResponse(status=answer.status, headers=response_headers(answer.headers, request_id))
-                await response.prepare(request)
-                await self._stream_back(answer.body(), response, name)
+                runtime.upstream_latency.observe(time.perf_counter() - started)
+                headers = response_headers(answer.headers, request_id)
+                if _small_answer(request.method, answer.status, headers):
+                    # One write instead of three: most API answers are a few KiB.
+                    response = web.Response(status=answer.status, body=await answer.read(), headers=headers)
+                else:
+                    response = web.StreamResponse(status=answer.status, headers=headers)
+                    await response.prepare(request)
+                    await self._stream_back(answer.body(), response, name)
         except BodyTooLarge:
             return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
         except UpstreamError as exc:
@@ -225,11 +245,7 @@ class Gateway:
             async for chunk in body:
                 await response.write(chunk)
             await response.write_eof()
-        except (UpstreamError, asyncio.TimeoutError, OSError) as exc:
-            self.metrics.upstream_errors.labels(name, "body_interrupted").inc()
-            logger.warning("upstream %s: response body interrupted (%s)", name, type(exc).__name__)
-            response.force_close()
-        except Exception as exc:  # aiohttp client errors while reading the body
+        except (UpstreamError, OSError) as exc:  # the appliance, or the client, went away mid-body
             self.metrics.upstream_errors.labels(name, "body_interrupted").inc()
             logger.warning("upstream %s: response body interrupted (%s)", name, type(exc).__name__)
             response.force_close()
@@ -279,8 +295,9 @@ class Gateway:
         label_upstream = upstream or "none"
         token_type = decision.token_type or "none"
         outcome = "allow" if decision.allowed else "deny"
-        self.metrics.requests.labels(label_upstream, token_type, outcome, decision.reason.code).inc()
-        self.metrics.request_duration.labels(label_upstream, outcome).observe(elapsed)
+        self.metrics.observe_request(label_upstream, token_type, outcome, decision.reason.code, elapsed)
+        if not wants_decision_log(decision.allowed, self.config.decision_log):
+            return
         facts = token if isinstance(token, TokenFacts) else None
         log_decision(
             DecisionRecord(
@@ -322,6 +339,22 @@ class Gateway:
         )
 
 
+SMALL_ANSWER_BYTES = 64 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def _small_answer(method: str, status: int, headers: CIMultiDict[str]) -> bool:
+    """A body small enough to read whole (bounded memory) and send in one write."""
+    length = headers.get("Content-Length", "")
+    return (
+        method != "HEAD"
+        and status >= 200
+        and status not in _NO_BODY_STATUSES
+        and length.isdigit()
+        and int(length) <= SMALL_ANSWER_BYTES
+    )
+
+
 def _has_ip_rules(pack: CompiledPack) -> bool:
     return any(t.spec.client_ips is not None for t in pack.token_types.values())
 
@@ -344,31 +377,3 @@ def warn_about_client_ip_rules(config: Config) -> None:
             "client_ips rules compare the TCP peer (no trusted_proxies): behind a load balancer "
             "every request would come from the balancer's address; list it in trusted_proxies"
         )
-
-
-GATEWAY = web.AppKey("gateway", Gateway)
-
-
-def build_app(config: Config, *, transport_factory: TransportFactory = AiohttpTransport) -> web.Application:
-    """An aiohttp app in which the gateway answers every request.
-
-    The gateway is a middleware that never calls the router's handler: with
-    no routes, aiohttp can neither answer a plain-text 404/405 of its own nor
-    bind ``{vars}`` on paths we have not checked yet.
-    """
-    gateway = Gateway(config, transport_factory=transport_factory)
-
-    @web.middleware
-    async def gateway_middleware(request: web.Request, handler: object) -> web.StreamResponse:
-        return await gateway.handle(request)
-
-    app = web.Application(middlewares=[gateway_middleware], handler_args={"auto_decompress": False})
-    app[GATEWAY] = gateway
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        await gateway.start()
-        yield
-        await gateway.close()
-
-    app.cleanup_ctx.append(lifecycle)
-    return app

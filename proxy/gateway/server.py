@@ -22,6 +22,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import Config
+from proxy.gateway.app import Gateway
 from proxy.gateway.errors import error_response
 from proxy.reasons import Reason
 
@@ -97,29 +98,29 @@ class GuardedServer(web.Server):
         return handler
 
 
-class GuardedAppRunner(web.AppRunner):
-    """An AppRunner whose connections are :class:`GuardedRequestHandler`s."""
+class GatewayRunner(web.BaseRunner):
+    """Runs a :class:`Gateway` on guarded connections; starts and closes it with the runner."""
 
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
+    def __init__(self, gateway: Gateway, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(handle_signals=False, shutdown_timeout=30.0)
+        self.gateway = gateway
         self._header_timeout = header_timeout
+        self._server_kwargs = kwargs
 
     async def _make_server(self) -> web.Server:
-        loop = asyncio.get_running_loop()
-        app = self.app
-        app._set_loop(loop)
-        app.on_startup.freeze()
-        await app.startup()
-        app.freeze()
-        kwargs = dict(self._kwargs)
-        kwargs.update(app._handler_args or {})
+        await self.gateway.start()
         return GuardedServer(
-            app._handle,
-            request_factory=app._make_request,
-            loop=loop,
+            self.gateway.handle,
+            loop=asyncio.get_running_loop(),
             header_timeout=self._header_timeout,
-            **kwargs,
+            **self._server_kwargs,
         )
+
+    async def shutdown(self) -> None:
+        pass
+
+    async def _cleanup_server(self) -> None:
+        await self.gateway.close()
 
 
 def server_ssl(config: Config) -> ssl.SSLContext | None:
@@ -132,17 +133,17 @@ def server_ssl(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def make_runner(app: web.Application, config: Config) -> GuardedAppRunner:
+def make_runner(gateway: Gateway, config: Config) -> GatewayRunner:
     limits = config.limits
-    return GuardedAppRunner(
-        app,
+    return GatewayRunner(
+        gateway,
         header_timeout=limits.header_timeout,
         access_log=None,
         max_line_size=limits.max_line_bytes,
         max_field_size=limits.max_header_bytes,
         max_headers=100,
         keepalive_timeout=75.0,
-        handle_signals=False,
+        auto_decompress=False,  # bodies pass through byte for byte
     )
 
 
@@ -155,13 +156,9 @@ def c_parser_active() -> bool:
 
 async def run_server(config: Config, *, ready: "asyncio.Event | None" = None) -> None:
     """Serve until SIGINT or SIGTERM, then drain requests in flight."""
-    from proxy.gateway.app import build_app
-
-    runner = make_runner(build_app(config), config)
+    runner = make_runner(Gateway(config), config)
     await runner.setup()
-    site = web.TCPSite(
-        runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config), shutdown_timeout=30.0
-    )
+    site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))
     await site.start()
     scheme = "https" if config.listen.tls else "http"
     logger.info("labgate listening on %s://%s:%s", scheme, config.listen.address, config.listen.port)

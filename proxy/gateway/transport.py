@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import AsyncContextManager, AsyncIterator, Protocol
+from typing import AsyncContextManager, AsyncIterator, Iterator, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -37,7 +37,13 @@ class UpstreamResponse(Protocol):
     status: int
     headers: CIMultiDictProxy[str]
 
-    def body(self) -> AsyncIterator[bytes]: ...
+    def body(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, in chunks of at most CHUNK_SIZE."""
+        ...
+
+    async def read(self) -> bytes:
+        """The whole body at once: only for answers known to be small."""
+        ...
 
 
 class UpstreamTransport(Protocol):
@@ -56,14 +62,31 @@ class UpstreamError(Exception):
 
 
 class _AiohttpResponse:
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, name: str) -> None:
         self._response = response
+        self._name = name
         self.status = response.status
         self.headers = response.headers
 
     async def body(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.content.iter_chunked(CHUNK_SIZE):
-            yield chunk
+        with _mapped_errors(self._name):
+            async for chunk in self._response.content.iter_chunked(CHUNK_SIZE):
+                yield chunk
+
+    async def read(self) -> bytes:
+        with _mapped_errors(self._name):
+            return await self._response.read()
+
+
+@contextmanager
+def _mapped_errors(name: str) -> Iterator[None]:
+    """aiohttp's and the OS's exceptions become :class:`UpstreamError`, here and only here."""
+    try:
+        yield
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {name!r} did not answer in time") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise UpstreamError(Reason.UPSTREAM_UNREACHABLE, f"upstream {name!r} is unreachable ({type(exc).__name__})") from exc
 
 
 def client_ssl(upstream: Upstream) -> ssl.SSLContext | bool:
@@ -100,7 +123,7 @@ class AiohttpTransport:
 
     @asynccontextmanager
     async def send(self, request: OutboundRequest) -> AsyncIterator[UpstreamResponse]:
-        try:
+        with _mapped_errors(self._name):
             response = await self._session.request(
                 request.method,
                 request.url,
@@ -110,14 +133,8 @@ class AiohttpTransport:
                 compress=None,
                 chunked=None,
             )
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(
-                Reason.UPSTREAM_UNREACHABLE, f"upstream {self._name!r} is unreachable ({type(exc).__name__})"
-            ) from exc
         try:
-            yield _AiohttpResponse(response)
+            yield _AiohttpResponse(response, self._name)
         finally:
             response.release()
 

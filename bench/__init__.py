@@ -1,0 +1,1 @@
+"""labgate's benchmark: labgate beside a bare aiohttp proxy, against one fast upstream."""
