@@ -126,12 +126,16 @@ class AddressSet:
         return cls([parse_entry(t) for t in texts])
 
     def __contains__(self, address: object) -> bool:
-        if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        if isinstance(address, ipaddress.IPv4Address):
+            version = 4
+        elif isinstance(address, ipaddress.IPv6Address):
+            address = _unmapped(address)
+            version = address.version
+        else:
             return False
-        address = _unmapped(address)
-        starts = self._starts[address.version]
-        index = bisect.bisect_right(starts, int(address)) - 1
-        return index >= 0 and int(address) <= self._ends[address.version][index]
+        value = int(address)
+        index = bisect.bisect_right(self._starts[version], value) - 1
+        return index >= 0 and value <= self._ends[version][index]
 
     def __len__(self) -> int:
         return len(self.entries)

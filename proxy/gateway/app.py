@@ -222,7 +222,8 @@ class Gateway:
         )
         name = runtime.upstream.name
         try:
-            async with runtime.transport.send(outbound) as answer:
+            answer = await runtime.transport.send(outbound)
+            try:
                 runtime.upstream_latency.observe(time.perf_counter() - started)
                 headers = response_headers(answer.headers, request_id)
                 if _small_answer(request.method, answer.status, headers):
@@ -232,6 +233,8 @@ class Gateway:
                     response = web.StreamResponse(status=answer.status, headers=headers)
                     await response.prepare(request)
                     await self._stream_back(answer.body(), response, name)
+            finally:
+                answer.release()
         except BodyTooLarge:
             return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
         except UpstreamError as exc:

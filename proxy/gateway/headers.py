@@ -42,12 +42,23 @@ _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 MAX_TOKEN_LENGTH = 16384
 
 
+# Computed once: these run on every request.
+_DROPPED_OUTBOUND = HOP_BY_HOP | METHOD_OVERRIDES | CLIENT_IDENTITY | REPLACED
+_DROPPED_RESPONSE = HOP_BY_HOP | {"x-request-id"}
+
+
 def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
     """Header names listed in every ``Connection`` header (all hop-by-hop)."""
     named: set[str] = set()
-    for value in headers.getall("Connection", []):
+    for value in headers.getall("Connection", ()):
         named.update(part.strip().lower() for part in value.split(",") if part.strip())
     return named
+
+
+def _without(headers: CIMultiDictProxy[str], dropped: frozenset[str]) -> CIMultiDict[str]:
+    if "Connection" in headers:
+        dropped = dropped | connection_named(headers)
+    return CIMultiDict([(name, value) for name, value in headers.items() if name.lower() not in dropped])
 
 
 def outbound_headers(
@@ -59,13 +70,8 @@ def outbound_headers(
     request_id: str,
     forward_authorization: bool = True,
 ) -> CIMultiDict[str]:
-    dropped = HOP_BY_HOP | METHOD_OVERRIDES | CLIENT_IDENTITY | REPLACED | connection_named(incoming)
-    if not forward_authorization:
-        dropped = dropped | {"authorization"}
-    result: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        if name.lower() not in dropped:
-            result.add(name, value)
+    dropped = _DROPPED_OUTBOUND if forward_authorization else _DROPPED_OUTBOUND | {"authorization"}
+    result = _without(incoming, dropped)
     result["X-Forwarded-For"] = client_ip
     result["X-Forwarded-Proto"] = proto
     if original_host:
@@ -76,11 +82,7 @@ def outbound_headers(
 
 def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
     """The appliance's response headers minus hop-by-hop ones, plus our request id."""
-    dropped = HOP_BY_HOP | connection_named(upstream) | {"x-request-id"}
-    result: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        if name.lower() not in dropped:
-            result.add(name, value)
+    result = _without(upstream, _DROPPED_RESPONSE)
     result["X-Request-ID"] = request_id
     return result
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import AsyncContextManager, AsyncIterator, Iterator, Protocol
+from typing import AsyncIterator, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -45,9 +44,15 @@ class UpstreamResponse(Protocol):
         """The whole body at once: only for answers known to be small."""
         ...
 
+    def release(self) -> None:
+        """Give the connection back to the pool (or close it); always called."""
+        ...
+
 
 class UpstreamTransport(Protocol):
-    def send(self, request: OutboundRequest) -> AsyncContextManager[UpstreamResponse]: ...
+    async def send(self, request: OutboundRequest) -> UpstreamResponse:
+        """Send the request; the caller must ``release()`` the response."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -69,24 +74,30 @@ class _AiohttpResponse:
         self.headers = response.headers
 
     async def body(self) -> AsyncIterator[bytes]:
-        with _mapped_errors(self._name):
+        try:
             async for chunk in self._response.content.iter_chunked(CHUNK_SIZE):
                 yield chunk
+        except _FOREIGN_ERRORS as exc:
+            raise upstream_error(self._name, exc) from exc
 
     async def read(self) -> bytes:
-        with _mapped_errors(self._name):
+        try:
             return await self._response.read()
+        except _FOREIGN_ERRORS as exc:
+            raise upstream_error(self._name, exc) from exc
+
+    def release(self) -> None:
+        self._response.release()
 
 
-@contextmanager
-def _mapped_errors(name: str) -> Iterator[None]:
+_FOREIGN_ERRORS = (asyncio.TimeoutError, aiohttp.ClientError, OSError)
+
+
+def upstream_error(name: str, exc: BaseException) -> UpstreamError:
     """aiohttp's and the OS's exceptions become :class:`UpstreamError`, here and only here."""
-    try:
-        yield
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {name!r} did not answer in time") from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise UpstreamError(Reason.UPSTREAM_UNREACHABLE, f"upstream {name!r} is unreachable ({type(exc).__name__})") from exc
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {name!r} did not answer in time")
+    return UpstreamError(Reason.UPSTREAM_UNREACHABLE, f"upstream {name!r} is unreachable ({type(exc).__name__})")
 
 
 def client_ssl(upstream: Upstream) -> ssl.SSLContext | bool:
@@ -121,9 +132,8 @@ class AiohttpTransport:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
 
-    @asynccontextmanager
-    async def send(self, request: OutboundRequest) -> AsyncIterator[UpstreamResponse]:
-        with _mapped_errors(self._name):
+    async def send(self, request: OutboundRequest) -> UpstreamResponse:
+        try:
             response = await self._session.request(
                 request.method,
                 request.url,
@@ -133,10 +143,9 @@ class AiohttpTransport:
                 compress=None,
                 chunked=None,
             )
-        try:
-            yield _AiohttpResponse(response, self._name)
-        finally:
-            response.release()
+        except _FOREIGN_ERRORS as exc:
+            raise upstream_error(self._name, exc) from exc
+        return _AiohttpResponse(response, self._name)
 
     async def close(self) -> None:
         await self._session.close()

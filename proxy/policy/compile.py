@@ -36,6 +36,9 @@ class RouteMatch:
     path_matched: bool
 
 
+_NO_MATCH = RouteMatch(None, False)
+
+
 class RouteTrie:
     """Route templates by segment; literals are tried before ``{param}``.
 
@@ -62,9 +65,12 @@ class RouteTrie:
         node.rules.setdefault(template.method, rule_id)
 
     def match(self, method: str, segments: tuple[str, ...]) -> RouteMatch:
+        root = self._root
+        if not root.literal and root.param is None and not root.rules:
+            return _NO_MATCH  # most types have no deny rules at all
         if self._for_deny and segments and segments[-1] == "":
             segments = segments[:-1]
-        folded = tuple(fold_segment(s, self._case_insensitive) for s in segments)
+        folded = tuple(s.lower() for s in segments) if self._case_insensitive else segments
         terminals: list[_RouteNode] = []
         self._collect(self._root, folded, 0, terminals)
         for node in terminals:
