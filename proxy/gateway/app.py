@@ -226,11 +226,15 @@ class Gateway:
             try:
                 runtime.upstream_latency.observe(time.perf_counter() - started)
                 headers = response_headers(answer.headers, request_id)
+                response = web.StreamResponse(status=answer.status, headers=headers)
                 if _small_answer(request.method, answer.status, headers):
-                    # One write instead of three: most API answers are a few KiB.
-                    response = web.Response(status=answer.status, body=await answer.read(), headers=headers)
+                    # Read whole, then headers and body leave in one write: most
+                    # API answers are a few KiB.  (web.Response would add a
+                    # Content-Type the appliance did not send.)
+                    body = await answer.read()
+                    await response.prepare(request)
+                    await response.write_eof(body)
                 else:
-                    response = web.StreamResponse(status=answer.status, headers=headers)
                     await response.prepare(request)
                     await self._stream_back(answer.body(), response, name)
             finally:

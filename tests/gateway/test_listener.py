@@ -228,3 +228,78 @@ async def test_too_many_headers_is_refused_as_json(upstream: RecordingUpstream, 
     assert response.status in (400, 431)
     assert response.json()["reason"] in ("bad_request", "headers_too_large")
     assert upstream.received == []
+
+
+async def upstream_with_raw_answer(answer: bytes) -> tuple[asyncio.Server, str]:
+    """An appliance that reads one request head and writes ``answer`` verbatim, then closes."""
+
+    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(respond, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_small_answers_pass_through_unchanged(start_gateway: GatewayStarter) -> None:
+    server, url = await upstream_with_raw_answer(
+        b"HTTP/1.1 201 Created\r\nContent-Length: 5\r\nX-Appliance: svt\r\nETag: \"v1\"\r\n\r\nhello"
+    )
+    async with server:
+        gateway = await start_gateway(url)
+        response = await raw_request(gateway.port, f"GET /demo/api/hosts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {mint()}\r\n\r\n")
+    assert (response.status, response.body) == (201, b"hello")
+    assert response.headers["x-appliance"] == "svt" and response.headers["etag"] == '"v1"'
+    # aiohttp labels unlabelled content (RFC 9110 section 8.3); see the README.
+    assert response.headers["content-type"] == "application/octet-stream"
+
+
+async def test_appliance_content_type_and_encoding_pass_unchanged(start_gateway: GatewayStarter) -> None:
+    server, url = await upstream_with_raw_answer(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.simplivity.v1.14+json\r\n"
+        b"Content-Encoding: gzip\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x08\x00"
+    )
+    async with server:
+        gateway = await start_gateway(url)
+        response = await raw_request(gateway.port, f"GET /demo/api/hosts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {mint()}\r\n\r\n")
+    assert response.headers["content-type"] == "application/vnd.simplivity.v1.14+json"
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.body == b"\x1f\x8b\x08\x00"  # not decompressed on the way
+
+
+async def test_head_answer_keeps_the_appliance_content_length(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(upstream.url)
+    async with aiohttp.ClientSession() as session:
+        async with session.head(f"{gateway.url}/demo/api/hosts", headers=bearer()) as response:
+            assert response.status == 200
+            assert int(response.headers["Content-Length"]) > 0
+            assert await response.read() == b""
+
+
+async def test_small_answer_cut_short_is_502_json(start_gateway: GatewayStarter) -> None:
+    server, url = await upstream_with_raw_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+    async with server:
+        gateway = await start_gateway(url)
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{gateway.url}/demo/api/hosts", headers=bearer()) as response:
+                body = await response.json()
+    assert (response.status, body["reason"]) == (502, "upstream_unreachable")
+
+
+async def test_large_answer_cut_short_cuts_the_client_connection(start_gateway: GatewayStarter) -> None:
+    size = 1024 * 1024
+    server, url = await upstream_with_raw_answer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * (100 * 1024)
+    )
+    async with server:
+        gateway = await start_gateway(url)
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with session.get(f"{gateway.url}/demo/api/download", headers=bearer()) as response:
+                    assert response.status == 200
+                    await response.read()
+            async with session.get(f"{gateway.url}/metrics") as response:
+                text = await response.text()
+    assert 'labgate_upstream_errors_total{kind="body_interrupted",upstream="demo"} 1.0' in text
