@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +103,58 @@ def test_explain_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad.write_text("listen: [\n")
     code, _, err = run(capsys, "explain", "--config", str(bad), "--upstream", "x", "--token-type", "y", "GET", "/")
     assert code == 2 and f"{bad}:" in err
+
+
+def serve(config: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"} | env
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+        env=environment, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_serve_refuses_the_pure_python_http_parser(tmp_path: Path) -> None:
+    result = serve(write_config(tmp_path, "http://127.0.0.1:9"), AIOHTTP_NO_EXTENSIONS="1")
+    assert result.returncode == 2
+    assert "C HTTP parser is not active" in result.stderr
+
+
+def test_serve_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("listen: {port: many}\n")
+    result = serve(path)
+    assert result.returncode == 2
+    assert f"{path}:1:" in result.stderr
+
+
+def test_serve_on_a_busy_port_exits_2(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = serve(write_config(tmp_path, "http://127.0.0.1:9", listen={"address": "127.0.0.1", "port": port}))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    environment = {k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
+        env=environment, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for _ in range(100):  # the listening line comes within a few seconds
+            line = process.stderr.readline()
+            if "labgate listening on" in line or not line:
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()

@@ -159,13 +159,17 @@ async def run_server(config: Config, *, ready: "asyncio.Event | None" = None) ->
     runner = make_runner(Gateway(config), config)
     await runner.setup()
     site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))
-    await site.start()
-    scheme = "https" if config.listen.tls else "http"
-    logger.info("labgate listening on %s://%s:%s", scheme, config.listen.address, config.listen.port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()  # close upstream pools before reporting the listen error
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    scheme = "https" if config.listen.tls else "http"
+    logger.info("labgate listening on %s://%s:%s", scheme, config.listen.address, config.listen.port)
     if ready is not None:
         ready.set()
     try:
