@@ -263,7 +263,8 @@ def main() -> int:
 
         targets = [
             (f"upstream direct ({upstream_kind})", f"{upstream_url}{TARGET}", []),
-            ("bare aiohttp proxy", f"http://127.0.0.1:{bare_port}{TARGET}", []),
+            # The same request bytes as labgate gets, bearer token included.
+            ("bare aiohttp proxy", f"http://127.0.0.1:{bare_port}{TARGET}", auth),
             ("labgate (all checks)", f"{labgate_url}/svt{TARGET}", auth),
         ]
         if nginx:
