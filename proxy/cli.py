@@ -11,7 +11,6 @@ import asyncio
 import gc
 import json
 import logging
-import signal
 import sys
 from typing import Sequence
 
@@ -21,7 +20,7 @@ from proxy.paths import TargetError, parse_target
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash
+from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.jwt_source import JwtSource
 from proxy.yamlsource import ConfigError
 

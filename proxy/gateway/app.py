@@ -31,7 +31,7 @@ from proxy.decision_log import DecisionRecord, log_decision, wants_decision_log
 from proxy.gateway.errors import error_response
 from proxy.gateway.headers import BearerProblem, bearer_token, outbound_headers, response_headers
 from proxy.gateway.routing import UpstreamRouter
-from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamTransport
+from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
 from proxy.ipaddrs import ClientIpResolver, IPAddress
 from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
@@ -52,6 +52,9 @@ class BodyTooLarge(Exception):
     """The client sent more body than ``limits.max_body_bytes``."""
 
 
+BODY_TOO_LARGE_DETAIL = "the request body is larger than allowed"
+
+
 @dataclass
 class UpstreamRuntime:
     """What serving one upstream needs at run time."""
@@ -62,6 +65,22 @@ class UpstreamRuntime:
     transport: UpstreamTransport
     base: str  # scheme://host[:port][/base/path], to which the checked raw target is appended
     upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the gateway: what its answer and its record need.
+
+    Filled in step by step; a request refused early leaves the later fields empty.
+    """
+
+    request: web.BaseRequest
+    request_id: str
+    started: float
+    runtime: UpstreamRuntime | None = None
+    target: RequestTarget | None = None
+    token: TokenFacts | TokenRejection | None = None
+    client_ip: IPAddress | None = None
 
 
 TransportFactory = Callable[[Upstream], UpstreamTransport]
@@ -149,25 +168,25 @@ class Gateway:
     # -- the request path -------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        started = time.perf_counter()
-        request_id = request_id_for(request)
+        exchange = Exchange(request, request_id_for(request), time.perf_counter())
         own = self._own.get(request.raw_path)
         if own is not None and request.method in ("GET", "HEAD"):
             return await own(request)
         if request.method not in ROUTE_METHODS:
-            return self._refuse(request, request_id, started, Reason.METHOD_NOT_SUPPORTED, f"method {request.method[:16]!r} is not supported")
+            return self._refuse(exchange, Reason.METHOD_NOT_SUPPORTED, f"method {request.method[:16]!r} is not supported")
         routed = self._target_and_upstream(request.raw_path, request.headers.get("Host"))
         if isinstance(routed, TargetError):
-            return self._refuse(request, request_id, started, routed.reason, routed.detail)
-        upstream, runtime, target = routed
-        token = await self._token_facts(request, runtime, target)
-        client_ip = self.ip_resolver.resolve(request.remote, request.headers)
-        self._warn_untrusted_forwarding(request, runtime)
-        decision = decide(RequestFacts(request.method, target, client_ip), token, runtime.pack)
+            return self._refuse(exchange, routed.reason, routed.detail)
+        _, exchange.runtime, exchange.target = routed
+        exchange.token = await self._token_facts(request, exchange.runtime, exchange.target)
+        peer = request.remote
+        exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
+        self._warn_untrusted_forwarding(request, peer, exchange.runtime)
+        decision = decide(RequestFacts(request.method, exchange.target, exchange.client_ip), exchange.token, exchange.runtime.pack)
         if not decision.allowed:
-            self._record(request, request_id, started, upstream.name, target, decision, token, client_ip, None)
-            return error_response(decision.reason, decision.detail, request_id)
-        return await self._forward(request, request_id, started, runtime, target, decision, token, client_ip)
+            self._record(exchange, decision)
+            return error_response(decision.reason, decision.detail, exchange.request_id)
+        return await self._forward(exchange, exchange.runtime, exchange.target, decision)
 
     def _parse_and_route(self, raw_target: str, host: str | None) -> Routed | TargetError:
         """The checked target and its upstream; an error value when there is none.
@@ -194,59 +213,58 @@ class Gateway:
         return await runtime.source.verify(found)
 
     async def _forward(
-        self,
-        request: web.BaseRequest,
-        request_id: str,
-        started: float,
-        runtime: UpstreamRuntime,
-        target: RequestTarget,
-        decision: Decision,
-        token: TokenFacts | TokenRejection,
-        client_ip: IPAddress | None,
+        self, exchange: Exchange, runtime: UpstreamRuntime, target: RequestTarget, decision: Decision
     ) -> web.StreamResponse:
+        request = exchange.request
         limit = self.config.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
+            return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
         outbound = OutboundRequest(
             method=request.method,
-            # Security rule 2: the checked raw target, never request.path or URL(str).
+            # The checked raw target, never request.path or URL(str): what was decided is what is sent.
             url=URL(runtime.base + target.forward_target, encoded=True),
             headers=outbound_headers(
                 request.headers,
-                client_ip=str(client_ip) if client_ip else "",
+                client_ip=str(exchange.client_ip) if exchange.client_ip else "",
                 proto=self.proto,
                 original_host=request.headers.get("Host"),
-                request_id=request_id,
+                request_id=exchange.request_id,
             ),
             body=self._request_body(request, limit) if request.body_exists else None,
         )
-        name = runtime.upstream.name
         try:
             answer = await runtime.transport.send(outbound)
             try:
-                runtime.upstream_latency.observe(time.perf_counter() - started)
-                headers = response_headers(answer.headers, request_id)
-                response = web.StreamResponse(status=answer.status, headers=headers)
-                if _small_answer(request.method, answer.status, headers):
-                    # Read whole, then headers and body leave in one write: most
-                    # API answers are a few KiB.  (web.Response would add a
-                    # Content-Type the appliance did not send.)
-                    body = await answer.read()
-                    await response.prepare(request)
-                    await response.write_eof(body)
-                else:
-                    await response.prepare(request)
-                    await self._stream_back(answer.body(), response, name)
+                runtime.upstream_latency.observe(time.perf_counter() - exchange.started)
+                response = await self._answer(request, answer, exchange.request_id, runtime.upstream.name)
             finally:
                 answer.release()
         except BodyTooLarge:
-            return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
+            return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
         except UpstreamError as exc:
             if isinstance(exc.__cause__, BodyTooLarge) or isinstance(exc.__cause__ and exc.__cause__.__cause__, BodyTooLarge):
-                return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, Reason.BODY_TOO_LARGE)
-            self.metrics.upstream_errors.labels(name, exc.reason.code).inc()
-            return self._refuse_after(request, request_id, started, runtime, target, decision, token, client_ip, exc.reason, exc.detail)
-        self._record(request, request_id, started, name, target, decision, token, client_ip, answer.status)
+                return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
+            self.metrics.upstream_errors.labels(runtime.upstream.name, exc.reason.code).inc()
+            return self._refuse(exchange, exc.reason, exc.detail, allowed=decision)
+        self._record(exchange, decision, answer.status)
+        return response
+
+    async def _answer(
+        self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str
+    ) -> web.StreamResponse:
+        """Send the appliance's answer on to the client."""
+        headers = response_headers(answer.headers, request_id)
+        response = web.StreamResponse(status=answer.status, headers=headers)
+        if _small_answer(request.method, answer.status, headers):
+            # Read whole, then headers and body leave in one write: most API
+            # answers are a few KiB.  (web.Response would add a Content-Type
+            # the appliance did not send.)
+            body = await answer.read()
+            await response.prepare(request)
+            await response.write_eof(body)
+        else:
+            await response.prepare(request)
+            await self._stream_back(answer.body(), response, name)
         return response
 
     async def _request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
@@ -275,62 +293,37 @@ class Gateway:
 
     # -- refusing and recording -------------------------------------------------
 
-    def _refuse(self, request: web.BaseRequest, request_id: str, started: float, reason: Reason, detail: str) -> web.Response:
-        decision = deny(reason, detail)
-        self._record(request, request_id, started, None, None, decision, None, None, None)
-        return error_response(reason, detail, request_id)
-
-    def _refuse_after(
-        self,
-        request: web.BaseRequest,
-        request_id: str,
-        started: float,
-        runtime: UpstreamRuntime,
-        target: RequestTarget,
-        allowed: Decision,
-        token: TokenFacts | TokenRejection,
-        client_ip: IPAddress | None,
-        reason: Reason,
-        detail: str | None = None,
+    def _refuse(
+        self, exchange: Exchange, reason: Reason, detail: str, *, allowed: Decision | None = None
     ) -> web.Response:
-        """An allowed request that still failed (body too large, upstream down)."""
-        detail = detail or {Reason.BODY_TOO_LARGE: "the request body is larger than allowed"}.get(reason, reason.code)
-        decision = deny(reason, detail, rule=allowed.rule, token_type=allowed.token_type)
-        self._record(request, request_id, started, runtime.upstream.name, target, decision, token, client_ip, None)
-        response = error_response(reason, detail, request_id)
+        """Answer with an error; ``allowed`` is the decision of a request that failed after it."""
+        if allowed is None:
+            decision = deny(reason, detail)
+        else:
+            decision = deny(reason, detail, rule=allowed.rule, token_type=allowed.token_type)
+        self._record(exchange, decision)
+        response = error_response(reason, detail, exchange.request_id)
         if reason is Reason.BODY_TOO_LARGE:
             response.force_close()  # the rest of the body is never read
         return response
 
-    def _record(
-        self,
-        request: web.BaseRequest,
-        request_id: str,
-        started: float,
-        upstream: str | None,
-        target: RequestTarget | None,
-        decision: Decision,
-        token: TokenFacts | TokenRejection | None,
-        client_ip: IPAddress | None,
-        upstream_status: int | None,
-    ) -> None:
-        elapsed = time.perf_counter() - started
-        label_upstream = upstream or "none"
-        token_type = decision.token_type or "none"
+    def _record(self, exchange: Exchange, decision: Decision, upstream_status: int | None = None) -> None:
+        elapsed = time.perf_counter() - exchange.started
+        upstream = exchange.runtime.upstream.name if exchange.runtime else None
         outcome = "allow" if decision.allowed else "deny"
-        self.metrics.observe_request(label_upstream, token_type, outcome, decision.reason.code, elapsed)
+        self.metrics.observe_request(upstream or "none", decision.token_type or "none", outcome, decision.reason.code, elapsed)
         if not wants_decision_log(decision.allowed, self.config.decision_log):
             return
-        facts = token if isinstance(token, TokenFacts) else None
+        facts = exchange.token if isinstance(exchange.token, TokenFacts) else None
         log_decision(
             DecisionRecord(
-                request_id=request_id,
+                request_id=exchange.request_id,
                 upstream=upstream,
-                method=request.method[:16],
-                path=target.path if target else None,
+                method=exchange.request.method[:16],
+                path=exchange.target.path if exchange.target else None,
                 rule=decision.rule,
-                client_ip=str(client_ip) if client_ip else None,
-                peer=request.remote,
+                client_ip=str(exchange.client_ip) if exchange.client_ip else None,
+                peer=exchange.request.remote,
                 token_type=decision.token_type,
                 token_hash=facts.token_hash if facts else None,
                 subject=facts.subject if facts else None,
@@ -343,9 +336,9 @@ class Gateway:
             self.config.decision_log,
         )
 
-    def _warn_untrusted_forwarding(self, request: web.BaseRequest, runtime: UpstreamRuntime) -> None:
+    def _warn_untrusted_forwarding(self, request: web.BaseRequest, peer: str | None, runtime: UpstreamRuntime) -> None:
         """IP rules see the TCP peer; say so once when a peer sends forwarding headers we ignore."""
-        peer = request.remote or ""
+        peer = peer or ""
         if peer in self._warned_peers or len(self._warned_peers) >= 64:
             return
         header = "Forwarded" if self.config.client_ip_header == "forwarded" else "X-Forwarded-For"
