@@ -197,7 +197,7 @@ class Gateway:
         try:
             target = parse_target(raw_target, max_query_params=self.config.limits.max_query_params)
         except TargetError as exc:
-            return exc
+            return exc.with_traceback(None)  # cached: keep no frames alive
         routed = self.router.route(host, target)
         if routed is None:
             return TargetError(Reason.NO_UPSTREAM, "no upstream serves this host and path")
