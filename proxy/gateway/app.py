@@ -254,17 +254,13 @@ class Gateway:
     ) -> web.StreamResponse:
         """Send the appliance's answer on to the client."""
         headers = response_headers(answer.headers, request_id)
-        response = web.StreamResponse(status=answer.status, headers=headers)
         if _small_answer(request.method, answer.status, headers):
-            # Read whole, then headers and body leave in one write: most API
-            # answers are a few KiB.  (web.Response would add a Content-Type
-            # the appliance did not send.)
-            body = await answer.read()
-            await response.prepare(request)
-            await response.write_eof(body)
-        else:
-            await response.prepare(request)
-            await self._stream_back(answer.body(), response, name)
+            # Read whole, then headers and body leave in one send: most API
+            # answers are a few KiB (a prepared StreamResponse takes two).
+            return web.Response(status=answer.status, body=await answer.read(), headers=headers)
+        response = web.StreamResponse(status=answer.status, headers=headers)
+        await response.prepare(request)
+        await self._stream_back(answer.body(), response, name)
         return response
 
     async def _request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
