@@ -7,6 +7,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import socket
 import ssl
 from pathlib import Path
 
@@ -70,8 +71,20 @@ async def test_tls_listener_serves_https(upstream: RecordingUpstream, start_gate
     assert len(upstream.received) == 1
 
 
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="this machine has no IPv6 loopback (::1)")
 async def test_ipv6_loopback_listener_and_client_ip(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
-    port = free_port()
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
     gateway = await start_gateway(upstream.url, listen={"address": "::1", "port": port})
     assert gateway.config.listen.address == "::1"
     async with aiohttp.ClientSession() as session:
