@@ -331,3 +331,17 @@ async def test_slow_header_sender_is_disconnected(upstream: RecordingUpstream, s
     async with asyncio.timeout(5):
         assert await reader.read() == b""  # closed by labgate, well before 5 s
     writer.close()
+
+
+async def test_own_endpoints_move_to_configured_paths(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(
+        upstream.url, endpoints={"health": "/-/health", "ready": "/-/ready", "metrics": "/-/metrics"}
+    )
+    async with aiohttp.ClientSession() as session:
+        for path in ("/-/health", "/-/ready", "/-/metrics"):
+            async with session.get(f"{gateway.url}{path}") as response:
+                assert response.status == 200, path
+        async with session.get(f"{gateway.url}/metrics") as response:
+            # the old path is no longer labgate's: no upstream serves it
+            assert (response.status, (await response.json())["reason"]) == (404, "no_upstream")
+    assert upstream.received == []
