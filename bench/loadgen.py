@@ -54,7 +54,10 @@ async def connection(host: str, port: int, request: bytes, start_at: float, stop
             except (asyncio.IncompleteReadError, ConnectionError):
                 tally.errors += 1
                 writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    reader, writer = await asyncio.open_connection(host, port)
+                except OSError:
+                    return  # the target is gone: the errors say so
                 continue
             done = time.perf_counter_ns()
             if sent / 1e9 >= start_at:  # warm-up requests are not counted
