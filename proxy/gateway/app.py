@@ -31,6 +31,7 @@ from proxy.decision_log import DecisionRecord, log_decision, wants_decision_log
 from proxy.gateway.errors import error_response
 from proxy.gateway.headers import BearerProblem, bearer_token, outbound_headers, response_headers
 from proxy.gateway.routing import UpstreamRouter
+from proxy.gateway.http1 import Http1Transport
 from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
 from proxy.ipaddrs import ClientIpResolver, IPAddress
 from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -102,7 +103,7 @@ class Gateway:
         config: Config,
         *,
         metrics: GatewayMetrics | None = None,
-        transport_factory: TransportFactory = AiohttpTransport,
+        transport_factory: TransportFactory = Http1Transport,
     ) -> None:
         self.config = config
         self.metrics = metrics or GatewayMetrics()

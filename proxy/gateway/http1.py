@@ -1,0 +1,389 @@
+"""A lean HTTP/1.1 upstream transport: keep-alive pool, streaming, parsing by httptools.
+
+Why it exists: aiohttp's ``ClientSession`` builds a ``ClientRequest`` and a
+``ClientResponse`` with cookie, auth, proxy, tracing and redirect machinery on
+every request; a proxy that forwards an already checked request needs none of
+it.  This transport writes the request head itself (the target and headers are
+the exact ones the policy decided on), and lets httptools (llhttp, the parser
+of Node.js) frame the answer.
+
+Framing is labgate's own, never the client's: the client's ``Content-Length``
+and ``Transfer-Encoding`` are dropped and replaced by what this transport
+actually sends, so a request cannot smuggle a second one past the policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from typing import AsyncIterator
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy.config import Upstream
+from proxy.gateway.transport import OutboundRequest, UpstreamError, UpstreamResponse, client_ssl
+from proxy.reasons import Reason
+
+# Bytes buffered from the appliance before reading from it pauses.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+_FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+class _Exchange:
+    """What one response on a connection has delivered so far."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.head = loop.create_future()
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.complete = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.received_any = False
+        self.until_close = False  # no Content-Length, not chunked: the body ends with the connection
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection to the appliance."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.exchange: _Exchange | None = None
+        self.closed = False
+        self.reusable = True
+        self._writable: asyncio.Future[None] | None = None
+        self.reused = False
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes nobody asked for: this connection can no longer be trusted.
+            self.reusable = False
+            self.close()
+            return
+        exchange.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        exchange = self.exchange
+        if exchange is not None and not exchange.complete:
+            if exc is None and exchange.until_close and exchange.head.done():
+                exchange.complete = True  # the end of a close-delimited body
+                self._wake()
+            else:
+                self._fail(exc or ConnectionResetError("the appliance closed the connection"))
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(ConnectionResetError("the appliance closed the connection"))
+
+    def pause_writing(self) -> None:
+        self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # -- httptools callbacks ------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.exchange is not None
+        self.exchange.headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+
+    def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        status = self._parser.get_status_code()
+        if status < 200 and status != 101:
+            exchange.headers = []  # an interim answer (100, 103): wait for the real one
+            return
+        if not self._parser.should_keep_alive():
+            self.reusable = False
+        names = {name.lower() for name, _ in exchange.headers}
+        exchange.until_close = "content-length" not in names and "transfer-encoding" not in names
+        if not exchange.head.done():
+            exchange.head.set_result(status)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.chunks.append(body)
+        exchange.buffered += len(body)
+        if exchange.buffered > HIGH_WATER and self.transport is not None:
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        if not exchange.head.done():
+            return  # the end of an interim answer
+        exchange.complete = True
+        self._wake()
+
+    # -- used by the transport -----------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        self.reusable = False
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.error = exc
+            if not exchange.head.done():
+                exchange.head.set_exception(exc)
+            self._wake()
+        self.close()
+
+    def _wake(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and exchange.waiter is not None and not exchange.waiter.done():
+            exchange.waiter.set_result(None)
+
+    async def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise ConnectionResetError("the appliance closed the connection")
+        self.transport.write(data)
+        if self._writable is not None:
+            await self._writable
+
+    def start(self) -> _Exchange:
+        self.exchange = _Exchange(self._loop)
+        return self.exchange
+
+    async def next_chunk(self, timeout: float) -> bytes | None:
+        """The next piece of body, or None at its end."""
+        exchange = self.exchange
+        assert exchange is not None
+        while not exchange.chunks:
+            if exchange.complete:
+                return None
+            if exchange.error is not None:
+                raise exchange.error
+            exchange.waiter = self._loop.create_future()
+            async with asyncio.timeout(timeout):
+                await exchange.waiter
+            exchange.waiter = None
+        chunk = exchange.chunks.popleft()
+        exchange.buffered -= len(chunk)
+        if exchange.buffered < LOW_WATER and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+        return chunk
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+        self.closed = True
+
+
+class _Http1Response:
+    def __init__(self, owner: "Http1Transport", connection: _Connection, status: int, headers: list[tuple[str, str]], head_only: bool) -> None:
+        self._owner = owner
+        self._connection = connection
+        self.status = status
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(headers))
+        self._head_only = head_only
+
+    async def body(self) -> AsyncIterator[bytes]:
+        if self._head_only:
+            return
+        timeout = self._owner.read_timeout
+        try:
+            while (chunk := await self._connection.next_chunk(timeout)) is not None:
+                yield chunk
+        except (asyncio.TimeoutError, OSError, httptools.HttpParserError) as exc:
+            self._connection.reusable = False
+            raise self._owner.error(exc) from exc
+
+    async def read(self) -> bytes:
+        return b"".join([chunk async for chunk in self.body()])
+
+    def release(self) -> None:
+        self._owner.give_back(self._connection, self._head_only)
+
+
+class Http1Transport:
+    """One keep-alive connection pool per upstream, at most ``limit`` connections."""
+
+    def __init__(self, upstream: Upstream, *, limit: int = 256) -> None:
+        self._name = upstream.name
+        url = upstream.url
+        self._host = url.raw_host or ""
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        default_port = (url.scheme == "https" and self._port == 443) or (url.scheme == "http" and self._port == 80)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._host_header = (host if default_port else f"{host}:{self._port}").encode("ascii")
+        self._ssl = _ssl_context(upstream) if url.scheme == "https" else None
+        self._connect_timeout = upstream.connect_timeout
+        self.read_timeout = upstream.read_timeout
+        self._idle: collections.deque[_Connection] = collections.deque()
+        self._slots = asyncio.Semaphore(limit)
+        self._closing = False
+
+    def error(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, asyncio.TimeoutError):
+            return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time")
+        return UpstreamError(Reason.UPSTREAM_UNREACHABLE, f"upstream {self._name!r} is unreachable ({type(exc).__name__})")
+
+    async def send(self, request: OutboundRequest) -> UpstreamResponse:
+        head, chunked = self._head(request)
+        if self._slots.locked():  # every connection busy: wait, but not forever
+            async with asyncio.timeout(self._connect_timeout):
+                await self._slots.acquire()
+        else:
+            await self._slots.acquire()
+        try:
+            return await self._exchange(request, head, chunked)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _exchange(self, request: OutboundRequest, head: bytes, chunked: bool) -> _Http1Response:
+        # A kept-alive connection may have been closed by the appliance while
+        # idle: a request without a body is retried once on a fresh one.
+        for attempt in (1, 2):
+            connection = await self._connection()
+            exchange = connection.start()
+            try:
+                await connection.write(head)
+                if request.body is not None:
+                    await self._send_body(connection, request.body, chunked)
+                status = await self._answer_head(exchange)
+            except (OSError, httptools.HttpParserError) as exc:
+                connection.close()
+                stale = connection.reused and not exchange.received_any and request.body is None and attempt == 1
+                if not stale:
+                    raise self.error(exc) from exc
+                continue
+            except asyncio.TimeoutError as exc:
+                connection.close()
+                raise self.error(exc) from exc
+            except BaseException:
+                connection.close()
+                raise
+            head_only = request.method == "HEAD"
+            return _Http1Response(self, connection, status, exchange.headers, head_only)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _answer_head(self, exchange: _Exchange) -> int:
+        """The status, once the appliance's headers are in; TimeoutError after read_timeout.
+
+        A bare timer handle rather than ``asyncio.timeout``: this runs for every request.
+        """
+        head = exchange.head
+        if head.done():
+            return int(head.result())
+        timer = asyncio.get_running_loop().call_later(self.read_timeout, _expire, head)
+        try:
+            return int(await head)
+        finally:
+            timer.cancel()
+
+    async def _connection(self) -> _Connection:
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed:
+                connection.reused = True
+                return connection
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(loop),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None,
+                )
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise self.error(exc) from exc
+        return protocol
+
+    def _head(self, request: OutboundRequest) -> tuple[bytes, bool]:
+        """The request line and headers, with framing of our own."""
+        target = request.url.raw_path_qs.encode("ascii")
+        lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nHost: ", self._host_header, b"\r\n"]
+        length = None
+        for name, value in request.headers.items():
+            lowered = name.lower()
+            if lowered in _FRAMING:
+                if lowered == "content-length":
+                    length = value
+                continue
+            lines += (name.encode("utf-8", "surrogateescape"), b": ", value.encode("utf-8", "surrogateescape"), b"\r\n")
+        chunked = False
+        if request.body is not None:
+            if length is not None and length.isdigit():
+                lines += (b"Content-Length: ", length.encode("ascii"), b"\r\n")
+            else:
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+                chunked = True
+        elif request.method in _BODY_METHODS:
+            lines.append(b"Content-Length: 0\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines), chunked
+
+    async def _send_body(self, connection: _Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
+        async for chunk in body:
+            if not chunk:
+                continue
+            if chunked:
+                await connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                await connection.write(chunk)
+        if chunked:
+            await connection.write(b"0\r\n\r\n")
+
+    def give_back(self, connection: _Connection, head_only: bool) -> None:
+        exchange = connection.exchange
+        keep = (
+            not self._closing
+            and not head_only  # llhttp cannot be told a HEAD answer has no body: never reuse after one
+            and connection.reusable
+            and not connection.closed
+            and exchange is not None
+            and exchange.complete
+            and not exchange.chunks
+        )
+        connection.exchange = None
+        if keep:
+            self._idle.append(connection)
+        else:
+            connection.close()
+        self._slots.release()
+
+    async def close(self) -> None:
+        self._closing = True
+        while self._idle:
+            self._idle.pop().close()
+
+
+def _expire(head: asyncio.Future[int]) -> None:
+    if not head.done():
+        head.set_exception(asyncio.TimeoutError())
+
+
+def _ssl_context(upstream: Upstream) -> ssl.SSLContext:
+    setting = client_ssl(upstream)
+    if isinstance(setting, ssl.SSLContext):
+        return setting
+    if setting is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context()
