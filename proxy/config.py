@@ -91,6 +91,7 @@ class Upstream:
     tls: UpstreamTls = field(default_factory=UpstreamTls)
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    transport: str = "http1"  # http1 (lean, default) or aiohttp (aiohttp's ClientSession)
 
 
 @dataclass(frozen=True)
@@ -255,7 +256,8 @@ def _read_endpoints(reader: FieldReader, root: LocatedDict) -> Endpoints:
     return Endpoints(**values)
 
 
-UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "token_source")
+UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source")
+TRANSPORTS = ("http1", "aiohttp")
 
 
 def _read_upstreams(reader: FieldReader, root: LocatedDict, base: Path, packs: Mapping[str, CompiledPack]) -> tuple[Upstream, ...]:
@@ -304,9 +306,10 @@ def _read_upstream(reader: FieldReader, body: LocatedDict, base: Path, packs: Ma
     source = read_token_source(reader, body, base, pack)
     tls = _read_upstream_tls(reader, body, base)
     connect_timeout, read_timeout = _read_timeouts(reader, body)
+    transport = reader.choice(body, "transport", TRANSPORTS, default="http1")
     if not (name and url and pack_name and source):
         return None
-    return Upstream(name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout)
+    return Upstream(name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport)
 
 
 def _read_url(reader: FieldReader, body: LocatedDict) -> URL | None:

@@ -9,6 +9,7 @@ import asyncio
 import json
 import socket
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -171,13 +172,14 @@ class RunningGateway:
 GatewayStarter = Callable[..., Awaitable[RunningGateway]]
 
 
-@pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayStarter]:
-    """Start labgate (in this process, real sockets) on a written config."""
+@asynccontextmanager
+async def gateway_starter(tmp_path: Path, transport: str) -> AsyncIterator[GatewayStarter]:
+    """Start labgate (in this process, real sockets) on written configs; stop them all at the end."""
     runners: list[web.BaseRunner] = []
 
-    async def start(upstream_url: str, **overrides: Any) -> RunningGateway:
-        config = load_config(write_config(tmp_path, upstream_url, **overrides))
+    async def start(upstream_url: str, *, upstream: dict[str, Any] | None = None, **overrides: Any) -> RunningGateway:
+        upstream = {"transport": transport, **(upstream or {})}
+        config = load_config(write_config(tmp_path, upstream_url, upstream=upstream, **overrides))
         runner = make_runner(Gateway(config), config)
         await runner.setup()
         site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))
@@ -186,9 +188,25 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[GatewayStarter]:
         scheme = "https" if config.listen.tls else "http"
         return RunningGateway(config, f"{scheme}://127.0.0.1:{config.listen.port}", config.listen.port)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    try:
+        yield start
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+@pytest.fixture(params=["http1", "aiohttp"])
+async def start_gateway(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[GatewayStarter]:
+    """A gateway starter, once per upstream transport: every end-to-end test runs on both."""
+    async with gateway_starter(tmp_path, request.param) as start:
+        yield start
+
+
+@pytest.fixture
+async def start_http1_gateway(tmp_path: Path) -> AsyncIterator[GatewayStarter]:
+    """A gateway starter for tests of the http1 transport itself."""
+    async with gateway_starter(tmp_path, "http1") as start:
+        yield start
 
 
 @dataclass

@@ -85,6 +85,13 @@ class Exchange:
 
 
 TransportFactory = Callable[[Upstream], UpstreamTransport]
+
+
+def transport_for(upstream: Upstream) -> UpstreamTransport:
+    """The upstream's configured transport: the lean ``http1`` one unless it says ``aiohttp``."""
+    if upstream.transport == "aiohttp":
+        return AiohttpTransport(upstream)
+    return Http1Transport(upstream)
 Routed = tuple[Upstream, UpstreamRuntime, RequestTarget]
 
 
@@ -103,7 +110,7 @@ class Gateway:
         config: Config,
         *,
         metrics: GatewayMetrics | None = None,
-        transport_factory: TransportFactory = Http1Transport,
+        transport_factory: TransportFactory = transport_for,
     ) -> None:
         self.config = config
         self.metrics = metrics or GatewayMetrics()
@@ -261,7 +268,7 @@ class Gateway:
             return web.Response(status=answer.status, body=await answer.read(), headers=headers)
         response = web.StreamResponse(status=answer.status, headers=headers)
         await response.prepare(request)
-        await self._stream_back(answer.body(), response, name)
+        await self._stream_back(request, answer.body(), response, name)
         return response
 
     async def _request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
@@ -277,7 +284,9 @@ class Gateway:
                 raise BodyTooLarge()
             yield chunk
 
-    async def _stream_back(self, body: AsyncIterator[bytes], response: web.StreamResponse, name: str) -> None:
+    async def _stream_back(
+        self, request: web.BaseRequest, body: AsyncIterator[bytes], response: web.StreamResponse, name: str
+    ) -> None:
         """Once headers are sent a failure can only cut the connection, which the client sees."""
         try:
             async for chunk in body:
@@ -287,6 +296,9 @@ class Gateway:
             self.metrics.upstream_errors.labels(name, "body_interrupted").inc()
             logger.warning("upstream %s: response body interrupted (%s)", name, type(exc).__name__)
             response.force_close()
+            # Abort, never finish: a finished chunked answer would look complete to the client.
+            if request.transport is not None:
+                request.transport.abort()
 
     # -- refusing and recording -------------------------------------------------
 
