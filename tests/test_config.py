@@ -67,6 +67,7 @@ BAD_CONFIGS = [
     ("bad_client_ip_header", lambda d: d.update(client_ip_header="x-real-ip"), "'client_ip_header' must be one of"),
     ("no_upstreams", lambda d: d.update(upstreams=[]), "at least one upstream"),
     ("negative_limit", lambda d: d.update(limits={"max_body_bytes": -1}), "'max_body_bytes' must be at least 0"),
+    ("unknown_transport", lambda d: d["upstreams"][0].update(transport="curl"), "'transport' must be one of http1, aiohttp"),
     ("unknown_source_type", lambda d: source(d).update(type="magic"), "'type' must be one of jwt"),
 ]
 
