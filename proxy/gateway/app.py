@@ -65,6 +65,7 @@ class UpstreamRuntime:
     source: JwtSource
     transport: UpstreamTransport
     base: str  # scheme://host[:port][/base/path], to which the checked raw target is appended
+    base_path: str  # the /base/path part alone ("" for none)
     upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
 
 
@@ -136,7 +137,8 @@ class Gateway:
                 on_cache=lambda hit, hits=hits, misses=misses: (hits if hit else misses).inc(),
                 on_fetch=lambda result, name=name: self.metrics.jwks_fetches.labels(name, result).inc(),
             )
-            base = str(upstream.url.origin()) + upstream.url.raw_path.rstrip("/")
+            base_path = upstream.url.raw_path.rstrip("/")
+            base = str(upstream.url.origin()) + base_path
             self._runtimes.append(
                 UpstreamRuntime(
                     upstream,
@@ -144,6 +146,7 @@ class Gateway:
                     source,
                     self._transport_factory(upstream),
                     base,
+                    base_path,
                     self.metrics.upstream_duration.labels(name),
                 )
             )
@@ -230,6 +233,7 @@ class Gateway:
         outbound = OutboundRequest(
             method=request.method,
             # The checked raw target, never request.path or URL(str): what was decided is what is sent.
+            target=runtime.base_path + target.forward_target,
             url=URL(runtime.base + target.forward_target, encoded=True),
             headers=outbound_headers(
                 request.headers,

@@ -315,7 +315,7 @@ class Http1Transport:
 
     def _head(self, request: OutboundRequest) -> tuple[bytes, bool]:
         """The request line and headers, with framing of our own."""
-        target = request.url.raw_path_qs.encode("ascii")
+        target = request.target.encode("ascii")
         lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nHost: ", self._host_header, b"\r\n"]
         length = None
         for name, value in request.headers.items():

@@ -26,8 +26,16 @@ CHUNK_SIZE = 64 * 1024
 
 @dataclass(frozen=True)
 class OutboundRequest:
+    """A checked request on its way to the appliance.
+
+    ``target`` is the request-target exactly as sent (the upstream's base path
+    plus the raw path and query the policy decided on); ``url`` is the same as
+    a yarl URL for clients that need one (yarl drops a bare trailing ``?``).
+    """
+
     method: str
-    url: URL  # built with encoded=True: exactly the bytes the policy decided on
+    target: str
+    url: URL
     headers: CIMultiDict[str]
     body: AsyncIterator[bytes] | None
 

@@ -345,3 +345,10 @@ async def test_own_endpoints_move_to_configured_paths(upstream: RecordingUpstrea
             # the old path is no longer labgate's: no upstream serves it
             assert (response.status, (await response.json())["reason"]) == (404, "no_upstream")
     assert upstream.received == []
+
+
+async def test_upstream_base_path_is_prepended(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(upstream.url + "/appliance/v1")
+    status, _, _ = await get(f"{gateway.url}/demo/api/hosts?limit=1", mint())
+    assert status == 200
+    assert [r.raw_path for r in upstream.received] == ["/appliance/v1/api/hosts?limit=1"]

@@ -14,7 +14,7 @@ from typing import Awaitable, Callable
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayStarter, mint
+from tests.conftest import GatewayStarter, mint, raw_request
 
 Answer = Callable[[bytes, bytes], bytes]  # (request head, request body) -> raw answer bytes
 
@@ -28,9 +28,11 @@ class RawAppliance:
     connections: int = 0
     requests: list[tuple[bytes, bytes]] = field(default_factory=list)
     url: str = ""
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.writers.append(writer)
         answered = 0
         try:
             while True:
@@ -73,18 +75,21 @@ Start = Callable[[RawAppliance], Awaitable[str]]
 
 @pytest.fixture
 async def appliance() -> "asyncio.AsyncIterator[Start]":  # type: ignore[name-defined]
-    servers: list[asyncio.Server] = []
+    running: list[tuple[asyncio.Server, RawAppliance]] = []
 
     async def start(raw: RawAppliance) -> str:
         server = await asyncio.start_server(raw.serve, "127.0.0.1", 0)
-        servers.append(server)
+        running.append((server, raw))
         raw.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         return raw.url
 
     yield start
-    for server in servers:
+    for server, raw in running:
         server.close()
+        for writer in raw.writers:  # connections labgate still keeps alive
+            writer.close()
         await server.wait_closed()
+        await asyncio.sleep(0)
 
 
 def bearer() -> dict[str, str]:
@@ -213,3 +218,16 @@ async def test_silent_appliance_is_504(start_http1_gateway: GatewayStarter, appl
         done.set()
         await asyncio.sleep(0.05)
     assert (response.status, body["reason"]) == (504, "upstream_timeout")
+
+
+async def test_the_request_target_is_sent_exactly(start_http1_gateway: GatewayStarter, appliance: Start) -> None:
+    raw = RawAppliance(lambda head, body: ok())
+    gateway = await start_http1_gateway(await appliance(raw))
+    for target in ("/demo/api/hosts?", "/demo/api/h%6Fsts?limit=1&LIMIT=2"):
+        head = f"GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {mint()}\r\nConnection: close\r\n\r\n"
+        await raw_request(gateway.port, head)
+    lines = [head.split(b"\r\n", 1)[0] for head, _ in raw.requests]
+    assert lines == [
+        b"GET /api/hosts? HTTP/1.1",
+        b"GET /api/h%6Fsts?limit=1&LIMIT=2 HTTP/1.1",
+    ]
