@@ -15,6 +15,8 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from bench.upstream import serve_forever
+
 
 # What any pass-through proxy must not forward (RFC 9110 section 7.6.1), and Host,
 # which the client sets for the upstream.
@@ -39,10 +41,7 @@ async def serve(port: int, upstream: str) -> None:
             answer = [(k, v) for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP]
             return web.Response(status=response.status, body=payload, headers=answer)
 
-    server = web.Server(forward, access_log=None)
-    loop = asyncio.get_running_loop()
-    await loop.create_server(server, "127.0.0.1", port, backlog=1024)
-    await asyncio.Event().wait()
+    await serve_forever(forward, port)
 
 
 def main() -> None:

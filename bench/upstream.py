@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -24,11 +25,16 @@ async def answer(request: web.BaseRequest) -> web.Response:
     return web.Response(body=BODY, content_type="application/json")
 
 
-async def serve(port: int) -> None:
-    server = web.Server(answer, access_log=None)
+async def serve_forever(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], port: int) -> None:
+    """Serve ``handler`` on 127.0.0.1 with aiohttp's low-level server until killed."""
+    server = web.Server(handler, access_log=None)
     loop = asyncio.get_running_loop()
     await loop.create_server(server, "127.0.0.1", port, backlog=1024)
     await asyncio.Event().wait()
+
+
+async def serve(port: int) -> None:
+    await serve_forever(answer, port)
 
 
 def main() -> None:
