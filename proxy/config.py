@@ -20,6 +20,7 @@ from proxy.ipaddrs import AddressSet, ForwardedHeader
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set
 from proxy.policy.model import parse_path_template
+from proxy.store.open import STORE_KINDS, StoreSettings
 from proxy.tokens.jwt_source import JwtSourceSettings
 from proxy.tokens.settings import read_token_source
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
@@ -105,13 +106,15 @@ class Config:
     limits: Limits = field(default_factory=Limits)
     endpoints: Endpoints = field(default_factory=Endpoints)
     decision_log: str = "all"
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
 
 
 TOP_KEYS = (
-    "listen", "policies", "trusted_proxies", "client_ip_header", "limits", "endpoints", "upstreams", "decision_log",
+    "listen", "store", "policies", "trusted_proxies", "client_ip_header", "limits", "endpoints", "upstreams",
+    "decision_log",
 )
 
 
@@ -142,6 +145,7 @@ def load_config(path: str | Path) -> Config:
         limits=_read_limits(reader, root),
         endpoints=_read_endpoints(reader, root),
         decision_log=reader.choice(root, "decision_log", ("all", "denials", "off"), default="all"),
+        store=_read_store(reader, root, base),
     )
     _check_routing(reader, root, config)
     problems.raise_if_any()
@@ -179,6 +183,27 @@ def _read_listen(reader: FieldReader, root: LocatedDict, base: Path) -> Listen:
             "or 'allow_plaintext: true' when a TLS-terminating proxy sits in front",
         )
     return listen
+
+
+def _read_store(reader: FieldReader, root: LocatedDict, base: Path) -> StoreSettings:
+    """Token state: an SQLite file next to the config unless said otherwise."""
+    section = reader.section(root, "store")
+    if section is None:
+        return StoreSettings("sqlite", (base / "labgate.db").resolve())
+    kind = reader.choice(section, "type", STORE_KINDS, default="sqlite")
+    allowed = {"sqlite": ("type", "path"), "redis": ("type", "url", "prefix"), "memory": ("type",)}[kind]
+    reader.expect_keys(section, allowed, f"a {kind} store")
+    if kind == "redis":
+        url = reader.string(section, "url", required=True) or ""
+        if url and not url.startswith(("redis://", "rediss://", "unix://")):
+            reader.error(section, "url", f"redis url {url!r} must start with redis://, rediss:// or unix://")
+        return StoreSettings("redis", url=url, prefix=reader.string(section, "prefix", default="labgate:") or "labgate:")
+    if kind == "memory":
+        return StoreSettings("memory")
+    path = (base / os.path.expanduser(reader.string(section, "path", default="labgate.db") or "labgate.db")).resolve()
+    if not path.parent.is_dir():
+        reader.error(section, "path", f"the folder for the sqlite store does not exist ({path.parent})")
+    return StoreSettings("sqlite", path)
 
 
 def _read_file(reader: FieldReader, section: LocatedDict, key: str, base: Path, *, required: bool = False) -> Path | None:

@@ -22,6 +22,7 @@ from aiohttp import web
 from proxy.config import Config, load_config
 from proxy.gateway.app import Gateway
 from proxy.gateway.server import make_runner, server_ssl
+from tests.redis_server import redis_server  # noqa: F401 - a fixture for every test package
 
 SECRET = "s" * 48
 ISSUER = "https://labgate.test/issuer"

@@ -88,3 +88,18 @@ def test_problem_names_the_line_of_the_bad_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert [str(p).split(" (known: ")[0] for p in caught.value.problems] == [f"{path}:2: unknown key 'bogus' in the config"]
+
+
+@pytest.mark.parametrize(
+    "store, expected",
+    [
+        ({"type": "mongo"}, "'type' must be one of sqlite, redis, memory"),
+        ({"type": "redis"}, "missing required key 'url'"),
+        ({"type": "redis", "url": "http://x"}, "must start with redis://"),
+        ({"type": "sqlite", "path": "nowhere/labgate.db"}, "the folder for the sqlite store does not exist"),
+        ({"type": "memory", "path": "x.db"}, "unknown key 'path' in a memory store"),
+    ],
+)
+def test_bad_store_settings(tmp_path: Path, store: dict[str, Any], expected: str) -> None:
+    found = problems_for(tmp_path, lambda d: d.update(store=store))
+    assert any(expected in p for p in found), found

@@ -40,6 +40,8 @@ from proxy.policy.compile import CompiledPack
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS
 from proxy.reasons import Reason
+from proxy.store.base import Store, StoreUnavailable
+from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.jwt_source import JwtSource
 
@@ -126,6 +128,7 @@ class Gateway:
         }
         self._target_and_upstream: Callable[[str, str | None], Routed | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
+        self.store: Store = open_store(config.store)
         self.proto = "https" if config.listen.tls else "http"
 
     async def start(self) -> None:
@@ -160,6 +163,7 @@ class Gateway:
             await runtime.transport.close()
             await runtime.source.close()
         self._runtimes.clear()
+        await self.store.close()
 
     # -- labgate's own endpoints ------------------------------------------------
 
@@ -167,10 +171,17 @@ class Gateway:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.BaseRequest) -> web.StreamResponse:
-        ready = bool(self._runtimes)
+        """Ready when started and the store answers; a load balancer takes traffic elsewhere otherwise."""
+        status = "ready" if self._runtimes else "starting"
+        if self._runtimes:
+            try:
+                await self.store.ping()
+            except StoreUnavailable as exc:
+                logger.warning("not ready: %s", exc)
+                status = "store_unavailable"
         return web.json_response(
-            {"status": "ready" if ready else "starting", "upstreams": [r.upstream.name for r in self._runtimes]},
-            status=200 if ready else 503,
+            {"status": status, "upstreams": [r.upstream.name for r in self._runtimes], "store": self.config.store.kind},
+            status=200 if status == "ready" else 503,
         )
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:

@@ -316,3 +316,33 @@ async def test_large_answer_cut_short_cuts_the_client_connection(start_gateway: 
             async with session.get(f"{gateway.url}/metrics") as response:
                 text = await response.text()
     assert 'labgate_upstream_errors_total{kind="body_interrupted",upstream="demo"} 1.0' in text
+
+
+async def test_readyz_reports_the_store(upstream: RecordingUpstream, start_gateway: GatewayStarter, redis_server: object) -> None:
+    from tests.redis_server import RedisServer
+
+    assert isinstance(redis_server, RedisServer)
+    gateway = await start_gateway(upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": "readyz:"})
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gateway.url}/readyz") as response:
+            assert (response.status, (await response.json())["status"]) == (200, "ready")
+        redis_server.stop()
+        try:
+            async with session.get(f"{gateway.url}/readyz") as response:
+                assert (response.status, (await response.json())["status"]) == (503, "store_unavailable")
+        finally:
+            redis_server.start()
+        async with session.get(f"{gateway.url}/readyz") as response:
+            assert response.status == 200  # recovered by itself
+
+
+async def test_the_default_store_is_an_sqlite_file_next_to_the_config(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter
+) -> None:
+    gateway = await start_gateway(upstream.url)
+    assert gateway.config.store.kind == "sqlite"
+    assert gateway.config.store.path == gateway.config.file.parent.resolve() / "labgate.db"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gateway.url}/readyz") as response:
+            assert response.status == 200
+    assert gateway.config.store.path.exists()

@@ -1,0 +1,1 @@
+"""Token state shared by workers and replicas: one interface, three backends."""

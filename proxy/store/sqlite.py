@@ -1,0 +1,122 @@
+"""The embedded default: one SQLite file that survives restarts.
+
+sqlite3 is blocking, so every call runs in a worker thread, one at a time on
+one connection (WAL mode lets ``labgate serve --workers`` processes share the
+file).  Any SQLite error is :class:`StoreUnavailable`: fail closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from proxy.store.base import RevocationKind, StoreUnavailable, TokenRecord
+
+T = TypeVar("T")
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL);
+CREATE TABLE IF NOT EXISTS uses (key TEXT PRIMARY KEY, at REAL NOT NULL, until REAL);
+CREATE TABLE IF NOT EXISTS revocations (
+    kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, until REAL, PRIMARY KEY (kind, value)
+);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                db.close()
+                raise StoreUnavailable(f"{self.path} was written by a newer labgate (schema {version})")
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db = db
+        return self._db
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            with self._lock:
+                try:
+                    return work(self._connection())
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+
+        return await asyncio.to_thread(call)
+
+    async def put_token(self, key: str, record: TokenRecord) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT OR REPLACE INTO tokens (key, record, expires_at) VALUES (?, ?, ?)",
+            (key, record.to_json(), record.expires_at),
+        ))
+
+    async def get_token(self, key: str, now: float) -> TokenRecord | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT record FROM tokens WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)", (key, now)
+        ).fetchone())
+        return TokenRecord.from_json(row[0]) if row else None
+
+    async def drop_token(self, key: str) -> bool:
+        def drop(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM uses WHERE key = ?", (key,))
+            return db.execute("DELETE FROM tokens WHERE key = ?", (key,)).rowcount > 0
+
+        return await self._run(drop)
+
+    async def touch(self, key: str, at: float, until: float | None = None) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT INTO uses (key, at, until) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at), until = excluded.until",
+            (key, at, until),
+        ))
+
+    async def last_used(self, key: str) -> float | None:
+        row = await self._run(lambda db: db.execute("SELECT at FROM uses WHERE key = ?", (key,)).fetchone())
+        return float(row[0]) if row else None
+
+    async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT OR REPLACE INTO revocations (kind, value, at, until) VALUES (?, ?, ?, ?)", (kind, value, at, until)
+        ))
+
+    async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT at FROM revocations WHERE kind = ? AND value = ? AND (until IS NULL OR until > ?)", (kind, value, now)
+        ).fetchone())
+        return float(row[0]) if row else None
+
+    async def forget_expired(self, now: float) -> int:
+        """Delete what no longer matters; returns the number of rows removed."""
+        def sweep(db: sqlite3.Connection) -> int:
+            removed = db.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).rowcount
+            removed += db.execute("DELETE FROM uses WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
+            removed += db.execute("DELETE FROM revocations WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
+            return int(removed)
+
+        return await self._run(sweep)
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
+
+        await asyncio.to_thread(close)
+
+
