@@ -9,6 +9,7 @@ whatever ``alg`` a token claims.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 logger = logging.getLogger("labgate")
 
@@ -62,6 +63,7 @@ def load_static_key(*, kid: str | None, algorithm: str, material: bytes) -> Veri
 
 
 def _hmac_secret(algorithm: str, material: bytes) -> bytes:
+    """A shared secret at least as long as the hash (RFC 7518 section 3.2, RFC 8725 section 3.5)."""
     if material.lstrip().startswith(b"-----BEGIN") or material.startswith((b"ssh-", b"ecdsa-")):
         # The algorithm-confusion attack: a public key used as an HMAC secret.
         raise ValueError(f"{algorithm} needs a shared secret, not a PEM or SSH key")
@@ -71,24 +73,17 @@ def _hmac_secret(algorithm: str, material: bytes) -> bytes:
 
 
 def _public_key(algorithm: str, family: str, material: bytes) -> Any:
+    """A PEM public key of the algorithm's family; a private key never belongs in labgate's config."""
     if b"-----BEGIN CERTIFICATE" in material:
         raise ValueError(f"{algorithm}: give the public key PEM, not a certificate")
     try:
         key = load_pem_public_key(material)
     except (ValueError, TypeError):
-        if _is_private_key(material):
+        if b"PRIVATE KEY-----" in material:
             raise ValueError(f"{algorithm}: this is a private key; give labgate only the public key") from None
         raise ValueError(f"{algorithm}: not a PEM public key") from None
     check_key_fits(algorithm, family, key)
     return key
-
-
-def _is_private_key(material: bytes) -> bool:
-    try:
-        load_pem_private_key(material, password=None)
-    except (ValueError, TypeError):
-        return b"PRIVATE KEY" in material
-    return True
 
 
 def check_key_fits(algorithm: str, family: str, key: Any) -> None:
@@ -134,9 +129,17 @@ def keys_from_jwk(jwk: Mapping[str, Any], algorithms: Sequence[str]) -> list[Ver
 
 
 class JwksCache:
-    """A JWKS URL's keys: fetched on first use, refreshed after ``max_age``,
-    refetched on an unknown ``kid`` at most once per ``min_refetch_interval``,
-    one fetch in flight at a time, last good keys kept when a fetch fails."""
+    """A JWKS URL's keys, fetched only when needed and never more than one fetch at a time.
+
+    * fetched on first use and again once older than ``max_age``;
+    * refetched for an unknown ``kid`` (it may have just been rotated in), but
+      never sooner than ``min_refetch_interval`` after the last attempt, so a
+      stream of made-up kids cannot turn into a stream of fetches;
+    * a fetch in flight is shared: callers that need it wait for that one (in a
+      shielded task, so a caller that goes away does not cancel it for the rest);
+    * a failed fetch keeps the last good keys; with none ever loaded,
+      :class:`KeysUnavailable` (fail closed).
+    """
 
     def __init__(
         self,
@@ -159,26 +162,23 @@ class JwksCache:
         self._keys: list[VerificationKey] | None = None
         self._fetched_at: float | None = None  # last good fetch
         self._attempted_at: float | None = None  # last attempt, good or not
-        self._lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
+        self._inflight: asyncio.Task[None] | None = None
+        self._client: aiohttp.ClientSession | None = None
 
     async def get(self, kid: str | None, algorithm: str) -> VerificationKey | None:
-        """The key for this kid and algorithm; KeysUnavailable when none were ever fetched."""
+        """The key for this kid and algorithm, or None; KeysUnavailable when no key set was ever loaded."""
         if self._keys is None or self._stale():
-            await self._refresh(lambda: self._keys is None or self._stale())
+            await self._refresh()
         found = self._find(kid, algorithm)
-        if found is None and self._may_refetch():
-            await self._refresh(lambda: self._find(kid, algorithm) is None and self._may_refetch())
+        if found is None and self._keys is not None:
+            await self._refresh()
             found = self._find(kid, algorithm)
         if self._keys is None:
             raise KeysUnavailable(self.url)
         return found
 
     def _stale(self) -> bool:
-        return self._fetched_at is not None and self._clock() - self._fetched_at >= self._max_age and self._may_refetch()
-
-    def _may_refetch(self) -> bool:
-        return self._attempted_at is None or self._clock() - self._attempted_at >= self._min_interval
+        return self._fetched_at is not None and self._clock() - self._fetched_at >= self._max_age
 
     def _find(self, kid: str | None, algorithm: str) -> VerificationKey | None:
         candidates = [k for k in self._keys or () if k.algorithm == algorithm]
@@ -187,28 +187,35 @@ class JwksCache:
             return candidates[0] if len(candidates) == 1 else None
         return next((k for k in candidates if k.kid == kid), None)
 
-    async def _refresh(self, still_needed: Callable[[], bool]) -> None:
-        """Single flight: whoever waited on the lock re-checks before fetching again."""
-        async with self._lock:
-            if not still_needed():
+    async def _refresh(self) -> None:
+        """Wait for the fetch in flight, or start one if the interval allows; otherwise return at once."""
+        if self._inflight is None:
+            if self._attempted_at is not None and self._clock() - self._attempted_at < self._min_interval:
                 return
             self._attempted_at = self._clock()
-            try:
-                keys = await self._fetch()
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                logger.warning("JWKS fetch from %s failed (%s); keeping the last good keys", self.url, exc)
-                if self._on_fetch:
-                    self._on_fetch("error")
-                return
-            self._keys = keys
-            self._fetched_at = self._clock()
+            self._inflight = asyncio.create_task(self._fetch_and_keep())
+        await asyncio.shield(self._inflight)
+
+    async def _fetch_and_keep(self) -> None:
+        try:
+            keys = await self._fetch()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, RecursionError) as exc:
+            logger.warning("JWKS fetch from %s failed (%s); keeping the last good keys", self.url, _describe(exc))
             if self._on_fetch:
-                self._on_fetch("ok")
+                self._on_fetch("error")
+            return
+        finally:
+            self._inflight = None
+        self._keys = keys
+        self._fetched_at = self._clock()
+        if self._on_fetch:
+            self._on_fetch("ok")
 
     async def _fetch(self) -> list[VerificationKey]:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
-        async with self._session.get(self.url, allow_redirects=False) as response:
+        """One GET, bounded in time and size; redirects are not followed (one could leave HTTPS)."""
+        if self._client is None:
+            self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
+        async with self._client.get(self.url, allow_redirects=False) as response:
             if response.status != 200:
                 raise ValueError(f"status {response.status}")
             body = bytearray()
@@ -218,7 +225,7 @@ class JwksCache:
                     raise ValueError("key set larger than 1 MiB")
         try:
             document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             raise ValueError("key set is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError("key set has no 'keys' list")
@@ -228,6 +235,16 @@ class JwksCache:
         return keys
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        task = self._inflight
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for the log: the exception's own text, or its type when it has none."""
+    return str(exc) or type(exc).__name__

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 _MISSING = object()
 _OPERATORS = ("equals", "contains", "in", "present")
-Scalar = str | int | float | bool
+_SCALARS = (str, int, float, bool)
 
 
 def claim_at(claims: Mapping[str, Any], path: str) -> Any:
@@ -73,7 +73,7 @@ def compile_conditions(match: Mapping[str, Any]) -> tuple[Condition, ...]:
 
 
 def _condition(claim: str, spec: Any) -> Condition:
-    if isinstance(spec, (str, int, float, bool)):
+    if isinstance(spec, _SCALARS):
         return Condition(claim, "equals", spec)
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise ValueError(
@@ -86,10 +86,10 @@ def _condition(claim: str, spec: Any) -> Condition:
         if not isinstance(value, bool):
             raise ValueError(f"claim {claim!r}: present takes true or false")
     elif operator == "in":
-        if not isinstance(value, list) or not value or not all(isinstance(v, (str, int, float, bool)) for v in value):
+        if not isinstance(value, list) or not value or not all(isinstance(v, _SCALARS) for v in value):
             raise ValueError(f"claim {claim!r}: in takes a non-empty list of values")
         value = tuple(value)
-    elif not isinstance(value, (str, int, float, bool)):
+    elif not isinstance(value, _SCALARS):
         raise ValueError(f"claim {claim!r}: {operator} takes a single value")
     return Condition(claim, operator, value)
 

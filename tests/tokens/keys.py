@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
-import json
 import time
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 HS_SECRET = b"h" * 64
 ISSUER = "https://idp.test/"
@@ -18,7 +20,7 @@ AUDIENCE = "appliance"
 
 @functools.cache
 def private_key(kind: str) -> Any:
-    if kind == "rsa":
+    if kind in ("rsa", "attacker_rsa"):
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if kind == "rsa1024":
         return rsa.generate_private_key(public_exponent=65537, key_size=1024)
@@ -43,17 +45,38 @@ def private_pem(kind: str) -> bytes:
     )
 
 
-def public_jwk(kind: str, **extra: Any) -> dict[str, Any]:
-    key = private_key(kind).public_key()
-    algorithm = {"rsa": jwt.algorithms.RSAAlgorithm, "p256": jwt.algorithms.ECAlgorithm, "p384": jwt.algorithms.ECAlgorithm}.get(
-        kind, jwt.algorithms.OKPAlgorithm
+def certificate_pem(kind: str) -> bytes:
+    """A self-signed certificate for the key of ``kind``: what an operator might paste instead of the key."""
+    key = private_key(kind)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
     )
-    jwk: dict[str, Any] = json.loads(algorithm.to_jwk(key))
-    jwk.update(extra)
-    return jwk
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def public_jwk(kind: str, **extra: Any) -> dict[str, Any]:
+    """The public half of a test key as a JWK, with ``extra`` members (kid, alg, use) added."""
+    key = private_key(kind).public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key, as_dict=True)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(key, as_dict=True)
+    else:
+        jwk = jwt.algorithms.OKPAlgorithm.to_jwk(key, as_dict=True)
+    return {**jwk, **extra}
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
+    """A valid claim set for the tests' issuer and audience; an override of None drops the claim."""
     now = int(time.time())
     body: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300, "role": "reader"}
     body.update(overrides)
@@ -61,5 +84,13 @@ def claims(**overrides: Any) -> dict[str, Any]:
 
 
 def sign(body: dict[str, Any], algorithm: str, kind: str | None = None, **headers: Any) -> str:
+    """A token signed with PyJWT: HMAC with HS_SECRET, otherwise with the private key of ``kind``."""
     key: Any = HS_SECRET if algorithm.startswith("HS") else private_key(kind or "rsa")
     return jwt.encode(body, key, algorithm=algorithm, headers=headers or None)
+
+
+def assert_no_token_in(detail: str, token: str) -> None:
+    """A rejection's detail is shown to clients and logged: no token, nor any part of one."""
+    for part in (token, *token.split(".")):
+        # Shorter strings ("", "e30") occur in ordinary words; they say nothing of the token.
+        assert len(part) < 8 or part not in detail, "a token or one of its segments leaked into a detail"
