@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import functools
 import time
 from typing import Any
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+
+from tests.certificates import self_signed
 
 HS_SECRET = b"h" * 64
 ISSUER = "https://idp.test/"
@@ -47,20 +46,7 @@ def private_pem(kind: str) -> bytes:
 
 def certificate_pem(kind: str) -> bytes:
     """A self-signed certificate for the key of ``kind``: what an operator might paste instead of the key."""
-    key = private_key(kind)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM)
+    return self_signed(private_key(kind), "idp.test").public_bytes(serialization.Encoding.PEM)
 
 
 def public_jwk(kind: str, **extra: Any) -> dict[str, Any]:
