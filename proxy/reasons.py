@@ -50,6 +50,11 @@ class Reason(enum.Enum):
     MISSING_CLAIM = ("missing_claim", 401, "invalid_token")
     NO_TOKEN_TYPE = ("no_token_type", 401, "invalid_token")
     KEYS_UNAVAILABLE = ("keys_unavailable", 503, "temporarily_unavailable")
+    # The token type's lifetimes (policy ``lifetimes``), enforced through the store.
+    TTL_EXPIRED = ("ttl_expired", 401, "invalid_token")
+    IDLE_EXPIRED = ("idle_expired", 401, "invalid_token")
+    ABSOLUTE_EXPIRED = ("absolute_expired", 401, "invalid_token")
+    STORE_UNAVAILABLE = ("store_unavailable", 503, "temporarily_unavailable")
 
     # 3. Client IP.
     CLIENT_IP_NOT_ALLOWED = ("client_ip_not_allowed", 403, "insufficient_scope")

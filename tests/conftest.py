@@ -47,6 +47,9 @@ token_types:
   office:
     routes: [GET /api/hosts]
     client_ips: [10.9.0.0/16]
+  session:
+    routes: [GET /api/hosts]
+    lifetimes: {ttl: 1h, idle: 10m, absolute: 24h}
 """
 
 
@@ -138,6 +141,7 @@ def write_config(tmp_path: Path, upstream_url: str, *, upstream: dict[str, Any] 
         "types": [
             {"token_type": "admin", "match": {"role": "admin"}},
             {"token_type": "office", "match": {"role": "office"}},
+            {"token_type": "session", "match": {"role": "session"}},
             {"token_type": "reader", "match": {"role": "reader"}},
         ],
     }

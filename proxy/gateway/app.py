@@ -42,7 +42,8 @@ from proxy.policy.model import ROUTE_METHODS
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable
 from proxy.store.open import open_store
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.tokens.facts import TokenFacts, TokenRejection, token_fingerprint
+from proxy.tokens.lifetimes import LifetimeGuard
 from proxy.tokens.jwt_source import JwtSource
 
 logger = logging.getLogger("labgate")
@@ -129,6 +130,7 @@ class Gateway:
         self._target_and_upstream: Callable[[str, str | None], Routed | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
         self.store: Store = open_store(config.store)
+        self.lifetimes = LifetimeGuard(self.store)
         self.proto = "https" if config.listen.tls else "http"
 
     async def start(self) -> None:
@@ -232,7 +234,14 @@ class Gateway:
         if "access_token" in target.query_names:
             # RFC 9700 section 4.3.2: tokens in URLs leak into logs and Referer.
             return TokenRejection(Reason.MALFORMED_AUTHORIZATION, "tokens are not accepted in the query string")
-        return await runtime.source.verify(found)
+        facts = await runtime.source.verify(found)
+        if isinstance(facts, TokenFacts):
+            compiled = runtime.pack.token_types.get(facts.token_type)
+            if compiled is not None and compiled.spec.lifetimes.enforced:
+                rejection = await self.lifetimes.check(token_fingerprint(found), facts, compiled.spec.lifetimes)
+                if rejection is not None:
+                    return rejection
+        return facts
 
     async def _forward(
         self, exchange: Exchange, runtime: UpstreamRuntime, target: RequestTarget, decision: Decision

@@ -118,6 +118,11 @@ class Lifetimes:
     absolute: float | None = None
     refresh_until: float | None = None
 
+    @property
+    def enforced(self) -> bool:
+        """Whether a request must check the token against these limits (refresh_until is for renewals)."""
+        return self.ttl is not None or self.idle is not None or self.absolute is not None
+
 
 @dataclass(frozen=True)
 class TokenType:

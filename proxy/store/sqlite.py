@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from proxy.store.base import RevocationKind, StoreUnavailable, TokenRecord
 

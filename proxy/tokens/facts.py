@@ -39,6 +39,7 @@ class TokenFacts:
     token_hash: str
     subject: str | None = None
     expires_at: float | None = None
+    issued_at: float | None = None
     claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     path_prefixes: tuple[str, ...] | None = None
     client_ips: AddressSet | None = None

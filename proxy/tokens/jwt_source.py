@@ -250,6 +250,7 @@ class JwtSource:
             token_hash=short_token_hash(token),
             subject=subject if isinstance(subject, str) else None,
             expires_at=float(claims["exp"]),
+            issued_at=float(claims["iat"]) if "iat" in claims else None,
             claims=MappingProxyType(claims),
             path_prefixes=_prefixes_claim(claims, settings.path_prefixes_claim),
             client_ips=_client_ips_claim(claims, settings.client_ips_claim),

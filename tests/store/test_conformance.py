@@ -168,3 +168,8 @@ async def test_redis_recovers_when_the_server_comes_back(redis_server: RedisServ
         assert await store.get_token("k", time.time()) is None  # no persistence configured in the test server
     finally:
         await store.close()
+
+
+def test_token_records_round_trip_through_json() -> None:
+    original = record(refresh_hash="ab" * 32)
+    assert TokenRecord.from_json(original.to_json()) == original

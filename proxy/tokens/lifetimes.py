@@ -1,0 +1,90 @@
+"""A token type's lifetimes: ``ttl`` and ``absolute`` from issue, ``idle`` since last use.
+
+SimpliVity's tokens die after 10 minutes without use and 24 hours after issue
+even with continuous use; packs say so in ``lifetimes`` and this enforces it
+for every token source, through the store so that all workers and replicas
+agree.  Recording a use costs a store write at most once per token per
+``write_interval`` (1 s): idle expiry is exact to within that.  A store that
+cannot be reached fails closed (503), never open.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from cachetools import LRUCache
+
+from proxy.policy.model import Lifetimes
+from proxy.reasons import Reason
+from proxy.store.base import Store, StoreUnavailable
+from proxy.tokens.facts import TokenFacts, TokenRejection
+
+
+class LifetimeGuard:
+    """Checks lifetimes and records uses for one store; one per gateway."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        write_interval: float = 1.0,
+        remembered: int = 100_000,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._write_interval = write_interval
+        # This process's latest use of each token, and when it last wrote one: bounded.
+        self._local_use: LRUCache[str, float] = LRUCache(maxsize=remembered)
+        self._written: LRUCache[str, float] = LRUCache(maxsize=remembered)
+
+    async def check(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:
+        """None when the token is within every limit (and its use is recorded); the reason otherwise.
+
+        ``key`` is the token's full fingerprint.
+        """
+        if not lifetimes.enforced:
+            return None
+        now = self._clock()
+        issued = facts.issued_at
+        if issued is None:
+            return TokenRejection(Reason.MISSING_CLAIM, "this token type has lifetimes: the token must say when it was issued (iat)")
+        if lifetimes.absolute is not None and now >= issued + lifetimes.absolute:
+            return TokenRejection(Reason.ABSOLUTE_EXPIRED, "the token is past its type's absolute lifetime")
+        if lifetimes.ttl is not None and now >= issued + lifetimes.ttl:
+            return TokenRejection(Reason.TTL_EXPIRED, "the token is past its type's ttl")
+        if lifetimes.idle is None:
+            return None
+        try:
+            if await self._idle_for(key, issued, now) >= lifetimes.idle:
+                return TokenRejection(Reason.IDLE_EXPIRED, "the token was not used within its type's idle timeout")
+            await self._record_use(key, now, self._forget_at(facts, lifetimes, now))
+        except StoreUnavailable:
+            return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
+        return None
+
+    async def _idle_for(self, key: str, issued: float, now: float) -> float:
+        """Seconds since the token's last use anywhere (or its issue, if never used)."""
+        local = self._local_use.get(key)
+        if local is not None and now - local < self._write_interval:
+            return now - local  # used here a moment ago: no need to ask the store
+        stored = await self._store.last_used(key)
+        latest = max(t for t in (issued, local, stored) if t is not None)
+        return now - latest
+
+    async def _record_use(self, key: str, now: float, until: float) -> None:
+        self._local_use[key] = now
+        written = self._written.get(key)
+        if written is not None and now - written < self._write_interval:
+            return  # coalesced: idle expiry stays exact to within write_interval
+        await self._store.touch(key, now, until=until)
+        self._written[key] = now
+
+    @staticmethod
+    def _forget_at(facts: TokenFacts, lifetimes: Lifetimes, now: float) -> float:
+        """A use record matters until the token dies anyway (or, lacking that, one idle period on)."""
+        ends = [t for t in (facts.expires_at,) if t is not None]
+        if lifetimes.absolute is not None and facts.issued_at is not None:
+            ends.append(facts.issued_at + lifetimes.absolute)
+        return min(ends) if ends else now + (lifetimes.idle or 0.0)

@@ -1,0 +1,67 @@
+"""Lifetimes through a running gateway: expired tokens never reach the appliance; no store, no pass."""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+
+from proxy.store.sqlite import SqliteStore
+from proxy.tokens.facts import token_fingerprint
+from tests.conftest import GatewayStarter, RecordingUpstream, mint
+from tests.redis_server import RedisServer
+
+
+async def call(url: str, token: str) -> tuple[int, dict[str, str], dict[str, object]]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+@pytest.mark.parametrize(
+    "issued_ago, reason",
+    [(25 * 3600, "absolute_expired"), (2 * 3600, "ttl_expired"), (11 * 60, "idle_expired")],
+)
+async def test_expired_lifetimes_are_401_and_never_forwarded(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, issued_ago: int, reason: str
+) -> None:
+    gateway = await start_gateway(upstream.url)
+    token = mint({"role": "session", "iat": int(time.time()) - issued_ago}, lifetime=3 * 86_400)
+    status, headers, body = await call(f"{gateway.url}/demo/api/hosts", token)
+    assert (status, body["reason"]) == (401, reason)
+    assert 'error="invalid_token"' in headers["WWW-Authenticate"]
+    assert upstream.received == []
+
+
+async def test_a_use_is_recorded_in_the_store(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(upstream.url)
+    token = mint({"role": "session"})
+    status, _, _ = await call(f"{gateway.url}/demo/api/hosts", token)
+    assert status == 200
+    store_path = gateway.config.store.path
+    assert store_path is not None
+    store = SqliteStore(store_path)
+    try:
+        last = await store.last_used(token_fingerprint(token))
+    finally:
+        await store.close()
+    assert last is not None and abs(last - time.time()) < 60
+
+
+async def test_without_its_store_a_token_with_lifetimes_gets_503(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, redis_server: RedisServer
+) -> None:
+    gateway = await start_gateway(upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": "e2e:"})
+    with_lifetimes, without = mint({"role": "session"}), mint({"role": "reader"})
+    redis_server.stop()
+    try:
+        status, _, body = await call(f"{gateway.url}/demo/api/hosts", with_lifetimes)
+        assert (status, body["reason"]) == (503, "store_unavailable")
+        status, _, _ = await call(f"{gateway.url}/demo/api/hosts", without)
+        assert status == 200  # a type without lifetimes needs no token state
+    finally:
+        redis_server.start()
+    status, _, _ = await call(f"{gateway.url}/demo/api/hosts", mint({"role": "session"}))
+    assert status == 200  # back by itself
+    assert len(upstream.received) == 2

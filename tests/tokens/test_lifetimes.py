@@ -1,0 +1,150 @@
+"""ttl, idle and absolute lifetimes, with an injected clock and no sleeps."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.policy.model import Lifetimes
+from proxy.reasons import Reason
+from proxy.store.base import StoreUnavailable
+from proxy.store.memory import MemoryStore
+from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.tokens.lifetimes import LifetimeGuard
+
+ISSUED = 1_000_000.0
+SIMPLIVITY = Lifetimes(idle=600, absolute=86_400)
+
+
+class Clock:
+    def __init__(self, now: float = ISSUED) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts writes of last use, and can be switched off."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.touches = 0
+        self.down = False
+
+    async def touch(self, key: str, at: float, until: float | None = None) -> None:
+        if self.down:
+            raise StoreUnavailable("down")
+        self.touches += 1
+        await super().touch(key, at, until)
+
+    async def last_used(self, key: str) -> float | None:
+        if self.down:
+            raise StoreUnavailable("down")
+        return await super().last_used(key)
+
+
+def facts(issued: float | None = ISSUED) -> TokenFacts:
+    return TokenFacts(token_type="emergency", token_hash="abc", issued_at=issued, expires_at=ISSUED + 10**6)
+
+
+async def outcome(guard: LifetimeGuard, lifetimes: Lifetimes = SIMPLIVITY, key: str = "k") -> Reason:
+    result = await guard.check(key, facts(), lifetimes)
+    return Reason.ALLOWED if result is None else result.reason
+
+
+async def test_continuous_use_keeps_a_token_alive_until_its_absolute_lifetime() -> None:
+    clock = Clock()
+    guard = LifetimeGuard(CountingStore(), clock=clock)
+    while clock.now < ISSUED + 86_400 - 300:
+        assert await outcome(guard) is Reason.ALLOWED
+        clock.now += 300  # every 5 minutes, well within the 10-minute idle timeout
+    clock.now = ISSUED + 86_400
+    assert await outcome(guard) is Reason.ABSOLUTE_EXPIRED
+
+
+async def test_ten_minutes_without_use_kill_a_simplivity_token() -> None:
+    clock = Clock()
+    guard = LifetimeGuard(CountingStore(), clock=clock)
+    clock.now += 599
+    assert await outcome(guard) is Reason.ALLOWED
+    clock.now += 600
+    assert await outcome(guard) is Reason.IDLE_EXPIRED
+
+
+async def test_a_token_never_used_idles_from_its_issue() -> None:
+    clock = Clock(ISSUED + 601)
+    assert await outcome(LifetimeGuard(CountingStore(), clock=clock)) is Reason.IDLE_EXPIRED
+
+
+async def test_ttl() -> None:
+    clock = Clock(ISSUED + 1799)
+    guard = LifetimeGuard(CountingStore(), clock=clock)
+    assert await outcome(guard, Lifetimes(ttl=1800)) is Reason.ALLOWED
+    clock.now = ISSUED + 1800
+    assert await outcome(guard, Lifetimes(ttl=1800)) is Reason.TTL_EXPIRED
+
+
+async def test_uses_are_written_at_most_once_a_second_per_token() -> None:
+    clock = Clock()
+    store = CountingStore()
+    guard = LifetimeGuard(store, clock=clock)
+    for _ in range(100):  # 100 requests within 0.99 s
+        assert await outcome(guard) is Reason.ALLOWED
+        clock.now += 0.0099
+    assert store.touches == 1
+    clock.now += 0.02
+    await outcome(guard)
+    await outcome(guard, key="other")
+    assert store.touches == 3
+
+
+async def test_a_use_through_another_replica_counts() -> None:
+    clock = Clock()
+    shared = CountingStore()
+    first, second = LifetimeGuard(shared, clock=clock), LifetimeGuard(shared, clock=clock)
+    clock.now += 500
+    assert await outcome(first) is Reason.ALLOWED  # used on replica one ...
+    clock.now += 500
+    assert await outcome(second) is Reason.ALLOWED  # ... so replica two still accepts it
+    clock.now += 601
+    assert await outcome(first) is Reason.IDLE_EXPIRED
+
+
+async def test_idle_expiry_is_exact_to_within_the_write_interval() -> None:
+    clock = Clock()
+    shared = CountingStore()
+    first, second = LifetimeGuard(shared, clock=clock), LifetimeGuard(shared, clock=clock)
+    await outcome(first)  # written at ISSUED
+    clock.now += 0.5
+    await outcome(first)  # coalesced: not written
+    clock.now = ISSUED + 600.2  # 599.7 s after the last use, 600.2 s after the last write
+    assert await outcome(second) is Reason.IDLE_EXPIRED  # within the 1 s granularity
+
+
+async def test_a_token_without_issue_time_cannot_have_lifetimes() -> None:
+    guard = LifetimeGuard(CountingStore(), clock=Clock())
+    result = await guard.check("k", facts(issued=None), SIMPLIVITY)
+    assert isinstance(result, TokenRejection) and result.reason is Reason.MISSING_CLAIM
+    assert await guard.check("k", facts(issued=None), Lifetimes(refresh_until=90 * 86_400)) is None
+
+
+async def test_an_unreachable_store_fails_closed() -> None:
+    store = CountingStore()
+    store.down = True
+    clock = Clock(ISSUED + 5)
+    assert await outcome(LifetimeGuard(store, clock=clock)) is Reason.STORE_UNAVAILABLE
+    assert Reason.STORE_UNAVAILABLE.status == 503
+
+
+async def test_types_without_lifetimes_never_touch_the_store() -> None:
+    store = CountingStore()
+    store.down = True
+    assert await outcome(LifetimeGuard(store, clock=Clock()), Lifetimes()) is Reason.ALLOWED
+
+
+@pytest.mark.parametrize("remembered", [1, 10])
+async def test_memory_is_bounded(remembered: int) -> None:
+    guard = LifetimeGuard(CountingStore(), clock=Clock(), remembered=remembered)
+    for index in range(100):
+        await outcome(guard, key=f"k{index}")
+    assert len(guard._local_use) <= remembered and len(guard._written) <= remembered
