@@ -25,7 +25,7 @@ def test_written_config_loads(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
     [upstream] = config.upstreams
     assert (upstream.name, upstream.path_prefix, upstream.pack) == ("demo", "/demo", "demo")
-    assert config.packs["demo"].token_types.keys() == {"reader", "admin", "office"}
+    assert config.packs["demo"].token_types.keys() == {"reader", "admin", "office", "session"}
 
 
 def problems_for(tmp_path: Path, mutate: Any) -> list[str]:
