@@ -1,7 +1,8 @@
-"""The ``labgate`` command: serve, check, explain.
+"""The ``labgate`` command: serve, check, explain, revoke.
 
-Exit codes: 0 success / allowed; 1 config problems (check); 2 usage or config
-errors elsewhere; 3 denied (explain).
+Exit codes: 0 success / allowed; 1 config problems (check) or a store that
+cannot take a revocation (revoke); 2 usage or config errors elsewhere; 3
+denied (explain).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import gc
 import json
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Sequence
+
+import jwt
 
 from proxy.config import Config, load_config
 from proxy.ipaddrs import InvalidAddress, parse_ip
@@ -20,7 +25,9 @@ from proxy.paths import TargetError, parse_target
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.store.base import RevocationKind, StoreUnavailable
+from proxy.store.open import open_store
+from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
 from proxy.tokens.jwt_source import JwtSource
 from proxy.yamlsource import ConfigError
 
@@ -57,6 +64,15 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("method", help="HTTP method, e.g. GET")
     explain.add_argument("target", help="path and query as the appliance receives them, e.g. '/api/hosts?sort=name'")
     explain.set_defaults(run=_explain)
+
+    revoke = commands.add_parser("revoke", help="revoke a token, or every token of a subject or client, in the store")
+    revoke.add_argument("--config", required=True)
+    what = revoke.add_mutually_exclusive_group(required=True)
+    what.add_argument("--token", help="the token itself (only its sha256 is stored)")
+    what.add_argument("--token-file", help="a file holding the token (keeps it out of shell history)")
+    what.add_argument("--subject", help="every token of this subject issued until now")
+    what.add_argument("--client", help="every token of this client id issued until now")
+    revoke.set_defaults(run=_revoke)
     return parser
 
 
@@ -125,6 +141,50 @@ def _explain_decision(method: str, target_text: str, client_ip, token, pack, con
     except TargetError as exc:
         return deny(exc.reason, exc.detail)
     return decide(RequestFacts(method, target, client_ip), token, pack)
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    """Write a revocation to the configured store; every replica enforces it within a second."""
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    kind: RevocationKind
+    if args.token is not None or args.token_file is not None:
+        try:
+            token = args.token if args.token is not None else Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(f"cannot read {args.token_file!r}: {exc.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        kind, value, name = "token", token_fingerprint(token), f"token {short_token_hash(token)}"
+        until = _expiry_of(token)
+    elif args.subject is not None:
+        kind, value, name, until = "subject", args.subject, f"subject {args.subject!r}", None
+    else:
+        kind, value, name, until = "client", args.client, f"client {args.client!r}", None
+    try:
+        asyncio.run(_write_revocation(config, kind, value, until))
+    except StoreUnavailable as exc:
+        print(f"revocation not written: {exc}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"revoked {name} in the {config.store.kind} store")
+    return EXIT_OK
+
+
+def _expiry_of(token: str) -> float | None:
+    """A JWT's own ``exp``, read without verifying: after it the revocation can be forgotten."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.InvalidTokenError:
+        return None
+    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+
+
+async def _write_revocation(config: Config, kind: RevocationKind, value: str, until: float | None) -> None:
+    store = open_store(config.store)
+    try:
+        await store.revoke(kind, value, time.time(), until)
+    finally:
+        await store.close()
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ class Reason(enum.Enum):
     IDLE_EXPIRED = ("idle_expired", 401, "invalid_token")
     ABSOLUTE_EXPIRED = ("absolute_expired", 401, "invalid_token")
     STORE_UNAVAILABLE = ("store_unavailable", 503, "temporarily_unavailable")
+    REVOKED = ("revoked", 401, "invalid_token")
 
     # 3. Client IP.
     CLIENT_IP_NOT_ALLOWED = ("client_ip_not_allowed", 403, "insufficient_scope")

@@ -43,7 +43,7 @@ from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable
 from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, token_fingerprint
-from proxy.tokens.lifetimes import LifetimeGuard
+from proxy.tokens.state import TokenStateGuard
 from proxy.tokens.jwt_source import JwtSource
 
 logger = logging.getLogger("labgate")
@@ -130,7 +130,7 @@ class Gateway:
         self._target_and_upstream: Callable[[str, str | None], Routed | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
         self.store: Store = open_store(config.store)
-        self.lifetimes = LifetimeGuard(self.store)
+        self.token_state = TokenStateGuard(self.store)
         self.proto = "https" if config.listen.tls else "http"
 
     async def start(self) -> None:
@@ -236,9 +236,13 @@ class Gateway:
             return TokenRejection(Reason.MALFORMED_AUTHORIZATION, "tokens are not accepted in the query string")
         facts = await runtime.source.verify(found)
         if isinstance(facts, TokenFacts):
+            key = token_fingerprint(found)
+            rejection = await self.token_state.check_revoked(key, facts)
+            if rejection is not None:
+                return rejection
             compiled = runtime.pack.token_types.get(facts.token_type)
             if compiled is not None and compiled.spec.lifetimes.enforced:
-                rejection = await self.lifetimes.check(token_fingerprint(found), facts, compiled.spec.lifetimes)
+                rejection = await self.token_state.check(key, facts, compiled.spec.lifetimes)
                 if rejection is not None:
                     return rejection
         return facts

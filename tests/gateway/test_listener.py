@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import ssl
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -301,7 +302,7 @@ async def test_readyz_reports_the_store(upstream: RecordingUpstream, start_gatew
     from tests.redis_server import RedisServer
 
     assert isinstance(redis_server, RedisServer)
-    gateway = await start_gateway(upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": "readyz:"})
+    gateway = await start_gateway(upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": f"readyz-{uuid.uuid4().hex}:"})
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{gateway.url}/readyz") as response:
             assert (response.status, (await response.json())["status"]) == (200, "ready")

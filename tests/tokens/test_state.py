@@ -9,7 +9,7 @@ from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
 from proxy.store.memory import MemoryStore
 from proxy.tokens.facts import TokenFacts, TokenRejection
-from proxy.tokens.lifetimes import LifetimeGuard
+from proxy.tokens.state import TokenStateGuard
 
 ISSUED = 1_000_000.0
 SIMPLIVITY = Lifetimes(idle=600, absolute=86_400)
@@ -47,14 +47,14 @@ def facts(issued: float | None = ISSUED) -> TokenFacts:
     return TokenFacts(token_type="emergency", token_hash="abc", issued_at=issued, expires_at=ISSUED + 10**6)
 
 
-async def outcome(guard: LifetimeGuard, lifetimes: Lifetimes = SIMPLIVITY, key: str = "k") -> Reason:
+async def outcome(guard: TokenStateGuard, lifetimes: Lifetimes = SIMPLIVITY, key: str = "k") -> Reason:
     result = await guard.check(key, facts(), lifetimes)
     return Reason.ALLOWED if result is None else result.reason
 
 
 async def test_continuous_use_keeps_a_token_alive_until_its_absolute_lifetime() -> None:
     clock = Clock()
-    guard = LifetimeGuard(CountingStore(), clock=clock)
+    guard = TokenStateGuard(CountingStore(), clock=clock)
     while clock.now < ISSUED + 86_400 - 300:
         assert await outcome(guard) is Reason.ALLOWED
         clock.now += 300  # every 5 minutes, well within the 10-minute idle timeout
@@ -64,7 +64,7 @@ async def test_continuous_use_keeps_a_token_alive_until_its_absolute_lifetime() 
 
 async def test_ten_minutes_without_use_kill_a_simplivity_token() -> None:
     clock = Clock()
-    guard = LifetimeGuard(CountingStore(), clock=clock)
+    guard = TokenStateGuard(CountingStore(), clock=clock)
     clock.now += 599
     assert await outcome(guard) is Reason.ALLOWED
     clock.now += 600
@@ -73,12 +73,12 @@ async def test_ten_minutes_without_use_kill_a_simplivity_token() -> None:
 
 async def test_a_token_never_used_idles_from_its_issue() -> None:
     clock = Clock(ISSUED + 601)
-    assert await outcome(LifetimeGuard(CountingStore(), clock=clock)) is Reason.IDLE_EXPIRED
+    assert await outcome(TokenStateGuard(CountingStore(), clock=clock)) is Reason.IDLE_EXPIRED
 
 
 async def test_ttl() -> None:
     clock = Clock(ISSUED + 1799)
-    guard = LifetimeGuard(CountingStore(), clock=clock)
+    guard = TokenStateGuard(CountingStore(), clock=clock)
     assert await outcome(guard, Lifetimes(ttl=1800)) is Reason.ALLOWED
     clock.now = ISSUED + 1800
     assert await outcome(guard, Lifetimes(ttl=1800)) is Reason.TTL_EXPIRED
@@ -87,7 +87,7 @@ async def test_ttl() -> None:
 async def test_uses_are_written_at_most_once_a_second_per_token() -> None:
     clock = Clock()
     store = CountingStore()
-    guard = LifetimeGuard(store, clock=clock)
+    guard = TokenStateGuard(store, clock=clock)
     for _ in range(100):  # 100 requests within 0.99 s
         assert await outcome(guard) is Reason.ALLOWED
         clock.now += 0.0099
@@ -101,7 +101,7 @@ async def test_uses_are_written_at_most_once_a_second_per_token() -> None:
 async def test_a_use_through_another_replica_counts() -> None:
     clock = Clock()
     shared = CountingStore()
-    first, second = LifetimeGuard(shared, clock=clock), LifetimeGuard(shared, clock=clock)
+    first, second = TokenStateGuard(shared, clock=clock), TokenStateGuard(shared, clock=clock)
     clock.now += 500
     assert await outcome(first) is Reason.ALLOWED  # used on replica one ...
     clock.now += 500
@@ -113,7 +113,7 @@ async def test_a_use_through_another_replica_counts() -> None:
 async def test_idle_expiry_is_exact_to_within_the_write_interval() -> None:
     clock = Clock()
     shared = CountingStore()
-    first, second = LifetimeGuard(shared, clock=clock), LifetimeGuard(shared, clock=clock)
+    first, second = TokenStateGuard(shared, clock=clock), TokenStateGuard(shared, clock=clock)
     await outcome(first)  # written at ISSUED
     clock.now += 0.5
     await outcome(first)  # coalesced: not written
@@ -122,7 +122,7 @@ async def test_idle_expiry_is_exact_to_within_the_write_interval() -> None:
 
 
 async def test_a_token_without_issue_time_cannot_have_lifetimes() -> None:
-    guard = LifetimeGuard(CountingStore(), clock=Clock())
+    guard = TokenStateGuard(CountingStore(), clock=Clock())
     result = await guard.check("k", facts(issued=None), SIMPLIVITY)
     assert isinstance(result, TokenRejection) and result.reason is Reason.MISSING_CLAIM
     assert await guard.check("k", facts(issued=None), Lifetimes(refresh_until=90 * 86_400)) is None
@@ -132,19 +132,74 @@ async def test_an_unreachable_store_fails_closed() -> None:
     store = CountingStore()
     store.down = True
     clock = Clock(ISSUED + 5)
-    assert await outcome(LifetimeGuard(store, clock=clock)) is Reason.STORE_UNAVAILABLE
+    assert await outcome(TokenStateGuard(store, clock=clock)) is Reason.STORE_UNAVAILABLE
     assert Reason.STORE_UNAVAILABLE.status == 503
 
 
 async def test_types_without_lifetimes_never_touch_the_store() -> None:
     store = CountingStore()
     store.down = True
-    assert await outcome(LifetimeGuard(store, clock=Clock()), Lifetimes()) is Reason.ALLOWED
+    assert await outcome(TokenStateGuard(store, clock=Clock()), Lifetimes()) is Reason.ALLOWED
 
 
 @pytest.mark.parametrize("remembered", [1, 10])
 async def test_memory_is_bounded(remembered: int) -> None:
-    guard = LifetimeGuard(CountingStore(), clock=Clock(), remembered=remembered)
+    guard = TokenStateGuard(CountingStore(), clock=Clock(), remembered=remembered)
     for index in range(100):
         await outcome(guard, key=f"k{index}")
     assert len(guard._local_use) <= remembered and len(guard._written) <= remembered
+
+
+def revocable(issued: float = ISSUED, **claims: str) -> TokenFacts:
+    return TokenFacts(token_type="t", token_hash="abc", subject="alice", issued_at=issued, expires_at=ISSUED + 10**6, claims=claims)
+
+
+async def revoked(guard: TokenStateGuard, facts: TokenFacts, key: str = "k") -> Reason:
+    result = await guard.check_revoked(key, facts)
+    return Reason.ALLOWED if result is None else result.reason
+
+
+@pytest.mark.parametrize(
+    "kind, value, claims",
+    [("token", "k", {}), ("subject", "alice", {}), ("client", "app-1", {"client_id": "app-1"}), ("client", "app-2", {"azp": "app-2"})],
+)
+async def test_revocation_by_token_subject_and_client(kind: str, value: str, claims: dict[str, str]) -> None:
+    clock = Clock(ISSUED + 10)
+    store = CountingStore()
+    guard = TokenStateGuard(store, clock=clock)
+    assert await revoked(guard, revocable(**claims)) is Reason.ALLOWED
+    await store.revoke(kind, value, ISSUED + 20)  # type: ignore[arg-type]
+    clock.now += 1  # past the half-second answer cache
+    assert await revoked(guard, revocable(**claims)) is Reason.REVOKED
+
+
+async def test_tokens_issued_after_a_subject_revocation_live() -> None:
+    clock = Clock(ISSUED + 100)
+    store = CountingStore()
+    await store.revoke("subject", "alice", ISSUED + 50)
+    guard = TokenStateGuard(store, clock=clock)
+    assert await revoked(guard, revocable(issued=ISSUED)) is Reason.REVOKED
+    assert await revoked(guard, revocable(issued=ISSUED + 60), key="newer") is Reason.ALLOWED
+
+
+async def test_revocation_answers_are_cached_for_half_a_second() -> None:
+    clock = Clock(ISSUED + 10)
+    store = CountingStore()
+    guard = TokenStateGuard(store, clock=clock)
+    assert await revoked(guard, revocable()) is Reason.ALLOWED
+    await store.revoke("token", "k", ISSUED + 10)
+    clock.now += 0.4
+    assert await revoked(guard, revocable()) is Reason.ALLOWED  # still the cached answer
+    clock.now += 0.2
+    assert await revoked(guard, revocable()) is Reason.REVOKED  # within a second, as promised
+
+
+async def test_revocation_checks_fail_closed() -> None:
+    store = CountingStore()
+    store.down = True
+
+    async def unavailable(kind: str, value: str, now: float) -> float | None:
+        raise StoreUnavailable("down")
+
+    store.revoked_at = unavailable  # type: ignore[method-assign,assignment]
+    assert await revoked(TokenStateGuard(store, clock=Clock()), revocable()) is Reason.STORE_UNAVAILABLE

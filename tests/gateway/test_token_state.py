@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import aiohttp
 import pytest
@@ -49,19 +50,18 @@ async def test_a_use_is_recorded_in_the_store(upstream: RecordingUpstream, start
     assert last is not None and abs(last - time.time()) < 60
 
 
-async def test_without_its_store_a_token_with_lifetimes_gets_503(
+async def test_without_its_store_every_token_gets_503(
     upstream: RecordingUpstream, start_gateway: GatewayStarter, redis_server: RedisServer
 ) -> None:
-    gateway = await start_gateway(upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": "e2e:"})
-    with_lifetimes, without = mint({"role": "session"}), mint({"role": "reader"})
+    """Revocations may be in the store: no store, no pass, whatever the type."""
+    gateway = await start_gateway(upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": f"e2e-{uuid.uuid4().hex}:"})
     redis_server.stop()
     try:
-        status, _, body = await call(f"{gateway.url}/demo/api/hosts", with_lifetimes)
-        assert (status, body["reason"]) == (503, "store_unavailable")
-        status, _, _ = await call(f"{gateway.url}/demo/api/hosts", without)
-        assert status == 200  # a type without lifetimes needs no token state
+        for role in ("session", "reader"):
+            status, _, body = await call(f"{gateway.url}/demo/api/hosts", mint({"role": role}))
+            assert (status, body["reason"]) == (503, "store_unavailable")
     finally:
         redis_server.start()
     status, _, _ = await call(f"{gateway.url}/demo/api/hosts", mint({"role": "session"}))
     assert status == 200  # back by itself
-    assert len(upstream.received) == 2
+    assert len(upstream.received) == 1

@@ -1,4 +1,11 @@
-"""A token type's lifetimes: ``ttl`` and ``absolute`` from issue, ``idle`` since last use.
+"""Token state checks on every request: revocation, and a type's lifetimes.
+
+Revocation: a token is dead when its own fingerprint, its subject or its
+client id was revoked at or after its issue.  Answers are cached for at most
+``REVOCATION_CACHE_SECONDS`` so every replica sees a revocation within a second
+without a store round trip on every request.
+
+Lifetimes: ``ttl`` and ``absolute`` from issue, ``idle`` since last use.
 
 SimpliVity's tokens die after 10 minutes without use and 24 hours after issue
 even with continuous use; packs say so in ``lifetimes`` and this enforces it
@@ -13,16 +20,21 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
-from proxy.store.base import Store, StoreUnavailable
+from proxy.store.base import RevocationKind, Store, StoreUnavailable
 from proxy.tokens.facts import TokenFacts, TokenRejection
 
 
-class LifetimeGuard:
-    """Checks lifetimes and records uses for one store; one per gateway."""
+# How stale a "not revoked" answer may be: a revocation reaches every replica within this.
+REVOCATION_CACHE_SECONDS = 0.5
+_NOT_REVOKED = -1.0
+
+
+class TokenStateGuard:
+    """Checks revocations and lifetimes and records uses for one store; one per gateway."""
 
     def __init__(
         self,
@@ -38,6 +50,33 @@ class LifetimeGuard:
         # This process's latest use of each token, and when it last wrote one: bounded.
         self._local_use: LRUCache[str, float] = LRUCache(maxsize=remembered)
         self._written: LRUCache[str, float] = LRUCache(maxsize=remembered)
+        self._revocations: TTLCache[tuple[str, str], float] = TTLCache(
+            maxsize=remembered, ttl=REVOCATION_CACHE_SECONDS, timer=clock
+        )
+
+    async def check_revoked(self, key: str, facts: TokenFacts) -> TokenRejection | None:
+        """None unless the token, its subject or its client was revoked at or after its issue."""
+        client = facts.claims.get("client_id", facts.claims.get("azp"))
+        issued = facts.issued_at if facts.issued_at is not None else float("-inf")
+        try:
+            for kind, value in (("token", key), ("subject", facts.subject), ("client", client)):
+                if not isinstance(value, str):
+                    continue
+                at = await self._revoked_at(kind, value)  # type: ignore[arg-type]
+                if at != _NOT_REVOKED and (kind == "token" or at >= issued):
+                    return TokenRejection(Reason.REVOKED, f"the token's {kind} was revoked")
+        except StoreUnavailable:
+            return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
+        return None
+
+    async def _revoked_at(self, kind: RevocationKind, value: str) -> float:
+        cached = self._revocations.get((kind, value))
+        if cached is not None:
+            return cached
+        at = await self._store.revoked_at(kind, value, self._clock())
+        answer = _NOT_REVOKED if at is None else at
+        self._revocations[(kind, value)] = answer
+        return answer
 
     async def check(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:
         """None when the token is within every limit (and its use is recorded); the reason otherwise.

@@ -1,0 +1,98 @@
+"""Two labgate processes on one Redis: a revocation made once is enforced by both within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import pytest
+import yaml
+
+from proxy.cli import main
+from tests.conftest import RecordingUpstream, free_port, mint, write_config
+from tests.redis_server import RedisServer
+
+
+async def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):  # up to 10 s
+            assert process.poll() is None, "labgate exited at start"
+            try:
+                async with session.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"labgate at {url} did not come up")
+
+
+@pytest.fixture
+async def two_replicas(
+    upstream: RecordingUpstream, redis_server: RedisServer, tmp_path: Path
+) -> AsyncIterator[tuple[Path, list[str]]]:
+    config = write_config(tmp_path, upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": f"replicas-{uuid.uuid4().hex}:"})
+    environment = {k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}
+    processes, urls = [], []
+    try:
+        for index in range(2):
+            document = yaml.safe_load(config.read_text())
+            document["listen"]["port"] = free_port()
+            replica_config = tmp_path / f"replica{index}.yaml"
+            replica_config.write_text(yaml.safe_dump(document))
+            process = subprocess.Popen(
+                [sys.executable, "-m", "proxy.cli", "serve", "--config", str(replica_config), "--log-level", "warning"],
+                env=environment,
+            )
+            processes.append(process)
+            urls.append(f"http://127.0.0.1:{document['listen']['port']}")
+            await wait_until_up(urls[-1], process)
+        yield config, urls
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def statuses(urls: list[str], token: str) -> list[int]:
+    async with aiohttp.ClientSession() as session:
+        found = []
+        for url in urls:
+            async with session.get(f"{url}/demo/api/hosts", headers={"Authorization": f"Bearer {token}"}) as response:
+                found.append(response.status)
+        return found
+
+
+@pytest.mark.parametrize("what", ["--subject", "--token"])
+async def test_a_revocation_through_one_replica_is_enforced_by_all_within_a_second(
+    two_replicas: tuple[Path, list[str]], what: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, urls = two_replicas
+    token = mint({"sub": "alice", "iat": int(time.time()) - 5})
+    bystander = mint({"sub": "bob"})
+    assert await statuses(urls, token) == [200, 200]
+    revoke = ["revoke", "--config", str(config), what, "alice" if what == "--subject" else token]
+    assert await asyncio.to_thread(main, revoke) == 0  # the CLI runs its own event loop
+    assert "revoked" in capsys.readouterr().out
+    revoked_at = time.monotonic()
+    while await statuses(urls, token) != [401, 401]:
+        assert time.monotonic() - revoked_at < 1.0, "a replica still accepts the revoked token after 1 s"
+        await asyncio.sleep(0.05)
+    assert await statuses(urls, bystander) == [200, 200]  # nobody else is affected
+
+
+def test_revoke_without_a_reachable_store_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", store={"type": "redis", "url": "redis://127.0.0.1:9/0"})
+    assert main(["revoke", "--config", str(config), "--subject", "alice"]) == 1
+    assert "revocation not written" in capsys.readouterr().err
