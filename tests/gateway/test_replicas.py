@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -17,21 +15,8 @@ import yaml
 
 from proxy.cli import main
 from tests.conftest import RecordingUpstream, free_port, mint, write_config
+from tests.labgate_process import labgate_serving
 from tests.redis_server import RedisServer
-
-
-async def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(100):  # up to 10 s
-            assert process.poll() is None, "labgate exited at start"
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"labgate at {url} did not come up")
 
 
 @pytest.fixture
@@ -39,30 +24,16 @@ async def two_replicas(
     upstream: RecordingUpstream, redis_server: RedisServer, tmp_path: Path
 ) -> AsyncIterator[tuple[Path, list[str]]]:
     config = write_config(tmp_path, upstream.url, store={"type": "redis", "url": redis_server.url, "prefix": f"replicas-{uuid.uuid4().hex}:"})
-    environment = {k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}
-    processes, urls = [], []
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        urls = []
         for index in range(2):
             document = yaml.safe_load(config.read_text())
             document["listen"]["port"] = free_port()
             replica_config = tmp_path / f"replica{index}.yaml"
             replica_config.write_text(yaml.safe_dump(document))
-            process = subprocess.Popen(
-                [sys.executable, "-m", "proxy.cli", "serve", "--config", str(replica_config), "--log-level", "warning"],
-                env=environment,
-            )
-            processes.append(process)
-            urls.append(f"http://127.0.0.1:{document['listen']['port']}")
-            await wait_until_up(urls[-1], process)
+            url, _ = await stack.enter_async_context(labgate_serving(replica_config))
+            urls.append(url)
         yield config, urls
-    finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 async def statuses(urls: list[str], token: str) -> list[int]:

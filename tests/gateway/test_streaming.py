@@ -7,10 +7,6 @@ upstream.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -18,6 +14,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import RecordingUpstream, mint, write_config
+from tests.labgate_process import labgate_serving
 
 GIB = 1024**3
 # Peak RSS allowed for the labgate process; it idles near 60 MiB.  Buffering
@@ -34,35 +31,8 @@ def peak_rss(pid: int) -> int:
 
 @pytest.fixture
 async def labgate_process(upstream: RecordingUpstream, tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
-    config = write_config(tmp_path, upstream.url)
-    port = int(next(line.split(":")[1] for line in config.read_text().splitlines() if line.strip().startswith("port:")))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning"],
-        # labgate serves only on aiohttp's C parser, whatever parser this test run uses.
-        env={k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(100):  # up to 10 s to come up
-                try:
-                    async with session.get(f"{url}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert process.poll() is None, "labgate exited at start"
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("labgate did not come up")
+    async with labgate_serving(write_config(tmp_path, upstream.url)) as (url, process):
         yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read peak memory")

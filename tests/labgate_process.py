@@ -1,0 +1,50 @@
+"""``labgate serve`` as a real process, for tests that need one (memory, several replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import aiohttp
+import yaml
+
+
+@asynccontextmanager
+async def labgate_serving(config: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start labgate on ``config``, wait for /healthz (up to 10 s), stop it afterwards."""
+    port = yaml.safe_load(config.read_text())["listen"]["port"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning"],
+        # labgate serves only on aiohttp's C parser, whatever parser this test run uses.
+        env={k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_until_up(url, process)
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            assert process.poll() is None, "labgate exited at start"
+            try:
+                async with session.get(f"{url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"labgate at {url} did not come up")
