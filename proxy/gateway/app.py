@@ -24,7 +24,6 @@ from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy.config import Config, Upstream
 from proxy.decision_log import DecisionRecord, log_decision, wants_decision_log
@@ -49,7 +48,6 @@ from proxy.tokens.jwt_source import JwtSource
 logger = logging.getLogger("labgate")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-CHUNK_SIZE = 64 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -67,8 +65,7 @@ class UpstreamRuntime:
     pack: CompiledPack
     source: JwtSource
     transport: UpstreamTransport
-    base: str  # scheme://host[:port][/base/path], to which the checked raw target is appended
-    base_path: str  # the /base/path part alone ("" for none)
+    base_path: str  # the upstream URL's /base/path ("" for none), before every checked target
     upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
 
 
@@ -96,6 +93,8 @@ def transport_for(upstream: Upstream) -> UpstreamTransport:
     if upstream.transport == "aiohttp":
         return AiohttpTransport(upstream)
     return Http1Transport(upstream)
+
+
 Routed = tuple[Upstream, UpstreamRuntime, RequestTarget]
 
 
@@ -142,16 +141,13 @@ class Gateway:
                 on_cache=lambda hit, hits=hits, misses=misses: (hits if hit else misses).inc(),
                 on_fetch=lambda result, name=name: self.metrics.jwks_fetches.labels(name, result).inc(),
             )
-            base_path = upstream.url.raw_path.rstrip("/")
-            base = str(upstream.url.origin()) + base_path
             self._runtimes.append(
                 UpstreamRuntime(
                     upstream,
                     self.config.packs[upstream.pack],
                     source,
                     self._transport_factory(upstream),
-                    base,
-                    base_path,
+                    upstream.url.raw_path.rstrip("/"),
                     self.metrics.upstream_duration.labels(name),
                 )
             )
@@ -258,7 +254,6 @@ class Gateway:
             method=request.method,
             # The checked raw target, never request.path or URL(str): what was decided is what is sent.
             target=runtime.base_path + target.forward_target,
-            url=URL(runtime.base + target.forward_target, encoded=True),
             headers=outbound_headers(
                 request.headers,
                 client_ip=str(exchange.client_ip) if exchange.client_ip else "",

@@ -28,14 +28,12 @@ CHUNK_SIZE = 64 * 1024
 class OutboundRequest:
     """A checked request on its way to the appliance.
 
-    ``target`` is the request-target exactly as sent (the upstream's base path
-    plus the raw path and query the policy decided on); ``url`` is the same as
-    a yarl URL for clients that need one (yarl drops a bare trailing ``?``).
+    ``target`` is the request-target exactly as sent: the upstream's base path
+    plus the raw path and query the policy decided on.
     """
 
     method: str
     target: str
-    url: URL
     headers: CIMultiDict[str]
     body: AsyncIterator[bytes] | None
 
@@ -130,6 +128,7 @@ class AiohttpTransport:
 
     def __init__(self, upstream: Upstream) -> None:
         self._name = upstream.name
+        self._origin = str(upstream.url.origin())
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl(upstream), limit=256),
             timeout=aiohttp.ClientTimeout(
@@ -144,7 +143,8 @@ class AiohttpTransport:
         try:
             response = await self._session.request(
                 request.method,
-                request.url,
+                # encoded=True: the checked bytes as they are (yarl drops a bare trailing '?').
+                URL(self._origin + request.target, encoded=True),
                 headers=request.headers,
                 data=request.body,
                 allow_redirects=False,
