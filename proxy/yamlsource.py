@@ -187,10 +187,16 @@ class FieldReader:
                 choices = ", ".join(sorted(known))
                 self.error(mapping, key, f"unknown key {key!r} in {what} (known: {choices})")
 
+    def given(self, mapping: LocatedDict, key: str, *, required: bool) -> bool:
+        """Whether ``key`` has a value; a missing required key is reported."""
+        if key in mapping and mapping[key] is not None:
+            return True
+        if required:
+            self.error(mapping, None, f"missing required key {key!r}")
+        return False
+
     def section(self, mapping: LocatedDict, key: str, *, required: bool = False) -> LocatedDict | None:
-        if key not in mapping or mapping[key] is None:
-            if required:
-                self.error(mapping, None, f"missing required key {key!r}")
+        if not self.given(mapping, key, required=required):
             return None
         value = mapping[key]
         if not isinstance(value, LocatedDict):
@@ -199,9 +205,7 @@ class FieldReader:
         return value
 
     def items(self, mapping: LocatedDict, key: str, *, required: bool = False) -> LocatedList | None:
-        if key not in mapping or mapping[key] is None:
-            if required:
-                self.error(mapping, None, f"missing required key {key!r}")
+        if not self.given(mapping, key, required=required):
             return None
         value = mapping[key]
         if not isinstance(value, LocatedList):
@@ -212,9 +216,7 @@ class FieldReader:
     def string(
         self, mapping: LocatedDict, key: str, *, required: bool = False, default: str | None = None
     ) -> str | None:
-        if key not in mapping or mapping[key] is None:
-            if required:
-                self.error(mapping, None, f"missing required key {key!r}")
+        if not self.given(mapping, key, required=required):
             return default
         value = mapping[key]
         if not isinstance(value, str) or not value:
@@ -233,33 +235,36 @@ class FieldReader:
     def number(
         self, mapping: LocatedDict, key: str, *, default: float, minimum: float | None = None
     ) -> float:
-        if key not in mapping or mapping[key] is None:
-            return default
-        value = mapping[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.error(mapping, key, f"{key!r} must be a number, not {_kind(value)}")
-            return default
-        if minimum is not None and value < minimum:
-            self.error(mapping, key, f"{key!r} must be at least {minimum}, not {value}")
-            return default
-        return float(value)
+        return float(self._bounded(mapping, key, (int, float), "a number", default, minimum))
 
     def integer(
         self, mapping: LocatedDict, key: str, *, default: int, minimum: int | None = None
     ) -> int:
-        if key not in mapping or mapping[key] is None:
+        return int(self._bounded(mapping, key, (int,), "an integer", default, minimum))
+
+    def _bounded(
+        self,
+        mapping: LocatedDict,
+        key: str,
+        kinds: tuple[type, ...],
+        what: str,
+        default: float,
+        minimum: float | None,
+    ) -> float:
+        """A number of ``kinds`` (never a boolean) at least ``minimum``, or ``default`` with the problem reported."""
+        if not self.given(mapping, key, required=False):
             return default
         value = mapping[key]
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(mapping, key, f"{key!r} must be an integer, not {_kind(value)}")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            self.error(mapping, key, f"{key!r} must be {what}, not {_kind(value)}")
             return default
         if minimum is not None and value < minimum:
             self.error(mapping, key, f"{key!r} must be at least {minimum}, not {value}")
             return default
-        return value
+        return value  # type: ignore[no-any-return]
 
     def boolean(self, mapping: LocatedDict, key: str, *, default: bool) -> bool:
-        if key not in mapping or mapping[key] is None:
+        if not self.given(mapping, key, required=False):
             return default
         value = mapping[key]
         if not isinstance(value, bool):
@@ -268,7 +273,7 @@ class FieldReader:
         return value
 
     def duration(self, mapping: LocatedDict, key: str) -> float | None:
-        if key not in mapping or mapping[key] is None:
+        if not self.given(mapping, key, required=False):
             return None
         try:
             return parse_duration(mapping[key])

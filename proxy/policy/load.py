@@ -159,7 +159,7 @@ def _read_query(reader: FieldReader, body: LocatedDict) -> QueryRule | None:
 
 def read_address_set(reader: FieldReader, body: LocatedDict, key: str) -> AddressSet | None:
     """An IP allowlist with each bad entry reported at its own line."""
-    if key not in body or body[key] is None:
+    if not reader.given(body, key, required=False):
         return None
     items = body.get(key)
     ranges = []
