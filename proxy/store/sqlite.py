@@ -17,6 +17,7 @@ from proxy.store.base import RevocationKind, StoreUnavailable, TokenRecord
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
+SWEEP_INTERVAL = 60.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL);
 CREATE TABLE IF NOT EXISTS uses (key TEXT PRIMARY KEY, at REAL NOT NULL, until REAL);
@@ -31,6 +32,7 @@ class SqliteStore:
         self.path = path
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._next_sweep = 0.0
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -76,11 +78,15 @@ class SqliteStore:
         return await self._run(drop)
 
     async def touch(self, key: str, at: float, until: float | None = None) -> None:
-        await self._run(lambda db: db.execute(
-            "INSERT INTO uses (key, at, until) VALUES (?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at), until = excluded.until",
-            (key, at, until),
-        ))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO uses (key, at, until) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at), until = excluded.until",
+                (key, at, until),
+            )
+            self._sweep_now_and_then(db, at)
+
+        await self._run(write)
 
     async def last_used(self, key: str) -> float | None:
         row = await self._run(lambda db: db.execute("SELECT at FROM uses WHERE key = ?", (key,)).fetchone())
@@ -99,13 +105,13 @@ class SqliteStore:
 
     async def forget_expired(self, now: float) -> int:
         """Delete what no longer matters; returns the number of rows removed."""
-        def sweep(db: sqlite3.Connection) -> int:
-            removed = db.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).rowcount
-            removed += db.execute("DELETE FROM uses WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
-            removed += db.execute("DELETE FROM revocations WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
-            return int(removed)
+        return await self._run(lambda db: _sweep(db, now))
 
-        return await self._run(sweep)
+    def _sweep_now_and_then(self, db: sqlite3.Connection, now: float) -> None:
+        """Recording uses sweeps expired rows at most once a minute, so the file stays bounded."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            _sweep(db, now)
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
@@ -120,3 +126,8 @@ class SqliteStore:
         await asyncio.to_thread(close)
 
 
+def _sweep(db: sqlite3.Connection, now: float) -> int:
+    removed = db.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).rowcount
+    removed += db.execute("DELETE FROM uses WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
+    removed += db.execute("DELETE FROM revocations WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
+    return int(removed)

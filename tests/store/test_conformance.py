@@ -173,3 +173,17 @@ async def test_redis_recovers_when_the_server_comes_back(redis_server: RedisServ
 def test_token_records_round_trip_through_json() -> None:
     original = record(refresh_hash="ab" * 32)
     assert TokenRecord.from_json(original.to_json()) == original
+
+
+async def test_sqlite_writes_sweep_expired_rows_now_and_then(tmp_path: Path) -> None:
+    now = time.time()
+    store = SqliteStore(tmp_path / "labgate.db")
+    try:
+        await store.touch("first", now, until=now + 1)  # the first write sweeps (nothing yet)
+        await store.touch("stale", now, until=now + 1)
+        await store.touch("later", now + 30, until=now + 600)  # within the minute: no sweep
+        assert await store.last_used("stale") is not None
+        await store.touch("much-later", now + 61, until=now + 600)  # a minute on: swept
+        assert await store.last_used("stale") is None and await store.last_used("later") is not None
+    finally:
+        await store.close()
