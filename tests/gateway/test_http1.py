@@ -8,6 +8,7 @@ connections dropped while idle, garbage.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -197,6 +198,8 @@ async def test_a_malformed_answer_is_502(start_http1_gateway: GatewayStarter, ap
         except aiohttp.ClientPayloadError:
             return  # headers were already sent: the connection is cut, which the client sees
     assert status == 502, payload
+    body = json.loads(payload)
+    assert (body["reason"], body["error"]) == ("upstream_unreachable", "bad_gateway")
 
 
 async def test_silent_appliance_is_504(start_http1_gateway: GatewayStarter, appliance: Start) -> None:

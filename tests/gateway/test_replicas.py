@@ -67,3 +67,9 @@ def test_revoke_without_a_reachable_store_exits_1(tmp_path: Path, capsys: pytest
     config = write_config(tmp_path, "http://127.0.0.1:9", store={"type": "redis", "url": "redis://127.0.0.1:9/0"})
     assert main(["revoke", "--config", str(config), "--subject", "alice"]) == 1
     assert "revocation not written" in capsys.readouterr().err
+
+
+def test_revoke_with_an_unreadable_token_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    assert main(["revoke", "--config", str(config), "--token-file", str(tmp_path / "missing")]) == 2
+    assert "cannot read" in capsys.readouterr().err

@@ -65,3 +65,20 @@ async def test_without_its_store_every_token_gets_503(
     status, _, _ = await call(f"{gateway.url}/demo/api/hosts", mint({"role": "session"}))
     assert status == 200  # back by itself
     assert len(upstream.received) == 1
+
+
+async def test_a_revoked_token_is_401_and_never_forwarded(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(upstream.url)
+    token = mint({"role": "reader", "iat": int(time.time()) - 5})
+    store_path = gateway.config.store.path
+    assert store_path is not None
+    store = SqliteStore(store_path)
+    try:
+        await store.revoke("token", token_fingerprint(token), time.time())
+    finally:
+        await store.close()
+    status, headers, body = await call(f"{gateway.url}/demo/api/hosts", token)
+    assert (status, body["reason"], body["error"]) == (401, "revoked", "invalid_token")
+    assert set(body) == {"error", "error_description", "reason", "request_id"}
+    assert token not in str(body) and 'error="invalid_token"' in headers["WWW-Authenticate"]
+    assert upstream.received == []
