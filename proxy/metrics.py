@@ -2,18 +2,57 @@
 
 Label values are bounded: upstream names, token types and reason codes come
 from config and :mod:`proxy.reasons`; never a path, a token, an IP or a subject.
+
+Several worker processes: when ``PROMETHEUS_MULTIPROC_DIR`` names a directory
+(set by the supervisor before its workers start, so before prometheus_client is
+imported) every worker writes its values there and ``/metrics`` in any worker
+aggregates them all with :class:`MultiProcessCollector`.  The supervisor calls
+:func:`mark_worker_dead` for each worker that exits.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import time
+from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST"]
+from proxy.live_tokens import LiveTokens
+
+__all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST", "mark_worker_dead", "multiprocess_dir"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Store calls: microseconds in memory, a millisecond or so over the network; the redis timeout is 2 s.
+_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+IntrospectionResult = Literal["active", "inactive", "error"]
+ReloadResult = Literal["success", "failure"]
+STORE_OPERATIONS = ("put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at", "ping")
+
+
+def multiprocess_dir() -> str | None:
+    """The directory several workers share their values through, when this process writes there.
+
+    prometheus_client picks its value class when imported, so the variable set
+    later changes nothing: ask the library which mode it is in.
+    """
+    if values.ValueClass is values.MutexValue:
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+def mark_worker_dead(pid: int, directory: str | None = None) -> None:
+    """For the supervisor, when worker ``pid`` exited: its live gauges stop counting.
+
+    ``directory`` is the workers' ``PROMETHEUS_MULTIPROC_DIR`` (default: this
+    process's own).  The worker's counters and histograms stay, so totals never
+    go back.
+    """
+    directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        multiprocess.mark_process_dead(pid, directory)
 
 
 class GatewayMetrics:
@@ -59,10 +98,79 @@ class GatewayMetrics:
             ("upstream", "result"),
             registry=self.registry,
         )
+        self._add_token_and_operation_families()
 
         # Label children resolved once per label combination: ``labels()`` costs
         # microseconds on every request otherwise.
         self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self.live_tokens = LiveTokens(self.live_token_gauge)
+        for result in ("success", "failure"):
+            self.config_reloads.labels(result)  # both series exist from the start, at 0
+        for operation in STORE_OPERATIONS:
+            self.store_errors.labels(operation)
+        # The config this process runs was loaded (successfully) just now.
+        self.config_last_reload_success.set(time.time())
+
+    def _add_token_and_operation_families(self) -> None:
+        self.live_token_gauge = Gauge(
+            "labgate_live_tokens",
+            "Distinct verified tokens that made a request in the last 10 minutes, by upstream and token type.",
+            ("upstream", "token_type"),
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.introspection_requests = Counter(
+            "labgate_introspection_requests",
+            "Token introspection calls to an appliance, by upstream and result (active, inactive, error).",
+            ("upstream", "result"),
+            registry=self.registry,
+        )
+        self.observed_tokens = Counter(
+            "labgate_observed_tokens",
+            "Tokens learned from an appliance's token endpoint, by upstream and token type.",
+            ("upstream", "token_type"),
+            registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "labgate_config_reloads",
+            "Config reloads, by result (success or failure).",
+            ("result",),
+            registry=self.registry,
+        )
+        self.config_last_reload_success = Gauge(
+            "labgate_config_last_reload_success_timestamp_seconds",
+            "When the config now in use was loaded, in seconds since the epoch.",
+            multiprocess_mode="max",
+            registry=self.registry,
+        )
+        self.store_duration = Histogram(
+            "labgate_store_operation_duration_seconds",
+            "Time a store operation took, failed ones included, by operation.",
+            ("operation",),
+            buckets=_STORE_BUCKETS,
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "labgate_store_errors",
+            "Store operations that failed because the store could not be reached, by operation.",
+            ("operation",),
+            registry=self.registry,
+        )
+        self.shadow_denials = Counter(
+            "labgate_shadow_denials",
+            "Requests a shadow-mode policy would have denied but that were forwarded, by upstream, token type and reason.",
+            ("upstream", "token_type", "reason"),
+            registry=self.registry,
+        )
+
+    def _child(self, family: Any, *labels: str) -> Any:
+        """``family.labels(*labels)``, resolved once per combination."""
+        key = (family, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*labels)
+        return child
 
     def observe_request(self, upstream: str, token_type: str, decision: str, reason: str, seconds: float) -> None:
         key = (upstream, token_type, decision, reason)
@@ -73,5 +181,44 @@ class GatewayMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def token_used(self, upstream: str, token_type: str, fingerprint: str) -> None:
+        """A request carried this verified token: counted in ``labgate_live_tokens`` for 10 minutes.
+
+        ``fingerprint`` is the token's sha256 (:func:`proxy.tokens.facts.token_fingerprint`).
+        Cheap on the hot path: a repeat within 10 seconds is one set lookup.
+        """
+        self.live_tokens.seen(upstream, token_type, fingerprint)
+
+    def observe_introspection(self, upstream: str, result: IntrospectionResult) -> None:
+        """One introspection call to the appliance answered ``active``, ``inactive``, or failed (``error``)."""
+        self._child(self.introspection_requests, upstream, result).inc()
+
+    def observed_token(self, upstream: str, token_type: str) -> None:
+        """A token was learned from the appliance's own token endpoint."""
+        self._child(self.observed_tokens, upstream, token_type).inc()
+
+    def config_reload(self, result: ReloadResult, at: float) -> None:
+        """A config reload finished; ``at`` (epoch seconds) becomes the last success time when it succeeded."""
+        self._child(self.config_reloads, result).inc()
+        if result == "success":
+            self.config_last_reload_success.set(at)
+
+    def shadow_denial(self, upstream: str, token_type: str, reason: str) -> None:
+        """A shadow-mode policy would have denied this forwarded request; ``reason`` is the reason code."""
+        self._child(self.shadow_denials, upstream, token_type, reason).inc()
+
+    def store_operation(self, operation: str, seconds: float, *, failed: bool = False) -> None:
+        """One store call (a name from ``STORE_OPERATIONS``) took ``seconds``; ``failed``: StoreUnavailable."""
+        self._child(self.store_duration, operation).observe(seconds)
+        if failed:
+            self._child(self.store_errors, operation).inc()
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text format: this gateway's registry, or every worker's values with several workers."""
+        self.live_tokens.expire()
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, directory)
+        return generate_latest(registry)

@@ -40,6 +40,7 @@ from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable
+from proxy.store.instrumented import InstrumentedStore
 from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.state import TokenStateGuard
@@ -99,9 +100,10 @@ Routed = tuple[Upstream, UpstreamRuntime, RequestTarget]
 
 
 def request_id_for(request: web.BaseRequest) -> str:
-    given = request.headers.get("X-Request-ID")
-    if given is not None and _SANE_REQUEST_ID.fullmatch(given):
-        return given
+    """The client's ``X-Request-ID`` when it sent exactly one sane one, else a fresh id."""
+    given = request.headers.getall("X-Request-ID", ())
+    if len(given) == 1 and _SANE_REQUEST_ID.fullmatch(given[0]):
+        return given[0]
     return os.urandom(16).hex()  # as unique as a uuid4, a third of the cost
 
 
@@ -128,7 +130,7 @@ class Gateway:
         }
         self._target_and_upstream: Callable[[str, str | None], Routed | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
-        self.store: Store = open_store(config.store)
+        self.store: Store = InstrumentedStore(open_store(config.store), self.metrics)
         self.token_state = TokenStateGuard(self.store)
         self.proto = "https" if config.listen.tls else "http"
 
@@ -241,6 +243,7 @@ class Gateway:
                 rejection = await self.token_state.check(key, facts, compiled.spec.lifetimes)
                 if rejection is not None:
                     return rejection
+            self.metrics.token_used(runtime.upstream.name, facts.token_type, key)
         return facts
 
     async def _forward(

@@ -9,18 +9,22 @@ from typing import AsyncIterator
 
 import pytest
 
+from proxy.metrics import GatewayMetrics
 from proxy.store.base import Store, StoreUnavailable, TokenRecord
+from proxy.store.instrumented import InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
 from proxy.store.sqlite import SqliteStore
 from tests.redis_server import RedisServer
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "instrumented"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     backend: Store
     if request.param == "memory":
         backend = MemoryStore()
+    elif request.param == "instrumented":
+        backend = InstrumentedStore(MemoryStore(), GatewayMetrics())  # the wrapper the gateway uses, around any backend
     elif request.param == "sqlite":
         backend = SqliteStore(tmp_path / "labgate.db")
     else:

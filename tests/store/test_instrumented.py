@@ -1,0 +1,74 @@
+"""InstrumentedStore: every store call timed by operation, unreachable-store errors counted and raised."""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import pytest
+
+from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
+from proxy.store.base import Store, StoreUnavailable, TokenRecord
+from proxy.store.instrumented import InstrumentedStore
+from proxy.store.memory import MemoryStore
+from proxy.store.redis import RedisStore
+from tests.conftest import free_port
+
+
+def count(metrics: GatewayMetrics, operation: str) -> float | None:
+    return metrics.registry.get_sample_value("labgate_store_operation_duration_seconds_count", {"operation": operation})
+
+
+def errors(metrics: GatewayMetrics, operation: str) -> float | None:
+    return metrics.registry.get_sample_value("labgate_store_errors_total", {"operation": operation})
+
+
+async def exercise(store: Store) -> None:
+    """Every operation of the Store interface once."""
+    now = time.time()
+    await store.put_token("k", TokenRecord(token_type="emergency", issued_at=now, expires_at=now + 60))
+    await store.get_token("k", now)
+    await store.touch("k", now, until=now + 60)
+    await store.last_used("k")
+    await store.revoke("subject", "alice", now, until=now + 60)
+    await store.revoked_at("subject", "alice", now)
+    await store.drop_token("k")
+    await store.ping()
+
+
+def test_every_store_operation_is_instrumented() -> None:
+    """A method added to the Store interface must be added here too, or the gateway would lose it."""
+    interface = {name for name, _ in inspect.getmembers(Store, inspect.isfunction) if not name.startswith("_")}
+    assert interface - {"close"} == set(STORE_OPERATIONS)
+    for name in interface:
+        assert inspect.iscoroutinefunction(getattr(InstrumentedStore, name)), name
+
+
+async def test_each_operation_is_timed_against_the_memory_store() -> None:
+    metrics = GatewayMetrics()
+    store = InstrumentedStore(MemoryStore(), metrics)
+    await exercise(store)
+    await store.get_token("k", time.time())
+    await store.close()
+    for operation in STORE_OPERATIONS:
+        assert count(metrics, operation) == (2 if operation == "get_token" else 1), operation
+        assert errors(metrics, operation) == 0, operation
+
+
+async def test_an_unreachable_store_is_counted_per_operation_and_still_raises() -> None:
+    metrics = GatewayMetrics()
+    closed_port = free_port()  # nothing listens here
+    store = InstrumentedStore(RedisStore(f"redis://127.0.0.1:{closed_port}/0", timeout=1.0), metrics)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.revoked_at("token", "f" * 64, time.time())
+        with pytest.raises(StoreUnavailable):
+            await store.touch("k", time.time())
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+    finally:
+        await store.close()
+    for operation in ("revoked_at", "touch", "ping"):
+        assert errors(metrics, operation) == 1, operation
+        assert count(metrics, operation) == 1, operation  # failed calls are timed too
+    assert errors(metrics, "get_token") == 0

@@ -1,0 +1,84 @@
+"""GatewayMetrics: each family named as the README says, fed by one small method each."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry
+
+from proxy.metrics import STORE_OPERATIONS, GatewayMetrics, multiprocess_dir
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_introspection_results_are_counted_per_upstream() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe_introspection("vcf", "active")
+    metrics.observe_introspection("vcf", "active")
+    metrics.observe_introspection("vcf", "error")
+    assert sample(metrics.registry, "labgate_introspection_requests_total", upstream="vcf", result="active") == 2
+    assert sample(metrics.registry, "labgate_introspection_requests_total", upstream="vcf", result="error") == 1
+
+
+def test_tokens_learned_from_the_appliance_are_counted_by_type() -> None:
+    metrics = GatewayMetrics()
+    metrics.observed_token("hcp", "session")
+    assert sample(metrics.registry, "labgate_observed_tokens_total", upstream="hcp", token_type="session") == 1
+
+
+def test_reloads_count_both_results_and_only_success_moves_the_timestamp() -> None:
+    before = time.time()
+    metrics = GatewayMetrics()
+    started = sample(metrics.registry, "labgate_config_last_reload_success_timestamp_seconds")
+    assert started is not None and started >= before  # the config in use was loaded at start
+    assert sample(metrics.registry, "labgate_config_reloads_total", result="failure") == 0
+    metrics.config_reload("failure", at=started + 10)
+    assert sample(metrics.registry, "labgate_config_last_reload_success_timestamp_seconds") == started
+    metrics.config_reload("success", at=started + 20)
+    assert sample(metrics.registry, "labgate_config_reloads_total", result="failure") == 1
+    assert sample(metrics.registry, "labgate_config_reloads_total", result="success") == 1
+    assert sample(metrics.registry, "labgate_config_last_reload_success_timestamp_seconds") == started + 20
+
+
+def test_shadow_denials_carry_the_reason_code() -> None:
+    metrics = GatewayMetrics()
+    metrics.shadow_denial("svt", "emergency", "query_param_not_allowed")
+    assert (
+        sample(
+            metrics.registry,
+            "labgate_shadow_denials_total",
+            upstream="svt",
+            token_type="emergency",
+            reason="query_param_not_allowed",
+        )
+        == 1
+    )
+
+
+def test_store_operations_are_timed_and_failures_counted() -> None:
+    metrics = GatewayMetrics()
+    metrics.store_operation("touch", 0.002)
+    metrics.store_operation("touch", 0.004, failed=True)
+    assert sample(metrics.registry, "labgate_store_operation_duration_seconds_count", operation="touch") == 2
+    assert sample(metrics.registry, "labgate_store_operation_duration_seconds_sum", operation="touch") == 0.006
+    assert sample(metrics.registry, "labgate_store_errors_total", operation="touch") == 1
+    for operation in STORE_OPERATIONS:  # every error series exists from the start
+        assert sample(metrics.registry, "labgate_store_errors_total", operation=operation) is not None
+
+
+def test_live_tokens_are_exposed_per_upstream_and_type() -> None:
+    metrics = GatewayMetrics()
+    metrics.token_used("svt", "emergency", "a" * 64)
+    metrics.token_used("svt", "emergency", "b" * 64)
+    metrics.token_used("svt", "emergency", "a" * 64)
+    assert b'labgate_live_tokens{token_type="emergency",upstream="svt"} 2.0' in metrics.exposition()
+
+
+def test_each_gateway_counts_in_its_own_registry() -> None:
+    first, second = GatewayMetrics(), GatewayMetrics()
+    first.observe_request("svt", "emergency", "deny", "route_not_allowed", 0.001)
+    assert multiprocess_dir() is None  # one process: no shared directory
+    assert b'labgate_requests_total{decision="deny"' in first.exposition()
+    assert b'labgate_requests_total{' not in second.exposition()
