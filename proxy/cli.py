@@ -19,7 +19,7 @@ from typing import Sequence
 
 import jwt
 
-from proxy.config import Config, load_config
+from proxy.config import Config, Upstream, load_config
 from proxy.ipaddrs import InvalidAddress, parse_ip
 from proxy.paths import TargetError, parse_target
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
@@ -28,7 +28,7 @@ from proxy.reasons import Reason
 from proxy.store.base import RevocationKind, StoreUnavailable
 from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
-from proxy.tokens.jwt_source import JwtSource
+from proxy.tokens.source import open_token_source
 from proxy.yamlsource import ConfigError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
@@ -117,19 +117,29 @@ def _explain(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         token = TokenFacts(token_type=args.token_type, token_hash="explain")
     else:
-        token = asyncio.run(_verify(JwtSource(upstream.token_source), args.token))
+        token = asyncio.run(_verify(config, upstream, args.token))
     decision = _explain_decision(args.method, args.target, client_ip, token, pack, config)
     print(json.dumps(decision.as_explanation()))
-    if decision.detail:
+    if decision.shadow:
+        print(
+            f"shadow mode: forwarded, but {decision.token_type} would be denied with "
+            f"{decision.reason.status} {decision.reason.code}: {decision.detail}",
+            file=sys.stderr,
+        )
+    elif decision.detail:
         print(decision.detail, file=sys.stderr)
     return EXIT_OK if decision.allowed else EXIT_DENIED
 
 
-async def _verify(source: JwtSource, token: str) -> TokenFacts | TokenRejection:
+async def _verify(config: Config, upstream: Upstream, token: str) -> TokenFacts | TokenRejection:
+    """The token as the upstream's source sees it (an observed token is looked up in the store)."""
+    store = open_store(config.store)
+    source = open_token_source(upstream.token_source, store, upstream=upstream.name)
     try:
         return await source.verify(token)
     finally:
         await source.close()
+        await store.close()
 
 
 def _explain_decision(method: str, target_text: str, client_ip, token, pack, config: Config) -> Decision:  # type: ignore[no-untyped-def]
@@ -180,9 +190,17 @@ def _expiry_of(token: str) -> float | None:
 
 
 async def _write_revocation(config: Config, kind: RevocationKind, value: str, until: float | None) -> None:
+    """An opaque token labgate saw issued is also forgotten, its revocation kept until it would expire."""
     store = open_store(config.store)
     try:
-        await store.revoke(kind, value, time.time(), until)
+        now = time.time()
+        if kind == "token":
+            record = await store.get_token(value, now)
+            if record is not None and until is None:
+                until = record.expires_at
+        await store.revoke(kind, value, now, until)
+        if kind == "token":
+            await store.drop_token(value)
     finally:
         await store.close()
 

@@ -21,8 +21,7 @@ from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set
 from proxy.policy.model import parse_path_template
 from proxy.store.open import STORE_KINDS, StoreSettings
-from proxy.tokens.jwt_source import JwtSourceSettings
-from proxy.tokens.settings import read_token_source
+from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
 
 
@@ -66,9 +65,27 @@ class Endpoints:
     health: str = "/healthz"
     ready: str = "/readyz"
     metrics: str = "/metrics"
+    # Off unless set: it answers policy questions about other clients' requests
+    # (README "Forward-auth (nginx auth_request, Traefik ForwardAuth)").
+    forward_auth: str | None = None
 
     def all(self) -> tuple[str, ...]:
-        return (self.health, self.ready, self.metrics)
+        return (self.health, self.ready, self.metrics) + ((self.forward_auth,) if self.forward_auth else ())
+
+
+@dataclass(frozen=True)
+class ReloadSettings:
+    """``reload``: SIGHUP always reloads; ``watch`` also polls the config and pack files every ``interval`` s."""
+
+    watch: bool = True
+    interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class ShutdownSettings:
+    """``shutdown``: how long requests in flight may still finish after SIGTERM before they are cut."""
+
+    drain_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,7 @@ class Upstream:
     name: str
     url: URL
     pack: str
-    token_source: JwtSourceSettings
+    token_source: TokenSourceSettings
     path_prefix: str | None = None
     host: str | None = None
     tls: UpstreamTls = field(default_factory=UpstreamTls)
@@ -107,6 +124,9 @@ class Config:
     endpoints: Endpoints = field(default_factory=Endpoints)
     decision_log: str = "all"
     store: StoreSettings = field(default_factory=StoreSettings)
+    reload: ReloadSettings = field(default_factory=ReloadSettings)
+    shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
+    policy_paths: tuple[Path, ...] = ()  # the ``policies`` entries, resolved: what a reload watches
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -114,7 +134,7 @@ class Config:
 
 TOP_KEYS = (
     "listen", "store", "policies", "trusted_proxies", "client_ip_header", "limits", "endpoints", "upstreams",
-    "decision_log",
+    "decision_log", "reload", "shutdown",
 )
 
 
@@ -146,8 +166,14 @@ def load_config(path: str | Path) -> Config:
         endpoints=_read_endpoints(reader, root),
         decision_log=reader.choice(root, "decision_log", ("all", "denials", "off"), default="all"),
         store=_read_store(reader, root, base),
+        reload=_read_reload(reader, root),
+        shutdown=_read_shutdown(reader, root),
+        policy_paths=tuple(
+            (base / os.path.expanduser(text)).resolve() for text in root.get("policies") or () if isinstance(text, str)
+        ),
     )
     _check_routing(reader, root, config)
+    _check_forward_auth(reader, root, config)
     problems.raise_if_any()
     return config
 
@@ -204,6 +230,28 @@ def _read_store(reader: FieldReader, root: LocatedDict, base: Path) -> StoreSett
     if not path.parent.is_dir():
         reader.error(section, "path", f"the folder for the sqlite store does not exist ({path.parent})")
     return StoreSettings("sqlite", path)
+
+
+def _read_reload(reader: FieldReader, root: LocatedDict) -> ReloadSettings:
+    section = reader.section(root, "reload")
+    if section is None:
+        return ReloadSettings()
+    reader.expect_keys(section, ("watch", "interval"), "reload")
+    return ReloadSettings(
+        watch=reader.boolean(section, "watch", default=True),
+        interval=reader.number(section, "interval", default=1.0, minimum=0.1),
+    )
+
+
+def _read_shutdown(reader: FieldReader, root: LocatedDict) -> ShutdownSettings:
+    section = reader.section(root, "shutdown")
+    if section is None:
+        return ShutdownSettings()
+    reader.expect_keys(section, ("drain_seconds",), "shutdown")
+    drain = reader.number(section, "drain_seconds", default=30.0, minimum=0)
+    if drain > 3600:
+        reader.error(section, "drain_seconds", f"'drain_seconds' must be at most 3600, not {drain:g}")
+    return ShutdownSettings(drain)
 
 
 def _read_file(reader: FieldReader, section: LocatedDict, key: str, base: Path, *, required: bool = False) -> Path | None:
@@ -267,18 +315,26 @@ def _read_endpoints(reader: FieldReader, root: LocatedDict) -> Endpoints:
     section = reader.section(root, "endpoints")
     if section is None:
         return Endpoints()
-    reader.expect_keys(section, ("health", "ready", "metrics"), "endpoints")
+    reader.expect_keys(section, ("health", "ready", "metrics", "forward_auth"), "endpoints")
     values = {}
     for key, default in (("health", "/healthz"), ("ready", "/readyz"), ("metrics", "/metrics")):
         value = reader.string(section, key, default=default) or default
-        try:
-            parse_path_template(value, what=f"endpoints.{key}", params=False)
-        except ValueError as exc:
-            reader.error(section, key, str(exc))
+        _check_endpoint_path(reader, section, key, value)
         values[key] = value
-    if len(set(values.values())) != 3:
-        reader.error(section, None, "health, ready and metrics endpoints must differ")
-    return Endpoints(**values)
+    forward_auth = reader.string(section, "forward_auth")
+    if forward_auth is not None:
+        _check_endpoint_path(reader, section, "forward_auth", forward_auth)
+    paths = [*values.values(), *([forward_auth] if forward_auth else [])]
+    if len(set(paths)) != len(paths):
+        reader.error(section, None, "health, ready, metrics and forward_auth endpoints must differ")
+    return Endpoints(**values, forward_auth=forward_auth)
+
+
+def _check_endpoint_path(reader: FieldReader, section: LocatedDict, key: str, value: str) -> None:
+    try:
+        parse_path_template(value, what=f"endpoints.{key}", params=False)
+    except ValueError as exc:
+        reader.error(section, key, str(exc))
 
 
 UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source")
@@ -382,6 +438,16 @@ def _read_timeouts(reader: FieldReader, body: LocatedDict) -> tuple[float, float
         reader.number(section, "connect", default=5.0, minimum=0.01),
         reader.number(section, "read", default=60.0, minimum=0.01),
     )
+
+
+def _check_forward_auth(reader: FieldReader, root: LocatedDict, config: Config) -> None:
+    """The forward-auth endpoint answers only trusted proxies: without any, it could answer no one."""
+    if config.endpoints.forward_auth and len(config.trusted_proxies) == 0:
+        reader.error(
+            root.get("endpoints"),
+            "forward_auth",
+            "endpoints.forward_auth answers only peers in trusted_proxies: list the proxy that asks (e.g. 127.0.0.1)",
+        )
 
 
 def _check_routing(reader: FieldReader, root: LocatedDict, config: Config) -> None:

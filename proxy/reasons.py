@@ -56,6 +56,11 @@ class Reason(enum.Enum):
     ABSOLUTE_EXPIRED = ("absolute_expired", 401, "invalid_token")
     STORE_UNAVAILABLE = ("store_unavailable", 503, "temporarily_unavailable")
     REVOKED = ("revoked", 401, "invalid_token")
+    # Opaque tokens: an ``observe`` source never saw it issued; an ``introspect``
+    # endpoint says it is not active (RFC 7662 section 2.2), or cannot be asked.
+    UNKNOWN_TOKEN = ("unknown_token", 401, "invalid_token")
+    TOKEN_INACTIVE = ("token_inactive", 401, "invalid_token")
+    INTROSPECTION_UNAVAILABLE = ("introspection_unavailable", 503, "temporarily_unavailable")
 
     # 3. Client IP.
     CLIENT_IP_NOT_ALLOWED = ("client_ip_not_allowed", 403, "insufficient_scope")
@@ -70,6 +75,17 @@ class Reason(enum.Enum):
 
     # 5. Query parameters.
     QUERY_PARAM_NOT_ALLOWED = ("query_param_not_allowed", 403, "insufficient_scope")
+
+    # An appliance's own token endpoint, passed through by an ``observe`` source
+    # (RFC 6749 section 5.2 error codes).
+    BAD_TOKEN_REQUEST = ("bad_token_request", 400, "invalid_request")
+    GRANT_NOT_ALLOWED = ("grant_not_allowed", 400, "unsupported_grant_type")
+    TOKEN_ANSWER_UNREADABLE = ("token_answer_unreadable", 502, "bad_gateway")
+
+    # Forward-auth (nginx auth_request, Traefik ForwardAuth): the question itself.
+    FORWARD_AUTH_UNTRUSTED = ("forward_auth_untrusted", 403, "access_denied")
+    FORWARD_AUTH_HEADERS = ("forward_auth_headers", 400, "invalid_request")
+    METHOD_OVERRIDE = ("method_override", 400, "invalid_request")
 
     # Forwarding and limits.
     HEADERS_TOO_LARGE = ("headers_too_large", 431, "invalid_request")

@@ -15,6 +15,10 @@ from proxy.reasons import Reason
 REALM = "labgate"
 
 
+class BodyTooLarge(Exception):
+    """The client sent more body than allowed (``limits.max_body_bytes``, or a token request's cap)."""
+
+
 def error_body(reason: Reason, detail: str, request_id: str) -> dict[str, str]:
     return {
         "error": reason.error,

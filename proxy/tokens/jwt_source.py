@@ -23,17 +23,17 @@ import re
 import time
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jwt
 from cachetools import TLRUCache
 from yarl import URL
 
-from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
 from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, JwksCache, KeysUnavailable, VerificationKey
 from proxy.tokens.matchers import TypeRule, pick_token_type
+from proxy.tokens.narrowing import MalformedNarrowing, client_ips_claim, path_prefixes_claim
 
 MAX_TOKEN_LENGTH = 8192
 # RFC 7515 section 7.1 compact serialization, unpadded base64url (section 2).  The
@@ -245,6 +245,11 @@ class JwtSource:
         if token_type is None:
             raise _Rejected(Reason.NO_TOKEN_TYPE, "the token's claims match no token type of this upstream")
         subject = claims.get(settings.subject_claim)
+        try:
+            prefixes = path_prefixes_claim(claims, settings.path_prefixes_claim)
+            client_ips = client_ips_claim(claims, settings.client_ips_claim)
+        except MalformedNarrowing as exc:
+            raise _Rejected(Reason.MALFORMED_TOKEN, str(exc)) from None
         return TokenFacts(
             token_type=token_type,
             token_hash=short_token_hash(token),
@@ -252,8 +257,8 @@ class JwtSource:
             expires_at=float(claims["exp"]),
             issued_at=float(claims["iat"]) if "iat" in claims else None,
             claims=MappingProxyType(claims),
-            path_prefixes=_prefixes_claim(claims, settings.path_prefixes_claim),
-            client_ips=_client_ips_claim(claims, settings.client_ips_claim),
+            path_prefixes=prefixes,
+            client_ips=client_ips,
         )
 
     async def close(self) -> None:
@@ -304,43 +309,3 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise ValueError("duplicate claim")
         result[name] = value
     return result
-
-
-# A path and nothing else: '%' could hide '/' or '..' from a prefix comparison on
-# raw paths, '?' and '#' end a path, and backslashes, spaces and control
-# characters have no place in one.
-_PREFIX_SHAPE = re.compile(r"/[^%?#\\\x00-\x20\x7f]*")
-
-
-def _prefixes_claim(claims: Mapping[str, Any], name: str | None) -> tuple[str, ...] | None:
-    """A token's own endpoint list (a Commvault custom scope); malformed means refused."""
-    if name is None or name not in claims:
-        return None
-    value = claims[name]
-    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
-        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim must be a list of paths")
-    prefixes: list[str] = []
-    for prefix in value:
-        segments = prefix.split("/")[1:]
-        if (
-            not _PREFIX_SHAPE.fullmatch(prefix)
-            or "" in segments[:-1]  # '//' anywhere but a lone trailing '/'
-            or any(s in (".", "..") for s in segments)
-        ):
-            raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim holds a path labgate cannot match safely")
-        prefixes.append(prefix.rstrip("/") or "/")
-    return tuple(prefixes)
-
-
-def _client_ips_claim(claims: Mapping[str, Any], name: str | None) -> AddressSet | None:
-    """A token's own IP allowlist (a service account's); malformed means refused."""
-    if name is None or name not in claims:
-        return None
-    value = claims[name]
-    entries = [value] if isinstance(value, str) else value
-    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
-        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim must be a list of addresses")
-    try:
-        return AddressSet.from_ranges(parse_entry(e) for e in entries)
-    except InvalidAddress:
-        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token's {name!r} claim holds an invalid address") from None

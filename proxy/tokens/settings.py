@@ -1,7 +1,9 @@
 """Read an upstream's ``token_source`` section into the source's settings.
 
-Only the ``jwt`` source exists so far; the section's ``type`` key names the
-source so that others can join without changing the config shape.
+The section's ``type`` names the source: ``jwt`` (signed tokens verified with
+pinned keys), ``observe`` (opaque tokens learned from the appliance's own token
+endpoint) or ``introspect`` (opaque tokens an RFC 7662 endpoint vouches for).
+Secrets come from files or environment variables, never from the config text.
 """
 
 from __future__ import annotations
@@ -11,32 +13,160 @@ from pathlib import Path
 from typing import Any
 
 from proxy.policy.compile import CompiledPack
+from proxy.policy.model import RouteTemplate, parse_path_template
+from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey, load_static_key
 from proxy.tokens.jwt_source import JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
+from proxy.tokens.observe import GRANT_FIELDS, ObserveSourceSettings
 from proxy.yamlsource import FieldReader, LocatedDict
 
-SOURCE_TYPES = ("jwt",)
+TokenSourceSettings = JwtSourceSettings | ObserveSourceSettings | IntrospectSourceSettings
+
+SOURCE_TYPES = ("jwt", "observe", "introspect")
 JWT_KEYS = (
     "type", "algorithms", "keys", "jwks_url", "jwks_min_refetch_interval", "jwks_max_age", "issuer",
     "audience", "leeway", "required_claims", "typ", "subject_claim", "path_prefixes_claim",
     "client_ips_claim", "types", "cache",
 )
 KEY_KEYS = ("kid", "algorithm", "secret_file", "secret_env", "public_key_file")
+OBSERVE_KEYS = ("type", "token_endpoint", "revoke_endpoint", "max_lifetime", "refresh_lifetime", "types", "cache")
+INTROSPECT_KEYS = (
+    "type", "endpoint", "client_id", "client_secret_file", "client_secret_env", "client_auth", "timeout", "tls",
+    "subject_claim", "path_prefixes_claim", "client_ips_claim", "types", "cache",
+)
 
 
 def read_token_source(
     reader: FieldReader, upstream: LocatedDict, base: Path, pack: CompiledPack | None
-) -> JwtSourceSettings | None:
+) -> TokenSourceSettings | None:
     section = reader.section(upstream, "token_source", required=True)
     if section is None:
         return None
     kind = reader.choice(section, "type", SOURCE_TYPES, default="jwt")
     if "type" not in section:
         reader.error(section, None, f"token_source needs 'type' (one of {', '.join(SOURCE_TYPES)})")
-    if kind == "jwt":
-        return _read_jwt(reader, section, base, pack)
-    return None
+    if kind == "observe":
+        return _read_observe(reader, section, pack)
+    if kind == "introspect":
+        return _read_introspect(reader, section, base, pack)
+    return _read_jwt(reader, section, base, pack)
+
+
+def _read_observe(reader: FieldReader, section: LocatedDict, pack: CompiledPack | None) -> ObserveSourceSettings | None:
+    reader.expect_keys(section, OBSERVE_KEYS, "an observe token_source")
+    problems_before = len(reader.problems.items)
+    endpoint = reader.string(section, "token_endpoint", required=True)
+    if endpoint is not None:
+        try:
+            parse_path_template(endpoint, what="token_endpoint", params=False)
+        except ValueError as exc:
+            reader.error(section, "token_endpoint", str(exc))
+    revoke = None
+    revoke_text = reader.string(section, "revoke_endpoint")
+    if revoke_text is not None:
+        try:
+            revoke = RouteTemplate.parse(revoke_text)
+        except ValueError as exc:
+            reader.error(section, "revoke_endpoint", f"revoke_endpoint: {exc}")
+        if revoke is not None and None in revoke.segments:
+            reader.error(section, "revoke_endpoint", "revoke_endpoint is one exact path, without {params}")
+    rules = _read_type_rules(reader, section, pack, fields=GRANT_FIELDS)
+    cache = _read_cache(reader, section, ("size", "max_seconds"))
+    max_lifetime = reader.duration(section, "max_lifetime")
+    refresh_lifetime = reader.duration(section, "refresh_lifetime")
+    if len(reader.problems.items) > problems_before or endpoint is None:
+        return None
+    try:
+        return ObserveSourceSettings(
+            token_endpoint=endpoint,
+            type_rules=rules,
+            revoke_endpoint=revoke,
+            max_lifetime=max_lifetime if max_lifetime is not None else 86400.0,
+            refresh_lifetime=refresh_lifetime if refresh_lifetime is not None else 90 * 86400.0,
+            cache_size=reader.integer(cache, "size", default=10000, minimum=1) if cache else 10000,
+            cache_max_seconds=reader.number(cache, "max_seconds", default=60.0, minimum=0.0) if cache else 60.0,
+        )
+    except ValueError as exc:
+        reader.error(section, None, f"token_source: {exc}")
+        return None
+
+
+def _read_introspect(
+    reader: FieldReader, section: LocatedDict, base: Path, pack: CompiledPack | None
+) -> IntrospectSourceSettings | None:
+    reader.expect_keys(section, INTROSPECT_KEYS, "an introspect token_source")
+    problems_before = len(reader.problems.items)
+    endpoint = reader.string(section, "endpoint", required=True)
+    client_id = reader.string(section, "client_id", required=True)
+    secret = _read_secret(reader, section, base, "client_secret")
+    client_auth = reader.choice(section, "client_auth", ("basic", "post"), default="basic")
+    tls = reader.section(section, "tls")
+    ca_file = None
+    if tls is not None:
+        reader.expect_keys(tls, ("verify", "ca_file"), "token_source.tls")
+        ca_text = reader.string(tls, "ca_file")
+        if ca_text is not None:
+            ca_file = (base / os.path.expanduser(ca_text)).resolve()
+            if not ca_file.is_file():
+                reader.error(tls, "ca_file", f"ca_file: file {ca_text!r} does not exist (looked at {ca_file})")
+    rules = _read_type_rules(reader, section, pack)
+    cache = _read_cache(reader, section, ("size", "max_seconds", "negative_seconds"))
+    if len(reader.problems.items) > problems_before or not (endpoint and client_id and secret):
+        return None
+    try:
+        return IntrospectSourceSettings(
+            endpoint=endpoint,
+            client_id=client_id,
+            client_secret=secret,
+            type_rules=rules,
+            client_auth="post" if client_auth == "post" else "basic",
+            subject_claim=reader.string(section, "subject_claim", default="sub") or "sub",
+            path_prefixes_claim=reader.string(section, "path_prefixes_claim"),
+            client_ips_claim=reader.string(section, "client_ips_claim"),
+            timeout=reader.number(section, "timeout", default=5.0, minimum=0.1),
+            verify_tls=reader.boolean(tls, "verify", default=True) if tls else True,
+            ca_file=ca_file,
+            cache_size=reader.integer(cache, "size", default=10000, minimum=1) if cache else 10000,
+            cache_max_seconds=reader.number(cache, "max_seconds", default=60.0, minimum=0.0) if cache else 60.0,
+            cache_negative_seconds=reader.number(cache, "negative_seconds", default=5.0, minimum=0.0) if cache else 5.0,
+        )
+    except ValueError as exc:
+        reader.error(section, None, f"token_source: {exc}")
+        return None
+
+
+def _read_cache(reader: FieldReader, section: LocatedDict, keys: tuple[str, ...]) -> LocatedDict | None:
+    cache = reader.section(section, "cache")
+    if cache is not None:
+        reader.expect_keys(cache, keys, "token_source.cache")
+    return cache
+
+
+def _read_secret(reader: FieldReader, section: LocatedDict, base: Path, name: str) -> str | None:
+    """``<name>_file`` or ``<name>_env``, exactly one: a secret never sits in the config itself."""
+    given = [k for k in (f"{name}_file", f"{name}_env") if k in section]
+    if len(given) != 1:
+        reader.error(section, None, f"give exactly one of {name}_file, {name}_env")
+        return None
+    key = given[0]
+    value = reader.string(section, key, required=True)
+    if value is None:
+        return None
+    if key.endswith("_env"):
+        secret = os.environ.get(value, "")
+        if not secret:
+            reader.error(section, key, f"environment variable {value!r} is not set or empty")
+        return secret or None
+    path = (base / os.path.expanduser(value)).resolve()
+    try:
+        secret = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reader.error(section, key, f"cannot read {value!r}: {getattr(exc, 'strerror', None) or 'not text'}")
+        return None
+    if not secret:
+        reader.error(section, key, f"{value!r} is empty")
+    return secret or None
 
 
 def _read_jwt(reader: FieldReader, section: LocatedDict, base: Path, pack: CompiledPack | None) -> JwtSourceSettings | None:
@@ -55,9 +185,7 @@ def _read_jwt(reader: FieldReader, section: LocatedDict, base: Path, pack: Compi
         audiences: tuple[str, ...] = (audience,)
     else:
         audiences = tuple(text for text, _ in reader.strings(section, "audience"))
-    cache = reader.section(section, "cache")
-    if cache is not None:
-        reader.expect_keys(cache, ("size", "max_seconds"), "token_source.cache")
+    cache = _read_cache(reader, section, ("size", "max_seconds"))
     rules = _read_type_rules(reader, section, pack)
     if len(reader.problems.items) > problems_before:
         return None
@@ -131,7 +259,10 @@ def _read_key_material(reader: FieldReader, body: LocatedDict, base: Path) -> by
     return data.strip() if key == "secret_file" else data
 
 
-def _read_type_rules(reader: FieldReader, section: LocatedDict, pack: CompiledPack | None) -> tuple[TypeRule, ...]:
+def _read_type_rules(
+    reader: FieldReader, section: LocatedDict, pack: CompiledPack | None, *, fields: tuple[str, ...] | None = None
+) -> tuple[TypeRule, ...]:
+    """``types``: token type + conditions; ``fields`` limits what conditions may look at."""
     items = reader.items(section, "types", required=True)
     if items is None:
         return ()
@@ -155,6 +286,10 @@ def _read_type_rules(reader: FieldReader, section: LocatedDict, pack: CompiledPa
             conditions = compile_conditions(match)
         except ValueError as exc:
             reader.error(body, "match", str(exc))
+            continue
+        unknown = [c.claim for c in conditions if fields is not None and c.claim not in fields]
+        if unknown:
+            reader.error(body, "match", f"a grant can be matched on {', '.join(fields or ())} only, not {unknown[0]!r}")
             continue
         if name:
             rules.append(TypeRule(name, conditions))

@@ -1,0 +1,149 @@
+"""An appliance's own token and revoke endpoints, passed through for an ``observe`` source.
+
+The token endpoint needs no bearer token (it is where tokens come from).  The
+request is read whole (it is a small form), checked, forwarded byte for byte,
+and a successful answer teaches labgate the new token's type before the client
+gets it: a token labgate could not record is never handed out (fail closed).
+The revoke endpoint ends the presenting token in labgate first, then at the
+appliance.
+
+See :mod:`proxy.tokens.observe` for what is read and what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy.gateway.errors import BodyTooLarge
+from proxy.gateway.headers import bearer_token, response_headers
+from proxy.gateway.transport import UpstreamError, UpstreamResponse
+from proxy.paths import RequestTarget
+from proxy.policy.compile import fold_segment
+from proxy.policy.decide import Decision
+from proxy.reasons import Reason
+from proxy.store.base import StoreUnavailable
+from proxy.tokens.facts import TokenFacts
+from proxy.tokens.observe import (
+    MAX_TOKEN_ANSWER_BYTES,
+    MAX_TOKEN_REQUEST_BYTES,
+    BadTokenRequest,
+    ObserveSource,
+    basic_client_id,
+    read_token_answer,
+    read_token_request,
+)
+
+if TYPE_CHECKING:
+    from proxy.gateway.app import Exchange, Gateway
+
+
+class AnswerTooLarge(Exception):
+    """The appliance's token answer is larger than any token answer should be."""
+
+
+def _same_path(target: RequestTarget, path: tuple[str | None, ...], case_insensitive: bool) -> bool:
+    """Exactly the configured path (case-insensitively for packs that say so), decoded as policies see it."""
+    if not case_insensitive:
+        return target.segments == path
+    return len(target.segments) == len(path) and all(
+        fold_segment(s, True) == fold_segment(p or "", True) for s, p in zip(target.segments, path)
+    )
+
+
+def is_token_request(source: ObserveSource, method: str, target: RequestTarget, case_insensitive: bool) -> bool:
+    return method == "POST" and _same_path(target, source.token_endpoint_segments, case_insensitive)
+
+
+def is_revoke_request(source: ObserveSource, method: str, target: RequestTarget, case_insensitive: bool) -> bool:
+    revoke = source.settings.revoke_endpoint
+    return revoke is not None and method == revoke.method and _same_path(target, revoke.segments, case_insensitive)
+
+
+async def pass_token_request(gateway: Gateway, exchange: Exchange, source: ObserveSource) -> web.StreamResponse:
+    """Forward a token request and learn the token its answer carries."""
+    assert exchange.runtime is not None and exchange.target is not None
+    runtime, request = exchange.runtime, exchange.request
+    if exchange.target.raw_query is not None:
+        # Some servers merge query and body parameters: a grant_type in the
+        # query could be the one the appliance reads while labgate read the body's.
+        return gateway._refuse(exchange, Reason.BAD_TOKEN_REQUEST, "token request parameters go in the body, not the query")
+    try:
+        body = b"".join([chunk async for chunk in gateway._request_body(request, MAX_TOKEN_REQUEST_BYTES)])
+    except BodyTooLarge:
+        return gateway._refuse(exchange, Reason.BODY_TOO_LARGE, "a token request is a small form")
+    except (asyncio.TimeoutError, aiohttp.ClientPayloadError, OSError):
+        return gateway._refuse(exchange, Reason.BAD_TOKEN_REQUEST, "the token request body could not be read")
+    try:
+        token_request = read_token_request(
+            body, request.headers.get("Content-Type", ""), basic_client_id(request.headers.get("Authorization"))
+        )
+        granted = await source.granted_as(token_request)
+    except BadTokenRequest as exc:
+        return gateway._refuse(exchange, Reason.BAD_TOKEN_REQUEST, str(exc))
+    except StoreUnavailable:
+        return gateway._refuse(exchange, Reason.STORE_UNAVAILABLE, "token state cannot be recorded right now")
+    if granted is None or granted.token_type not in runtime.pack.token_types:
+        return gateway._refuse(exchange, Reason.GRANT_NOT_ALLOWED, "this grant yields no token type this upstream allows")
+    decision = Decision(True, Reason.ALLOWED, f"{runtime.pack.name}/token_source/token_endpoint", granted.token_type)
+    try:
+        answer = await runtime.transport.send(gateway._outbound(exchange, runtime, exchange.target, _once(body)))
+        try:
+            status, headers = answer.status, response_headers(answer.headers, exchange.request_id)
+            content = await _read_small(answer)
+        finally:
+            answer.release()
+    except UpstreamError as exc:
+        gateway.metrics.upstream_errors.labels(runtime.upstream.name, exc.reason.code).inc()
+        return gateway._refuse(exchange, exc.reason, exc.detail, allowed=decision)
+    except AnswerTooLarge:
+        return gateway._refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer is too large", allowed=decision)
+    if status == 200:
+        try:
+            issued = read_token_answer(content)
+            await source.remember(granted, issued)
+        except StoreUnavailable:
+            return gateway._refuse(exchange, Reason.STORE_UNAVAILABLE, "the new token cannot be recorded right now", allowed=decision)
+        except (ValueError, RecursionError):
+            return gateway._refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer carries no token", allowed=decision)
+    gateway._record(exchange, decision, status)
+    return web.Response(status=status, body=content, headers=headers)
+
+
+async def pass_revoke_request(
+    gateway: Gateway, exchange: Exchange, source: ObserveSource, facts: TokenFacts
+) -> web.StreamResponse:
+    """A token may always end itself: forget it everywhere, then tell the appliance.
+
+    Forgotten first, so that a failure on the way to the appliance can never
+    leave the token alive in labgate.
+    """
+    assert exchange.runtime is not None and exchange.target is not None
+    token = bearer_token(exchange.request.headers)
+    assert isinstance(token, str)  # facts exist only for a well-formed bearer token
+    try:
+        await source.forget(token, facts)
+    except StoreUnavailable:
+        return gateway._refuse(exchange, Reason.STORE_UNAVAILABLE, "the token cannot be revoked right now")
+    runtime = exchange.runtime
+    decision = Decision(True, Reason.ALLOWED, f"{runtime.pack.name}/token_source/revoke_endpoint", facts.token_type)
+    return await gateway._forward(exchange, runtime, exchange.target, decision)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def _read_small(answer: UpstreamResponse) -> bytes:
+    """The whole answer, refusing anything larger than a token answer can sensibly be."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in answer.body():
+        size += len(chunk)
+        if size > MAX_TOKEN_ANSWER_BYTES:
+            raise AnswerTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,51 @@
+"""What every token source does, and the one place a configured source is built.
+
+The gateway, ``labgate explain`` and ``labgate revoke`` only know
+:class:`TokenSource`: a bearer string in, :class:`TokenFacts` or a
+:class:`TokenRejection` out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from proxy.store.base import Store
+from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.tokens.introspect import IntrospectSource, IntrospectSourceSettings
+from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
+from proxy.tokens.observe import ObserveSource, ObserveSourceSettings
+from proxy.tokens.settings import TokenSourceSettings
+
+
+class TokenSource(Protocol):
+    async def verify(self, token: str) -> TokenFacts | TokenRejection:
+        """The token's facts, or why it is refused; never raises for a bad token."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def _ignore(_value: object) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class SourceEvents:
+    """Callbacks a source reports to (metrics); each takes a bounded label value."""
+
+    cache_lookup: Callable[[bool], None] = _ignore  # jwt: hit or miss
+    jwks_fetch: Callable[[str], None] = _ignore  # jwt: ok or error
+    introspection: Callable[[str], None] = _ignore  # introspect: active, inactive or error
+    observed: Callable[[str], None] = _ignore  # observe: the token type of a token seen issued
+
+
+def open_token_source(
+    settings: TokenSourceSettings, store: Store, *, upstream: str, events: SourceEvents = SourceEvents()
+) -> TokenSource:
+    if isinstance(settings, ObserveSourceSettings):
+        return ObserveSource(settings, store, upstream=upstream, on_observed=events.observed)
+    if isinstance(settings, IntrospectSourceSettings):
+        return IntrospectSource(settings, on_result=events.introspection)
+    assert isinstance(settings, JwtSourceSettings)
+    return JwtSource(settings, on_cache=events.cache_lookup, on_fetch=events.jwks_fetch)
