@@ -18,6 +18,7 @@ import json
 import math
 import ssl
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -137,15 +138,16 @@ class IntrospectSource:
         """POST the token (RFC 7662 section 2.1) and return the JSON answer."""
         settings = self.settings
         form = {"token": token, "token_type_hint": "access_token"}
-        auth = None
+        headers = {"Accept": "application/json"}
         if settings.client_auth == "basic":
-            auth = aiohttp.BasicAuth(settings.client_id, settings.client_secret)
+            # RFC 6749 section 2.3.1: id and secret are form-encoded before Basic.
+            headers["Authorization"] = aiohttp.encode_basic_auth(
+                urllib.parse.quote_plus(settings.client_id), urllib.parse.quote_plus(settings.client_secret)
+            )
         else:
             form |= {"client_id": settings.client_id, "client_secret": settings.client_secret}
         try:
-            async with self._client().post(
-                settings.endpoint, data=form, auth=auth, headers={"Accept": "application/json"}, allow_redirects=False
-            ) as response:
+            async with self._client().post(settings.endpoint, data=form, headers=headers, allow_redirects=False) as response:
                 if response.status != 200:
                     raise _Unavailable(f"the introspection endpoint answered {response.status}")
                 body = await response.content.read(MAX_ANSWER_BYTES + 1)
