@@ -21,6 +21,7 @@ import yaml
 from yarl import URL
 
 from proxy.config import ShutdownSettings
+from proxy.workers import STOP_MARGIN_SECONDS
 from tests.conftest import write_config
 from tests.deploy.files import (
     CONTAINER_CONFIG, DEPLOY, ROOT, container_config, image_path, load_yaml, optional_tool,
@@ -168,6 +169,11 @@ def host_path(volumes: list[str], inside: str) -> Path:
     raise AssertionError(f"nothing is mounted at {inside}")
 
 
+def stop_deadline(drain_seconds: float) -> float:
+    """How long labgate may take to stop after SIGTERM: the drain, then (with --workers) closing."""
+    return drain_seconds + STOP_MARGIN_SECONDS
+
+
 def seconds(duration: str) -> int:
     assert duration.endswith("s") and duration[:-1].isdigit(), duration
     return int(duration[:-1])
@@ -185,7 +191,7 @@ def test_compose_replicas_run_the_container_config_with_its_key() -> None:
         assert flag == "--config" and host_path(service["volumes"], inside) == CONTAINER_CONFIG.resolve(), name
         key = host_path(service["volumes"], str(PurePosixPath(inside).parent / "keys" / "demo-hs256.secret"))
         assert key.is_file()
-        assert seconds(service["stop_grace_period"]) > config.shutdown.drain_seconds
+        assert seconds(service["stop_grace_period"]) > stop_deadline(config.shutdown.drain_seconds)
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
 
 
@@ -311,7 +317,7 @@ def test_kubernetes_gives_the_drain_time_to_finish() -> None:
     pod = labgate_pod()["spec"]
     pre_stop = labgate_container()["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + container_config().shutdown.drain_seconds
+    assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + stop_deadline(container_config().shutdown.drain_seconds)
 
 
 def test_kubernetes_service_pdb_and_store_reach_the_pods() -> None:
@@ -381,7 +387,9 @@ def test_systemd_unit_serves_reloads_on_sighup_and_outlasts_the_drain() -> None:
     [serve] = settings["ExecStart"]
     assert serve.split()[1:4] == ["serve", "--config", "/etc/labgate/labgate.yaml"]
     assert settings["ExecReload"][-1] == "/bin/kill -HUP $MAINPID"
-    assert int(settings["TimeoutStopSec"][0]) > ShutdownSettings().drain_seconds
+    # SIGTERM to the main process only: with --workers it passes it on and waits for them.
+    assert settings["KillMode"] == ["mixed"]
+    assert int(settings["TimeoutStopSec"][0]) > stop_deadline(ShutdownSettings().drain_seconds)
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
