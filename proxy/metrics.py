@@ -144,6 +144,7 @@ class GatewayMetrics:
             multiprocess_mode="max",
             registry=self.registry,
         )
+        # Fed by proxy.store.instrumented.InstrumentedStore, which wraps every store the gateway opens.
         self.store_duration = Histogram(
             "labgate_store_operation_duration_seconds",
             "Time a store operation took, failed ones included, by operation.",
@@ -206,12 +207,6 @@ class GatewayMetrics:
     def shadow_denial(self, upstream: str, token_type: str, reason: str) -> None:
         """A shadow-mode policy would have denied this forwarded request; ``reason`` is the reason code."""
         self._child(self.shadow_denials, upstream, token_type, reason).inc()
-
-    def store_operation(self, operation: str, seconds: float, *, failed: bool = False) -> None:
-        """One store call (a name from ``STORE_OPERATIONS``) took ``seconds``; ``failed``: StoreUnavailable."""
-        self._child(self.store_duration, operation).observe(seconds)
-        if failed:
-            self._child(self.store_errors, operation).inc()
 
     def exposition(self) -> bytes:
         """The text format: this gateway's registry, or every worker's values with several workers."""

@@ -8,20 +8,25 @@ import subprocess
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Mapping
 
 import aiohttp
 import yaml
 
 
 @asynccontextmanager
-async def labgate_serving(config: Path) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start labgate on ``config``, wait for /healthz (up to 10 s), stop it afterwards."""
+async def labgate_serving(
+    config: Path, *, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start labgate on ``config``, wait for /healthz (up to 10 s), stop it afterwards.
+
+    ``env`` adds to (or replaces in) this process's environment.
+    """
     port = yaml.safe_load(config.read_text())["listen"]["port"]
     process = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning"],
         # labgate serves only on aiohttp's C parser, whatever parser this test run uses.
-        env={k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"},
+        env={**{k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -8,12 +8,22 @@ still fails closed.  Backends stay unaware of metrics.
 from __future__ import annotations
 
 import time
-from typing import Awaitable, Callable, TypeVar
+from typing import Any, Coroutine, TypeVar
 
-from proxy.metrics import GatewayMetrics
+from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import RevocationKind, Store, StoreUnavailable, TokenRecord
 
 T = TypeVar("T")
+
+
+class _Operation:
+    """One operation's histogram and error children, resolved once: calls can be per request."""
+
+    __slots__ = ("duration", "errors")
+
+    def __init__(self, metrics: GatewayMetrics, name: str) -> None:
+        self.duration = metrics.store_duration.labels(name)
+        self.errors = metrics.store_errors.labels(name)
 
 
 class InstrumentedStore:
@@ -21,41 +31,42 @@ class InstrumentedStore:
 
     def __init__(self, inner: Store, metrics: GatewayMetrics) -> None:
         self.inner = inner
-        self._metrics = metrics
+        self._ops = {name: _Operation(metrics, name) for name in STORE_OPERATIONS}
 
-    async def _timed(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _timed(self, operation: str, call: Coroutine[Any, Any, T]) -> T:
+        metric = self._ops[operation]
         started = time.perf_counter()
         try:
-            result = await call()
+            return await call
         except StoreUnavailable:
-            self._metrics.store_operation(operation, time.perf_counter() - started, failed=True)
+            metric.errors.inc()
             raise
-        self._metrics.store_operation(operation, time.perf_counter() - started)
-        return result
+        finally:
+            metric.duration.observe(time.perf_counter() - started)
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
-        await self._timed("put_token", lambda: self.inner.put_token(key, record))
+        await self._timed("put_token", self.inner.put_token(key, record))
 
     async def get_token(self, key: str, now: float) -> TokenRecord | None:
-        return await self._timed("get_token", lambda: self.inner.get_token(key, now))
+        return await self._timed("get_token", self.inner.get_token(key, now))
 
     async def drop_token(self, key: str) -> bool:
-        return await self._timed("drop_token", lambda: self.inner.drop_token(key))
+        return await self._timed("drop_token", self.inner.drop_token(key))
 
     async def touch(self, key: str, at: float, until: float | None = None) -> None:
-        await self._timed("touch", lambda: self.inner.touch(key, at, until))
+        await self._timed("touch", self.inner.touch(key, at, until))
 
     async def last_used(self, key: str) -> float | None:
-        return await self._timed("last_used", lambda: self.inner.last_used(key))
+        return await self._timed("last_used", self.inner.last_used(key))
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
-        await self._timed("revoke", lambda: self.inner.revoke(kind, value, at, until))
+        await self._timed("revoke", self.inner.revoke(kind, value, at, until))
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
-        return await self._timed("revoked_at", lambda: self.inner.revoked_at(kind, value, now))
+        return await self._timed("revoked_at", self.inner.revoked_at(kind, value, now))
 
     async def ping(self) -> None:
-        await self._timed("ping", self.inner.ping)
+        await self._timed("ping", self.inner.ping())
 
     async def close(self) -> None:
         await self.inner.close()
