@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", required=True, help="config file (YAML)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument("--workers", type=int, default=1, help="worker processes on the one port (needs a sqlite or redis store)")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by the supervisor for its workers
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="validate a config and its policy packs")
@@ -219,16 +221,33 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.workers != 1:
+        return _serve_workers(args, config)
     # Config, packs and imports live as long as the process: keep them out of
     # every garbage collection from here on (1,000-route packs are many objects).
     gc.collect()
     gc.freeze()
     try:
-        asyncio.run(run_server(config))
+        asyncio.run(run_server(config, reuse_port=args.reuse_port))
     except OSError as exc:
         print(f"cannot listen on {config.listen.address}:{config.listen.port}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _serve_workers(args: argparse.Namespace, config: Config) -> int:
+    """A supervisor with ``--workers`` processes; each is a plain ``serve`` sharing the port."""
+    from proxy.workers import WorkersRefused, check_workers_allowed, serve_workers
+
+    try:
+        check_workers_allowed(config, args.workers)
+        return serve_workers(Path(args.config), config, args.workers, args.log_level)
+    except WorkersRefused as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"cannot listen on {config.listen.address}:{config.listen.port}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 import yaml
@@ -16,15 +16,15 @@ import yaml
 
 @asynccontextmanager
 async def labgate_serving(
-    config: Path, *, env: Mapping[str, str] | None = None
+    config: Path, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start labgate on ``config``, wait for /healthz (up to 10 s), stop it afterwards.
 
-    ``env`` adds to (or replaces in) this process's environment.
+    ``env`` adds to (or replaces in) this process's environment; ``args`` go after ``serve``.
     """
     port = yaml.safe_load(config.read_text())["listen"]["port"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning"],
+        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning", *args],
         # labgate serves only on aiohttp's C parser, whatever parser this test run uses.
         env={**{k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}, **(env or {})},
     )
