@@ -24,8 +24,8 @@ def test_introspection_results_are_counted_per_upstream() -> None:
 
 def test_tokens_learned_from_the_appliance_are_counted_by_type() -> None:
     metrics = GatewayMetrics()
-    metrics.observed_token("hcp", "session")
-    assert sample(metrics.registry, "labgate_observed_tokens_total", upstream="hcp", token_type="session") == 1
+    metrics.observed_token("hcp", "password")
+    assert sample(metrics.registry, "labgate_observed_tokens_total", upstream="hcp", token_type="password") == 1
 
 
 def test_reloads_count_both_results_and_only_success_moves_the_timestamp() -> None:

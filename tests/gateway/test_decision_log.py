@@ -30,8 +30,8 @@ def decision_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 async def send(url: str, token: str | None = None, **headers: str) -> tuple[int, dict[str, str], bytes]:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    async with aiohttp.ClientSession() as session:
-        async with session.get(url, headers=headers) as response:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(url, headers=headers) as response:
             return response.status, dict(response.headers), await response.read()
 
 

@@ -53,16 +53,16 @@ def value(exposition: str, name: str, **labels: str) -> float | None:
     return samples(exposition).get((name, frozenset(labels.items())))
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, token: str | None = None, **headers: str) -> int:
+async def fetch(client: aiohttp.ClientSession, url: str, token: str | None = None, **headers: str) -> int:
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
-    async with session.get(url, headers=headers) as response:
+    async with client.get(url, headers=headers) as response:
         await response.read()
         return response.status
 
 
-async def scrape(session: aiohttp.ClientSession, base: str) -> bytes:
-    async with session.get(f"{base}/metrics") as response:
+async def scrape(client: aiohttp.ClientSession, base: str) -> bytes:
+    async with client.get(f"{base}/metrics") as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
         return await response.read()
@@ -105,18 +105,18 @@ async def test_metrics_after_mixed_traffic_pass_promtool(
         algorithm="RS256",
         headers={"kid": "r1"},
     )
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession() as client:
         statuses = [
-            await fetch(session, f"{base}/demo/api/hosts", mint()),
-            await fetch(session, f"{base}/demo/api/hosts", rs256),  # its key comes from the JWKS
-            await fetch(session, f"{base}/demo/api/hosts?sort=name", mint()),
-            await fetch(session, f"{base}/demo/api/admin", mint()),
-            await fetch(session, f"{base}/demo/api/hosts"),
-            await fetch(session, f"{base}/demo/api/hosts", mint(secret="x" * 48)),
-            await fetch(session, f"{base}/elsewhere", mint()),
-            await fetch(session, f"{base}/dead/api/hosts", mint()),
+            await fetch(client, f"{base}/demo/api/hosts", mint()),
+            await fetch(client, f"{base}/demo/api/hosts", rs256),  # its key comes from the JWKS
+            await fetch(client, f"{base}/demo/api/hosts?sort=name", mint()),
+            await fetch(client, f"{base}/demo/api/admin", mint()),
+            await fetch(client, f"{base}/demo/api/hosts"),
+            await fetch(client, f"{base}/demo/api/hosts", mint(secret="x" * 48)),
+            await fetch(client, f"{base}/elsewhere", mint()),
+            await fetch(client, f"{base}/dead/api/hosts", mint()),
         ]
-        exposition = await scrape(session, base)
+        exposition = await scrape(client, base)
     assert statuses == [200, 200, 403, 403, 401, 401, 404, 502]
     assert_promtool_clean(exposition)
 
@@ -154,23 +154,23 @@ async def test_label_values_stay_bounded_whatever_clients_send(
     rng = random.Random(7)
     sent: list[str] = []
 
-    async def random_requests(session: aiohttp.ClientSession) -> None:
+    async def random_requests(client: aiohttp.ClientSession) -> None:
         for _ in range(12):
             path, subject, request_id = (f"p{uuid.uuid4().hex}", f"s{uuid.uuid4().hex}", f"r{uuid.uuid4().hex}")
             client_ip = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
             valid, garbage = mint({"sub": subject}), f"g{uuid.uuid4().hex}.{uuid.uuid4().hex}.{uuid.uuid4().hex}"
             sent.extend([path, subject, request_id, client_ip, valid.split(".")[2], garbage])
             common = {"X-Forwarded-For": client_ip, "X-Request-ID": request_id}
-            await fetch(session, f"{gateway.url}/demo/api/hosts/{path}", valid, **common)  # allowed: {id}
-            await fetch(session, f"{gateway.url}/demo/api/{path}?{path}=1", valid, **common)
-            await fetch(session, f"{gateway.url}/demo/api/hosts", garbage, **common)
-            await fetch(session, f"{gateway.url}/{path}", valid, **common)
+            await fetch(client, f"{gateway.url}/demo/api/hosts/{path}", valid, **common)  # allowed: {id}
+            await fetch(client, f"{gateway.url}/demo/api/{path}?{path}=1", valid, **common)
+            await fetch(client, f"{gateway.url}/demo/api/hosts", garbage, **common)
+            await fetch(client, f"{gateway.url}/{path}", valid, **common)
 
-    async with aiohttp.ClientSession() as session:
-        await random_requests(session)
-        first = await scrape(session, gateway.url)
-        await random_requests(session)
-        second = await scrape(session, gateway.url)
+    async with aiohttp.ClientSession() as client:
+        await random_requests(client)
+        first = await scrape(client, gateway.url)
+        await random_requests(client)
+        second = await scrape(client, gateway.url)
     text = second.decode()
     leaked = [value for value in sent if value in text]
     assert leaked == []
@@ -187,15 +187,15 @@ async def test_several_processes_share_one_exposition(upstream: RecordingUpstrea
         (tmp_path / name).mkdir()
         configs.append(write_config(tmp_path / name, upstream.url, store={"type": "memory"}))
     first_token, second_token = mint({"sub": "first"}), mint({"sub": "second"})
-    async with labgate_serving(configs[0], env=env) as (one, _), aiohttp.ClientSession() as session:
+    async with labgate_serving(configs[0], env=env) as (one, _), aiohttp.ClientSession() as client:
         async with labgate_serving(configs[1], env=env) as (two, second_process):
-            assert await fetch(session, f"{one}/demo/api/hosts", first_token) == 200
-            assert await fetch(session, f"{one}/demo/api/hosts", first_token) == 200
-            assert await fetch(session, f"{two}/demo/api/hosts", second_token) == 200
-            assert await fetch(session, f"{two}/demo/api/nothing", second_token) == 403
-            from_one, from_two = await scrape(session, one), await scrape(session, two)
+            assert await fetch(client, f"{one}/demo/api/hosts", first_token) == 200
+            assert await fetch(client, f"{one}/demo/api/hosts", first_token) == 200
+            assert await fetch(client, f"{two}/demo/api/hosts", second_token) == 200
+            assert await fetch(client, f"{two}/demo/api/nothing", second_token) == 403
+            from_one, from_two = await scrape(client, one), await scrape(client, two)
         mark_worker_dead(second_process.pid, str(shared))
-        after = (await scrape(session, one)).decode()
+        after = (await scrape(client, one)).decode()
 
     assert_promtool_clean(from_one)
     assert samples(from_one.decode()) == samples(from_two.decode())
