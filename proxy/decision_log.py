@@ -31,12 +31,15 @@ class DecisionRecord:
     status: int
     upstream_status: int | None
     duration_ms: float
+    # Forwarded only because the token type is in shadow mode: ``reason`` and
+    # ``rule`` say what would have denied it.  Written only when true.
+    shadow: bool = False
 
     def to_json(self) -> str:
         fields = dict(self.__dict__)
-        now = time.time()
-        # Milliseconds: lines from several workers and replicas are merged by time.
-        fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+        if not self.shadow:
+            del fields["shadow"]
+        fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         fields["decision"] = "allow" if self.allowed else "deny"
         del fields["allowed"]
         return json.dumps(fields, separators=(",", ":"))
@@ -50,5 +53,6 @@ def wants_decision_log(allowed: bool, level: str) -> bool:
 
 
 def log_decision(record: DecisionRecord, level: str) -> None:
-    if wants_decision_log(record.allowed, level):
+    """A shadowed request counts as a denial for ``decision_log: denials``: it is what a rollout watches."""
+    if wants_decision_log(record.allowed and not record.shadow, level):
         logger.info(record.to_json())

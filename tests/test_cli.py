@@ -158,3 +158,21 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
             process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_explain_says_what_a_shadow_type_would_have_been_denied_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    pack = tmp_path / "policies" / "demo.yaml"
+    pack.write_text(pack.read_text().replace("  reader:\n", "  reader:\n    shadow: true\n"))
+    args = ["explain", "--config", str(path), "--upstream", "demo", "--token-type", "reader"]
+    code, out, err = run(capsys, *args, "GET", "/api/hosts?sort=name")
+    assert code == 0  # forwarded
+    assert json.loads(out) == {
+        "allowed": True, "status": 200, "reason": "query_param_not_allowed", "rule": "demo/reader/query",
+        "token_type": "reader", "shadow": True,
+    }
+    assert "shadow mode: forwarded, but reader would be denied with 403 query_param_not_allowed" in err
+    code, out, _ = run(capsys, *args, "GET", "/api/hosts?limit=1")
+    assert code == 0 and "shadow" not in json.loads(out)
+    code, out, _ = run(capsys, *args, "GET", "/api/%2e%2e/hosts")
+    assert code == 3 and json.loads(out)["reason"] == "ambiguous_path"  # the path contract is never shadowed

@@ -103,3 +103,32 @@ def test_problem_names_the_line_of_the_bad_key(tmp_path: Path) -> None:
 def test_bad_store_settings(tmp_path: Path, store: dict[str, Any], expected: str) -> None:
     found = problems_for(tmp_path, lambda d: d.update(store=store))
     assert any(expected in p for p in found), found
+
+
+def test_reload_and_shutdown_settings(tmp_path: Path) -> None:
+    config = load_config(
+        write_config(tmp_path, "http://127.0.0.1:9", reload={"watch": False, "interval": 0.5}, shutdown={"drain_seconds": 5})
+    )
+    assert (config.reload.watch, config.reload.interval, config.shutdown.drain_seconds) == (False, 0.5, 5.0)
+    assert config.policy_paths == ((tmp_path / "policies").resolve(),)
+    defaults = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
+    assert (defaults.reload.watch, defaults.reload.interval, defaults.shutdown.drain_seconds) == (True, 1.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"shutdown": {"drain_seconds": -1}}, "'drain_seconds' must be at least 0"),
+        ({"shutdown": {"drain_seconds": 7200}}, "'drain_seconds' must be at most 3600"),
+        ({"shutdown": {"drain_seconds": "30s"}}, "'drain_seconds' must be a number"),
+        ({"shutdown": {"grace": 5}}, "unknown key 'grace' in shutdown"),
+        ({"reload": {"interval": 0}}, "'interval' must be at least 0.1"),
+        ({"reload": {"watch": "yes"}}, "'watch' must be true or false"),
+        ({"reload": {"signal": "HUP"}}, "unknown key 'signal' in reload"),
+        ({"reload": True}, "'reload' must be a mapping"),
+    ],
+    ids=["negative_drain", "drain_over_an_hour", "drain_as_text", "unknown_shutdown_key", "zero_interval", "watch_not_bool", "unknown_reload_key", "reload_not_a_mapping"],
+)
+def test_bad_reload_and_shutdown_settings(tmp_path: Path, override: dict[str, Any], expected: str) -> None:
+    found = problems_for(tmp_path, lambda d: d.update(override))
+    assert any(expected in p and p.startswith(f"{tmp_path / 'labgate.yaml'}:") for p in found), found

@@ -20,7 +20,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -116,7 +116,14 @@ class Gateway:
         *,
         metrics: GatewayMetrics | None = None,
         transport_factory: TransportFactory = transport_for,
+        store: Store | None = None,
+        token_state: TokenStateGuard | None = None,
+        readiness: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
+        """``store`` and ``token_state`` given: shared with other config versions, not closed here.
+
+        ``readiness`` adds the config version and last reload to ``/readyz``.
+        """
         self.config = config
         self.metrics = metrics or GatewayMetrics()
         self.ip_resolver = ClientIpResolver(config.trusted_proxies, config.client_ip_header)
@@ -130,8 +137,10 @@ class Gateway:
         }
         self._target_and_upstream: Callable[[str, str | None], Routed | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
-        self.store: Store = InstrumentedStore(open_store(config.store), self.metrics)
-        self.token_state = TokenStateGuard(self.store)
+        self._owns_store = store is None
+        self.store: Store = InstrumentedStore(open_store(config.store), self.metrics) if store is None else store
+        self.token_state = token_state or TokenStateGuard(self.store)
+        self._readiness = readiness
         self.proto = "https" if config.listen.tls else "http"
 
     async def start(self) -> None:
@@ -163,7 +172,8 @@ class Gateway:
             await runtime.transport.close()
             await runtime.source.close()
         self._runtimes.clear()
-        await self.store.close()
+        if self._owns_store:
+            await self.store.close()
 
     # -- labgate's own endpoints ------------------------------------------------
 
@@ -179,10 +189,12 @@ class Gateway:
             except StoreUnavailable as exc:
                 logger.warning("not ready: %s", exc)
                 status = "store_unavailable"
-        return web.json_response(
-            {"status": status, "upstreams": [r.upstream.name for r in self._runtimes], "store": self.config.store.kind},
-            status=200 if status == "ready" else 503,
-        )
+        body: dict[str, object] = {
+            "status": status, "upstreams": [r.upstream.name for r in self._runtimes], "store": self.config.store.kind
+        }
+        if self._readiness is not None:
+            body["config"] = self._readiness()
+        return web.json_response(body, status=200 if status == "ready" else 503)
 
     async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -208,6 +220,8 @@ class Gateway:
         if not decision.allowed:
             self._record(exchange, decision)
             return error_response(decision.reason, decision.detail, exchange.request_id)
+        if decision.shadow:
+            self.metrics.shadow_denial(exchange.runtime.upstream.name, decision.token_type or "none", decision.reason.code)
         return await self._forward(exchange, exchange.runtime, exchange.target, decision)
 
     def _parse_and_route(self, raw_target: str, host: str | None) -> Routed | TargetError:
@@ -347,7 +361,7 @@ class Gateway:
         upstream = exchange.runtime.upstream.name if exchange.runtime else None
         outcome = "allow" if decision.allowed else "deny"
         self.metrics.observe_request(upstream or "none", decision.token_type or "none", outcome, decision.reason.code, elapsed)
-        if not wants_decision_log(decision.allowed, self.config.decision_log):
+        if not wants_decision_log(decision.allowed and not decision.shadow, self.config.decision_log):
             return
         facts = exchange.token if isinstance(exchange.token, TokenFacts) else None
         log_decision(
@@ -367,6 +381,7 @@ class Gateway:
                 status=upstream_status or decision.status,
                 upstream_status=upstream_status,
                 duration_ms=round(elapsed * 1000, 3),
+                shadow=decision.shadow,
             ),
             self.config.decision_log,
         )

@@ -6,7 +6,14 @@ Two things aiohttp does not do on its own:
   and are logged by type only — aiohttp's own message quotes the offending
   line, which may be an ``Authorization`` header;
 * a deadline for a client to finish sending request headers (slowloris: with
-  default settings such a connection stays open for at least 30 seconds).
+  default settings such a connection stays open for at least 30 seconds);
+* a drain deadline at shutdown: aiohttp waits its ``shutdown_timeout`` once for
+  requests in flight and then again after cancelling them, and a timeout of 0
+  means no limit at all; labgate waits ``shutdown.drain_seconds`` itself and
+  then lets aiohttp cut what is left within about a second.
+
+SIGHUP reloads the config (:mod:`proxy.gateway.reload`); SIGTERM and SIGINT
+stop accepting, drain and close upstream pools and the store.
 """
 
 from __future__ import annotations
@@ -15,15 +22,15 @@ import asyncio
 import logging
 import signal
 import ssl
-from typing import Any
+from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import Config
-from proxy.gateway.app import Gateway
 from proxy.gateway.errors import error_response
+from proxy.gateway.reload import ReloadingGateway
 from proxy.reasons import Reason
 
 logger = logging.getLogger("labgate")
@@ -98,26 +105,88 @@ class GuardedServer(web.Server):
         return handler
 
 
-class GatewayRunner(web.BaseRunner):
-    """Runs a :class:`Gateway` on guarded connections; starts and closes it with the runner."""
+class Served(Protocol):
+    """What a runner serves: a :class:`Gateway`, or the :class:`ReloadingGateway` around versions of one."""
 
-    def __init__(self, gateway: Gateway, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(handle_signals=False, shutdown_timeout=30.0)
+    @property
+    def config(self) -> Config: ...
+
+    async def start(self) -> None: ...
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse: ...
+
+    async def close(self) -> None: ...
+
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+# After the drain deadline: how long aiohttp waits for a handler before and after cancelling it.
+CUT_GRACE_SECONDS = 0.5
+
+
+class InFlight:
+    """Requests being handled, so that a shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def counting(self, handler: Handler) -> Handler:
+        async def counted(request: web.BaseRequest) -> web.StreamResponse:
+            self.count += 1
+            self._idle.clear()
+            try:
+                return await handler(request)
+            finally:
+                self.count -= 1
+                if self.count == 0:
+                    self._idle.set()
+
+        return counted
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """True when every request finished within ``seconds``."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class GatewayRunner(web.BaseRunner):
+    """Runs a gateway on guarded connections; starts it with the runner, drains and closes it at cleanup.
+
+    Cleanup order (aiohttp's, with labgate's drain in ``shutdown``): the listening
+    sockets close, idle keep-alive connections close, requests in flight get up
+    to ``shutdown.drain_seconds`` to finish, what is left is cut, then the gateway
+    closes its upstream pools and the store.
+    """
+
+    def __init__(self, gateway: Served, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(handle_signals=False, shutdown_timeout=CUT_GRACE_SECONDS)
         self.gateway = gateway
+        self.in_flight = InFlight()
         self._header_timeout = header_timeout
         self._server_kwargs = kwargs
 
     async def _make_server(self) -> web.Server:
         await self.gateway.start()
         return GuardedServer(
-            self.gateway.handle,
+            self.in_flight.counting(self.gateway.handle),
             loop=asyncio.get_running_loop(),
             header_timeout=self._header_timeout,
             **self._server_kwargs,
         )
 
     async def shutdown(self) -> None:
-        pass
+        """Give requests in flight until the drain deadline (read from the config now serving)."""
+        deadline = self.gateway.config.shutdown.drain_seconds
+        if self.in_flight.count:
+            logger.info("waiting up to %gs for %d requests in flight", deadline, self.in_flight.count)
+        if not await self.in_flight.wait_idle(deadline):
+            logger.warning("cutting %d requests still in flight after %gs", self.in_flight.count, deadline)
 
     async def _cleanup_server(self) -> None:
         await self.gateway.close()
@@ -133,7 +202,7 @@ def server_ssl(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def make_runner(gateway: Gateway, config: Config) -> GatewayRunner:
+def make_runner(gateway: Served, config: Config) -> GatewayRunner:
     limits = config.limits
     return GatewayRunner(
         gateway,
@@ -155,8 +224,9 @@ def c_parser_active() -> bool:
 
 
 async def run_server(config: Config, *, ready: "asyncio.Event | None" = None) -> None:
-    """Serve until SIGINT or SIGTERM, then drain requests in flight."""
-    runner = make_runner(Gateway(config), config)
+    """Serve until SIGINT or SIGTERM, reloading on SIGHUP; then drain requests in flight and close."""
+    gateway = ReloadingGateway(config)
+    runner = make_runner(gateway, config)
     await runner.setup()
     site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))
     try:
@@ -168,6 +238,8 @@ async def run_server(config: Config, *, ready: "asyncio.Event | None" = None) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # Kept through the drain (reload_soon does nothing by then): without a handler SIGHUP would end the process.
+    loop.add_signal_handler(signal.SIGHUP, gateway.reload_soon, "SIGHUP")
     scheme = "https" if config.listen.tls else "http"
     logger.info("labgate listening on %s://%s:%s", scheme, config.listen.address, config.listen.port)
     if ready is not None:
@@ -175,5 +247,7 @@ async def run_server(config: Config, *, ready: "asyncio.Event | None" = None) ->
     try:
         await stop.wait()
     finally:
-        logger.info("labgate shutting down")
+        logger.info("labgate shutting down: no new connections, draining requests in flight")
+        gateway.stop_reloading()
         await runner.cleanup()
+        logger.info("labgate stopped: upstream connections and the store are closed")

@@ -11,11 +11,16 @@ failure decides:
 5. query parameter not allowed                     -> 403
 
 Deny beats allow, and no matching rule means deny.
+
+Shadow mode (a token type with ``shadow: true``): a denial at steps 3-5 comes
+back as an allowed decision flagged ``shadow``, still naming the reason and
+rule that would have denied it, so the gateway forwards, logs and counts it.
+Steps 1-2 are never shadowed: a bad token is refused whatever its type says.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proxy.ipaddrs import IPAddress
 from proxy.paths import RequestTarget
@@ -35,27 +40,35 @@ class RequestFacts:
 
 @dataclass(frozen=True)
 class Decision:
-    """The outcome, with the reason code and the rule that decided it."""
+    """The outcome, with the reason code and the rule that decided it.
+
+    ``shadow``: allowed only because the token type is in shadow mode;
+    ``reason``, ``rule`` and ``detail`` say what would have denied it.
+    """
 
     allowed: bool
     reason: Reason
     rule: str | None = None
     token_type: str | None = None
     detail: str = ""
+    shadow: bool = False
 
     @property
     def status(self) -> int:
-        return self.reason.status
+        return Reason.ALLOWED.status if self.allowed else self.reason.status
 
     def as_explanation(self) -> dict[str, object]:
-        """The JSON object ``labgate explain`` prints."""
-        return {
+        """The JSON object ``labgate explain`` prints (``shadow`` only for a shadowed denial)."""
+        explanation: dict[str, object] = {
             "allowed": self.allowed,
             "status": self.status,
             "reason": self.reason.code,
             "rule": self.rule,
             "token_type": self.token_type,
         }
+        if self.shadow:
+            explanation["shadow"] = True
+        return explanation
 
 
 def deny(reason: Reason, detail: str, *, rule: str | None = None, token_type: str | None = None) -> Decision:
@@ -73,14 +86,21 @@ def decide(request: RequestFacts, token: TokenFacts | TokenRejection, pack: Comp
         return deny(Reason.NO_TOKEN_TYPE, f"token type {token.token_type!r} is not in pack {pack.name!r}")
     failure = _check_client_ip(request, token, tt) or _check_deny(request, tt)
     if failure is not None:
-        return failure
+        return _enforced(failure, tt)
     rule = _allowing_rule(request, tt)
     if rule is None:
-        return _no_route(request, tt)
+        return _enforced(_no_route(request, tt), tt)
     failure = _check_token_prefixes(request, token, tt) or _check_query(request, tt)
     if failure is not None:
-        return failure
+        return _enforced(failure, tt)
     return Decision(True, Reason.ALLOWED, rule, tt.spec.name)
+
+
+def _enforced(denial: Decision, tt: CompiledTokenType) -> Decision:
+    """A denial at steps 3-5; forwarded anyway (flagged) when the type is in shadow mode."""
+    if not tt.spec.shadow:
+        return denial
+    return replace(denial, allowed=True, shadow=True)
 
 
 def _check_client_ip(request: RequestFacts, token: TokenFacts, tt: CompiledTokenType) -> Decision | None:

@@ -29,6 +29,7 @@ TOKEN_TYPE_KEYS = (
     "client_ips",
     "requires_token_prefixes",
     "lifetimes",
+    "shadow",
 )
 LIFETIME_KEYS = ("ttl", "idle", "absolute", "refresh_until")
 
@@ -100,6 +101,7 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
         client_ips=read_address_set(reader, body, "client_ips"),
         requires_token_prefixes=requires_token_prefixes,
         lifetimes=_read_lifetimes(reader, body),
+        shadow=reader.boolean(body, "shadow", default=False),
     )
 
 

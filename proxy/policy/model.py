@@ -137,6 +137,9 @@ class TokenType:
     client_ips: AddressSet | None = None
     requires_token_prefixes: bool = False
     lifetimes: Lifetimes = field(default_factory=Lifetimes)
+    # Rolling out a stricter policy: client IP, operation and query denials are
+    # logged and counted but the request is forwarded.  Token checks still deny.
+    shadow: bool = False
 
 
 @dataclass(frozen=True)

@@ -165,3 +165,92 @@ def test_explanation_has_the_documented_keys() -> None:
         "rule": "simplivity/emergency/routes/GET /api/hosts",
         "token_type": "emergency",
     }
+
+
+# Shadow mode: the same pack with its types rolled out in shadow mode.
+SHADOW_SIMPLIVITY = compile_pack(
+    load_pack_text(
+        """
+pack: simplivity
+token_types:
+  emergency:
+    shadow: true
+    routes: [GET /api/hosts, "POST /api/backups/{bkpId}/restore"]
+    deny: ["DELETE /api/hosts/{id}"]
+    query:
+      allow: [offset, limit]
+  office:
+    shadow: true
+    routes: [GET /api/hosts]
+    client_ips: [10.0.0.0/8]
+  custom:
+    shadow: true
+    path_prefixes: [/api]
+    requires_token_prefixes: true
+""",
+        "simplivity.yaml",
+    )
+)
+
+SHADOW_CASES = [
+    # (id, token, method, target, ip, reason it would be denied for, rule)
+    ("emergency_sort_is_shadowed", token("emergency"), "GET", "/api/hosts?sort=name", None, Reason.QUERY_PARAM_NOT_ALLOWED, "simplivity/emergency/query"),
+    ("emergency_other_route_is_shadowed", token("emergency"), "GET", "/api/tasks", None, Reason.ROUTE_NOT_ALLOWED, "simplivity/emergency/routes"),
+    ("emergency_other_method_is_shadowed", token("emergency"), "DELETE", "/api/backups/b1/restore", None, Reason.METHOD_NOT_ALLOWED, "simplivity/emergency/routes"),
+    ("emergency_deny_rule_is_shadowed", token("emergency"), "DELETE", "/api/hosts/h1", None, Reason.OPERATION_FORBIDDEN, "simplivity/emergency/deny/DELETE /api/hosts/{id}"),
+    ("office_outside_ip_is_shadowed", token("office"), "GET", "/api/hosts", "192.0.2.1", Reason.CLIENT_IP_NOT_ALLOWED, "simplivity/office/client_ips"),
+    ("office_unknown_ip_is_shadowed", token("office"), "GET", "/api/hosts", "", Reason.CLIENT_IP_UNKNOWN, "simplivity/office/client_ips"),
+    ("custom_without_token_prefixes_is_shadowed", token("custom"), "GET", "/api/hosts", None, Reason.TOKEN_SCOPE_MISSING, "simplivity/custom/token_path_prefixes"),
+    ("custom_outside_token_prefixes_is_shadowed", token("custom", path_prefixes=("/api/hosts",)), "GET", "/api/tasks", None, Reason.PREFIX_NOT_ALLOWED, "simplivity/custom/token_path_prefixes"),
+]
+
+
+@pytest.mark.parametrize(
+    "facts, method, target, ip, would_be, rule", [c[1:] for c in SHADOW_CASES], ids=[c[0] for c in SHADOW_CASES]
+)
+def test_shadow_type_is_allowed_but_says_what_would_deny_it(facts, method, target, ip, would_be, rule) -> None:  # type: ignore[no-untyped-def]
+    client = None if ip == "" else (ip or "192.0.2.10")
+    decision = decide(request(method, target, client), facts, SHADOW_SIMPLIVITY)
+    assert (decision.allowed, decision.shadow, decision.reason, decision.rule) == (True, True, would_be, rule)
+    assert decision.status == 200  # forwarded: the appliance answers
+    assert decision.token_type == facts.token_type
+    assert decision.detail  # the would-be denial keeps its explanation
+
+
+def test_shadow_type_allowed_request_is_a_plain_allow() -> None:
+    decision = decide(request("GET", "/api/hosts?limit=5"), token("emergency"), SHADOW_SIMPLIVITY)
+    assert (decision.allowed, decision.shadow, decision.reason) == (True, False, Reason.ALLOWED)
+    assert "shadow" not in decision.as_explanation()
+
+
+@pytest.mark.parametrize(
+    "rejection",
+    [Reason.MISSING_TOKEN, Reason.MALFORMED_AUTHORIZATION, Reason.BAD_SIGNATURE, Reason.TOKEN_EXPIRED, Reason.REVOKED, Reason.IDLE_EXPIRED],
+    ids=lambda r: r.code,
+)
+def test_shadow_never_passes_a_bad_token(rejection: Reason) -> None:
+    decision = decide(request("GET", "/api/hosts?sort=name"), TokenRejection(rejection, "no"), SHADOW_SIMPLIVITY)
+    assert (decision.allowed, decision.shadow, decision.reason) == (False, False, rejection)
+
+
+def test_shadow_never_passes_a_type_the_pack_lacks() -> None:
+    decision = decide(request("GET", "/api/hosts"), token("ghost"), SHADOW_SIMPLIVITY)
+    assert (decision.allowed, decision.shadow, decision.reason) == (False, False, Reason.NO_TOKEN_TYPE)
+
+
+def test_shadow_is_per_token_type() -> None:
+    """Only the type that says ``shadow: true`` is shadowed; the same denial of a strict type stays a 403."""
+    decision = decide(request("GET", "/api/hosts?sort=name"), token("emergency"), SIMPLIVITY)
+    assert (decision.allowed, decision.shadow, decision.status) == (False, False, 403)
+
+
+def test_shadow_explanation_flags_the_decision() -> None:
+    decision = decide(request("GET", "/api/hosts?sort=name"), token("emergency"), SHADOW_SIMPLIVITY)
+    assert decision.as_explanation() == {
+        "allowed": True,
+        "status": 200,
+        "reason": "query_param_not_allowed",
+        "rule": "simplivity/emergency/query",
+        "token_type": "emergency",
+        "shadow": True,
+    }

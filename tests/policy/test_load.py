@@ -74,6 +74,7 @@ BAD_PACKS = [
     ("bool_where_list", "pack: p\ntoken_types:\n  t:\n    routes: true\n", "pack.yaml:4: 'routes' must be a list"),
     ("bad_paths_mode", "pack: p\npaths: sometimes\ntoken_types:\n  t:\n    routes: [GET /a]\n", "pack.yaml:2: 'paths' must be one of"),
     ("prefix_with_param", "pack: p\ntoken_types:\n  t:\n    path_prefixes: ['/a/{id}']\n", "params"),
+    ("shadow_not_a_boolean", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    shadow: yes please\n", "pack.yaml:5: 'shadow' must be true or false"),
 ]
 
 
@@ -87,3 +88,8 @@ def test_every_problem_is_reported_at_once() -> None:
     found = problems("pack: p\ntoken_types:\n  t:\n    routes:\n      - FETCH /a\n      - GET b\n")
     assert len(found) == 2
     assert found[0].startswith("pack.yaml:5:") and found[1].startswith("pack.yaml:6:")
+
+
+def test_shadow_mode_is_off_unless_a_type_asks_for_it() -> None:
+    pack = load_pack_text("pack: p\ntoken_types:\n  strict: {routes: [GET /a]}\n  rollout: {routes: [GET /a], shadow: true}\n")
+    assert (pack.token_types["strict"].shadow, pack.token_types["rollout"].shadow) == (False, True)
