@@ -39,7 +39,9 @@ class DecisionRecord:
         fields = dict(self.__dict__)
         if not self.shadow:
             del fields["shadow"]
-        fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = time.time()
+        # Milliseconds: lines from several workers and replicas are merged by time.
+        fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
         fields["decision"] = "allow" if self.allowed else "deny"
         del fields["allowed"]
         return json.dumps(fields, separators=(",", ":"))

@@ -223,12 +223,17 @@ def c_parser_active() -> bool:
     return http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy
 
 
-async def run_server(config: Config, *, ready: "asyncio.Event | None" = None) -> None:
-    """Serve until SIGINT or SIGTERM, reloading on SIGHUP; then drain requests in flight and close."""
+async def run_server(config: Config, *, ready: "asyncio.Event | None" = None, reuse_port: bool = False) -> None:
+    """Serve until SIGINT or SIGTERM, reloading on SIGHUP; then drain requests in flight and close.
+
+    ``reuse_port``: one of several workers on the same port (``labgate serve --workers``).
+    """
     gateway = ReloadingGateway(config)
     runner = make_runner(gateway, config)
     await runner.setup()
-    site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))
+    site = web.TCPSite(
+        runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config), reuse_port=reuse_port or None
+    )
     try:
         await site.start()
     except BaseException:
