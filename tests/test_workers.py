@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -58,11 +59,11 @@ async def statuses(url: str, token: str, count: int) -> list[int]:
 
 def requests_counted(counter_file: Path) -> float:
     """labgate_requests_total as one worker wrote it (prometheus_client's multiprocess file)."""
-    if not counter_file.exists():
+    try:
+        values = MmapedDict.read_all_values_from_file(str(counter_file))
+        return sum(value for key, value, *_ in values if '"labgate_requests_total"' in key)
+    except (FileNotFoundError, struct.error):  # not written yet, or being created right now
         return 0.0
-    return sum(
-        value for key, value, *_ in MmapedDict.read_all_values_from_file(str(counter_file)) if '"labgate_requests_total"' in key
-    )
 
 
 async def until_ready(url: str) -> None:
