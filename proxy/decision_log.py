@@ -34,11 +34,16 @@ class DecisionRecord:
     # Forwarded only because the token type is in shadow mode: ``reason`` and
     # ``rule`` say what would have denied it.  Written only when true.
     shadow: bool = False
+    # A forward-auth question (nginx auth_request, Traefik ForwardAuth): the
+    # proxy in front forwards when allowed, labgate never does.  Written only when true.
+    forward_auth: bool = False
 
     def to_json(self) -> str:
         fields = dict(self.__dict__)
         if not self.shadow:
             del fields["shadow"]
+        if not self.forward_auth:
+            del fields["forward_auth"]
         now = time.time()
         # Milliseconds: lines from several workers and replicas are merged by time.
         fields["time"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"

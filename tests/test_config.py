@@ -63,6 +63,10 @@ BAD_CONFIGS = [
     ("bad_matcher", lambda d: source(d)["types"][0].update(match={"role": {"regex": "x"}}), "unknown condition 'regex'"),
     ("duplicate_upstream_route", lambda d: d["upstreams"].append(dict(d["upstreams"][0], name="twin")), "reached exactly like 'demo'"),
     ("prefix_hides_metrics", lambda d: d["upstreams"][0].update(path_prefix="/metrics"), "would hide labgate's own /metrics"),
+    ("prefix_hides_forward_auth", lambda d: d.update(endpoints={"forward_auth": "/demo/auth"}, trusted_proxies=["127.0.0.1"]), "would hide labgate's own /demo/auth"),
+    ("forward_auth_is_metrics", lambda d: d.update(endpoints={"forward_auth": "/metrics"}, trusted_proxies=["127.0.0.1"]), "forward_auth endpoints must differ"),
+    ("forward_auth_not_a_path", lambda d: d.update(endpoints={"forward_auth": "forward-auth"}, trusted_proxies=["127.0.0.1"]), "endpoints.forward_auth: path must start with '/'"),
+    ("forward_auth_without_trusted_proxies", lambda d: d.update(endpoints={"forward_auth": "/forward-auth"}), "answers only peers in trusted_proxies"),
     ("bad_prefix", lambda d: d["upstreams"][0].update(path_prefix="demo"), "must start with '/'"),
     ("bad_client_ip_header", lambda d: d.update(client_ip_header="x-real-ip"), "'client_ip_header' must be one of"),
     ("no_upstreams", lambda d: d.update(upstreams=[]), "at least one upstream"),
@@ -103,6 +107,15 @@ def test_problem_names_the_line_of_the_bad_key(tmp_path: Path) -> None:
 def test_bad_store_settings(tmp_path: Path, store: dict[str, Any], expected: str) -> None:
     found = problems_for(tmp_path, lambda d: d.update(store=store))
     assert any(expected in p for p in found), found
+
+
+def test_forward_auth_is_off_by_default_and_loads_when_set(tmp_path: Path) -> None:
+    assert load_config(write_config(tmp_path, "http://127.0.0.1:9")).endpoints.forward_auth is None
+    config = load_config(
+        write_config(tmp_path, "http://127.0.0.1:9", endpoints={"forward_auth": "/-/auth"}, trusted_proxies=["127.0.0.1"])
+    )
+    assert config.endpoints.forward_auth == "/-/auth"
+    assert "/-/auth" in config.endpoints.all()
 
 
 def test_reload_and_shutdown_settings(tmp_path: Path) -> None:

@@ -27,10 +27,12 @@ from multidict import CIMultiDict
 
 from proxy.config import Config, Upstream
 from proxy.decision_log import DecisionRecord, log_decision, wants_decision_log
-from proxy.gateway.errors import error_response
+from proxy.gateway.errors import BodyTooLarge, error_response
+from proxy.gateway.forward_auth import OriginalRequest, forward_auth_answer, original_request
 from proxy.gateway.headers import BearerProblem, bearer_token, outbound_headers, response_headers
 from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.http1 import Http1Transport
+from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
 from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
 from proxy.ipaddrs import ClientIpResolver, IPAddress
 from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
@@ -44,15 +46,12 @@ from proxy.store.instrumented import InstrumentedStore
 from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.state import TokenStateGuard
-from proxy.tokens.jwt_source import JwtSource
+from proxy.tokens.observe import ObserveSource
+from proxy.tokens.source import SourceEvents, TokenSource, open_token_source
 
 logger = logging.getLogger("labgate")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-
-class BodyTooLarge(Exception):
-    """The client sent more body than ``limits.max_body_bytes``."""
 
 
 BODY_TOO_LARGE_DETAIL = "the request body is larger than allowed"
@@ -64,7 +63,7 @@ class UpstreamRuntime:
 
     upstream: Upstream
     pack: CompiledPack
-    source: JwtSource
+    source: TokenSource
     transport: UpstreamTransport
     base_path: str  # the upstream URL's /base/path ("" for none), before every checked target
     upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
@@ -84,6 +83,8 @@ class Exchange:
     target: RequestTarget | None = None
     token: TokenFacts | TokenRejection | None = None
     client_ip: IPAddress | None = None
+    method: str = ""  # the method decided on: the request's own, or the one a forward-auth question names
+    forward_auth: bool = False
 
 
 TransportFactory = Callable[[Upstream], UpstreamTransport]
@@ -135,6 +136,8 @@ class Gateway:
             config.endpoints.ready: self._readyz,
             config.endpoints.metrics: self._metrics,
         }
+        if config.endpoints.forward_auth:
+            self._own[config.endpoints.forward_auth] = self._forward_auth
         self._target_and_upstream: Callable[[str, str | None], Routed | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
         self._owns_store = store is None
@@ -147,11 +150,13 @@ class Gateway:
         for upstream in self.config.upstreams:
             name = upstream.name
             hits, misses = self.metrics.token_cache.labels(name, "hit"), self.metrics.token_cache.labels(name, "miss")
-            source = JwtSource(
-                upstream.token_source,
-                on_cache=lambda hit, hits=hits, misses=misses: (hits if hit else misses).inc(),
-                on_fetch=lambda result, name=name: self.metrics.jwks_fetches.labels(name, result).inc(),
+            events = SourceEvents(
+                cache_lookup=lambda hit, hits=hits, misses=misses: (hits if hit else misses).inc(),
+                jwks_fetch=lambda result, name=name: self.metrics.jwks_fetches.labels(name, result).inc(),
+                introspection=lambda result, name=name: self.metrics.observe_introspection(name, result),
+                observed=lambda token_type, name=name: self.metrics.observed_token(name, token_type),
             )
+            source = open_token_source(upstream.token_source, self.store, upstream=name, events=events)
             self._runtimes.append(
                 UpstreamRuntime(
                     upstream,
@@ -204,25 +209,66 @@ class Gateway:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         exchange = Exchange(request, request_id_for(request), time.perf_counter())
         own = self._own.get(request.raw_path)
-        if own is not None and request.method in ("GET", "HEAD"):
+        # nginx asks forward-auth with the client's own method (auth_request subrequests keep it).
+        if own is not None and (request.method in ("GET", "HEAD") or request.raw_path == self.config.endpoints.forward_auth):
             return await own(request)
-        if request.method not in ROUTE_METHODS:
-            return self._refuse(exchange, Reason.METHOD_NOT_SUPPORTED, f"method {request.method[:16]!r} is not supported")
-        routed = self._target_and_upstream(request.raw_path, request.headers.get("Host"))
-        if isinstance(routed, TargetError):
-            return self._refuse(exchange, routed.reason, routed.detail)
-        _, exchange.runtime, exchange.target = routed
-        exchange.token = await self._token_facts(request, exchange.runtime, exchange.target)
-        peer = request.remote
-        exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
-        self._warn_untrusted_forwarding(request, peer, exchange.runtime)
-        decision = decide(RequestFacts(request.method, exchange.target, exchange.client_ip), exchange.token, exchange.runtime.pack)
+        refusal = self._route(exchange, request.method, request.raw_path, request.headers.get("Host"))
+        if refusal is not None:
+            return self._refuse(exchange, refusal.reason, refusal.detail)
+        assert exchange.runtime is not None and exchange.target is not None  # routed
+        observed = exchange.runtime.source if isinstance(exchange.runtime.source, ObserveSource) else None
+        if observed is not None and is_token_request(observed, request.method, exchange.target, exchange.runtime.pack.pack.case_insensitive_paths):
+            return await pass_token_request(self, exchange, observed)
+        decision = await self._decide(exchange)  # decide() has no side effects: the revoke hook may still answer instead
+        if (
+            observed is not None
+            and isinstance(exchange.token, TokenFacts)
+            and is_revoke_request(observed, request.method, exchange.target, exchange.runtime.pack.pack.case_insensitive_paths)
+        ):
+            return await pass_revoke_request(self, exchange, observed, exchange.token)
         if not decision.allowed:
             self._record(exchange, decision)
             return error_response(decision.reason, decision.detail, exchange.request_id)
         if decision.shadow:
             self.metrics.shadow_denial(exchange.runtime.upstream.name, decision.token_type or "none", decision.reason.code)
         return await self._forward(exchange, exchange.runtime, exchange.target, decision)
+
+    def _route(self, exchange: Exchange, method: str, raw_target: str, host: str | None) -> Decision | None:
+        """Method known, target checked, upstream found (filled into ``exchange``); the denial otherwise.
+
+        With :meth:`_decide`, the one decision flow for forwarded requests and forward-auth questions.
+        """
+        exchange.method = method
+        if method not in ROUTE_METHODS:
+            return deny(Reason.METHOD_NOT_SUPPORTED, f"method {method[:16]!r} is not supported")
+        routed = self._target_and_upstream(raw_target, host)
+        if isinstance(routed, TargetError):
+            return deny(routed.reason, routed.detail)
+        _, exchange.runtime, exchange.target = routed
+        return None
+
+    async def _decide(self, exchange: Exchange) -> Decision:
+        """Token, client IP and policy for a routed exchange (filled into ``exchange``)."""
+        request, runtime, target = exchange.request, exchange.runtime, exchange.target
+        assert runtime is not None and target is not None  # only after _route
+        exchange.token = await self._token_facts(request, runtime, target)
+        peer = request.remote
+        exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
+        self._warn_untrusted_forwarding(request, peer, runtime)
+        return decide(RequestFacts(exchange.method, target, exchange.client_ip), exchange.token, runtime.pack)
+
+    async def _forward_auth(self, request: web.BaseRequest) -> web.StreamResponse:
+        """A proxy in front asks what labgate would decide; it forwards, labgate never does here."""
+        exchange = Exchange(request, request_id_for(request), time.perf_counter(), method=request.method, forward_auth=True)
+        asked = original_request(request, self.config.trusted_proxies)
+        if isinstance(asked, OriginalRequest):
+            decision = self._route(exchange, asked.method, asked.raw_target, asked.host) or await self._decide(exchange)
+        else:
+            decision = asked
+        if decision.shadow and exchange.runtime is not None:
+            self.metrics.shadow_denial(exchange.runtime.upstream.name, decision.token_type or "none", decision.reason.code)
+        self._record(exchange, decision)
+        return forward_auth_answer(decision, exchange.request_id, exchange.runtime.upstream.name if exchange.runtime else None)
 
     def _parse_and_route(self, raw_target: str, host: str | None) -> Routed | TargetError:
         """The checked target and its upstream; an error value when there is none.
@@ -267,19 +313,8 @@ class Gateway:
         limit = self.config.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
-        outbound = OutboundRequest(
-            method=request.method,
-            # The checked raw target, never request.path or URL(str): what was decided is what is sent.
-            target=runtime.base_path + target.forward_target,
-            headers=outbound_headers(
-                request.headers,
-                client_ip=str(exchange.client_ip) if exchange.client_ip else "",
-                proto=self.proto,
-                original_host=request.headers.get("Host"),
-                request_id=exchange.request_id,
-            ),
-            body=self._request_body(request, limit) if request.body_exists else None,
-        )
+        body = self._request_body(request, limit) if request.body_exists else None
+        outbound = self._outbound(exchange, runtime, target, body)
         try:
             answer = await runtime.transport.send(outbound)
             try:
@@ -296,6 +331,24 @@ class Gateway:
             return self._refuse(exchange, exc.reason, exc.detail, allowed=decision)
         self._record(exchange, decision, answer.status)
         return response
+
+    def _outbound(
+        self, exchange: Exchange, runtime: UpstreamRuntime, target: RequestTarget, body: AsyncIterator[bytes] | None
+    ) -> OutboundRequest:
+        request = exchange.request
+        return OutboundRequest(
+            method=request.method,
+            # The checked raw target, never request.path or URL(str): what was decided is what is sent.
+            target=runtime.base_path + target.forward_target,
+            headers=outbound_headers(
+                request.headers,
+                client_ip=str(exchange.client_ip) if exchange.client_ip else "",
+                proto=self.proto,
+                original_host=request.headers.get("Host"),
+                request_id=exchange.request_id,
+            ),
+            body=body,
+        )
 
     async def _answer(
         self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str
@@ -368,7 +421,7 @@ class Gateway:
             DecisionRecord(
                 request_id=exchange.request_id,
                 upstream=upstream,
-                method=exchange.request.method[:16],
+                method=(exchange.method or exchange.request.method)[:16],
                 path=exchange.target.path if exchange.target else None,
                 rule=decision.rule,
                 client_ip=str(exchange.client_ip) if exchange.client_ip else None,
@@ -382,6 +435,7 @@ class Gateway:
                 upstream_status=upstream_status,
                 duration_ms=round(elapsed * 1000, 3),
                 shadow=decision.shadow,
+                forward_auth=exchange.forward_auth,
             ),
             self.config.decision_log,
         )
@@ -428,7 +482,7 @@ def _has_ip_rules(pack: CompiledPack) -> bool:
 def warn_about_client_ip_rules(config: Config) -> None:
     """Say at start when the trusted-proxy setup makes IP rules weaker than they look."""
     uses_ip_rules = any(_has_ip_rules(config.packs[u.pack]) for u in config.upstreams) or any(
-        u.token_source.client_ips_claim for u in config.upstreams
+        getattr(u.token_source, "client_ips_claim", None) for u in config.upstreams
     )
     if not uses_ip_rules:
         return
