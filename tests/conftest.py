@@ -66,6 +66,19 @@ def mint(claims: dict[str, Any] | None = None, *, secret: str = SECRET, lifetime
     return jwt.encode(body, secret, algorithm="HS256", headers={"kid": "k1", **headers})
 
 
+@asynccontextmanager
+async def app_on_loopback(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on a free 127.0.0.1 port until the block ends; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @dataclass
 class Received:
     method: str

@@ -30,7 +30,7 @@ async def labgate_serving(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        await _wait_until_up(url, process)
+        await wait_until_up(url, process)
         yield url, process
     finally:
         process.terminate()
@@ -41,10 +41,11 @@ async def labgate_serving(
             process.wait()
 
 
-async def _wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as session:
+async def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:
+    """/healthz answers 200 within 10 s (each try on a fresh connection: with workers, any may answer)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
         for _ in range(100):
-            assert process.poll() is None, "labgate exited at start"
+            assert process.poll() is None, "labgate exited"
             try:
                 async with session.get(f"{url}/healthz") as response:
                     if response.status == 200:

@@ -17,7 +17,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from proxy.cli import main
 from tests.conftest import RecordingUpstream, mint, write_config
-from tests.labgate_process import labgate_serving
+from tests.labgate_process import labgate_serving, wait_until_up
 
 
 def children_of(pid: int) -> list[int]:
@@ -66,25 +66,12 @@ def requests_counted(counter_file: Path) -> float:
         return 0.0
 
 
-async def until_ready(url: str) -> None:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
-        for _ in range(100):
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("labgate did not answer")
-
-
 async def test_workers_share_the_port_the_metrics_and_every_revocation(tmp_path: Path, upstream: RecordingUpstream) -> None:
     config = write_config(tmp_path, upstream.url, decision_log="off")
     token = mint({"role": "reader", "sub": "carol"})
     async with labgate_serving(config, args=("--workers", "2")) as (url, supervisor):
         workers = await wait_for_workers(supervisor.pid, 2)
-        await until_ready(url)
+        await wait_until_up(url, supervisor)
         # Both workers serve: each counts its requests in its own file of the shared metrics directory.
         metrics_dir = dict(
             line.split("=", 1) for line in Path(f"/proc/{workers[0]}/environ").read_text().split("\0") if "=" in line
@@ -117,7 +104,7 @@ async def test_a_dead_worker_is_replaced_and_sigterm_stops_them_all(tmp_path: Pa
         os.kill(first, signal.SIGKILL)
         replaced = await wait_for_workers(supervisor.pid, 2, not_in=(first,))
         assert second in replaced and first not in replaced
-        await until_ready(url)
+        await wait_until_up(url, supervisor)
         assert await statuses(url, token, 10) == [200] * 10
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(timeout=30) == 0

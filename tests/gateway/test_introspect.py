@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import GatewayStarter, RecordingUpstream, RunningGateway, free_port
+from tests.conftest import GatewayStarter, RecordingUpstream, RunningGateway, app_on_loopback, free_port
 
 ACTIVE = {"active": True, "sub": "svc", "role": "reader", "scope": "read"}
 
@@ -24,12 +24,8 @@ async def introspection() -> AsyncIterator[tuple[dict[str, dict[str, object]], s
 
     app = web.Application()
     app.router.add_post("/introspect", introspect)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield answers, f"http://127.0.0.1:{port}/introspect"
-    await runner.cleanup()
+    async with app_on_loopback(app) as url:
+        yield answers, f"{url}/introspect"
 
 
 async def start(start_gateway: GatewayStarter, tmp_path: Path, upstream_url: str, endpoint: str) -> RunningGateway:

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from proxy.mocks.simplivity import CLIENT_BASIC, SimplivityAppliance
-from tests.conftest import GatewayStarter, RunningGateway, free_port
+from tests.conftest import GatewayStarter, RunningGateway, app_on_loopback
 
 POLICIES = str(Path(__file__).resolve().parents[2] / "policies")
 OBSERVE = {
@@ -37,12 +37,8 @@ PASSWORD = {"grant_type": "password", "username": "administrator@vsphere.local",
 @pytest.fixture
 async def appliance() -> AsyncIterator[tuple[SimplivityAppliance, str]]:
     mock = SimplivityAppliance()
-    runner = web.AppRunner(mock.app(), access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield mock, f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with app_on_loopback(mock.app()) as url:
+        yield mock, url
 
 
 async def start(start_gateway: GatewayStarter, url: str, **source: Any) -> RunningGateway:
@@ -195,16 +191,10 @@ async def test_an_answer_without_a_token_is_502_and_teaches_nothing(start_gatewa
 
     app = web.Application()
     app.router.add_post("/api/oauth/token", broken_token_endpoint)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        gateway = await start(start_gateway, f"http://127.0.0.1:{port}")
+    async with app_on_loopback(app) as url:
+        gateway = await start(start_gateway, url)
         status, body = await token_call(gateway, EMERGENCY)
         assert (status, body["reason"]) == (502, "token_answer_unreadable")
-    finally:
-        await runner.cleanup()
 
 
 async def test_no_password_or_token_reaches_the_store_or_the_logs(

@@ -14,7 +14,7 @@ from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.introspect import IntrospectSource, IntrospectSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
-from tests.conftest import free_port
+from tests.conftest import app_on_loopback, free_port
 
 CLIENT_ID, CLIENT_SECRET = "labgate", "introspection-secret"
 NOW = 1_800_000_000.0
@@ -62,13 +62,9 @@ async def server() -> AsyncIterator[AuthorizationServer]:
     state = AuthorizationServer()
     app = web.Application()
     app.router.add_post("/oauth2/introspect", state.introspect)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    state.url = f"http://127.0.0.1:{port}/oauth2/introspect"
-    yield state
-    await runner.cleanup()
+    async with app_on_loopback(app) as url:
+        state.url = f"{url}/oauth2/introspect"
+        yield state
 
 
 def settings(server: AuthorizationServer, **changes: Any) -> IntrospectSourceSettings:
