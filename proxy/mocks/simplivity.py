@@ -89,7 +89,7 @@ class SimplivityAppliance:
         grant, username, password = form.get("grant_type"), form.get("username"), form.get("password")
         accounts = {"password": self.accounts.users, "emergency": self.accounts.emergency}.get(str(grant))
         if accounts is None:
-            return web.json_response({"error": "unsupported_grant_type", "error_description": f"Unsupported grant type: {grant}"}, status=400)
+            return web.json_response({"error": "unsupported_grant_type", "error_description": f"Unsupported grant type: {str(grant)[:64]}"}, status=400)
         if not isinstance(username, str) or accounts.get(username) != password:
             return web.json_response({"error": "invalid_grant", "error_description": "Invalid credentials"}, status=400)
         token = str(uuid.uuid4())

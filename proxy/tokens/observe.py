@@ -135,7 +135,6 @@ class IssuedTokens:
     """What a successful token answer handed out (as store keys, never the tokens)."""
 
     access_key: str
-    access_hash: str
     expires_in: float | None
     refresh_key: str | None
 
@@ -148,17 +147,21 @@ def read_token_answer(body: bytes) -> IssuedTokens:
     access = answer.get("access_token")
     if not isinstance(access, str) or not access or len(access) > MAX_OPAQUE_TOKEN_LENGTH:
         raise ValueError("the token answer has no usable access_token")
-    expires_in = answer.get("expires_in")
-    if isinstance(expires_in, str) and expires_in.isdigit():
-        expires_in = int(expires_in)  # some appliances send the number as a string
-    valid = isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and math.isfinite(expires_in)
     refresh = answer.get("refresh_token")
     return IssuedTokens(
         access_key=token_fingerprint(access),
-        access_hash=short_token_hash(access),
-        expires_in=float(expires_in) if valid and expires_in > 0 else None,
+        expires_in=_seconds(answer.get("expires_in")),
         refresh_key=REFRESH_KEY_PREFIX + token_fingerprint(refresh) if isinstance(refresh, str) and refresh else None,
     )
+
+
+def _seconds(value: object) -> float | None:
+    """A positive ``expires_in``; some appliances send the number as a string."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value)
 
 
 class ObserveSource:
