@@ -80,7 +80,7 @@ def image_uid() -> int:
     return int(uid)
 
 
-def test_image_builds_on_python_311_slim_without_pip_cache() -> None:
+def test_image_starts_from_python_311_slim_and_keeps_no_pip_cache() -> None:
     assert all(args.split()[0] == "python:3.11-slim" for args in instruction("FROM"))
     installs = [args for args in instruction("RUN") if "pip install" in args]
     assert installs and all("--no-cache-dir" in args for args in installs)
