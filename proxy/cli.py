@@ -1,8 +1,8 @@
-"""The ``labgate`` command: serve, check, explain, revoke.
+"""The ``labgate`` command: serve, check, explain, test, revoke.
 
-Exit codes: 0 success / allowed; 1 config problems (check) or a store that
-cannot take a revocation (revoke); 2 usage or config errors elsewhere; 3
-denied (explain).
+Exit codes: 0 success / allowed; 1 config problems (check), a failed or
+uncovered policy test (test) or a store that cannot take a revocation
+(revoke); 2 usage or config errors elsewhere; 3 denied (explain).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import jwt
 
 from proxy.config import Config, Upstream, load_config
 from proxy.ipaddrs import InvalidAddress, parse_ip
-from proxy.paths import TargetError, parse_target
-from proxy.policy.decide import Decision, RequestFacts, decide, deny
-from proxy.policy.model import ROUTE_METHODS
-from proxy.reasons import Reason
+from proxy.policy.decide import Decision
+from proxy.policy.offline import decide_offline
+from proxy.policy.testing import MissingPath, load_suite, report, run_suite
 from proxy.store.base import RevocationKind, StoreUnavailable
 from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
@@ -66,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("method", help="HTTP method, e.g. GET")
     explain.add_argument("target", help="path and query as the appliance receives them, e.g. '/api/hosts?sort=name'")
     explain.set_defaults(run=_explain)
+
+    test = commands.add_parser("test", help="run the policy test cases kept beside the packs")
+    test.add_argument("paths", nargs="*", metavar="PATH", help="pack files, test files or folders (default: ./policies)")
+    test.add_argument("--allow-uncovered", action="store_true", help="report rules that decide no case as warnings, not failures")
+    test.set_defaults(run=_test)
 
     revoke = commands.add_parser("revoke", help="revoke a token, or every token of a subject or client, in the store")
     revoke.add_argument("--config", required=True)
@@ -146,13 +150,27 @@ async def _verify(config: Config, upstream: Upstream, token: str) -> TokenFacts 
 
 def _explain_decision(method: str, target_text: str, client_ip, token, pack, config: Config) -> Decision:  # type: ignore[no-untyped-def]
     """The same steps as the gateway, minus the network."""
-    if method not in ROUTE_METHODS:
-        return deny(Reason.METHOD_NOT_SUPPORTED, f"method {method[:16]!r} is not supported")
+    return decide_offline(method, target_text, client_ip, token, pack, max_query_params=config.limits.max_query_params)
+
+
+def _test(args: argparse.Namespace) -> int:
+    """Policy test cases: 0 all pass and cover every rule, 1 a mismatch or an uncovered rule, 2 usage or load errors."""
+    paths = [Path(p) for p in args.paths] or [Path("policies")]
     try:
-        target = parse_target(target_text, max_query_params=config.limits.max_query_params)
-    except TargetError as exc:
-        return deny(exc.reason, exc.detail)
-    return decide(RequestFacts(method, target, client_ip), token, pack)
+        suite = load_suite(paths)
+    except MissingPath as exc:
+        print(f"labgate test: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_USAGE
+    if not suite:
+        print(f"labgate test: no policy packs in {', '.join(map(str, paths))}", file=sys.stderr)
+        return EXIT_USAGE
+    lines, passed = report(run_suite(suite), allow_uncovered=args.allow_uncovered)
+    print("\n".join(lines))
+    return EXIT_OK if passed else EXIT_PROBLEMS
 
 
 def _revoke(args: argparse.Namespace) -> int:

@@ -176,3 +176,84 @@ def test_explain_says_what_a_shadow_type_would_have_been_denied_for(tmp_path: Pa
     assert code == 0 and "shadow" not in json.loads(out)
     code, out, _ = run(capsys, *args, "GET", "/api/%2e%2e/hosts")
     assert code == 3 and json.loads(out)["reason"] == "ambiguous_path"  # the path contract is never shadowed
+
+
+POLICY_PACK = "pack: demo\ntoken_types:\n  reader:\n    routes: [GET /api/hosts]\n    query: {allow: [limit]}\n"
+POLICY_CASES = """\
+pack: demo
+cases:
+  - name: reader lists hosts
+    token_type: reader
+    request: GET /api/hosts?limit=1
+    expect: {decision: allow, rule: demo/reader/routes/GET /api/hosts}
+  - name: reader cannot sort
+    token_type: reader
+    request: GET /api/hosts?sort=name
+    expect: {decision: deny, reason: query_param_not_allowed, rule: demo/reader/query}
+"""
+
+
+def policy_folder(tmp_path: Path, cases: str = POLICY_CASES) -> Path:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "demo.yaml").write_text(POLICY_PACK)
+    (folder / "demo.tests.yaml").write_text(cases)
+    return folder
+
+
+def test_test_passes_and_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = policy_folder(tmp_path)
+    code, out, err = run(capsys, "test", str(folder))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{folder / 'demo.yaml'}: pack 'demo': 2 cases, 0 failed; 2/2 rules covered",
+        "1 packs, 2 cases: 2 passed, 0 failed; 0 rules uncovered",
+    ]
+
+
+def test_test_reads_policies_in_the_current_folder_by_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "test")
+    assert code == 0 and out.startswith("policies/demo.yaml: pack 'demo': 2 cases")
+
+
+def test_test_prints_each_failing_case_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = policy_folder(tmp_path, POLICY_CASES.replace("rule: demo/reader/query}", "rule: demo/reader/routes}"))
+    code, out, _ = run(capsys, "test", str(folder / "demo.tests.yaml"))
+    assert code == 1
+    assert out.splitlines()[0] == (
+        f"{folder / 'demo.tests.yaml'}:7: case 'reader cannot sort': expected deny query_param_not_allowed "
+        "(rule demo/reader/routes), got deny query_param_not_allowed (rule demo/reader/query): "
+        "query parameter 'sort' is not allowed"
+    )
+    assert out.splitlines()[-1] == "1 packs, 2 cases: 1 passed, 1 failed; 0 rules uncovered"
+
+
+def test_test_fails_on_an_uncovered_rule_unless_told_to_allow_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = policy_folder(tmp_path, POLICY_CASES.split("  - name: reader cannot sort")[0])
+    code, out, _ = run(capsys, "test", str(folder / "demo.yaml"))
+    assert code == 1
+    assert f"{folder / 'demo.yaml'}:5: rule 'demo/reader/query' decided no case" in out.splitlines()
+    code, out, _ = run(capsys, "test", "--allow-uncovered", str(folder / "demo.yaml"))
+    assert code == 0
+    assert f"warning: {folder / 'demo.yaml'}:5: rule 'demo/reader/query' decided no case" in out.splitlines()
+
+
+def test_test_with_a_bad_test_file_exits_2_naming_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = policy_folder(tmp_path, POLICY_CASES.replace("token_type: reader\n    request: GET /api/hosts?sort", "token_type: writer\n    request: GET /api/hosts?sort"))
+    code, out, err = run(capsys, "test", str(folder))
+    assert (code, out) == (2, "")
+    assert err == f"{folder / 'demo.tests.yaml'}:8: token type 'writer' is not in pack 'demo' (known: reader)\n"
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_test_without_packs_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str) -> None:
+    target = tmp_path / "policies"
+    if make == "empty":
+        target.mkdir()
+    code, out, err = run(capsys, "test", str(target))
+    assert (code, out) == (2, "")
+    assert str(target) in err
