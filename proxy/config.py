@@ -17,6 +17,7 @@ from typing import Mapping, cast
 from yarl import URL
 
 from proxy.ipaddrs import AddressSet, ForwardedHeader
+from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issuer
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set
 from proxy.policy.model import parse_path_template
@@ -127,6 +128,7 @@ class Config:
     reload: ReloadSettings = field(default_factory=ReloadSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     policy_paths: tuple[Path, ...] = ()  # the ``policies`` entries, resolved: what a reload watches
+    issuer: IssuerSettings | None = None  # labgate issues its own tokens (README "Token service")
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -134,7 +136,7 @@ class Config:
 
 TOP_KEYS = (
     "listen", "store", "policies", "trusted_proxies", "client_ip_header", "limits", "endpoints", "upstreams",
-    "decision_log", "reload", "shutdown",
+    "decision_log", "reload", "shutdown", "issuer",
 )
 
 
@@ -151,7 +153,8 @@ def load_config(path: str | Path) -> Config:
     reader.expect_keys(root, TOP_KEYS, "the config")
     base = file.parent
     packs = _read_policies(reader, root, base)
-    upstreams = _read_upstreams(reader, root, base, packs)
+    issuer = read_issuer(reader, root, base)
+    upstreams = _read_upstreams(reader, root, base, packs, issuer)
     config = Config(
         file=file,
         listen=_read_listen(reader, root, base),
@@ -171,9 +174,13 @@ def load_config(path: str | Path) -> Config:
         policy_paths=tuple(
             (base / os.path.expanduser(text)).resolve() for text in root.get("policies") or () if isinstance(text, str)
         ),
+        issuer=issuer,
     )
     _check_routing(reader, root, config)
     _check_forward_auth(reader, root, config)
+    check_issuer_paths(
+        reader, root, config.endpoints.all(), [(i, u.path_prefix) for i, u in enumerate(config.upstreams) if u.path_prefix]
+    )
     problems.raise_if_any()
     return config
 
@@ -341,7 +348,9 @@ UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts"
 TRANSPORTS = ("http1", "aiohttp")
 
 
-def _read_upstreams(reader: FieldReader, root: LocatedDict, base: Path, packs: Mapping[str, CompiledPack]) -> tuple[Upstream, ...]:
+def _read_upstreams(
+    reader: FieldReader, root: LocatedDict, base: Path, packs: Mapping[str, CompiledPack], issuer: IssuerSettings | None
+) -> tuple[Upstream, ...]:
     items = reader.items(root, "upstreams", required=True)
     if items is None:
         return ()
@@ -353,7 +362,7 @@ def _read_upstreams(reader: FieldReader, root: LocatedDict, base: Path, packs: M
         if not isinstance(body, LocatedDict):
             reader.error(items, index, "each upstream must be a mapping")
             continue
-        upstream = _read_upstream(reader, body, base, packs)
+        upstream = _read_upstream(reader, body, base, packs, issuer)
         if upstream is None:
             continue
         if upstream.name in names:
@@ -363,7 +372,9 @@ def _read_upstreams(reader: FieldReader, root: LocatedDict, base: Path, packs: M
     return tuple(upstreams)
 
 
-def _read_upstream(reader: FieldReader, body: LocatedDict, base: Path, packs: Mapping[str, CompiledPack]) -> Upstream | None:
+def _read_upstream(
+    reader: FieldReader, body: LocatedDict, base: Path, packs: Mapping[str, CompiledPack], issuer: IssuerSettings | None
+) -> Upstream | None:
     reader.expect_keys(body, UPSTREAM_KEYS, "an upstream")
     name = reader.string(body, "name", required=True)
     if name and not NAME.fullmatch(name):
@@ -384,7 +395,7 @@ def _read_upstream(reader: FieldReader, body: LocatedDict, base: Path, packs: Ma
     if pack_name and pack is None:
         known = ", ".join(sorted(packs)) or "none loaded"
         reader.error(body, "pack", f"unknown pack {pack_name!r} (known: {known})")
-    source = read_token_source(reader, body, base, pack)
+    source = read_token_source(reader, body, base, pack, issuer)
     tls = _read_upstream_tls(reader, body, base)
     connect_timeout, read_timeout = _read_timeouts(reader, body)
     transport = reader.choice(body, "transport", TRANSPORTS, default="http1")

@@ -29,7 +29,10 @@ _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 IntrospectionResult = Literal["active", "inactive", "error"]
 ReloadResult = Literal["success", "failure"]
-STORE_OPERATIONS = ("put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at", "ping")
+STORE_OPERATIONS = (
+    "put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at",
+    "signing_keys", "add_first_signing_key", "rotate_signing_key", "ping",
+)
 
 
 def multiprocess_dir() -> str | None:

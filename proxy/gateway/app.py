@@ -34,7 +34,9 @@ from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.http1 import Http1Transport
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
 from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
+from proxy.gateway.discovery import discovery_endpoints
 from proxy.ipaddrs import ClientIpResolver, IPAddress
+from proxy.issuer.ring import KeyRing
 from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
 from proxy.policy.compile import CompiledPack
@@ -143,6 +145,10 @@ class Gateway:
         self._owns_store = store is None
         self.store: Store = InstrumentedStore(open_store(config.store), self.metrics) if store is None else store
         self.token_state = token_state or TokenStateGuard(self.store)
+        # labgate's own signing keys: one ring for the JWKS and every issuer source (README "Token service").
+        self.key_ring = KeyRing(self.store, config.issuer) if config.issuer else None
+        if self.key_ring is not None:
+            self._own.update(discovery_endpoints(self.key_ring, request_id_for))
         self._readiness = readiness
         self.proto = "https" if config.listen.tls else "http"
 
@@ -156,7 +162,7 @@ class Gateway:
                 introspection=lambda result, name=name: self.metrics.observe_introspection(name, result),
                 observed=lambda token_type, name=name: self.metrics.observed_token(name, token_type),
             )
-            source = open_token_source(upstream.token_source, self.store, upstream=name, events=events)
+            source = open_token_source(upstream.token_source, self.store, upstream=name, events=events, key_ring=self.key_ring)
             self._runtimes.append(
                 UpstreamRuntime(
                     upstream,
@@ -177,6 +183,8 @@ class Gateway:
             await runtime.transport.close()
             await runtime.source.close()
         self._runtimes.clear()
+        if self.key_ring is not None:
+            await self.key_ring.close()
         if self._owns_store:
             await self.store.close()
 

@@ -9,7 +9,7 @@ never by their text.  Every backend passes the same conformance suite
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 RevocationKind = Literal["token", "subject", "client"]
@@ -45,6 +45,47 @@ class TokenRecord:
         return cls(**json.loads(text))
 
 
+@dataclass(frozen=True)
+class SigningKeyRecord:
+    """One of labgate's own token-signing keys (the ``issuer`` source), as stored.
+
+    ``private_pem`` is PKCS#8 PEM, encrypted when the issuer has a key
+    passphrase; ``public_pem`` lets verification and the JWKS work without
+    ever loading it.  A key signs until ``retired_at``; retired, it still
+    verifies tokens until ``usable_until`` and is forgotten after.  Everything
+    but the two retirement times is fixed when the key is made.
+    """
+
+    kid: str
+    algorithm: str
+    created_at: float
+    public_pem: str
+    private_pem: str = field(repr=False)  # never in a log line
+    retired_at: float | None = None
+    usable_until: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.retired_at is None
+
+    def material_json(self) -> str:
+        """The fixed part, as backends store it beside the retirement times."""
+        fixed = {"kid": self.kid, "algorithm": self.algorithm, "created_at": self.created_at,
+                 "public_pem": self.public_pem, "private_pem": self.private_pem}
+        return json.dumps(fixed, separators=(",", ":"))
+
+    @classmethod
+    def from_material(
+        cls, text: str | bytes, retired_at: float | None = None, usable_until: float | None = None
+    ) -> "SigningKeyRecord":
+        return cls(**json.loads(text), retired_at=retired_at, usable_until=usable_until)
+
+
+def signing_key_order(key: SigningKeyRecord) -> tuple[float, str]:
+    """Oldest first, the kid breaking ties: every backend lists keys in this order."""
+    return key.created_at, key.kid
+
+
 class Store(Protocol):
     """Token state. ``now`` is always passed in: stores never read a clock themselves."""
 
@@ -76,6 +117,23 @@ class Store(Protocol):
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
         """When ``value`` was revoked, or None."""
+
+    async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
+        """labgate's signing keys not yet past their ``usable_until``, oldest first."""
+
+    async def add_first_signing_key(self, key: SigningKeyRecord) -> bool:
+        """Store ``key`` as the active signing key unless one is active already (then False, nothing written).
+
+        Atomic: replicas that start together on an empty store end up with one key.
+        """
+
+    async def rotate_signing_key(self, key: SigningKeyRecord, usable_until: float) -> None:
+        """In one step: retire every active key as of ``key.created_at`` and store ``key`` as the active one.
+
+        The retired keys verify until ``usable_until``; one no later than
+        ``key.created_at`` forgets them at once (a leaked key).  Keys already
+        past their own ``usable_until`` are forgotten too.
+        """
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers."""

@@ -11,7 +11,7 @@ import time
 from typing import Any, Coroutine, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
-from proxy.store.base import RevocationKind, Store, StoreUnavailable, TokenRecord
+from proxy.store.base import RevocationKind, SigningKeyRecord, Store, StoreUnavailable, TokenRecord
 
 T = TypeVar("T")
 
@@ -64,6 +64,15 @@ class InstrumentedStore:
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
         return await self._timed("revoked_at", self.inner.revoked_at(kind, value, now))
+
+    async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
+        return await self._timed("signing_keys", self.inner.signing_keys(now))
+
+    async def add_first_signing_key(self, key: SigningKeyRecord) -> bool:
+        return await self._timed("add_first_signing_key", self.inner.add_first_signing_key(key))
+
+    async def rotate_signing_key(self, key: SigningKeyRecord, usable_until: float) -> None:
+        await self._timed("rotate_signing_key", self.inner.rotate_signing_key(key, usable_until))
 
     async def ping(self) -> None:
         await self._timed("ping", self.inner.ping())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from proxy.store.base import RevocationKind, TokenRecord
+from dataclasses import replace
+
+from proxy.store.base import RevocationKind, SigningKeyRecord, TokenRecord, signing_key_order
 
 
 class MemoryStore:
@@ -10,6 +12,7 @@ class MemoryStore:
         self._tokens: dict[str, TokenRecord] = {}
         self._uses: dict[str, float] = {}
         self._revocations: dict[tuple[str, str], tuple[float, float | None]] = {}
+        self._signing_keys: dict[str, SigningKeyRecord] = {}
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         self._tokens[key] = record
@@ -44,6 +47,29 @@ class MemoryStore:
             del self._revocations[(kind, value)]
             return None
         return at
+
+    async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
+        self._forget_signing_keys(now)
+        return sorted(self._signing_keys.values(), key=signing_key_order)
+
+    async def add_first_signing_key(self, key: SigningKeyRecord) -> bool:
+        if any(k.active for k in self._signing_keys.values()):
+            return False
+        self._signing_keys[key.kid] = replace(key, retired_at=None, usable_until=None)
+        return True
+
+    async def rotate_signing_key(self, key: SigningKeyRecord, usable_until: float) -> None:
+        at = key.created_at
+        for kid, old in list(self._signing_keys.items()):
+            if old.active:
+                self._signing_keys[kid] = replace(old, retired_at=at, usable_until=usable_until)
+        self._forget_signing_keys(at)
+        self._signing_keys[key.kid] = replace(key, retired_at=None, usable_until=None)
+
+    def _forget_signing_keys(self, now: float) -> None:
+        for kid, key in list(self._signing_keys.items()):
+            if key.usable_until is not None and key.usable_until <= now:
+                del self._signing_keys[kid]
 
     async def ping(self) -> None:
         return None

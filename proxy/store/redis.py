@@ -12,7 +12,7 @@ import math
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from proxy.store.base import RevocationKind, StoreUnavailable, TokenRecord
+from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord, signing_key_order
 
 # Last use only ever moves forward, even when two replicas write at once.
 _TOUCH = """
@@ -27,16 +27,46 @@ end
 return 1
 """
 
+# Signing keys: KEYS[1] maps kid -> the key's fixed JSON, KEYS[2] kid -> "retired_at usable_until".
+# Active keys have no entry in KEYS[2].  The times travel as Python's repr of a float,
+# untouched, so every backend gives back exactly what was written.
+_ADD_FIRST_SIGNING_KEY = """
+for _, kid in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if redis.call('HEXISTS', KEYS[2], kid) == 0 then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+_ROTATE_SIGNING_KEY = """
+local at, usable_until = tonumber(ARGV[3]), tonumber(ARGV[4])
+for _, kid in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local retired = redis.call('HGET', KEYS[2], kid)
+  local ends = usable_until
+  if retired then ends = tonumber(string.match(retired, ' (.+)$')) end
+  if ends <= at then
+    redis.call('HDEL', KEYS[1], kid)
+    redis.call('HDEL', KEYS[2], kid)
+  elseif not retired then
+    redis.call('HSET', KEYS[2], kid, ARGV[3] .. ' ' .. ARGV[4])
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
 
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "labgate:", timeout: float = 2.0) -> None:
         self.url = url
-        self._prefix = prefix
+        self.prefix = prefix
         self._client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._touch = self._client.register_script(_TOUCH)
+        self._add_first_signing_key = self._client.register_script(_ADD_FIRST_SIGNING_KEY)
+        self._rotate_signing_key = self._client.register_script(_ROTATE_SIGNING_KEY)
+        self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
 
     def _key(self, *parts: str) -> str:
-        return self._prefix + ":".join(parts)
+        return self.prefix + ":".join(parts)
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         try:
@@ -89,6 +119,39 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
         return float(raw) if raw is not None else None
+
+    async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:  # one consistent view of both hashes
+                pipe.hgetall(self._signing_key_names[0])
+                pipe.hgetall(self._signing_key_names[1])
+                materials, retirements = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        keys = []
+        for kid, material in materials.items():
+            retired_at = usable_until = None
+            if kid in retirements:
+                at_text, _, until_text = retirements[kid].partition(b" ")
+                retired_at, usable_until = float(at_text), float(until_text)
+                if usable_until <= now:
+                    continue
+            keys.append(SigningKeyRecord.from_material(material, retired_at, usable_until))
+        return sorted(keys, key=signing_key_order)
+
+    async def add_first_signing_key(self, key: SigningKeyRecord) -> bool:
+        try:
+            added = await self._add_first_signing_key(keys=self._signing_key_names, args=[key.kid, key.material_json()])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        return bool(added)
+
+    async def rotate_signing_key(self, key: SigningKeyRecord, usable_until: float) -> None:
+        args = [key.kid, key.material_json(), repr(float(key.created_at)), repr(float(usable_until))]
+        try:
+            await self._rotate_signing_key(keys=self._signing_key_names, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
 
     async def ping(self) -> None:
         try:

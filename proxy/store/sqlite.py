@@ -8,21 +8,28 @@ file).  Any SQLite error is :class:`StoreUnavailable`: fail closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from proxy.store.base import RevocationKind, StoreUnavailable, TokenRecord
+from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
 SWEEP_INTERVAL = 60.0
+WAL_SWITCH_TRIES = 100  # 20 ms apart: two seconds at most
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL);
 CREATE TABLE IF NOT EXISTS uses (key TEXT PRIMARY KEY, at REAL NOT NULL, until REAL);
 CREATE TABLE IF NOT EXISTS revocations (
     kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, until REAL, PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid TEXT PRIMARY KEY, material TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL, usable_until REAL
 );
 """
 
@@ -36,8 +43,9 @@ class SqliteStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
+            _create_private(self.path)
             db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -103,6 +111,34 @@ class SqliteStore:
         ).fetchone())
         return float(row[0]) if row else None
 
+    async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT material, retired_at, usable_until FROM signing_keys WHERE usable_until IS NULL OR usable_until > ? "
+            "ORDER BY created_at, kid",
+            (now,),
+        ).fetchall())
+        return [SigningKeyRecord.from_material(*row) for row in rows]
+
+    async def add_first_signing_key(self, key: SigningKeyRecord) -> bool:
+        def add(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM signing_keys WHERE retired_at IS NULL LIMIT 1").fetchone():
+                return False
+            _insert_signing_key(db, key)
+            return True
+
+        return await self._run(lambda db: _in_transaction(db, add))
+
+    async def rotate_signing_key(self, key: SigningKeyRecord, usable_until: float) -> None:
+        def rotate(db: sqlite3.Connection) -> None:
+            at = key.created_at
+            db.execute(
+                "UPDATE signing_keys SET retired_at = ?, usable_until = ? WHERE retired_at IS NULL", (at, usable_until)
+            )
+            db.execute("DELETE FROM signing_keys WHERE usable_until IS NOT NULL AND usable_until <= ?", (at,))
+            _insert_signing_key(db, key)
+
+        await self._run(lambda db: _in_transaction(db, rotate))
+
     async def forget_expired(self, now: float) -> int:
         """Delete what no longer matters; returns the number of rows removed."""
         return await self._run(lambda db: _sweep(db, now))
@@ -130,4 +166,49 @@ def _sweep(db: sqlite3.Connection, now: float) -> int:
     removed = db.execute("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).rowcount
     removed += db.execute("DELETE FROM uses WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
     removed += db.execute("DELETE FROM revocations WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
+    removed += db.execute("DELETE FROM signing_keys WHERE usable_until IS NOT NULL AND usable_until <= ?", (now,)).rowcount
     return int(removed)
+
+
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Processes opening a new file together race to switch it to WAL.
+
+    The switch needs the file to itself and fails with SQLITE_BUSY at once,
+    without waiting out the busy timeout: try again, a bounded number of times.
+    """
+    for attempt in range(WAL_SWITCH_TRIES):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or attempt == WAL_SWITCH_TRIES - 1:
+                raise
+            time.sleep(0.02)
+
+
+def _create_private(path: Path) -> None:
+    """A new store file is readable by its owner only: it may hold labgate's private signing keys.
+
+    SQLite gives its -wal and -shm files the database file's permissions.
+    """
+    with contextlib.suppress(OSError):  # exists already, or no folder: sqlite3 reports the latter itself
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work`` as one write transaction: other processes on the file see all of it or none."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
+
+
+def _insert_signing_key(db: sqlite3.Connection, key: SigningKeyRecord) -> None:
+    db.execute(
+        "INSERT INTO signing_keys (kid, material, created_at, retired_at, usable_until) VALUES (?, ?, ?, NULL, NULL)",
+        (key.kid, key.material_json(), key.created_at),
+    )

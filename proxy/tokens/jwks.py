@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import aiohttp
 import jwt
@@ -50,6 +50,16 @@ class VerificationKey:
 
 class KeysUnavailable(Exception):
     """No key set has ever been fetched: verification cannot happen (fail closed, 503)."""
+
+
+class KeySet(Protocol):
+    """Keys looked up by kid and algorithm: a JWKS URL's (:class:`JwksCache`) or labgate's own key ring."""
+
+    async def get(self, kid: str | None, algorithm: str) -> VerificationKey | None:
+        """The key, or None; KeysUnavailable when the set could never be loaded."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 def load_static_key(*, kid: str | None, algorithm: str, material: bytes) -> VerificationKey:

@@ -31,7 +31,7 @@ from yarl import URL
 
 from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
-from proxy.tokens.jwks import ALGORITHM_FAMILIES, JwksCache, KeysUnavailable, VerificationKey
+from proxy.tokens.jwks import ALGORITHM_FAMILIES, JwksCache, KeySet, KeysUnavailable, VerificationKey
 from proxy.tokens.matchers import TypeRule, pick_token_type
 from proxy.tokens.narrowing import MalformedNarrowing, client_ips_claim, path_prefixes_claim
 
@@ -45,7 +45,11 @@ _LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 @dataclass(frozen=True)
 class JwtSourceSettings:
-    """A ``jwt`` token source as configured; validated on construction."""
+    """A ``jwt`` token source as configured; validated on construction.
+
+    ``external_keys``: the keys come from a :class:`KeySet` handed to
+    :class:`JwtSource` (labgate's own key ring, for the ``issuer`` source).
+    """
 
     algorithms: tuple[str, ...]
     static_keys: tuple[VerificationKey, ...] = ()
@@ -63,6 +67,7 @@ class JwtSourceSettings:
     client_ips_claim: str | None = None
     cache_size: int = 10000
     cache_max_seconds: float = 300.0
+    external_keys: bool = False
 
     def __post_init__(self) -> None:
         if not self.algorithms:
@@ -70,7 +75,7 @@ class JwtSourceSettings:
         for alg in self.algorithms:
             if alg not in ALGORITHM_FAMILIES:
                 raise ValueError(f"algorithm {alg!r} is not supported")
-        if not self.static_keys and not self.jwks_url:
+        if not self.static_keys and not self.jwks_url and not self.external_keys:
             raise ValueError("give 'keys' or a 'jwks_url' (or both)")
         for key in self.static_keys:
             if key.algorithm not in self.algorithms:
@@ -119,14 +124,19 @@ class JwtSource:
         on_cache: Callable[[bool], None] | None = None,
         on_fetch: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        keys: KeySet | None = None,
     ) -> None:
+        """``keys``: the key set of ``external_keys`` settings; its owner closes it, not this source."""
+        if settings.external_keys != (keys is not None):
+            raise ValueError("give a key set exactly when the settings say external_keys")
         self.settings = settings
         self._clock = clock
         self._on_cache = on_cache
         self._cache: TLRUCache[str, TokenFacts] = TLRUCache(
             maxsize=settings.cache_size, ttu=self._cache_until, timer=clock
         )
-        self._jwks = (
+        self._owns_keys = keys is None
+        self._jwks: KeySet | None = keys if keys is not None else (
             JwksCache(
                 settings.jwks_url,
                 algorithms=settings.algorithms,
@@ -262,7 +272,7 @@ class JwtSource:
         )
 
     async def close(self) -> None:
-        if self._jwks is not None:
+        if self._jwks is not None and self._owns_keys:
             await self._jwks.close()
 
 

@@ -2,7 +2,8 @@
 
 The section's ``type`` names the source: ``jwt`` (signed tokens verified with
 pinned keys), ``observe`` (opaque tokens learned from the appliance's own token
-endpoint) or ``introspect`` (opaque tokens an RFC 7662 endpoint vouches for).
+endpoint), ``introspect`` (opaque tokens an RFC 7662 endpoint vouches for) or
+``issuer`` (labgate's own tokens, verified with its key ring).
 Secrets come from files or environment variables, never from the config text.
 """
 
@@ -12,18 +13,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from proxy.issuer.settings import IssuerSettings
 from proxy.policy.compile import CompiledPack
 from proxy.policy.model import RouteTemplate, parse_path_template
 from proxy.tokens.introspect import IntrospectSourceSettings
+from proxy.tokens.issuer_source import IssuerSourceSettings
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey, load_static_key
 from proxy.tokens.jwt_source import JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
 from proxy.tokens.observe import GRANT_FIELDS, ObserveSourceSettings
 from proxy.yamlsource import FieldReader, LocatedDict
 
-TokenSourceSettings = JwtSourceSettings | ObserveSourceSettings | IntrospectSourceSettings
+TokenSourceSettings = JwtSourceSettings | ObserveSourceSettings | IntrospectSourceSettings | IssuerSourceSettings
 
-SOURCE_TYPES = ("jwt", "observe", "introspect")
+SOURCE_TYPES = ("jwt", "observe", "introspect", "issuer")
 JWT_KEYS = (
     "type", "algorithms", "keys", "jwks_url", "jwks_min_refetch_interval", "jwks_max_age", "issuer",
     "audience", "leeway", "required_claims", "typ", "subject_claim", "path_prefixes_claim",
@@ -35,11 +38,13 @@ INTROSPECT_KEYS = (
     "type", "endpoint", "client_id", "client_secret_file", "client_secret_env", "client_auth", "timeout", "tls",
     "subject_claim", "path_prefixes_claim", "client_ips_claim", "types", "cache",
 )
+ISSUER_SOURCE_KEYS = ("type", "audience", "token_types", "cache")
 
 
 def read_token_source(
-    reader: FieldReader, upstream: LocatedDict, base: Path, pack: CompiledPack | None
+    reader: FieldReader, upstream: LocatedDict, base: Path, pack: CompiledPack | None, issuer: IssuerSettings | None = None
 ) -> TokenSourceSettings | None:
+    """``issuer``: the config's ``issuer`` section, which an ``issuer`` source verifies against."""
     section = reader.section(upstream, "token_source", required=True)
     if section is None:
         return None
@@ -50,6 +55,8 @@ def read_token_source(
         return _read_observe(reader, section, pack)
     if kind == "introspect":
         return _read_introspect(reader, section, base, pack)
+    if kind == "issuer":
+        return _read_issuer_source(reader, section, upstream, pack, issuer)
     return _read_jwt(reader, section, base, pack)
 
 
@@ -134,6 +141,39 @@ def _read_introspect(
     except ValueError as exc:
         reader.error(section, None, f"token_source: {exc}")
         return None
+
+
+def _read_issuer_source(
+    reader: FieldReader, section: LocatedDict, upstream: LocatedDict, pack: CompiledPack | None, issuer: IssuerSettings | None
+) -> IssuerSourceSettings | None:
+    """Audience: the upstream's name unless given; token types: every type of its pack unless listed."""
+    reader.expect_keys(section, ISSUER_SOURCE_KEYS, "an issuer token_source")
+    problems_before = len(reader.problems.items)
+    if issuer is None:
+        reader.error(section, "type", "an issuer token_source verifies labgate's own tokens: it needs a valid top-level 'issuer' section")
+    audience = section.get("audience")
+    if isinstance(audience, str):
+        audiences: tuple[str, ...] = (audience,)
+    elif audience is None:
+        name = upstream.get("name")
+        audiences = (name,) if isinstance(name, str) and name else ()
+    else:
+        audiences = tuple(text for text, _ in reader.strings(section, "audience"))
+        if not audiences:
+            reader.error(section, "audience", "audience: give the upstream's audience (default: its name)")
+    listed = reader.strings(section, "token_types")
+    if "token_types" in section and not listed:
+        reader.error(section, "token_types", "token_types: list the pack's types this upstream accepts, or leave it out")
+    known = tuple(pack.token_types) if pack is not None else ()
+    for text, line in listed:
+        if pack is not None and text not in pack.token_types:
+            reader.problems.add(reader.file, line, f"unknown token type {text!r} in pack {pack.name!r} (known: {', '.join(sorted(known))})")
+    token_types = tuple(text for text, _ in listed) or known
+    cache = _read_cache(reader, section, ("size",))
+    cache_size = reader.integer(cache, "size", default=10000, minimum=1) if cache else 10000
+    if issuer is None or not audiences or not token_types or len(reader.problems.items) > problems_before:
+        return None
+    return IssuerSourceSettings(issuer=issuer, audience=audiences, token_types=token_types, cache_size=cache_size)
 
 
 def _read_cache(reader: FieldReader, section: LocatedDict, keys: tuple[str, ...]) -> LocatedDict | None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from proxy.issuer.ring import KeyRing
 from proxy.store.base import Store
 from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.introspect import IntrospectSource, IntrospectSourceSettings
+from proxy.tokens.issuer_source import IssuerSource, IssuerSourceSettings
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.observe import ObserveSource, ObserveSourceSettings
 from proxy.tokens.settings import TokenSourceSettings
@@ -41,11 +43,20 @@ class SourceEvents:
 
 
 def open_token_source(
-    settings: TokenSourceSettings, store: Store, *, upstream: str, events: SourceEvents = SourceEvents()
+    settings: TokenSourceSettings,
+    store: Store,
+    *,
+    upstream: str,
+    events: SourceEvents = SourceEvents(),
+    key_ring: KeyRing | None = None,
 ) -> TokenSource:
+    """``key_ring``: the gateway's one ring for every ``issuer`` source (a fresh one on the store otherwise)."""
     if isinstance(settings, ObserveSourceSettings):
         return ObserveSource(settings, store, upstream=upstream, on_observed=events.observed)
     if isinstance(settings, IntrospectSourceSettings):
         return IntrospectSource(settings, on_result=events.introspection)
+    if isinstance(settings, IssuerSourceSettings):
+        ring = key_ring if key_ring is not None else KeyRing(store, settings.issuer)
+        return IssuerSource(settings, ring, on_cache=events.cache_lookup)
     assert isinstance(settings, JwtSourceSettings)
     return JwtSource(settings, on_cache=events.cache_lookup, on_fetch=events.jwks_fetch)

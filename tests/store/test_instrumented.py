@@ -8,7 +8,7 @@ import time
 import pytest
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
-from proxy.store.base import Store, StoreUnavailable, TokenRecord
+from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord
 from proxy.store.instrumented import InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
@@ -33,6 +33,10 @@ async def exercise(store: Store) -> None:
     await store.revoke("subject", "alice", now, until=now + 60)
     await store.revoked_at("subject", "alice", now)
     await store.drop_token("k")
+    key = SigningKeyRecord("kid", "ES256", now, "public", "private")
+    await store.add_first_signing_key(key)
+    await store.rotate_signing_key(SigningKeyRecord("kid2", "ES256", now + 1, "public", "private"), now + 60)
+    await store.signing_keys(now)
     await store.ping()
 
 

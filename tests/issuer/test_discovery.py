@@ -1,0 +1,56 @@
+"""The JWKS (RFC 7517) and the authorization server metadata (RFC 8414) labgate publishes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+
+from proxy.issuer.discovery import jwks_document, metadata_document
+from proxy.issuer.ring import KeyRing, ensure_signing_key, rotate_signing_key
+from proxy.store.memory import MemoryStore
+from tests.issuer.issuing import PRIVATE_JWK_MEMBERS, issuer_settings
+
+
+async def test_the_jwks_lists_the_active_and_still_valid_retired_keys_with_public_members_only() -> None:
+    store = MemoryStore()
+    es256, rs256 = issuer_settings(), issuer_settings(algorithm="RS256")
+    now = time.time()
+    first = await ensure_signing_key(store, es256, now=now - 10)
+    second = await rotate_signing_key(store, rs256, now=now)
+    assert first is not None
+    document = jwks_document(await KeyRing(store, rs256).published())
+    assert [(k["kid"], k["alg"], k["kty"], k["use"]) for k in document["keys"]] == [
+        (first.kid, "ES256", "EC", "sig"),
+        (second.kid, "RS256", "RSA", "sig"),
+    ]
+    text = json.dumps(document)
+    for key in document["keys"]:
+        assert not set(PRIVATE_JWK_MEMBERS) & set(key)
+    assert "PRIVATE" not in text and "-----" not in text
+    for key in document["keys"]:
+        assert jwt.PyJWK(key).key is not None  # a relying party can load every one
+
+
+async def test_a_key_past_its_grace_leaves_the_jwks() -> None:
+    store = MemoryStore()
+    settings = issuer_settings()
+    now = time.time()
+    old = await ensure_signing_key(store, settings, now=now - settings.retired_key_grace - 10)
+    assert old is not None
+    await rotate_signing_key(store, settings, now=now - settings.retired_key_grace - 1)
+    document = jwks_document(await KeyRing(store, settings).published())
+    assert old.kid not in [k["kid"] for k in document["keys"]] and len(document["keys"]) == 1
+
+
+def test_the_metadata_names_the_issuer_its_token_endpoint_and_keys() -> None:
+    document = metadata_document(issuer_settings(url="https://labgate.lab.example:8443"))
+    assert document == {
+        "issuer": "https://labgate.lab.example:8443",
+        "token_endpoint": "https://labgate.lab.example:8443/oauth/token",
+        "jwks_uri": "https://labgate.lab.example:8443/.well-known/jwks.json",
+        "grant_types_supported": ["password", "client_credentials", "refresh_token", "emergency"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "response_types_supported": [],
+    }
