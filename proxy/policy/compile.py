@@ -26,6 +26,7 @@ class _RouteNode:
     literal: dict[str, "_RouteNode"] = field(default_factory=dict)
     param: "_RouteNode | None" = None
     rules: dict[str, str] = field(default_factory=dict)  # method (or "*") -> rule id
+    subtree: "_RouteNode | None" = None  # deny rules ending in '/**': this path and all below
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,14 @@ class RouteTrie:
             else:
                 key = fold_segment(segment, self._case_insensitive)
                 node = node.literal.setdefault(key, _RouteNode())
+        if template.subtree:
+            node.subtree = node.subtree or _RouteNode()
+            node = node.subtree
         node.rules.setdefault(template.method, rule_id)
 
     def match(self, method: str, segments: tuple[str, ...]) -> RouteMatch:
         root = self._root
-        if not root.literal and root.param is None and not root.rules:
+        if not root.literal and root.param is None and not root.rules and root.subtree is None:
             return _NO_MATCH  # most types have no deny rules at all
         if self._for_deny and segments and segments[-1] == "":
             segments = segments[:-1]
@@ -85,7 +89,10 @@ class RouteTrie:
         """Every node whose template matches the whole path, literals first.
 
         Each trie node sits at one depth, so this visits each node at most once.
+        A ``/**`` rule on the way down matches whatever lies below it.
         """
+        if node.subtree is not None:
+            out.append(node.subtree)
         if depth == len(segments):
             if node.rules:
                 out.append(node)

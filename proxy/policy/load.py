@@ -107,7 +107,7 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
 
 def _read_routes(reader: FieldReader, body: LocatedDict, key: str, *, allow_any_method: bool) -> tuple[RouteTemplate, ...]:
     routes: list[RouteTemplate] = []
-    seen: set[tuple[str, tuple[str | None, ...]]] = set()
+    seen: set[tuple[str, tuple[str | None, ...], bool]] = set()
     items = body.get(key)
     for index, (text, _line) in enumerate(reader.strings(body, key)):
         try:
@@ -115,7 +115,7 @@ def _read_routes(reader: FieldReader, body: LocatedDict, key: str, *, allow_any_
         except ValueError as exc:
             reader.error(items, index, str(exc))
             continue
-        identity = (route.method, route.segments)
+        identity = (route.method, route.segments, route.subtree)
         if identity in seen:
             reader.error(items, index, f"{key}: {route.text!r} is listed twice (or differs only in param names)")
             continue

@@ -36,10 +36,15 @@ class RouteTemplate:
     method: str
     segments: tuple[str | None, ...]
     text: str
+    subtree: bool = False  # a deny rule ending in '/**': the path and everything below it
 
     @classmethod
     def parse(cls, text: str, *, allow_any_method: bool = False) -> "RouteTemplate":
-        """Parse ``GET /api/backups/{bkpId}/restore``; ValueError says what is wrong."""
+        """Parse ``GET /api/backups/{bkpId}/restore``; ValueError says what is wrong.
+
+        Deny rules (``allow_any_method``) may end in ``/**``: the path and every
+        path below it, so no deeper path can slip past the rule.
+        """
         parts = text.split()
         if len(parts) != 2:
             raise ValueError(f"route {text!r} must be 'METHOD /path', e.g. 'GET /api/hosts'")
@@ -50,7 +55,14 @@ class RouteTemplate:
             allowed = ", ".join(sorted(ROUTE_METHODS))
             extra = " or *" if allow_any_method else ""
             raise ValueError(f"route {text!r}: method must be one of {allowed}{extra}")
-        return cls(method, parse_path_template(path, what=f"route {text!r}"), f"{method} {path}")
+        subtree = path == "/**" or path.endswith("/**")
+        if subtree and not allow_any_method:
+            raise ValueError(f"route {text!r}: '/**' (everything below) is for deny rules only")
+        if subtree:
+            segments = parse_path_template(path[:-3] or "/", what=f"route {text!r}")
+        else:
+            segments = parse_path_template(path, what=f"route {text!r}")
+        return cls(method, segments, f"{method} {path}", subtree)
 
 
 def parse_path_template(path: str, *, what: str, params: bool = True) -> tuple[str | None, ...]:
@@ -67,6 +79,9 @@ def parse_path_template(path: str, *, what: str, params: bool = True) -> tuple[s
             raise ValueError(f"{what}: empty segment ('//')")
         if raw in (".", ".."):
             raise ValueError(f"{what}: dot segments are not allowed")
+        if set(raw) == {"*"}:
+            # Reads as a wildcard, which a path template has not ('/**' ends deny rules only).
+            raise ValueError(f"{what}: a segment of only '*' is not a wildcard here; only deny rules may end in '/**'")
         if _PARAM_NAME.fullmatch(raw):
             if not params:
                 raise ValueError(f"{what}: {{params}} are not allowed here")

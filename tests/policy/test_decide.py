@@ -254,3 +254,46 @@ def test_shadow_explanation_flags_the_decision() -> None:
         "token_type": "emergency",
         "shadow": True,
     }
+
+
+SUBTREE = compile_pack(
+    load_pack_text(
+        """
+pack: subtree
+paths: case-insensitive
+token_types:
+  all:
+    path_prefixes: [/]
+    routes: [POST /V4/AccessToken/Renew]
+    deny:
+      - "GET /V4/AccessToken/{id}"
+      - "* /V4/AccessToken/{id}/{action}/**"
+      - "DELETE /Admin/**"
+""",
+        "subtree.yaml",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "method, target, rule",
+    [
+        ("GET", "/V4/AccessToken/1/a", "subtree/all/deny/* /V4/AccessToken/{id}/{action}/**"),
+        ("POST", "/V4/AccessToken/1/a/b/c/d", "subtree/all/deny/* /V4/AccessToken/{id}/{action}/**"),
+        ("PUT", "/v4/accesstoken/1/a/b/", "subtree/all/deny/* /V4/AccessToken/{id}/{action}/**"),
+        ("DELETE", "/Admin", "subtree/all/deny/DELETE /Admin/**"),
+        ("DELETE", "/admin/users/1", "subtree/all/deny/DELETE /Admin/**"),
+    ],
+)
+def test_a_subtree_deny_rule_covers_its_path_and_everything_below(method: str, target: str, rule: str) -> None:
+    decision = decide(RequestFacts(method, parse_target(target), None), TokenFacts("all", "h"), SUBTREE)
+    assert (decision.allowed, decision.reason, decision.rule) == (False, Reason.OPERATION_FORBIDDEN, rule)
+
+
+@pytest.mark.parametrize(
+    "method, target",
+    [("POST", "/V4/AccessToken/Renew"), ("GET", "/Admin/users"), ("GET", "/AdminGroup"), ("DELETE", "/Administrators/1")],
+)
+def test_a_subtree_deny_rule_stops_at_its_own_path_and_method(method: str, target: str) -> None:
+    decision = decide(RequestFacts(method, parse_target(target), None), TokenFacts("all", "h"), SUBTREE)
+    assert decision.allowed, decision

@@ -74,6 +74,9 @@ BAD_PACKS = [
     ("bool_where_list", "pack: p\ntoken_types:\n  t:\n    routes: true\n", "pack.yaml:4: 'routes' must be a list"),
     ("bad_paths_mode", "pack: p\npaths: sometimes\ntoken_types:\n  t:\n    routes: [GET /a]\n", "pack.yaml:2: 'paths' must be one of"),
     ("prefix_with_param", "pack: p\ntoken_types:\n  t:\n    path_prefixes: ['/a/{id}']\n", "params"),
+    ("subtree_in_an_allow_route", "pack: p\ntoken_types:\n  t:\n    routes: ['GET /a/**']\n", "pack.yaml:4: route 'GET /a/**': '/**' (everything below) is for deny rules only"),
+    ("subtree_not_at_the_end", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    deny: ['* /a/**/b']\n", "pack.yaml:5:"),
+    ("subtree_twice", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    deny: ['* /a/**', '* /a/**']\n", "listed twice"),
     ("shadow_not_a_boolean", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    shadow: yes please\n", "pack.yaml:5: 'shadow' must be true or false"),
 ]
 
