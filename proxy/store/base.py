@@ -12,8 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
-RevocationKind = Literal["token", "subject", "client"]
-REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client")
+RevocationKind = Literal["token", "subject", "client", "chain"]
+REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
 
 
 class StoreUnavailable(Exception):
@@ -133,6 +133,33 @@ class Store(Protocol):
         The retired keys verify until ``usable_until``; one no later than
         ``key.created_at`` forgets them at once (a leaked key).  Keys already
         past their own ``usable_until`` are forgotten too.
+        """
+
+    async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        """Store a JSON text under (kind, key), replacing any; forgotten after ``expires_at``.
+
+        Records hold the token service's state (subjects, API clients, refresh
+        tokens by hash, ...).  ``kind`` is a short lowercase name without ``:``;
+        ``key`` is any text.
+        """
+
+    async def get_record(self, kind: str, key: str, now: float) -> str | None:
+        """The record's text, or None when unknown or past its ``expires_at``."""
+
+    async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
+        """Every live record of ``kind`` as (key, value), sorted by key.
+
+        Reads the whole kind: meant for administrators' lists, not per request.
+        """
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        """Forget a record; True when it was there (expired or not)."""
+
+    async def take_record(self, kind: str, key: str, now: float) -> str | None:
+        """Atomically read and delete: of many callers (replicas) taking one record, exactly one gets it.
+
+        A refresh token is rotated by taking its record, so it is used once.
+        A record past its ``expires_at`` is not given out.
         """
 
     async def ping(self) -> None:

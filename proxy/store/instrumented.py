@@ -74,6 +74,21 @@ class InstrumentedStore:
     async def rotate_signing_key(self, key: SigningKeyRecord, usable_until: float) -> None:
         await self._timed("rotate_signing_key", self.inner.rotate_signing_key(key, usable_until))
 
+    async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        await self._timed("put_record", self.inner.put_record(kind, key, value, expires_at))
+
+    async def get_record(self, kind: str, key: str, now: float) -> str | None:
+        return await self._timed("get_record", self.inner.get_record(kind, key, now))
+
+    async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
+        return await self._timed("list_records", self.inner.list_records(kind, now))
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        return await self._timed("delete_record", self.inner.delete_record(kind, key))
+
+    async def take_record(self, kind: str, key: str, now: float) -> str | None:
+        return await self._timed("take_record", self.inner.take_record(kind, key, now))
+
     async def ping(self) -> None:
         await self._timed("ping", self.inner.ping())
 

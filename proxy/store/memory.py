@@ -13,6 +13,7 @@ class MemoryStore:
         self._uses: dict[str, float] = {}
         self._revocations: dict[tuple[str, str], tuple[float, float | None]] = {}
         self._signing_keys: dict[str, SigningKeyRecord] = {}
+        self._records: dict[tuple[str, str], tuple[str, float | None]] = {}
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         self._tokens[key] = record
@@ -70,6 +71,35 @@ class MemoryStore:
         for kid, key in list(self._signing_keys.items()):
             if key.usable_until is not None and key.usable_until <= now:
                 del self._signing_keys[kid]
+
+    async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        self._records[(kind, key)] = (value, expires_at)
+
+    async def get_record(self, kind: str, key: str, now: float) -> str | None:
+        found = self._records.get((kind, key))
+        if found is None:
+            return None
+        value, expires_at = found
+        if expires_at is not None and expires_at <= now:
+            del self._records[(kind, key)]
+            return None
+        return value
+
+    async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
+        for (record_kind, key), (_, expires_at) in list(self._records.items()):
+            if expires_at is not None and expires_at <= now:
+                del self._records[(record_kind, key)]
+        return sorted((key, value) for (record_kind, key), (value, _) in self._records.items() if record_kind == kind)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        return self._records.pop((kind, key), None) is not None
+
+    async def take_record(self, kind: str, key: str, now: float) -> str | None:
+        found = self._records.pop((kind, key), None)  # no await between read and delete: atomic
+        if found is None:
+            return None
+        value, expires_at = found
+        return None if expires_at is not None and expires_at <= now else value
 
     async def ping(self) -> None:
         return None

@@ -54,6 +54,30 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
+# Records: KEYS[1] holds "expires_at|value" (expires_at empty when none) and expires by
+# itself; KEYS[2], a sorted set per kind, names the kind's keys scored by expiry so a
+# kind can be listed without scanning the keyspace.  Index entries whose record has
+# expired by the server's clock (the clock EXAT goes by) are dropped on every write.
+_PUT_RECORD = """
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'EXAT', ARGV[3])
+end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local clock = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (tonumber(clock[1]) - 1))
+return 1
+"""
+_TAKE_RECORD = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return value
+"""
+
 
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "labgate:", timeout: float = 2.0) -> None:
@@ -63,6 +87,8 @@ class RedisStore:
         self._touch = self._client.register_script(_TOUCH)
         self._add_first_signing_key = self._client.register_script(_ADD_FIRST_SIGNING_KEY)
         self._rotate_signing_key = self._client.register_script(_ROTATE_SIGNING_KEY)
+        self._put_record = self._client.register_script(_PUT_RECORD)
+        self._take_record = self._client.register_script(_TAKE_RECORD)
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
 
     def _key(self, *parts: str) -> str:
@@ -153,6 +179,55 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
 
+    def _record_keys(self, kind: str, key: str) -> list[str]:
+        return [self._key("record", kind, key), self._key("records", kind)]
+
+    async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        exat = _exat(expires_at)
+        stored = ("" if expires_at is None else repr(float(expires_at))) + "|" + value
+        score = "+inf" if expires_at is None else repr(float(expires_at))
+        try:
+            await self._put_record(
+                keys=self._record_keys(kind, key), args=[key, stored, "" if exat is None else str(exat), score]
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+
+    async def get_record(self, kind: str, key: str, now: float) -> str | None:
+        try:
+            raw = await self._client.get(self._key("record", kind, key))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        return _live_record(raw, now)
+
+    async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
+        try:
+            members = await self._client.zrangebyscore(self._key("records", kind), f"({now!r}", "+inf")
+            keys = [member.decode() for member in members]
+            raws = await self._client.mget([self._key("record", kind, key) for key in keys]) if keys else []
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        found = [(key, _live_record(raw, now)) for key, raw in zip(keys, raws)]
+        return sorted((key, value) for key, value in found if value is not None)
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        record, index = self._record_keys(kind, key)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(record)
+                pipe.zrem(index, key)
+                removed, _ = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        return bool(removed)
+
+    async def take_record(self, kind: str, key: str, now: float) -> str | None:
+        try:
+            raw = await self._take_record(keys=self._record_keys(kind, key), args=[key])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        return _live_record(raw, now)
+
     async def ping(self) -> None:
         try:
             await self._client.ping()
@@ -161,6 +236,16 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _live_record(raw: bytes | None, now: float) -> str | None:
+    """The value of a stored "expires_at|value", or None when absent or past its expiry (EXAT is whole seconds)."""
+    if raw is None:
+        return None
+    expires_text, _, value = raw.decode().partition("|")
+    if expires_text and float(expires_text) <= now:
+        return None
+    return value
 
 
 def _exat(moment: float | None) -> int | None:

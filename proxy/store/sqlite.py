@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS revocations (
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid TEXT PRIMARY KEY, material TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL, usable_until REAL
 );
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL, PRIMARY KEY (kind, key)
+);
 """
 
 
@@ -139,6 +142,40 @@ class SqliteStore:
 
         await self._run(lambda db: _in_transaction(db, rotate))
 
+    async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT OR REPLACE INTO records (kind, key, value, expires_at) VALUES (?, ?, ?, ?)",
+            (kind, key, value, expires_at),
+        ))
+
+    async def get_record(self, kind: str, key: str, now: float) -> str | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT value FROM records WHERE kind = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
+            (kind, key, now),
+        ).fetchone())
+        return str(row[0]) if row else None
+
+    async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT key, value FROM records WHERE kind = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
+            (kind, now),
+        ).fetchall())
+        return [(str(key), str(value)) for key, value in rows]
+
+    async def delete_record(self, kind: str, key: str) -> bool:
+        return await self._run(lambda db: db.execute(
+            "DELETE FROM records WHERE kind = ? AND key = ?", (kind, key)
+        ).rowcount > 0)
+
+    async def take_record(self, kind: str, key: str, now: float) -> str | None:
+        # One statement is one write transaction: of several processes on the file, one deletes the row.
+        rows = await self._run(lambda db: db.execute(
+            "DELETE FROM records WHERE kind = ? AND key = ? RETURNING value, expires_at", (kind, key)
+        ).fetchall())  # read to the end: the statement, and its transaction, finish here
+        if not rows or (rows[0][1] is not None and rows[0][1] <= now):
+            return None
+        return str(rows[0][0])
+
     async def forget_expired(self, now: float) -> int:
         """Delete what no longer matters; returns the number of rows removed."""
         return await self._run(lambda db: _sweep(db, now))
@@ -167,6 +204,7 @@ def _sweep(db: sqlite3.Connection, now: float) -> int:
     removed += db.execute("DELETE FROM uses WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
     removed += db.execute("DELETE FROM revocations WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
     removed += db.execute("DELETE FROM signing_keys WHERE usable_until IS NOT NULL AND usable_until <= ?", (now,)).rowcount
+    removed += db.execute("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).rowcount
     return int(removed)
 
 

@@ -37,6 +37,11 @@ async def exercise(store: Store) -> None:
     await store.add_first_signing_key(key)
     await store.rotate_signing_key(SigningKeyRecord("kid2", "ES256", now + 1, "public", "private"), now + 60)
     await store.signing_keys(now)
+    await store.put_record("subject", "alice", "{}", now + 60)
+    await store.get_record("subject", "alice", now)
+    await store.list_records("subject", now)
+    await store.take_record("subject", "alice", now)
+    await store.delete_record("subject", "alice")
     await store.ping()
 
 
