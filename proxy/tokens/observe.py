@@ -155,6 +155,15 @@ def read_token_answer(body: bytes) -> IssuedTokens:
     )
 
 
+def token_endpoint_segments(path: str) -> tuple[str | None, ...]:
+    """The endpoint's segments as a request's would be; a trailing slash (HCP's ``/auth/oauth/``) is kept.
+
+    Raises ValueError for a path a request could not match.
+    """
+    trailing = ("",) if path.endswith("/") and path != "/" else ()
+    return parse_path_template(path.rstrip("/") or "/", what="token_endpoint", params=False) + trailing
+
+
 def _seconds(value: object) -> float | None:
     """A positive ``expires_in``; some appliances send the number as a string."""
     if isinstance(value, str) and value.isdigit():
@@ -181,7 +190,7 @@ class ObserveSource:
         self._upstream = upstream
         self._clock = clock
         self._on_observed = on_observed
-        self.token_endpoint_segments = parse_path_template(settings.token_endpoint, what="token_endpoint", params=False)
+        self.token_endpoint_segments = token_endpoint_segments(settings.token_endpoint)
         # Known tokens, briefly: revocations are checked on every request anyway
         # (proxy.tokens.state), and an entry never outlives the token's record.
         self._known: TLRUCache[str, TokenFacts] = TLRUCache(

@@ -15,13 +15,13 @@ from typing import Any
 
 from proxy.issuer.settings import IssuerSettings
 from proxy.policy.compile import CompiledPack
-from proxy.policy.model import RouteTemplate, parse_path_template
+from proxy.policy.model import RouteTemplate
 from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSourceSettings
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey, load_static_key
 from proxy.tokens.jwt_source import JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
-from proxy.tokens.observe import GRANT_FIELDS, ObserveSourceSettings
+from proxy.tokens.observe import GRANT_FIELDS, ObserveSourceSettings, token_endpoint_segments
 from proxy.yamlsource import FieldReader, LocatedDict
 
 TokenSourceSettings = JwtSourceSettings | ObserveSourceSettings | IntrospectSourceSettings | IssuerSourceSettings
@@ -66,7 +66,7 @@ def _read_observe(reader: FieldReader, section: LocatedDict, pack: CompiledPack 
     endpoint = reader.string(section, "token_endpoint", required=True)
     if endpoint is not None:
         try:
-            parse_path_template(endpoint, what="token_endpoint", params=False)
+            token_endpoint_segments(endpoint)
         except ValueError as exc:
             reader.error(section, "token_endpoint", str(exc))
     revoke = None

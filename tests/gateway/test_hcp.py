@@ -1,7 +1,7 @@
 """HCP for cloud scale end to end: the ``observe`` source learns the tokens HCP issues (seed 002).
 
 A mock HCP (proxy.mocks.hcp) issues JWT-looking tokens only it can check;
-labgate passes its ``/auth/oauth`` token endpoint through, learns each token
+labgate passes its ``/auth/oauth/`` token endpoint through, learns each token
 as the shipped ``hcp`` pack's ``password`` type, and holds it to the MAPI
 (``POST /mapi/v1/<area>/<verb>``) and ``/api/admin``, with nothing it refuses
 ever reaching the appliance.
@@ -27,7 +27,7 @@ from tests.conftest import GatewayStarter, RunningGateway, app_on_loopback
 POLICIES = str(Path(__file__).resolve().parents[2] / "policies")
 OBSERVE = {
     "type": "observe",
-    "token_endpoint": "/auth/oauth",  # as seed 002 writes it (labgate takes no trailing slash here)
+    "token_endpoint": "/auth/oauth/",  # as the vendor documents it, trailing slash included
     "types": [
         # The local admin (realm omitted, or Local in any case) and the realms this site
         # lets through share the pack's one type: HCP checks each user's own permissions.
@@ -55,7 +55,7 @@ async def start(start_gateway: GatewayStarter, url: str) -> RunningGateway:
 
 async def token_call(gateway: RunningGateway, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as client:
-        async with client.post(f"{gateway.url}/hcp/auth/oauth", data=form) as response:
+        async with client.post(f"{gateway.url}/hcp/auth/oauth/", data=form) as response:
             return response.status, await response.json(content_type=None)
 
 
@@ -92,7 +92,7 @@ async def test_a_realm_user_password_grant_reaches_the_object_storage_mapi(
     tokens = await get_tokens(gateway, REALM_USER)
     assert tokens["access_token"].startswith("eyJ") and tokens["expires_in"] == 7200 and tokens["refresh_token"]
     # The form reached HCP as sent: realm, client and scope included.
-    assert ("POST", "/auth/oauth") in mock.received
+    assert ("POST", "/auth/oauth/") in mock.received
     status, users = await call(gateway, "POST", "/mapi/v1/user/list", tokens["access_token"], {"count": 10, "nameFilter": "user"})
     assert status == 200 and [u["username"] for u in users] == ["user1"]
     status, components = await call(gateway, "POST", "/mapi/v1/storage_component/list", tokens["access_token"], {})

@@ -19,6 +19,7 @@ from proxy.tokens.observe import (
     basic_client_id,
     read_token_answer,
     read_token_request,
+    token_endpoint_segments,
 )
 from tests.conftest import free_port
 
@@ -85,6 +86,15 @@ def test_an_ambiguous_or_malformed_token_request_is_refused(body: bytes, content
 def test_the_basic_client_id_joins_the_grant() -> None:
     request = read_token_request(b"grant_type=emergency&username=svtcli&password=x", FORM, "simplivity")
     assert request.grant["client_id"] == "simplivity"
+
+
+@pytest.mark.parametrize(
+    "path, segments",
+    [("/auth/oauth/", ("auth", "oauth", "")), ("/auth/oauth", ("auth", "oauth")), ("/api/oauth/token", ("api", "oauth", "token"))],
+)
+def test_a_token_endpoint_keeps_its_trailing_slash(path: str, segments: tuple[str, ...]) -> None:
+    """HCP documents /auth/oauth/: with and without the slash are different paths, as everywhere in labgate."""
+    assert token_endpoint_segments(path) == segments
 
 
 @pytest.mark.parametrize(
