@@ -1,4 +1,5 @@
-"""The ``labgate`` command: serve, check, explain, test, revoke, keys (:mod:`proxy.issuer.commands`).
+"""The ``labgate`` command: serve, check, explain, test, revoke, keys (:mod:`proxy.issuer.commands`),
+token (:mod:`proxy.issuer.token_commands`).
 
 Exit codes: 0 success / allowed; 1 config problems (check), a failed or
 uncovered policy test (test) or a store that cannot take a revocation
@@ -22,6 +23,7 @@ import jwt
 from proxy.config import Config, Upstream, load_config
 from proxy.ipaddrs import InvalidAddress, parse_ip
 from proxy.issuer.commands import add_keys_commands
+from proxy.issuer.token_commands import add_token_commands
 from proxy.policy.decide import Decision
 from proxy.policy.offline import decide_offline
 from proxy.policy.testing import MissingPath, load_suite, report, run_suite
@@ -81,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--client", help="every token of this client id issued until now")
     revoke.set_defaults(run=_revoke)
     add_keys_commands(commands)
+    add_token_commands(commands)
     return parser
 
 
