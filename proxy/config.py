@@ -16,6 +16,7 @@ from typing import Mapping, cast
 
 from yarl import URL
 
+from proxy.credentials.settings import CredentialSettings, read_credential
 from proxy.ipaddrs import AddressSet, ForwardedHeader
 from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issuer
 from proxy.policy.compile import CompiledPack, compile_pack
@@ -111,6 +112,7 @@ class Upstream:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     transport: str = "http1"  # http1 (lean, default) or aiohttp (aiohttp's ClientSession)
+    credential: CredentialSettings | None = None  # what labgate authenticates to the appliance with
 
 
 @dataclass(frozen=True)
@@ -344,7 +346,7 @@ def _check_endpoint_path(reader: FieldReader, section: LocatedDict, key: str, va
         reader.error(section, key, str(exc))
 
 
-UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source")
+UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source", "credential")
 TRANSPORTS = ("http1", "aiohttp")
 
 
@@ -396,12 +398,15 @@ def _read_upstream(
         known = ", ".join(sorted(packs)) or "none loaded"
         reader.error(body, "pack", f"unknown pack {pack_name!r} (known: {known})")
     source = read_token_source(reader, body, base, pack, issuer)
+    credential = read_credential(reader, body, base, url)
     tls = _read_upstream_tls(reader, body, base)
     connect_timeout, read_timeout = _read_timeouts(reader, body)
     transport = reader.choice(body, "transport", TRANSPORTS, default="http1")
     if not (name and url and pack_name and source):
         return None
-    return Upstream(name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport)
+    return Upstream(
+        name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential
+    )
 
 
 def _read_url(reader: FieldReader, body: LocatedDict) -> URL | None:

@@ -92,6 +92,10 @@ class Reason(enum.Enum):
     BODY_TOO_LARGE = ("body_too_large", 413, "invalid_request")
     UPSTREAM_UNREACHABLE = ("upstream_unreachable", 502, "bad_gateway")
     UPSTREAM_TIMEOUT = ("upstream_timeout", 504, "gateway_timeout")
+    # The credential labgate holds for an appliance (an upstream's ``credential``): its login
+    # failed, or the appliance answered 401 to it (whose body may echo it: never passed on).
+    UPSTREAM_CREDENTIAL_UNAVAILABLE = ("upstream_credential_unavailable", 503, "temporarily_unavailable")
+    UPSTREAM_CREDENTIAL_REJECTED = ("upstream_credential_rejected", 502, "bad_gateway")
     INTERNAL_ERROR = ("internal_error", 500, "server_error")
 
     @property

@@ -26,6 +26,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.config import Config, Upstream
+from proxy.credentials.base import CredentialUnavailable, UpstreamCredential
+from proxy.credentials.open import forwards_client_authorization, open_credential
 from proxy.decision_log import DecisionRecord, log_decision, wants_decision_log
 from proxy.gateway.errors import BodyTooLarge, error_response
 from proxy.gateway.forward_auth import OriginalRequest, forward_auth_answer, original_request
@@ -69,6 +71,8 @@ class UpstreamRuntime:
     transport: UpstreamTransport
     base_path: str  # the upstream URL's /base/path ("" for none), before every checked target
     upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
+    credential: UpstreamCredential | None = None  # replaces the client's Authorization (README "Upstream credentials")
+    client_authorization: bool = True  # the client's own Authorization header goes upstream
 
 
 @dataclass(slots=True)
@@ -171,6 +175,8 @@ class Gateway:
                     self._transport_factory(upstream),
                     upstream.url.raw_path.rstrip("/"),
                     self.metrics.upstream_duration.labels(name),
+                    open_credential(upstream),
+                    forwards_client_authorization(upstream),
                 )
             )
         self.router = UpstreamRouter([(r.upstream, r) for r in self._runtimes])
@@ -182,6 +188,8 @@ class Gateway:
         for runtime in self._runtimes:
             await runtime.transport.close()
             await runtime.source.close()
+            if runtime.credential is not None:
+                await runtime.credential.close()
         self._runtimes.clear()
         if self.key_ring is not None:
             await self.key_ring.close()
@@ -322,11 +330,21 @@ class Gateway:
         if request.content_length is not None and request.content_length > limit:
             return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
         body = self._request_body(request, limit) if request.body_exists else None
-        outbound = self._outbound(exchange, runtime, target, body)
+        try:
+            authorization = await runtime.credential.authorization() if runtime.credential else None
+        except CredentialUnavailable as exc:
+            return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE, exc.detail, decision)
+        outbound = self._outbound(exchange, runtime, target, body, authorization)
         try:
             answer = await runtime.transport.send(outbound)
             try:
                 runtime.upstream_latency.observe(time.perf_counter() - exchange.started)
+                if answer.status == 401 and runtime.credential is not None and authorization is not None:
+                    # The appliance refused labgate's credential, not the client's token; its
+                    # answer may echo the credential (SimpliVity does), so it is never passed on.
+                    runtime.credential.rejected(authorization)
+                    detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; the next request logs in again"
+                    return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
                 response = await self._answer(request, answer, exchange.request_id, runtime.upstream.name)
             finally:
                 answer.release()
@@ -341,20 +359,30 @@ class Gateway:
         return response
 
     def _outbound(
-        self, exchange: Exchange, runtime: UpstreamRuntime, target: RequestTarget, body: AsyncIterator[bytes] | None
+        self,
+        exchange: Exchange,
+        runtime: UpstreamRuntime,
+        target: RequestTarget,
+        body: AsyncIterator[bytes] | None,
+        authorization: str | None = None,
     ) -> OutboundRequest:
+        """``authorization``: the upstream credential's value, in place of the client's header."""
         request = exchange.request
+        headers = outbound_headers(
+            request.headers,
+            client_ip=str(exchange.client_ip) if exchange.client_ip else "",
+            proto=self.proto,
+            original_host=request.headers.get("Host"),
+            request_id=exchange.request_id,
+            forward_authorization=runtime.client_authorization,
+        )
+        if authorization is not None:
+            headers["Authorization"] = authorization
         return OutboundRequest(
             method=request.method,
             # The checked raw target, never request.path or URL(str): what was decided is what is sent.
             target=runtime.base_path + target.forward_target,
-            headers=outbound_headers(
-                request.headers,
-                client_ip=str(exchange.client_ip) if exchange.client_ip else "",
-                proto=self.proto,
-                original_host=request.headers.get("Host"),
-                request_id=exchange.request_id,
-            ),
+            headers=headers,
             body=body,
         )
 
@@ -416,6 +444,13 @@ class Gateway:
         if reason is Reason.BODY_TOO_LARGE:
             response.force_close()  # the rest of the body is never read
         return response
+
+    def _upstream_refused(
+        self, exchange: Exchange, runtime: UpstreamRuntime, reason: Reason, detail: str, allowed: Decision
+    ) -> web.Response:
+        """An allowed request that failed on the upstream's credential: an upstream error, not a policy denial."""
+        self.metrics.upstream_errors.labels(runtime.upstream.name, reason.code).inc()
+        return self._refuse(exchange, reason, detail, allowed=allowed)
 
     def _record(self, exchange: Exchange, decision: Decision, upstream_status: int | None = None) -> None:
         elapsed = time.perf_counter() - exchange.started
