@@ -10,7 +10,9 @@ signing key; claims ``iss``, ``sub``, ``aud`` (the upstream it is for),
   thing the ``issuer`` source reads the type from;
 * ``path_prefixes``, ``client_ips``: the token's own endpoint list and IP
   allowlist (a Commvault custom scope, a service account's allowlist), which
-  narrow its type and never widen it.
+  narrow its type and never widen it;
+* ``chain``: the refresh chain a token was minted in, when it was; revoking
+  the chain (a refresh token used twice) kills every token minted in it.
 
 A token never outlives ``access_token_max_lifetime``: that bound is what lets
 a retired key be forgotten, so minting refuses anything longer and the
@@ -34,6 +36,7 @@ ACCESS_TOKEN_TYP = "at+jwt"
 TOKEN_TYPE_CLAIM = "token_type"
 PATH_PREFIXES_CLAIM = "path_prefixes"
 CLIENT_IPS_CLAIM = "client_ips"
+CHAIN_CLAIM = "chain"
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class AccessTokenGrant:
 
     ``audience`` is the upstream's audience (its name unless its source says
     otherwise); ``token_type`` must be a type of that upstream's pack;
-    ``lifetime`` is in seconds.
+    ``lifetime`` is in seconds; ``chain`` names the refresh chain the
+    token belongs to, if any.
     """
 
     subject: str
@@ -53,6 +57,7 @@ class AccessTokenGrant:
     scope: tuple[str, ...] = ()
     path_prefixes: tuple[str, ...] | None = None
     client_ips: tuple[str, ...] | None = None
+    chain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,8 @@ def mint_access_token(key: SigningKey, settings: IssuerSettings, grant: AccessTo
         claims[PATH_PREFIXES_CLAIM] = list(grant.path_prefixes)
     if grant.client_ips is not None:
         claims[CLIENT_IPS_CLAIM] = list(grant.client_ips)
+    if grant.chain is not None:
+        claims[CHAIN_CLAIM] = grant.chain
     token = jwt.encode(
         claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYP}
     )
@@ -109,6 +116,8 @@ def _check_grant(grant: AccessTokenGrant, settings: IssuerSettings) -> None:
     for name in ("subject", "client_id", "token_type", "audience"):
         if not getattr(grant, name):
             raise ValueError(f"an access token needs a {name}")
+    if grant.chain == "":
+        raise ValueError("a chain is named by a non-empty id: give None for a token outside any chain")
     if any(not word or " " in word for word in grant.scope):
         raise ValueError("scope values are single non-empty words (RFC 6749 section 3.3)")
     if grant.path_prefixes == () or grant.client_ips == ():

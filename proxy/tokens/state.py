@@ -1,7 +1,8 @@
 """Token state checks on every request: revocation, and a type's lifetimes.
 
-Revocation: a token is dead when its own fingerprint, its subject or its
-client id was revoked at or after its issue.  Answers are cached for at most
+Revocation: a token is dead when its own fingerprint, its subject, its
+client id or its refresh chain (claim ``chain``, labgate's own tokens) was
+revoked at or after its issue.  Answers are cached for at most
 ``REVOCATION_CACHE_SECONDS`` so every replica sees a revocation within a second
 without a store round trip on every request.
 
@@ -55,11 +56,12 @@ class TokenStateGuard:
         )
 
     async def check_revoked(self, key: str, facts: TokenFacts) -> TokenRejection | None:
-        """None unless the token, its subject or its client was revoked at or after its issue."""
+        """None unless the token, its subject, its client or its chain was revoked at or after its issue."""
         client = facts.claims.get("client_id", facts.claims.get("azp"))
+        chain = facts.claims.get("chain")
         issued = facts.issued_at if facts.issued_at is not None else float("-inf")
         try:
-            for kind, value in (("token", key), ("subject", facts.subject), ("client", client)):
+            for kind, value in (("token", key), ("subject", facts.subject), ("client", client), ("chain", chain)):
                 if not isinstance(value, str):
                     continue
                 at = await self._revoked_at(kind, value)  # type: ignore[arg-type]
@@ -68,6 +70,14 @@ class TokenStateGuard:
         except StoreUnavailable:
             return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
         return None
+
+    async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
+        """Revoke in the store, and in this process's cache at once: dead here on the very next request.
+
+        Other processes see it within ``REVOCATION_CACHE_SECONDS``.  Raises StoreUnavailable.
+        """
+        await self._store.revoke(kind, value, at, until)
+        self._revocations[(kind, value)] = at
 
     async def _revoked_at(self, kind: RevocationKind, value: str) -> float:
         cached = self._revocations.get((kind, value))

@@ -53,6 +53,12 @@ async def test_narrowing_claims_are_written_only_when_given(key: SigningKey) -> 
     assert (claims["path_prefixes"], claims["client_ips"]) == (["/V4/Client"], ["10.0.0.0/8", "192.0.2.1–192.0.2.9"])
 
 
+async def test_a_token_minted_in_a_refresh_chain_names_it(key: SigningKey) -> None:
+    chained = mint_access_token(key, SETTINGS, grant(chain="c-123"), now=time.time())
+    assert decoded(chained, key)[1]["chain"] == "c-123"
+    assert "chain" not in decoded(mint_access_token(key, SETTINGS, grant(), now=time.time()), key)[1]
+
+
 async def test_every_token_has_its_own_jti(key: SigningKey) -> None:
     assert len({mint_access_token(key, SETTINGS, grant(), now=time.time()).jti for _ in range(50)}) == 50
 
@@ -71,10 +77,12 @@ async def test_every_token_has_its_own_jti(key: SigningKey) -> None:
         ({"path_prefixes": ()}, "would allow nothing"),
         ({"client_ips": ("10.0.0.300",)}, "invalid address"),
         ({"client_ips": ()}, "would allow nothing"),
+        ({"chain": ""}, "non-empty id"),
     ],
     ids=[
         "longer_than_the_maximum", "shorter_than_a_second", "no_subject", "no_client", "no_type", "no_audience",
         "scope_with_a_space", "prefix_with_dot_segments", "empty_prefix_list", "bad_address", "empty_address_list",
+        "empty_chain",
     ],
 )
 async def test_minting_refuses_what_the_issuer_source_would_refuse(key: SigningKey, overrides: dict[str, Any], message: str) -> None:

@@ -203,3 +203,30 @@ async def test_revocation_checks_fail_closed() -> None:
 
     store.revoked_at = unavailable  # type: ignore[method-assign,assignment]
     assert await revoked(TokenStateGuard(store, clock=Clock()), revocable()) is Reason.STORE_UNAVAILABLE
+
+
+def chained(chain: object, issued: float = ISSUED) -> TokenFacts:
+    return TokenFacts(token_type="emergency", token_hash="abc", subject="alice", issued_at=issued, claims={"chain": chain})
+
+
+async def test_revoking_a_refresh_chain_kills_every_token_minted_in_it_before() -> None:
+    clock = Clock(ISSUED + 5)
+    guard = TokenStateGuard(MemoryStore(), clock=clock)
+    assert await guard.check_revoked("k", chained("c1")) is None
+    await guard.revoke("chain", "c1", ISSUED + 5)  # this process sees it at once, cache or not
+    rejection = await guard.check_revoked("k", chained("c1"))
+    assert rejection is not None and rejection.reason is Reason.REVOKED and "chain" in rejection.detail
+    assert await guard.check_revoked("k2", chained("c2")) is None  # another chain
+    assert await guard.check_revoked("k3", chained("c1", issued=ISSUED + 6)) is None  # minted after
+    assert await guard.check_revoked("k4", chained(["c1"])) is None  # not a chain id: nothing to look up
+
+
+async def test_a_revocation_made_elsewhere_is_seen_once_the_cached_answer_is_stale() -> None:
+    clock = Clock(ISSUED + 5)
+    store = MemoryStore()
+    guard = TokenStateGuard(store, clock=clock)
+    assert await guard.check_revoked("k", chained("c1")) is None
+    await store.revoke("chain", "c1", ISSUED + 5)  # another replica
+    assert await guard.check_revoked("k", chained("c1")) is None  # cached "not revoked"
+    clock.now += 0.5
+    assert await guard.check_revoked("k", chained("c1")) is not None
