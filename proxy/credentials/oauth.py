@@ -91,7 +91,7 @@ class OAuthCredential:
         self._failures = 0
         self._retry_at = 0.0
         self._last_failure = ""
-        self._session: aiohttp.ClientSession | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return f"OAuthCredential({self.settings.grant}, upstream={self._upstream!r})"
@@ -212,22 +212,22 @@ class OAuthCredential:
         return HeldToken("Bearer " + token, expires_at - self.settings.renew_margin(lifetime), expires_at)
 
     def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._tls, limit=4),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
-        return self._session
+        return self._http
 
     async def close(self) -> None:
         logging_in = self._logging_in
         if logging_in is not None:
             logging_in.cancel()
             await asyncio.gather(logging_in, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
 
 async def _bounded_body(response: aiohttp.ClientResponse) -> bytes:

@@ -91,8 +91,8 @@ def password_login(token_url: str, **changes: Any) -> dict[str, Any]:
 
 
 async def get(gateway: RunningGateway, path: str, token: str, **headers: str) -> tuple[int, bytes, dict[str, str]]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{gateway.url}/demo{path}", headers={"Authorization": f"Bearer {token}", **headers}) as response:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{gateway.url}/demo{path}", headers={"Authorization": f"Bearer {token}", **headers}) as response:
             return response.status, await response.read(), dict(response.headers)
 
 
@@ -282,6 +282,6 @@ def lab_certificate(directory: Path) -> tuple[Path, ssl.SSLContext]:
 
 
 async def metrics_text(gateway: RunningGateway) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{gateway.url}/metrics") as response:
+    async with aiohttp.ClientSession() as client:
+        async with client.get(f"{gateway.url}/metrics") as response:
             return await response.text()
