@@ -150,11 +150,14 @@ class IntrospectSource:
             async with self._client().post(settings.endpoint, data=form, headers=headers, allow_redirects=False) as response:
                 if response.status != 200:
                     raise _Unavailable(f"the introspection endpoint answered {response.status}")
-                body = await response.content.read(MAX_ANSWER_BYTES + 1)
+                body = bytearray()
+                # The whole answer, however it is split on the wire, up to the bound.
+                async for chunk in response.content.iter_chunked(16 * 1024):
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise _Unavailable("the introspection answer is too large")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _Unavailable(f"the introspection endpoint cannot be reached ({type(exc).__name__})") from None
-        if len(body) > MAX_ANSWER_BYTES:
-            raise _Unavailable("the introspection answer is too large")
         try:
             answer = json.loads(body)
         except (ValueError, RecursionError):

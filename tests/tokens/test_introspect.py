@@ -244,3 +244,34 @@ def test_settings_refuse_unsafe_or_incomplete_values(server: AuthorizationServer
 
 def test_the_client_secret_never_shows_in_a_repr(server: AuthorizationServer) -> None:
     assert CLIENT_SECRET not in repr(settings(server))
+
+
+async def test_an_answer_split_on_the_wire_is_read_whole(server: AuthorizationServer) -> None:
+    """A streamed answer arrives in pieces; all of them make the JSON."""
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        await request.post()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for piece in (b'{"active": true, ', b'"scope": "custom", ', b'"sub": "svc"}'):
+            await response.write(piece)
+            await asyncio.sleep(0.01)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/introspect", streamed)
+    async with app_on_loopback(app) as url:
+        introspect = IntrospectSource(settings(server, endpoint=f"{url}/introspect"), clock=Clock())
+        try:
+            facts = await introspect.verify("tok-1")
+        finally:
+            await introspect.close()
+    assert isinstance(facts, TokenFacts) and facts.subject == "svc"
+
+
+async def test_an_oversized_answer_is_unavailable(server: AuthorizationServer, source: tuple[IntrospectSource, Clock]) -> None:
+    introspect, _ = source
+    server.answers["tok-1"] = {**ACTIVE, "padding": "x" * 70_000}
+    verdict = await introspect.verify("tok-1")
+    assert isinstance(verdict, TokenRejection) and verdict.reason is Reason.INTROSPECTION_UNAVAILABLE
