@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from proxy.issuer.access_tokens import ACCESS_TOKEN_TYP, CLIENT_IPS_CLAIM, PATH_PREFIXES_CLAIM, TOKEN_TYPE_CLAIM
+from proxy.issuer.emergency_clients import EmergencyClientTypes
 from proxy.issuer.ring import KeyRing
+from proxy.issuer.service_accounts import ServiceAccountScopes
 from proxy.issuer.settings import ISSUER_ALGORITHMS, IssuerSettings
 from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection
@@ -42,6 +44,9 @@ class IssuerSourceSettings:
     audience: tuple[str, ...]
     token_types: tuple[str, ...]
     cache_size: int = 10000
+    # Management API: which type an emergency client's / a service-account scope's token gets.
+    emergency_clients: EmergencyClientTypes | None = None
+    service_accounts: ServiceAccountScopes | None = None
 
     def __post_init__(self) -> None:
         if not self.audience or not self.token_types:

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from proxy.issuer.emergency_clients import read_emergency_clients
+from proxy.issuer.service_accounts import read_service_accounts
 from proxy.issuer.settings import IssuerSettings
 from proxy.policy.compile import CompiledPack
 from proxy.policy.model import RouteTemplate
@@ -38,7 +40,7 @@ INTROSPECT_KEYS = (
     "type", "endpoint", "client_id", "client_secret_file", "client_secret_env", "client_auth", "timeout", "tls",
     "subject_claim", "path_prefixes_claim", "client_ips_claim", "types", "cache",
 )
-ISSUER_SOURCE_KEYS = ("type", "audience", "token_types", "cache")
+ISSUER_SOURCE_KEYS = ("type", "audience", "token_types", "cache", "emergency_clients", "service_accounts")
 
 
 def read_token_source(
@@ -171,9 +173,14 @@ def _read_issuer_source(
     token_types = tuple(text for text, _ in listed) or known
     cache = _read_cache(reader, section, ("size",))
     cache_size = reader.integer(cache, "size", default=10000, minimum=1) if cache else 10000
+    emergency = read_emergency_clients(reader, section, pack, token_types)
+    service_accounts = read_service_accounts(reader, section, pack, token_types)
     if issuer is None or not audiences or not token_types or len(reader.problems.items) > problems_before:
         return None
-    return IssuerSourceSettings(issuer=issuer, audience=audiences, token_types=token_types, cache_size=cache_size)
+    return IssuerSourceSettings(
+        issuer=issuer, audience=audiences, token_types=token_types, cache_size=cache_size,
+        emergency_clients=emergency, service_accounts=service_accounts,
+    )
 
 
 def _read_cache(reader: FieldReader, section: LocatedDict, keys: tuple[str, ...]) -> LocatedDict | None:
