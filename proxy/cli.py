@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by the supervisor for its workers
     serve.set_defaults(run=_serve)
 
+    demo = commands.add_parser("demo", help="start the mock appliances and labgate in front of them, and show each family")
+    demo.add_argument("--config", help="the lab config (default: deploy/examples/lab.yaml)")
+    demo.add_argument("--check", action="store_true", help="walk through each family once and exit (0 when all behaved)")
+    demo.set_defaults(run=_demo)
+
     check = commands.add_parser("check", help="validate a config and its policy packs")
     check.add_argument("--config", required=True)
     check.set_defaults(run=_check)
@@ -228,6 +233,21 @@ async def _write_revocation(config: Config, kind: RevocationKind, value: str, un
             await store.drop_token(value)
     finally:
         await store.close()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Mock appliances plus labgate on the lab config; see :mod:`proxy.demo`."""
+    logging.basicConfig(level="WARNING", format="%(message)s", stream=sys.stderr)
+    from proxy.demo import LAB_CONFIG, run_demo
+
+    config = _load(args.config or str(LAB_CONFIG))
+    if config is None:
+        return EXIT_USAGE
+    try:
+        return asyncio.run(run_demo(config, check=args.check))
+    except OSError as exc:
+        print(f"cannot start the lab: {exc.strerror or exc} (is another demo or labgate running?)", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _serve(args: argparse.Namespace) -> int:
