@@ -181,7 +181,8 @@ def load_config(path: str | Path) -> Config:
     _check_routing(reader, root, config)
     _check_forward_auth(reader, root, config)
     check_issuer_paths(
-        reader, root, config.endpoints.all(), [(i, u.path_prefix) for i, u in enumerate(config.upstreams) if u.path_prefix]
+        reader, root, config.endpoints.all(), [(i, u.path_prefix) for i, u in enumerate(config.upstreams) if u.path_prefix],
+        issuer.admin.prefix if issuer is not None and issuer.admin is not None else None,
     )
     problems.raise_if_any()
     return config

@@ -82,6 +82,24 @@ class Reason(enum.Enum):
     GRANT_NOT_ALLOWED = ("grant_not_allowed", 400, "unsupported_grant_type")
     TOKEN_ANSWER_UNREADABLE = ("token_answer_unreadable", 502, "bad_gateway")
 
+    # labgate's own token endpoint (the token service, RFC 6749 section 5.2 error codes).
+    UNSUPPORTED_GRANT_TYPE = ("unsupported_grant_type", 400, "unsupported_grant_type")
+    CLIENT_AUTHENTICATION_FAILED = ("client_authentication_failed", 401, "invalid_client")
+    CLIENT_NOT_AUTHORIZED = ("client_not_authorized", 400, "unauthorized_client")
+    INVALID_GRANT = ("invalid_grant", 400, "invalid_grant")
+    REFRESH_TOKEN_REUSED = ("refresh_token_reused", 400, "invalid_grant")
+    RENEWAL_ENDED = ("renewal_ended", 400, "invalid_grant")
+    SCOPE_NOT_ALLOWED = ("scope_not_allowed", 400, "invalid_scope")
+    UNKNOWN_AUDIENCE = ("unknown_audience", 400, "invalid_target")
+
+    # The token service's management API.
+    ADMIN_UNAUTHORIZED = ("admin_unauthorized", 401, "unauthorized")
+    TOKEN_MANAGEMENT_FORBIDDEN = ("token_management_forbidden", 403, "access_denied")
+    BAD_ADMIN_REQUEST = ("bad_admin_request", 400, "invalid_request")
+    ADMIN_METHOD_NOT_ALLOWED = ("admin_method_not_allowed", 405, "invalid_request")
+    NOT_FOUND = ("not_found", 404, "not_found")
+    ALREADY_EXISTS = ("already_exists", 409, "conflict")
+
     # Forward-auth (nginx auth_request, Traefik ForwardAuth): the question itself.
     FORWARD_AUTH_UNTRUSTED = ("forward_auth_untrusted", 403, "access_denied")
     FORWARD_AUTH_HEADERS = ("forward_auth_headers", 400, "invalid_request")

@@ -38,6 +38,7 @@ from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pa
 from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
 from proxy.gateway.discovery import discovery_endpoints
 from proxy.ipaddrs import ClientIpResolver, IPAddress
+from proxy.issuer.admin import AdminApi, AdminContext
 from proxy.issuer.ring import KeyRing
 from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
@@ -153,6 +154,10 @@ class Gateway:
         self.key_ring = KeyRing(self.store, config.issuer) if config.issuer else None
         if self.key_ring is not None:
             self._own.update(discovery_endpoints(self.key_ring, request_id_for))
+        # The token service's management API (README "Token service"), under its own prefix.
+        self.admin: AdminApi | None = None
+        if self.key_ring is not None and config.issuer is not None and config.issuer.admin is not None:
+            self.admin = AdminApi(config.issuer.admin, AdminContext(config, self.store, self.key_ring, self.token_state))
         self._readiness = readiness
         self.proto = "https" if config.listen.tls else "http"
 
@@ -225,6 +230,8 @@ class Gateway:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         exchange = Exchange(request, request_id_for(request), time.perf_counter())
         own = self._own.get(request.raw_path)
+        if self.admin is not None and own is None and self.admin.owns(request.raw_path):
+            return await self.admin.handle(request, exchange.request_id)
         # nginx asks forward-auth with the client's own method (auth_request subrequests keep it).
         if own is not None and (request.method in ("GET", "HEAD") or request.raw_path == self.config.endpoints.forward_auth):
             return await own(request)

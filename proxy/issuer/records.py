@@ -18,10 +18,14 @@ only as the key of their record, their sha256.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 R = TypeVar("R", bound="_Record")
+# Subject names, client ids, audiences: what may sit in a path segment and a log line as is
+# (never "." or "..", which a path could resolve).
+NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._@+-]{1,128}")
 
 
 class MalformedRecord(ValueError):

@@ -15,6 +15,7 @@ from typing import Iterable
 
 from yarl import URL
 
+from proxy.issuer.accounts import AdminSettings, EmergencyAccount, read_admin, read_emergency_accounts
 from proxy.yamlsource import FieldReader, LocatedDict
 
 # Public-key algorithms only: the key that verifies is published in the JWKS, so
@@ -22,7 +23,7 @@ from proxy.yamlsource import FieldReader, LocatedDict
 ISSUER_ALGORITHMS = ("ES256", "RS256")
 ISSUER_KEYS = (
     "url", "algorithm", "access_token_max_lifetime", "key_refresh_interval", "leeway",
-    "key_passphrase_file", "key_passphrase_env",
+    "key_passphrase_file", "key_passphrase_env", "admin", "emergency_accounts",
 )
 JWKS_PATH = "/.well-known/jwks.json"
 # RFC 8414 section 3: the well-known suffix sits right after the issuer's origin (no path here).
@@ -43,7 +44,8 @@ class IssuerSettings:
     at (no path, no trailing slash).  A retired key keeps verifying for
     :attr:`retired_key_grace` after rotation: the longest token it can have
     signed, plus the time a replica may still sign with it before it sees the
-    rotation, plus the clock leeway.
+    rotation, plus the clock leeway.  ``admin`` enables the management API;
+    ``emergency_accounts`` may use the ``emergency`` grant.
     """
 
     url: str
@@ -52,6 +54,8 @@ class IssuerSettings:
     key_refresh_interval: float = 5.0
     leeway: float = 5.0
     key_passphrase: bytes | None = field(default=None, repr=False)
+    admin: AdminSettings | None = None
+    emergency_accounts: tuple[EmergencyAccount, ...] = ()
 
     def __post_init__(self) -> None:
         if self.algorithm not in ISSUER_ALGORITHMS:
@@ -93,9 +97,11 @@ def read_issuer(reader: FieldReader, root: LocatedDict, base: Path) -> IssuerSet
     if leeway > 300:
         reader.error(section, "leeway", "leeway must be at most 300 seconds")
     passphrase = _read_passphrase(reader, section, base)
+    admin = read_admin(reader, section)
+    emergency_accounts = read_emergency_accounts(reader, section)
     if url is None or len(reader.problems.items) > problems_before:
         return None
-    return IssuerSettings(url, algorithm, lifetime, refresh, leeway, passphrase)
+    return IssuerSettings(url, algorithm, lifetime, refresh, leeway, passphrase, admin, emergency_accounts)
 
 
 def _read_issuer_url(reader: FieldReader, section: LocatedDict) -> str | None:
@@ -152,15 +158,35 @@ def _read_passphrase(reader: FieldReader, section: LocatedDict, base: Path) -> b
 
 
 def check_issuer_paths(
-    reader: FieldReader, root: LocatedDict, own_paths: Iterable[str], path_prefixes: Iterable[tuple[int, str]]
+    reader: FieldReader,
+    root: LocatedDict,
+    own_paths: Iterable[str],
+    path_prefixes: Iterable[tuple[int, str]],
+    admin_prefix: str | None = None,
 ) -> None:
-    """The issuer's paths must not be hidden by an upstream's path_prefix nor taken by another endpoint."""
+    """The issuer's paths must not be hidden by an upstream's path_prefix nor taken by another endpoint.
+
+    The management API's ``admin_prefix`` owns everything below it: it may
+    neither overlap an upstream's path_prefix nor hold another endpoint.
+    """
     if "issuer" not in root:
         return
+    own_paths, path_prefixes = tuple(own_paths), tuple(path_prefixes)
     for own in own_paths:
         if own in ISSUER_PATHS:
             reader.error(root.get("endpoints"), None, f"endpoint {own} is one of the issuer's own paths")
+        if admin_prefix and _overlaps(own, admin_prefix):
+            reader.error(root.get("endpoints"), None, f"endpoint {own} overlaps issuer.admin.prefix {admin_prefix}")
     for index, prefix in path_prefixes:
         for path in ISSUER_PATHS:
             if path == prefix or path.startswith(prefix + "/"):
                 reader.error(root.get("upstreams"), index, f"path_prefix {prefix!r} would hide the issuer's {path}")
+        if admin_prefix and _overlaps(prefix, admin_prefix):
+            reader.error(root.get("upstreams"), index, f"path_prefix {prefix!r} overlaps issuer.admin.prefix {admin_prefix}")
+    if admin_prefix and any(_overlaps(path, admin_prefix) for path in ISSUER_PATHS):
+        reader.error(root.get("issuer"), "admin", f"issuer.admin.prefix {admin_prefix} overlaps the issuer's own paths")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    """One path is the other, or lies below it (whole segments)."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")

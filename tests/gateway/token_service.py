@@ -1,0 +1,77 @@
+"""Shared parts of the token service tests: a lab pack, a labgate that issues tokens, admin and token calls."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from proxy.issuer.secrets_hash import hash_secret
+from tests.conftest import GatewayStarter, RunningGateway
+
+ADMIN = ("admin", "the administrator's long password")
+EMERGENCY = ("svtcli", "emergency-pw")
+ISSUER_URL = "https://labgate.lab.example"
+# Hashed once for the whole test run: scrypt is slow on purpose.
+ADMIN_HASH = hash_secret(ADMIN[1])
+EMERGENCY_HASH = hash_secret(EMERGENCY[1])
+
+LAB_PACK = """
+pack: lab
+token_types:
+  operator:
+    path_prefixes: [/api]
+    lifetimes: {ttl: 15m, refresh_until: 1d}
+  api-client:
+    routes: [GET /api/hosts]
+    lifetimes: {ttl: 2h}
+  emergency:
+    routes: [GET /api/hosts]
+    lifetimes: {idle: 10m, absolute: 24h}
+"""
+
+
+def issuer_section(**overrides: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "url": ISSUER_URL,
+        "key_refresh_interval": 1,
+        "admin": {"username": ADMIN[0], "password_hash": ADMIN_HASH},
+        "emergency_accounts": [{"username": EMERGENCY[0], "password_hash": EMERGENCY_HASH}],
+    }
+    section.update(overrides)
+    return section
+
+
+async def start_token_service(
+    start: GatewayStarter, tmp_path: Path, upstream_url: str, *, source: dict[str, Any] | None = None, **issuer: Any
+) -> RunningGateway:
+    """labgate with an issuer, the management API and one upstream ("demo", pack "lab") taking its tokens."""
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "lab.yaml").write_text(LAB_PACK)
+    token_source = source or {"type": "issuer"}
+    return await start(upstream_url, upstream={"pack": "lab", "token_source": token_source}, issuer=issuer_section(**issuer))
+
+
+def basic(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+async def admin_call(
+    running: RunningGateway,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    authorization: str | None = basic(*ADMIN),
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """A management API call; the answer's status, headers and JSON body (None when empty)."""
+    sent = dict(headers or {})
+    if authorization is not None:
+        sent["Authorization"] = authorization
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, f"{running.url}/-/admin{path}", json=body, headers=sent) as response:
+            text = await response.text()
+            return response.status, dict(response.headers), (await response.json(content_type=None)) if text else None
