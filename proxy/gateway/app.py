@@ -40,6 +40,8 @@ from proxy.gateway.discovery import discovery_endpoints
 from proxy.ipaddrs import ClientIpResolver, IPAddress
 from proxy.issuer.admin import AdminApi, AdminContext
 from proxy.issuer.ring import KeyRing
+from proxy.issuer.settings import TOKEN_PATH
+from proxy.issuer.token_endpoint import TokenEndpoint
 from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
 from proxy.policy.compile import CompiledPack
@@ -158,6 +160,7 @@ class Gateway:
         self.admin: AdminApi | None = None
         if self.key_ring is not None and config.issuer is not None and config.issuer.admin is not None:
             self.admin = AdminApi(config.issuer.admin, AdminContext(config, self.store, self.key_ring, self.token_state))
+        self.token_endpoint = TokenEndpoint(config, self.store, self.key_ring, self.token_state) if self.key_ring else None
         self._readiness = readiness
         self.proto = "https" if config.listen.tls else "http"
 
@@ -232,6 +235,8 @@ class Gateway:
         own = self._own.get(request.raw_path)
         if self.admin is not None and own is None and self.admin.owns(request.raw_path):
             return await self.admin.handle(request, exchange.request_id)
+        if self.token_endpoint is not None and request.raw_path == TOKEN_PATH:
+            return await self._issue_tokens(exchange)
         # nginx asks forward-auth with the client's own method (auth_request subrequests keep it).
         if own is not None and (request.method in ("GET", "HEAD") or request.raw_path == self.config.endpoints.forward_auth):
             return await own(request)
@@ -279,6 +284,18 @@ class Gateway:
         exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
         self._warn_untrusted_forwarding(request, peer, runtime)
         return decide(RequestFacts(exchange.method, target, exchange.client_ip), exchange.token, runtime.pack)
+
+    async def _issue_tokens(self, exchange: Exchange) -> web.StreamResponse:
+        """labgate's own token endpoint (README "Token service"): counted and logged like every request."""
+        assert self.token_endpoint is not None
+        response, outcome = await self.token_endpoint.handle(exchange.request, exchange.request_id)
+        exchange.runtime = next((r for r in self._runtimes if r.upstream.name == outcome.upstream), None)
+        rule = "issuer/token_endpoint"
+        if outcome.reason is Reason.ALLOWED:
+            self._record(exchange, Decision(True, Reason.ALLOWED, rule, outcome.token_type))
+        else:
+            self._record(exchange, deny(outcome.reason, outcome.detail, rule=rule))
+        return response
 
     async def _forward_auth(self, request: web.BaseRequest) -> web.StreamResponse:
         """A proxy in front asks what labgate would decide; it forwards, labgate never does here."""

@@ -58,14 +58,18 @@ async def show(call: AdminCall) -> web.StreamResponse:
 async def reset_secret(call: AdminCall) -> web.StreamResponse:
     context = call.context
     with directory_errors():
+        now = context.clock()
         record, secret = await directory.reset_client_secret(
-            context.store, context.token_state.revoke, call.params["client_id"], now=context.clock()
+            context.store, context.token_state.revoke, call.params["client_id"], now=now
         )
+    await directory.revocation_settled(now, context.clock)
     return call.answer({**directory.client_view(record), "client_secret": secret})
 
 
 async def delete(call: AdminCall) -> web.StreamResponse:
     context = call.context
     with directory_errors():
-        await directory.delete_client(context.store, context.token_state.revoke, call.params["client_id"], now=context.clock())
+        now = context.clock()
+        await directory.delete_client(context.store, context.token_state.revoke, call.params["client_id"], now=now)
+    await directory.revocation_settled(now, context.clock)
     return call.no_content()

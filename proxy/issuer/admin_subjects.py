@@ -45,5 +45,7 @@ async def show(call: AdminCall) -> web.StreamResponse:
 async def delete(call: AdminCall) -> web.StreamResponse:
     context = call.context
     with directory_errors():
-        await directory.delete_subject(context.store, context.token_state.revoke, call.params["name"], now=context.clock())
+        now = context.clock()
+        await directory.delete_subject(context.store, context.token_state.revoke, call.params["name"], now=now)
+    await directory.revocation_settled(now, context.clock)
     return call.no_content()

@@ -10,10 +10,18 @@ access token issued before it dies on its next request, and every refresh
 chain begun before it can no longer be renewed.  These revocations are kept
 (``until`` None) because a refresh chain may be renewed for months; there is
 one per deleted subject, deleted client or reset secret.
+
+A token's ``iat`` is in whole seconds, so a token issued later in the same
+second as a revocation would look issued before it, and die.  Callers
+therefore answer only once that second is over (:func:`revocation_settled`):
+whatever is issued after they answered (with a reset secret, for a subject
+created again) lives.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import secrets
 import uuid
 from typing import Awaitable, Callable, TypeVar
@@ -129,6 +137,13 @@ async def delete_client(store: Store, revoke: Revoke, client_id: str, *, now: fl
         raise DirectoryError("not_found", f"no API client {client_id!r}")
     await revoke("client", client_id, now, None)
     await store.delete_record(ClientRecord.KIND, client_id)
+
+
+async def revocation_settled(revoked_at: float, clock: Callable[[], float]) -> None:
+    """Return once the second of ``revoked_at`` is over: tokens issued from then on are not covered."""
+    delay = math.floor(revoked_at) + 1 - clock()
+    if 0 < delay <= 1:
+        await asyncio.sleep(delay)
 
 
 def subject_view(record: SubjectRecord) -> dict[str, object]:

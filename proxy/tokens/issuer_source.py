@@ -44,6 +44,7 @@ class IssuerSourceSettings:
     audience: tuple[str, ...]
     token_types: tuple[str, ...]
     cache_size: int = 10000
+    grants: tuple[tuple[str, str], ...] = ()  # token endpoint: (grant_type, token type) pairs
     # Management API: which type an emergency client's / a service-account scope's token gets.
     emergency_clients: EmergencyClientTypes | None = None
     service_accounts: ServiceAccountScopes | None = None
@@ -51,6 +52,10 @@ class IssuerSourceSettings:
     def __post_init__(self) -> None:
         if not self.audience or not self.token_types:
             raise ValueError("an issuer source needs an audience and at least one token type")
+
+    def token_type_for(self, grant_type: str) -> str | None:
+        """The token type a token endpoint grant yields for this upstream; None when it is not served."""
+        return dict(self.grants).get(grant_type)
 
     def jwt_settings(self) -> JwtSourceSettings:
         """The same checks as a ``jwt`` source, pinned to what labgate mints."""

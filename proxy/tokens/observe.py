@@ -87,13 +87,12 @@ class TokenRequest:
     refresh_key: str | None = None
 
 
-def read_token_request(body: bytes, content_type: str, basic_client_id: str | None) -> TokenRequest:
-    """Parse a form-encoded token request (RFC 6749 sections 3.2, 4.3.2, 6).
+def read_token_form(body: bytes, content_type: str) -> dict[str, str]:
+    """The parameters of a form-encoded token request, each exactly once (RFC 6749 section 3.2).
 
-    A parameter sent twice is refused (RFC 6749 section 3.2: "MUST NOT be
-    included more than once"): labgate and the appliance could each read a
-    different ``grant_type``.  The client id comes from HTTP Basic or the body;
-    two different ones are refused too.
+    A parameter sent twice is refused ("MUST NOT be included more than
+    once"): two readers of the form could each take a different one.  Also
+    used by labgate's own token endpoint (:mod:`proxy.issuer.token_endpoint`).
     """
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/x-www-form-urlencoded":
@@ -110,6 +109,18 @@ def read_token_request(body: bytes, content_type: str, basic_client_id: str | No
         if name in fields:
             raise BadTokenRequest(f"parameter {name[:32]!r} appears more than once")
         fields[name] = value
+    return fields
+
+
+def read_token_request(body: bytes, content_type: str, basic_client_id: str | None) -> TokenRequest:
+    """Parse a form-encoded token request (RFC 6749 sections 3.2, 4.3.2, 6).
+
+    A parameter sent twice is refused (RFC 6749 section 3.2: "MUST NOT be
+    included more than once"): labgate and the appliance could each read a
+    different ``grant_type``.  The client id comes from HTTP Basic or the body;
+    two different ones are refused too.
+    """
+    fields = read_token_form(body, content_type)
     if not fields.get("grant_type"):
         raise BadTokenRequest("the token request has no grant_type")
     if basic_client_id is not None:

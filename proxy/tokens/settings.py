@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.issuer.emergency_clients import read_emergency_clients
+from proxy.issuer.grants import read_grants
 from proxy.issuer.service_accounts import read_service_accounts
 from proxy.issuer.settings import IssuerSettings
 from proxy.policy.compile import CompiledPack
@@ -40,7 +41,7 @@ INTROSPECT_KEYS = (
     "type", "endpoint", "client_id", "client_secret_file", "client_secret_env", "client_auth", "timeout", "tls",
     "subject_claim", "path_prefixes_claim", "client_ips_claim", "types", "cache",
 )
-ISSUER_SOURCE_KEYS = ("type", "audience", "token_types", "cache", "emergency_clients", "service_accounts")
+ISSUER_SOURCE_KEYS = ("type", "audience", "token_types", "cache", "grants", "emergency_clients", "service_accounts")
 
 
 def read_token_source(
@@ -173,12 +174,13 @@ def _read_issuer_source(
     token_types = tuple(text for text, _ in listed) or known
     cache = _read_cache(reader, section, ("size",))
     cache_size = reader.integer(cache, "size", default=10000, minimum=1) if cache else 10000
+    grants = read_grants(reader, section, pack, token_types)
     emergency = read_emergency_clients(reader, section, pack, token_types)
     service_accounts = read_service_accounts(reader, section, pack, token_types)
     if issuer is None or not audiences or not token_types or len(reader.problems.items) > problems_before:
         return None
     return IssuerSourceSettings(
-        issuer=issuer, audience=audiences, token_types=token_types, cache_size=cache_size,
+        issuer=issuer, audience=audiences, token_types=token_types, cache_size=cache_size, grants=grants,
         emergency_clients=emergency, service_accounts=service_accounts,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
@@ -75,3 +76,30 @@ async def admin_call(
         async with session.request(method, f"{running.url}/-/admin{path}", json=body, headers=sent) as response:
             text = await response.text()
             return response.status, dict(response.headers), (await response.json(content_type=None)) if text else None
+
+
+GRANTS = {"password": "operator", "client_credentials": "api-client", "emergency": "emergency"}
+ISSUER_SOURCE = {"type": "issuer", "grants": GRANTS}
+
+
+async def token_call(
+    running: RunningGateway,
+    form: dict[str, str] | bytes,
+    *,
+    authorization: str | None = None,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> tuple[int, dict[str, str], Any]:
+    """POST to labgate's token endpoint; the answer's status, headers and JSON body."""
+    headers = {"Content-Type": content_type}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    data = form if isinstance(form, bytes) else urlencode(form).encode()
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{running.url}/oauth/token", data=data, headers=headers) as response:
+            return response.status, dict(response.headers), await response.json(content_type=None)
+
+
+async def api_get(running: RunningGateway, path: str, token: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{running.url}{path}", headers={"Authorization": f"Bearer {token}"}) as response:
+            return response.status, await response.json(content_type=None)
