@@ -49,7 +49,7 @@ def add_keys_commands(commands: Any) -> None:
     listing.set_defaults(run=_list)
 
 
-def _issuer_config(path: str) -> tuple[Config, IssuerSettings] | None:
+def issuer_config(path: str) -> tuple[Config, IssuerSettings] | None:
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -62,7 +62,7 @@ def _issuer_config(path: str) -> tuple[Config, IssuerSettings] | None:
     return config, config.issuer
 
 
-def _with_store(config: Config, work: Callable[[Store], Awaitable[Any]]) -> Any:
+def with_store(config: Config, work: Callable[[Store], Awaitable[Any]]) -> Any:
     async def run() -> Any:
         store = open_store(config.store)
         try:
@@ -74,7 +74,7 @@ def _with_store(config: Config, work: Callable[[Store], Awaitable[Any]]) -> Any:
 
 
 def _init(args: argparse.Namespace) -> int:
-    loaded = _issuer_config(args.config)
+    loaded = issuer_config(args.config)
     if loaded is None:
         return EXIT_USAGE
     config, issuer = loaded
@@ -84,7 +84,7 @@ def _init(args: argparse.Namespace) -> int:
         return made, await store.signing_keys(time.time())
 
     try:
-        made, keys = _with_store(config, work)
+        made, keys = with_store(config, work)
     except StoreUnavailable as exc:
         print(f"no key made: {exc}", file=sys.stderr)
         return EXIT_STORE
@@ -98,7 +98,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    loaded = _issuer_config(args.config)
+    loaded = issuer_config(args.config)
     if loaded is None:
         return EXIT_USAGE
     config, issuer = loaded
@@ -109,7 +109,7 @@ def _rotate(args: argparse.Namespace) -> int:
         return before, await rotate_signing_key(store, issuer, now=now, drop_old=args.drop_old)
 
     try:
-        retired, made = _with_store(config, work)
+        retired, made = with_store(config, work)
     except StoreUnavailable as exc:
         print(f"not rotated: {exc}", file=sys.stderr)
         return EXIT_STORE
@@ -118,19 +118,19 @@ def _rotate(args: argparse.Namespace) -> int:
         if args.drop_old:
             print(f"dropped {old.kid}: every token it signed is refused within {2 * issuer.key_refresh_interval:g} s")
         else:
-            print(f"retired {old.kid}: verifies tokens until {_when(now + issuer.retired_key_grace)}")
+            print(f"retired {old.kid}: verifies tokens until {when(now + issuer.retired_key_grace)}")
     print(f"running labgates sign with the new key within {issuer.key_refresh_interval:g} s")
     _warn_about_file_permissions(config)
     return EXIT_OK
 
 
 def _list(args: argparse.Namespace) -> int:
-    loaded = _issuer_config(args.config)
+    loaded = issuer_config(args.config)
     if loaded is None:
         return EXIT_USAGE
     config, _ = loaded
     try:
-        keys: list[SigningKeyRecord] = _with_store(config, lambda store: store.signing_keys(time.time()))
+        keys: list[SigningKeyRecord] = with_store(config, lambda store: store.signing_keys(time.time()))
     except StoreUnavailable as exc:
         print(f"keys not read: {exc}", file=sys.stderr)
         return EXIT_STORE
@@ -155,14 +155,14 @@ def _row(key: SigningKeyRecord) -> dict[str, Any]:
         "kid": key.kid,
         "algorithm": key.algorithm,
         "state": "active" if key.active else "retired",
-        "created": _when(key.created_at),
-        "retired": _when(key.retired_at) if key.retired_at is not None else None,
-        "verifies_until": _when(key.usable_until) if key.usable_until is not None else None,
+        "created": when(key.created_at),
+        "retired": when(key.retired_at) if key.retired_at is not None else None,
+        "verifies_until": when(key.usable_until) if key.usable_until is not None else None,
         "encrypted": "yes" if is_encrypted(key) else "no",
     }
 
 
-def _when(moment: float) -> str:
+def when(moment: float) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

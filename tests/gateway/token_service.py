@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlencode
 
 import aiohttp
@@ -103,3 +105,11 @@ async def api_get(running: RunningGateway, path: str, token: str) -> tuple[int, 
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{running.url}{path}", headers={"Authorization": f"Bearer {token}"}) as response:
             return response.status, await response.json(content_type=None)
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], *, seconds: float = 5.0) -> None:
+    """Poll a real server until ``condition()`` holds (another process's change); bounded."""
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.1)
