@@ -27,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
-from proxy.issuer.records import MalformedRecord
+from proxy.issuer.records import NAME, MalformedRecord
 from proxy.issuer.settings import IssuerSettings
 from proxy.policy.compile import CompiledPack
 from proxy.yamlsource import FieldReader, LocatedDict
@@ -35,8 +35,8 @@ from proxy.yamlsource import FieldReader, LocatedDict
 RECORD_KIND = "emergency-client"
 EMERGENCY_CLIENTS_KEYS = ("token_type", "roles")
 ROLE_KEYS = ("role", "token_type")
-# clientId is the record key and a path segment of the API: plain characters only.
-CLIENT_ID_SHAPE = re.compile(r"[A-Za-z0-9._~@-]{1,128}")
+# clientId is the record key and a path segment of the API: a name as the management API's paths take them.
+CLIENT_ID_SHAPE = NAME
 MAX_NAME = 256
 MAX_DESCRIPTION = 2048
 MAX_ROLES = 64
@@ -162,7 +162,7 @@ def parse_new_client(body: Any, max_minutes: int) -> NewEmergencyClient:
     client_id = body.get("clientId")
     if not isinstance(client_id, str) or not CLIENT_ID_SHAPE.fullmatch(client_id):
         raise RequestProblem(
-            "clientId is required: 1 to 128 characters of letters, digits and . _ ~ @ - (it names the client in paths)"
+            "clientId is required: 1 to 128 letters, digits and . _ @ + - (it names the client in paths)"
         )
     name = _text(body, "clientName", MAX_NAME, required=True)
     assert name is not None

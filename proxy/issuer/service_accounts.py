@@ -12,7 +12,8 @@ allowlist.
 * All, Custom and Hyperscale tokens come with a refresh token and renew until
   ``renewableUntilTimestamp`` (default: the type's ``lifetimes.refresh_until``
   after creation, 90 days in the commvault pack, which is also the most
-  labgate allows); the access token lives the type's ``ttl`` (30 minutes).
+  labgate allows); the access token lives the type's ``ttl`` (30 minutes),
+  as every renewal's does.
 * 1-Touch and SCIM tokens are never renewable; they live 7 and 30 days by
   default, at most the type's ``ttl`` (the vendor's 14 and 365 days).  A
   lifetime beyond ``issuer.access_token_max_lifetime`` is refused; the
@@ -35,9 +36,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from proxy.ipaddrs import InvalidAddress, parse_entry
+from proxy.issuer.grants import token_terms
 from proxy.issuer.records import MalformedRecord
 from proxy.issuer.settings import DAY, IssuerSettings
 from proxy.policy.compile import CompiledPack
+from proxy.policy.model import Lifetimes
 from proxy.tokens.narrowing import MalformedNarrowing, path_prefixes_claim
 from proxy.yamlsource import FieldReader, LocatedDict
 
@@ -47,7 +50,6 @@ SCOPES = (ALL, CUSTOM, HYPERSCALE, ONE_TOUCH, SCIM)
 ONE_TOUCH_PREFIXES = ("/Client", "/MediaAgent", "/ClientGroup", "/V4/ServerGroup", "/FirewallSummary")
 # Not renewable: (default lifetime, the vendor's most), used when the type sets no ttl.
 FIXED_LIFETIMES = {ONE_TOUCH: (7 * DAY, 14 * DAY), SCIM: (30 * DAY, 365 * DAY)}
-DEFAULT_ACCESS_LIFETIME = 30 * 60.0  # Commvault's 30 minutes, for a renewable type without a ttl
 CREATE_FIELDS = ("tokenName", "scope", "apiEndpoints", "ipAllowlist", "tokenExpiryTimestamp", "renewableUntilTimestamp")
 SERVER_FIELDS = ("accessTokenId", "accessToken", "refreshToken", "refreshTokenExpiryTimestamp", "userId")
 MAX_NAME = 256
@@ -227,9 +229,11 @@ def plan_token(new: NewServiceToken, token_type: str, pack: CompiledPack, issuer
     prefixes = ONE_TOUCH_PREFIXES if new.scope == ONE_TOUCH else new.api_endpoints
     if new.scope in FIXED_LIFETIMES or lifetimes.refresh_until is None:
         if new.renewable_until is not None:
-            raise RequestProblem(f"{new.scope} tokens are not renewable: give tokenExpiryTimestamp, not renewableUntilTimestamp")
-        return TokenPlan(token_type, _fixed_lifetime(new, lifetimes.ttl, issuer, now), None, prefixes, new.ip_allowlist)
-    access = min(lifetimes.ttl or DEFAULT_ACCESS_LIFETIME, issuer.access_token_max_lifetime)
+            raise RequestProblem(
+                f"{new.scope} tokens (type {token_type!r}) are not renewable: give tokenExpiryTimestamp, not renewableUntilTimestamp"
+            )
+        return TokenPlan(token_type, _fixed_lifetime(new, lifetimes, issuer, now), None, prefixes, new.ip_allowlist)
+    access = token_terms(lifetimes, issuer).lifetime  # what each renewal at the token endpoint mints too
     if new.token_expiry is not None:
         if not now < new.token_expiry <= now + access:
             raise RequestProblem(
@@ -247,11 +251,14 @@ def plan_token(new: NewServiceToken, token_type: str, pack: CompiledPack, issuer
     return TokenPlan(token_type, access, until, prefixes, new.ip_allowlist)
 
 
-def _fixed_lifetime(new: NewServiceToken, ttl: float | None, issuer: IssuerSettings, now: float) -> float:
-    """A token that is not renewable: the vendor's default (or, outside 1-Touch and SCIM, the type's ttl)."""
-    renewable_scope = (DEFAULT_ACCESS_LIFETIME, DEFAULT_ACCESS_LIFETIME) if ttl is None else (ttl, ttl)
-    default, vendor_most = FIXED_LIFETIMES.get(new.scope, renewable_scope)
-    most = min(ttl if ttl is not None else vendor_most, issuer.access_token_max_lifetime)
+def _fixed_lifetime(new: NewServiceToken, lifetimes: Lifetimes, issuer: IssuerSettings, now: float) -> float:
+    """A token that is not renewable: 1-Touch and SCIM as the vendor has them, within the type's ttl."""
+    if new.scope in FIXED_LIFETIMES:
+        default, vendor_most = FIXED_LIFETIMES[new.scope]
+        bounds = [lifetimes.ttl if lifetimes.ttl is not None else vendor_most, issuer.access_token_max_lifetime]
+        most = min(bounds + ([lifetimes.absolute] if lifetimes.absolute is not None else []))
+    else:  # a scope Commvault renews, mapped to a type that does not: one token of the type's lifetime
+        default = most = token_terms(lifetimes, issuer).lifetime
     if new.token_expiry is None:
         return min(default, most)
     if not now < new.token_expiry <= now + most:

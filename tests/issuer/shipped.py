@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
 import yaml
+from aiohttp import web
 
-from tests.conftest import free_port
+from proxy.config import load_config
+from proxy.gateway.app import Gateway
+from proxy.gateway.server import make_runner
+from tests.conftest import RunningGateway, free_port
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 ISSUER = {"url": "https://labgate.lab.example", "access_token_max_lifetime": "30d"}
@@ -48,3 +54,33 @@ def shipped_config(tmp_path: Path, upstreams: list[dict[str, Any]], **overrides:
     path = tmp_path / "labgate.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
     return path
+
+
+@dataclass
+class Labgate:
+    """A running labgate on a shipped-packs config, with its Gateway at hand (its clocks, its store)."""
+
+    gateway: Gateway
+    running: RunningGateway
+
+
+@asynccontextmanager
+async def running_labgate(config_path: Path) -> AsyncIterator[Labgate]:
+    """Serve the config in this process on real sockets until the block ends."""
+    config = load_config(config_path)
+    gateway = Gateway(config)
+    runner = make_runner(gateway, config)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, config.listen.address, config.listen.port).start()
+        yield Labgate(gateway, RunningGateway(config, f"http://127.0.0.1:{config.listen.port}", config.listen.port))
+    finally:
+        await runner.cleanup()
+
+
+def move_clocks(labgate: Labgate, clock: Callable[[], float]) -> None:
+    """Make the management API and the token endpoint read ``clock`` (what they mint and renew)."""
+    admin, endpoint = labgate.gateway.admin, labgate.gateway.token_endpoint
+    assert admin is not None and endpoint is not None
+    admin.context = replace(admin.context, clock=clock)
+    endpoint.clock = clock

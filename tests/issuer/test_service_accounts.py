@@ -254,3 +254,11 @@ def test_the_view_names_the_token_but_holds_no_secret() -> None:
         "renewableUntilTimestamp": NOW + 90 * DAY, "apiEndpoints": ["/Client"], "ipAllowlist": ["10.0.0.1"],
     }
     assert "f" * 64 not in str(RECORD.view()) and "chain-1" not in str(RECORD.view())
+
+
+def test_a_renewable_scope_mapped_to_a_type_without_refresh_until_gets_one_token(config: Config) -> None:
+    issuer = issuer_settings(access_token_max_lifetime=30 * DAY)
+    planned = plan_token(new_token("All"), "one-touch", config.packs["commvault"], issuer, NOW)
+    assert (planned.access_lifetime, planned.renewable_until) == (14 * DAY, None)  # the type's ttl; no refresh token
+    with pytest.raises(RequestProblem, match=r"All tokens \(type 'one-touch'\) are not renewable"):
+        plan_token(new_token("All", renewable_until=NOW + DAY), "one-touch", config.packs["commvault"], issuer, NOW)
