@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, MintedToken
 from proxy.issuer.admin import AdminCall, AdminContext, AdminError, AdminRouter
 from proxy.issuer.admin_issuing import configured_upstream, mint, offering_upstream, signing_key
@@ -118,8 +119,10 @@ async def delete(call: AdminCall) -> web.StreamResponse:
     try:
         await _revoke_token(context, EmergencyClientRecord.from_json(text))
     except MalformedRecord:
-        # Its token cannot be named; its subject can: every token of this client issued until now dies.
+        # Its token cannot be named; its subject can: every token of this client issued until now dies,
+        # and the answer waits out the second so that a client created again right after lives.
         await context.token_state.revoke("subject", client_id, now, None)
+        await directory.revocation_settled(now, context.clock)
     await context.store.delete_record(RECORD_KIND, client_id)
     return call.no_content()
 

@@ -85,6 +85,8 @@ async def test_an_unreadable_record_is_listed_with_an_unknown_status(lab: Labgat
     assert (status, body) == (200, {"clientId": "damaged", "accessTokenStatus": "UNKNOWN"})
     status, _, _ = await admin_call(lab.running, "DELETE", "/emergency-clients/damaged")
     assert status == 204 and await lab.gateway.store.get_record("emergency-client", "damaged", time.time()) is None
+    token = (await create(lab, clientId="damaged"))[2]["accessToken"]  # made again at once: its token lives
+    assert (await get(f"{lab.running.url}/vcf/suite-api/api/resources", token))[0] == 200
 
 
 REFUSED = [
