@@ -11,6 +11,8 @@ import aiohttp
 import jwt
 import pytest
 
+from proxy.issuer.keys import new_signing_key
+from proxy.store.sqlite import SqliteStore
 from tests.conftest import RecordingUpstream
 from tests.gateway.serving import get
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call, basic
@@ -240,3 +242,17 @@ async def test_no_token_reaches_a_log_line_or_an_error(lab: Labgate, caplog: pyt
         await admin_call(lab.running, "DELETE", "/emergency-clients/break-glass")
     for secret in (first, second, ADMIN[1]):
         assert secret not in caplog.text and secret not in str(errors)
+
+
+async def test_without_a_usable_signing_key_nothing_is_created(upstream: RecordingUpstream, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "labgate.db")
+    await store.add_first_signing_key(new_signing_key("ES256", now=time.time(), passphrase=b"another labgate's passphrase"))
+    await store.close()
+    (tmp_path / "issuer.passphrase").write_text("this labgate's own passphrase\n")
+    issuer = issuer_with_admin(key_passphrase_file="issuer.passphrase")
+    config = shipped_config(tmp_path, [vcf_upstream(upstream.url)], issuer=issuer,
+                            store={"type": "sqlite", "path": str(tmp_path / "labgate.db")})
+    async with running_labgate(config) as lab:
+        status, _, body = await create(lab)
+        assert_refused(status, body, (503, "keys_unavailable"))
+        assert (await admin_call(lab.running, "GET", "/emergency-clients"))[2] == {"emergencyClients": []}
