@@ -26,6 +26,7 @@ encoded ``/``, nothing a handler could misread.  Answers are JSON with
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -38,14 +39,16 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Mapping
 
+import aiohttp
 from aiohttp import web
 from cachetools import TTLCache
 
-from proxy.gateway.errors import error_response
+from proxy.gateway.errors import BodyTooLarge, error_response
 from proxy.issuer.accounts import AdminSettings
 from proxy.issuer.directory import DirectoryError
 from proxy.issuer.records import NAME
 from proxy.issuer.secrets_hash import verify_secret_async
+from proxy.issuer.small_body import read_small_body
 from proxy.paths import TargetError, parse_target
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
@@ -101,11 +104,12 @@ class AdminCall:
         media_type = self.request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         if media_type != "application/json":
             raise AdminError(Reason.BAD_ADMIN_REQUEST, "the body must be application/json")
-        if self.request.content_length is not None and self.request.content_length > MAX_ADMIN_BODY_BYTES:
-            raise AdminError(Reason.BODY_TOO_LARGE, "an admin request body is a small JSON object")
-        raw = await self.request.content.read(MAX_ADMIN_BODY_BYTES + 1)
-        if len(raw) > MAX_ADMIN_BODY_BYTES:
-            raise AdminError(Reason.BODY_TOO_LARGE, "an admin request body is a small JSON object")
+        try:
+            raw = await read_small_body(self.request, MAX_ADMIN_BODY_BYTES, self.context.config.limits.body_timeout)
+        except BodyTooLarge:
+            raise AdminError(Reason.BODY_TOO_LARGE, "an admin request body is a small JSON object") from None
+        except (asyncio.TimeoutError, aiohttp.ClientPayloadError, OSError):
+            raise AdminError(Reason.BAD_ADMIN_REQUEST, "the request body could not be read") from None
         try:
             body = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
         except (ValueError, RecursionError):
@@ -275,6 +279,8 @@ class AdminApi:
         response.headers["Pragma"] = "no-cache"
         if reason is Reason.ADMIN_UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = f'Basic realm="{ADMIN_REALM}", charset="UTF-8"'
+        if reason is Reason.BODY_TOO_LARGE:
+            response.force_close()  # the rest of the body is never read
         return response
 
     async def _authenticate(self, request: web.BaseRequest) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
-from proxy.gateway.errors import error_response
+from proxy.gateway.errors import BodyTooLarge, error_response
 from proxy.issuer import chains, directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
 from proxy.issuer.audiences import NoSuchAudience, issuer_upstreams, select_upstream
@@ -40,6 +40,7 @@ from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME, RefreshRecord
 from proxy.issuer.secrets_hash import verify_secret_async
+from proxy.issuer.small_body import read_small_body
 from proxy.issuer.token_request import ClientAuthenticationFailed, ClientCredentials, TokenForm, read_token_endpoint_request
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
@@ -152,16 +153,12 @@ class TokenEndpoint:
         return await grant(form, self.clock())
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
-        if request.content_length is not None and request.content_length > MAX_TOKEN_REQUEST_BYTES:
-            raise TokenRefused(Reason.BODY_TOO_LARGE, "a token request is a small form")
         try:
-            async with asyncio.timeout(self.config.limits.body_timeout):
-                body = await request.content.read(MAX_TOKEN_REQUEST_BYTES + 1)
+            return await read_small_body(request, MAX_TOKEN_REQUEST_BYTES, self.config.limits.body_timeout)
+        except BodyTooLarge:
+            raise TokenRefused(Reason.BODY_TOO_LARGE, "a token request is a small form") from None
         except (asyncio.TimeoutError, aiohttp.ClientPayloadError, OSError):
             raise TokenRefused(Reason.BAD_TOKEN_REQUEST, "the token request body could not be read") from None
-        if len(body) > MAX_TOKEN_REQUEST_BYTES:
-            raise TokenRefused(Reason.BODY_TOO_LARGE, "a token request is a small form")
-        return body
 
     # -- the grants ----------------------------------------------------------------
 

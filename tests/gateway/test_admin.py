@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
+from typing import AsyncIterator
 
 import aiohttp
 import pytest
@@ -124,6 +126,19 @@ async def test_unknown_paths_methods_queries_and_bodies_are_refused(running: Run
             assert (r.status, (await r.json())["reason"]) == (400, "bad_admin_request")
         async with session.post(url, data=b"[" * 100_000, headers={**auth, "Content-Type": "application/json"}) as r:
             assert r.status == 413
+
+
+async def test_a_body_sent_in_pieces_is_read_whole(running: RunningGateway) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b'{"name": ', b'"alice"', b', "password": ', b'"pw"}'):
+            yield piece
+            await asyncio.sleep(0)  # each piece its own write: its own HTTP chunk
+
+    assert (await admin_call(running, "GET", "/subjects"))[0] == 200  # the credentials are known now: no hashing delay
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": basic(*ADMIN), "Content-Type": "application/json"}
+        async with session.post(f"{running.url}/-/admin/subjects", data=pieces(), headers=headers) as answer:
+            assert answer.status == 201 and (await answer.json())["has_password"] is True
 
 
 async def test_a_trailing_slash_names_the_same_resource(running: RunningGateway) -> None:

@@ -7,11 +7,13 @@ management API that kill live tokens on their next request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
+import aiohttp
 import jwt
 import pytest
 
@@ -195,12 +197,22 @@ async def test_scope_may_narrow_never_widen(running: RunningGateway) -> None:
 async def test_the_token_endpoint_takes_post_only_and_small_forms(running: RunningGateway) -> None:
     status, headers, body = await token_call(running, b"x=" + b"a" * 70_000)
     assert (status, body["reason"]) == (413, "body_too_large")
-    import aiohttp
-
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{running.url}/oauth/token") as response:
             assert (response.status, response.headers["Allow"]) == (405, "POST")
             assert (await response.json())["reason"] == "method_not_supported"
+
+
+async def test_a_form_sent_in_pieces_is_read_whole(running: RunningGateway) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b"grant_type=emergency&username=", EMERGENCY[0].encode(), b"&password=", EMERGENCY[1].encode()):
+            yield piece
+            await asyncio.sleep(0)  # each piece its own write: its own HTTP chunk
+
+    async with aiohttp.ClientSession() as session:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with session.post(f"{running.url}/oauth/token", data=pieces(), headers=headers) as answer:
+            assert answer.status == 200, await answer.text()
 
 
 # -- audiences: several issuer upstreams -----------------------------------------
