@@ -203,7 +203,7 @@ class RedisStore:
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
         try:
             members = await self._client.zrangebyscore(self._key("records", kind), f"({now!r}", "+inf")
-            keys = [member.decode() for member in members]
+            keys = [member.decode() if isinstance(member, bytes) else str(member) for member in members]
             raws = await self._client.mget([self._key("record", kind, key) for key in keys]) if keys else []
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
@@ -238,11 +238,11 @@ class RedisStore:
         await self._client.aclose()
 
 
-def _live_record(raw: bytes | None, now: float) -> str | None:
+def _live_record(raw: bytes | str | None, now: float) -> str | None:
     """The value of a stored "expires_at|value", or None when absent or past its expiry (EXAT is whole seconds)."""
     if raw is None:
         return None
-    expires_text, _, value = raw.decode().partition("|")
+    expires_text, _, value = (raw.decode() if isinstance(raw, bytes) else raw).partition("|")
     if expires_text and float(expires_text) <= now:
         return None
     return value
