@@ -13,6 +13,7 @@ aggregates them all with :class:`MultiProcessCollector`.  The supervisor calls
 from __future__ import annotations
 
 import os
+import struct
 import time
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 IntrospectionResult = Literal["active", "inactive", "error"]
 ReloadResult = Literal["success", "failure"]
+MULTIPROCESS_READ_TRIES = 5
 STORE_OPERATIONS = (
     "put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at",
     "signing_keys", "add_first_signing_key", "rotate_signing_key",
@@ -220,4 +222,10 @@ class GatewayMetrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, directory)
+        for _ in range(MULTIPROCESS_READ_TRIES - 1):
+            try:
+                return generate_latest(registry)
+            except struct.error:
+                # A worker is creating its file right now (it is briefly empty): read again.
+                time.sleep(0.01)
         return generate_latest(registry)
