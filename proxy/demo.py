@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,11 @@ from aiohttp import web
 from proxy.config import Config, Upstream
 from proxy.gateway.reload import ReloadingGateway
 from proxy.gateway.server import make_runner
+from proxy.mocks.commvault import CommvaultAppliance
 from proxy.mocks.greenlake import GreenLakeAppliance
 from proxy.mocks.hcp import HcpAppliance
 from proxy.mocks.simplivity import CLIENT_BASIC, SimplivityAppliance
+from proxy.mocks.vcf import Principal, VcfOperationsAppliance
 from proxy.tokens.jwt_source import JwtSourceSettings
 
 logger = logging.getLogger("labgate")
@@ -154,10 +157,74 @@ async def _greenlake(lab: Lab, session: aiohttp.ClientSession, upstream: Upstrea
     return outcomes
 
 
+ADMIN = ("admin", "lab-admin-pw")  # deploy/examples/lab.yaml's lab-only management API login
+
+
+def _admin(lab: Lab) -> tuple[aiohttp.BasicAuth | None, str]:
+    """HTTP Basic for labgate's management API (``issuer.admin``), and its URL prefix."""
+    admin = lab.config.issuer.admin if lab.config.issuer is not None else None
+    prefix = admin.prefix if admin is not None else "/-/admin"
+    return aiohttp.BasicAuth(*ADMIN), f"{lab.url}{prefix}"
+
+
+async def _vcf(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> list[Outcome]:
+    auth, admin = _admin(lab)
+    create = f"{admin}/emergency-clients"
+    body = {"clientId": f"demo-{secrets.token_hex(4)}", "clientName": "Demo viewer", "accessTokenTtl": 60,
+            "roles": [{"roleName": "viewer"}], "upstream": upstream.name}
+    get = Step(
+        "an emergency client made through labgate's management API; its viewer role narrows its token",
+        f"VCF=$(curl -s -u {ADMIN[0]}:{ADMIN[1]} -H 'Content-Type: application/json' {create} -d '{{\"clientId\": \"paste-'$RANDOM'\", "
+        f"\"clientName\": \"Pasted viewer\", \"accessTokenTtl\": 60, \"roles\": [{{\"roleName\": \"viewer\"}}]}}' "
+        f"| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"accessToken\"])')",
+        201,
+    )
+    got, answer = await _call(session, get, "POST", create, auth=auth, json=body)
+    token = answer.get("accessToken", "") if isinstance(answer, dict) else ""
+    resources = lab.at(upstream, "/suite-api/api/resources")
+    realms = lab.at(upstream, "/suite-api/api/fleet-management/iam/ssorealms")
+    allowed = Step("allowed: read resources (labgate forwards with its own credential)", f"curl -s -H \"Authorization: Bearer $VCF\" {resources}", 200)
+    denied = Step("denied: a viewer cannot reach fleet-management IAM", f"curl -s -H \"Authorization: Bearer $VCF\" {realms}", 403, "route_not_allowed")
+    outcomes = [got, (await _call(session, allowed, "GET", resources, headers=_bearer(token)))[0]]
+    outcomes.append((await _call(session, denied, "GET", realms, headers=_bearer(token)))[0])
+    return outcomes
+
+
+async def _commvault(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> list[Outcome]:
+    auth, admin = _admin(lab)
+    account = f"svc-demo-{secrets.token_hex(4)}"
+    subject = Step(
+        "a service account (a subject of labgate's token service)",
+        f"curl -s -u {ADMIN[0]}:{ADMIN[1]} -H 'Content-Type: application/json' {admin}/subjects -d '{{\"name\": \"svc-backup\"}}'",
+        201,
+    )
+    made, _ = await _call(session, subject, "POST", f"{admin}/subjects", auth=auth, json={"name": account})
+    tokens = f"{admin}/service-accounts/{{name}}/tokens"
+    get = Step(
+        "a Custom-scope service-account token that may reach /Client only",
+        f"CV=$(curl -s -u {ADMIN[0]}:{ADMIN[1]} -H 'Content-Type: application/json' {tokens.format(name='svc-backup')} "
+        f"-d '{{\"tokenName\": \"clients\", \"scope\": \"Custom\", \"apiEndpoints\": \"/Client\"}}' "
+        f"| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"tokenInfo\"][\"accessToken\"])')",
+        201,
+    )
+    got, answer = await _call(session, get, "POST", tokens.format(name=account), auth=auth,
+                              json={"tokenName": "clients", "scope": "Custom", "apiEndpoints": "/Client", "upstream": upstream.name})
+    info = answer.get("tokenInfo", {}) if isinstance(answer, dict) else {}
+    token = info.get("accessToken", "") if isinstance(info, dict) else ""
+    clients, groups = lab.at(upstream, "/Client"), lab.at(upstream, "/ClientGroup")
+    allowed = Step("allowed: list clients", f"curl -s -H \"Authorization: Bearer $CV\" {clients}", 200)
+    denied = Step("denied: /Client never opens /ClientGroup", f"curl -s -H \"Authorization: Bearer $CV\" {groups}", 403, "prefix_not_allowed")
+    outcomes = [made, got, (await _call(session, allowed, "GET", clients, headers=_bearer(token)))[0]]
+    outcomes.append((await _call(session, denied, "GET", groups, headers=_bearer(token)))[0])
+    return outcomes
+
+
 WALKS: dict[str, Callable[[Lab, aiohttp.ClientSession, Upstream], Awaitable[list[Outcome]]]] = {
     "simplivity": _simplivity,
     "hcp": _hcp,
     "greenlake": _greenlake,
+    "vcf": _vcf,
+    "commvault": _commvault,
 }
 
 
@@ -171,7 +238,30 @@ def _mock_app(lab: Lab, upstream: Upstream) -> web.Application:
         issuer = source.issuer if isinstance(source, JwtSourceSettings) and source.issuer else None
         lab.greenlake = GreenLakeAppliance(issuer=issuer) if issuer else GreenLakeAppliance()
         return lab.greenlake.app()
+    if upstream.name == "vcf":
+        standing = _credential_token(upstream)
+
+        async def bearer(token: str) -> Principal | None:
+            if secrets.compare_digest(token, standing):
+                return Principal("labgate", admin=True)
+            return await vcf.own_bearer(token)
+
+        vcf = VcfOperationsAppliance(bearer_validator=bearer)
+        return vcf.app()
+    if upstream.name == "commvault":
+        commvault = CommvaultAppliance(base_path=upstream.url.path)
+        commvault.add_standing_token(_credential_token(upstream))
+        return commvault.app()
     raise ValueError(f"the demo has no mock appliance for upstream {upstream.name!r}")
+
+
+def _credential_token(upstream: Upstream) -> str:
+    """The bearer credential labgate holds for this upstream: the mock is told to accept it."""
+    credential = upstream.credential
+    token = getattr(credential, "token", None)
+    if not isinstance(token, str) or not token:
+        raise ValueError(f"upstream {upstream.name!r} needs a bearer credential for the demo's mock")
+    return token
 
 
 async def _start_mocks(lab: Lab) -> list[web.AppRunner]:

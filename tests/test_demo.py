@@ -28,13 +28,23 @@ def lab_on_free_ports(tmp_path: Path) -> Path:
         old = re.match(r"http://127\.0\.0\.1:(\d+)", upstream["url"])
         assert old is not None
         new = f"http://127.0.0.1:{free_port()}"
-        upstream["url"] = new
+        upstream["url"] = new + upstream_path(old.group(0), upstream)
         source = upstream["token_source"]
         if "jwks_url" in source:
             source["jwks_url"] = source["jwks_url"].replace(old.group(0), new)
+        if "credential" in upstream:
+            upstream["credential"]["token_file"] = str(LAB_CONFIG.parent / upstream["credential"]["token_file"])
+    document["issuer"]["url"] = f"http://127.0.0.1:{document['listen']['port']}"
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def upstream_path(origin: str, upstream: dict[str, object]) -> str:
+    """What follows the origin in the upstream's url (Commvault's /commandcenter/api)."""
+    url = upstream["url"]
+    assert isinstance(url, str)
+    return url[len(origin):]
 
 
 def demo(*args: str) -> subprocess.Popen[str]:
@@ -49,7 +59,7 @@ def test_the_shipped_lab_config_checks_clean_with_one_upstream_per_family() -> N
     for upstream in config.upstreams:
         assert upstream.pack == upstream.name
         assert upstream.url.host == "127.0.0.1"
-    assert {"simplivity", "hcp", "greenlake"} <= {u.name for u in config.upstreams}
+    assert {u.name for u in config.upstreams} == {"simplivity", "vcf", "hcp", "greenlake", "commvault"}
 
 
 def test_every_family_behaves_as_its_pack_says(tmp_path: Path) -> None:
@@ -57,8 +67,9 @@ def test_every_family_behaves_as_its_pack_says(tmp_path: Path) -> None:
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     steps = re.findall(r"^# .*: (\d{3})(?: (\w+))? \[(.*)\]$", output, re.MULTILINE)
-    assert len(steps) >= 9 and all(mark == "ok" for *_, mark in steps), output
-    assert {"query_param_not_allowed", "method_not_allowed", "prefix_not_allowed"} <= {reason for _, reason, _ in steps}
+    assert len(steps) == 16 and all(mark == "ok" for *_, mark in steps), output
+    denials = [reason for _, reason, _ in steps if reason]
+    assert denials == ["query_param_not_allowed", "method_not_allowed", "prefix_not_allowed", "route_not_allowed", "prefix_not_allowed"]
 
 
 def test_the_printed_curl_lines_work_and_ctrl_c_stops_the_lab(tmp_path: Path) -> None:
@@ -74,15 +85,17 @@ def test_the_printed_curl_lines_work_and_ctrl_c_stops_the_lab(tmp_path: Path) ->
             if line.startswith("Serving until Ctrl-C"):
                 break
         commands = [line for line in lines if re.match(r"^(\w+=\$\(curl |curl )", line)]
-        assert len(commands) >= 9
+        assert len(commands) == 16
         # Pasted as printed: each family's token, then its allowed and denied requests.
         script = "set -e\n" + "".join(line if "=$(" in line else line.rstrip("\n") + "; echo\n" for line in commands)
         ran = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
         assert ran.returncode == 0, ran.stderr
         answers = [a for a in ran.stdout.splitlines() if a.strip()]
         reasons = [re.search(r'"reason": "(\w+)"', a) for a in answers]
-        assert [r.group(1) for r in reasons if r] == ["query_param_not_allowed", "method_not_allowed", "prefix_not_allowed"]
-        assert len(answers) == 6
+        assert [r.group(1) for r in reasons if r] == [
+            "query_param_not_allowed", "method_not_allowed", "prefix_not_allowed", "route_not_allowed", "prefix_not_allowed"
+        ]
+        assert len(answers) == 11  # two per family, and the new service account
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)

@@ -50,6 +50,7 @@ from typing import Any, Awaitable, Callable, Mapping
 from aiohttp import web
 
 from proxy.mocks.commvault_tokens import (
+    ALL,
     CUSTOM,
     DEFAULT_ACCESS_LIFETIME,
     MS_SCIM,
@@ -123,6 +124,16 @@ class CommvaultAppliance:
             ("GET", re.compile(r"/mediaagent"), self._static({"response": [{"entityInfo": {"id": 2, "name": "ma01"}, "osInfo": {"OsDisplayInfo": {"OSName": "Linux"}}}]})),
             ("GET", re.compile(r"/firewallsummary"), self._static({"firewallSummary": {"configuredClients": 0, "firewallConfigs": []}})),
         ]
+
+    def add_standing_token(self, access: str, username: str = "admin") -> None:
+        """An All-scope access token of ``username`` with a known value that never expires.
+
+        What a gateway in front holds as its credential (labgate's ``credential:
+        {type: bearer}``): the lab demo hands the same value to both sides.
+        """
+        chain = self.tokens.create(username, self.user_ids[username], {"tokenName": "gateway", "tokenType": ALL, "renewableUntilTimestamp": 0})
+        assert isinstance(chain, TokenChain)
+        chain.access, chain.access_expires = access, float("inf")
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[recording_middleware(self.received)])
