@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -18,6 +20,8 @@ import pytest
 from aiohttp import web
 
 from proxy.mocks.simplivity import CLIENT_BASIC, SimplivityAppliance
+from proxy.store.sqlite import SqliteStore
+from proxy.tokens.facts import token_fingerprint
 from tests.conftest import GatewayStarter, RunningGateway, app_on_loopback
 
 POLICIES = str(Path(__file__).resolve().parents[2] / "policies")
@@ -215,3 +219,67 @@ async def test_no_password_or_token_reaches_the_store_or_the_logs(
         assert secret not in dump
         assert secret not in logs
     assert '"token_type":"emergency"' in logs.replace(" ", "")
+
+
+# -- the emergency type's lifetimes (seed 000: idle 10 minutes, absolute 24 hours) ---------------
+
+
+async def learned_then_aged(gateway: RunningGateway, *, issued_ago: float, used_ago: float | None) -> str:
+    """A token the appliance issued through labgate, its record then moved back in time in the store.
+
+    The appliance still honours the token (its own clock says it is fresh), so
+    what refuses it can only be labgate's lifetimes.
+    """
+    token = await get_token(gateway, EMERGENCY)
+    store_path = gateway.config.store.path
+    assert store_path is not None
+    store = SqliteStore(store_path)
+    try:
+        key = token_fingerprint(token)
+        learned = await store.get_token(key, time.time())
+        assert learned is not None and learned.token_type == "emergency"
+        now = time.time()
+        await store.put_token(key, replace(learned, issued_at=now - issued_ago, expires_at=now + 3600))
+        if used_ago is not None:
+            await store.touch(key, now - used_ago, until=now + 3600)
+    finally:
+        await store.close()
+    return token
+
+
+@pytest.mark.parametrize(
+    "issued_ago, used_ago, reason",
+    [(25 * 3600, 60, "absolute_expired"), (30 * 60, 11 * 60, "idle_expired"), (11 * 60, None, "idle_expired")],
+    ids=["issued-25h-ago-used-a-minute-ago", "last-used-11-minutes-ago", "never-used-in-11-minutes"],
+)
+async def test_an_emergency_token_dies_10_minutes_idle_or_24_hours_after_issue(
+    appliance: tuple[SimplivityAppliance, str], start_gateway: GatewayStarter, issued_ago: float, used_ago: float | None, reason: str
+) -> None:
+    mock, url = appliance
+    gateway = await start(start_gateway, url)
+    token = await learned_then_aged(gateway, issued_ago=issued_ago, used_ago=used_ago)
+    mock.received.clear()
+    status, body = await call(gateway, "GET", "/api/hosts", token)
+    assert (status, body["reason"]) == (401, reason)
+    assert set(body) == {"error", "error_description", "reason", "request_id"} and token not in json.dumps(body)
+    assert mock.received == []
+
+
+async def test_an_emergency_token_used_9_minutes_ago_still_works_and_its_use_counts(
+    appliance: tuple[SimplivityAppliance, str], start_gateway: GatewayStarter
+) -> None:
+    mock, url = appliance
+    gateway = await start(start_gateway, url)
+    token = await learned_then_aged(gateway, issued_ago=23 * 3600, used_ago=9 * 60)
+    mock.received.clear()
+    status, body = await call(gateway, "GET", "/api/hosts?limit=1", token)
+    assert status == 200 and len(body["hosts"]) == 1
+    assert mock.received == [("GET", "/api/hosts?limit=1")]
+    store_path = gateway.config.store.path
+    assert store_path is not None
+    store = SqliteStore(store_path)
+    try:
+        last = await store.last_used(token_fingerprint(token))
+    finally:
+        await store.close()
+    assert last is not None and time.time() - last < 60  # the idle clock starts again from this use
