@@ -187,14 +187,15 @@ async def test_the_ip_allowlist_admits_only_its_addresses_as_the_appliance_would
         status, body = await commvault.call("GET", "/Client", info["accessToken"], client_ip=address)
         assert status == 200 and len(body["clientProperties"]) == 3, (address, body)
     assert len(commvault.forwarded()) == len(inside)
-    for address in [*outside, None]:  # None: no forwarded client, so the loopback proxy itself
-        assert_refused(*await commvault.call("GET", "/Client", info["accessToken"], client_ip=address), (403, "client_ip_not_allowed"))
+    refused: list[str | None] = [*outside, None]  # None: no forwarded client, so the loopback proxy itself
+    for client_ip in refused:
+        assert_refused(*await commvault.call("GET", "/Client", info["accessToken"], client_ip=client_ip), (403, "client_ip_not_allowed"))
     assert len(commvault.forwarded()) == len(inside)
-    for address in [*outside, None]:
+    for client_ip in refused:
         async with aiohttp.ClientSession() as session:  # the appliance refuses those clients too
-            headers = {"Authorization": f"Bearer {STANDING}", "X-Forwarded-For": address or "127.0.0.1"}
+            headers = {"Authorization": f"Bearer {STANDING}", "X-Forwarded-For": client_ip or "127.0.0.1"}
             async with session.get(f"{commvault.url}{BASE}/Client", headers=headers) as answer:
-                assert answer.status == 403, address
+                assert answer.status == 403, client_ip
 
 
 # -- 30-minute access tokens, renewable for 90 days -------------------------------------------------
