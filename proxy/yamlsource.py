@@ -9,6 +9,7 @@ policy the first definition an operator reads must not be quietly overridden.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -310,3 +311,35 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "a mapping"
     return type(value).__name__
+
+
+def read_secret(reader: FieldReader, section: LocatedDict, base: Path, name: str, *, required: bool) -> str | None:
+    """``<name>_file`` or ``<name>_env`` (exactly one when required, at most one otherwise).
+
+    A file's surrounding whitespace (its final newline) is dropped; an empty
+    secret is refused.  Errors name the file or variable, never its content.
+    """
+    given = [key for key in (f"{name}_file", f"{name}_env") if key in section]
+    if len(given) > 1 or (required and not given):
+        reader.error(section, given[1] if len(given) > 1 else None, f"give {'exactly' if required else 'at most'} one of {name}_file, {name}_env")
+        return None
+    if not given:
+        return None
+    key = given[0]
+    value = reader.string(section, key, required=True)
+    if value is None:
+        return None
+    if key.endswith("_env"):
+        secret = os.environ.get(value, "").strip()
+        if not secret:
+            reader.error(section, key, f"environment variable {value!r} is not set or empty")
+        return secret or None
+    path = (base / os.path.expanduser(value)).resolve()
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reader.error(section, key, f"cannot read {value!r}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
+        return None
+    if not secret:
+        reader.error(section, key, f"{value!r} is empty")
+    return secret or None

@@ -19,7 +19,7 @@ from typing import Literal
 
 from yarl import URL
 
-from proxy.yamlsource import FieldReader, LocatedDict, parse_duration
+from proxy.yamlsource import FieldReader, LocatedDict, parse_duration, read_secret
 
 CREDENTIAL_TYPES = ("bearer", "basic", "oauth")
 BEARER_KEYS = ("type", "token_file", "token_env")
@@ -290,35 +290,3 @@ def _read_parameters(reader: FieldReader, section: LocatedDict) -> tuple[tuple[s
         else:
             parameters.append((name, value))
     return tuple(parameters)
-
-
-def read_secret(reader: FieldReader, section: LocatedDict, base: Path, name: str, *, required: bool) -> str | None:
-    """``<name>_file`` or ``<name>_env`` (exactly one when required, at most one otherwise).
-
-    A file's surrounding whitespace (its final newline) is dropped; an empty
-    secret is refused.  Errors name the file or variable, never its content.
-    """
-    given = [key for key in (f"{name}_file", f"{name}_env") if key in section]
-    if len(given) > 1 or (required and not given):
-        reader.error(section, given[1] if len(given) > 1 else None, f"give {'exactly' if required else 'at most'} one of {name}_file, {name}_env")
-        return None
-    if not given:
-        return None
-    key = given[0]
-    value = reader.string(section, key, required=True)
-    if value is None:
-        return None
-    if key.endswith("_env"):
-        secret = os.environ.get(value, "").strip()
-        if not secret:
-            reader.error(section, key, f"environment variable {value!r} is not set or empty")
-        return secret or None
-    path = (base / os.path.expanduser(value)).resolve()
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reader.error(section, key, f"cannot read {value!r}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
-        return None
-    if not secret:
-        reader.error(section, key, f"{value!r} is empty")
-    return secret or None

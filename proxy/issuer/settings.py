@@ -8,7 +8,6 @@ every ``repr``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -16,7 +15,7 @@ from typing import Iterable
 from yarl import URL
 
 from proxy.issuer.accounts import AdminSettings, EmergencyAccount, read_admin, read_emergency_accounts
-from proxy.yamlsource import FieldReader, LocatedDict
+from proxy.yamlsource import FieldReader, LocatedDict, read_secret
 
 # Public-key algorithms only: the key that verifies is published in the JWKS, so
 # it must never be able to sign (an HMAC secret would be both).
@@ -129,29 +128,11 @@ def _read_issuer_url(reader: FieldReader, section: LocatedDict) -> str | None:
 
 def _read_passphrase(reader: FieldReader, section: LocatedDict, base: Path) -> bytes | None:
     """At most one of key_passphrase_file, key_passphrase_env; none keeps private keys unencrypted."""
-    given = [k for k in ("key_passphrase_file", "key_passphrase_env") if k in section]
-    if not given:
+    secret = read_secret(reader, section, base, "key_passphrase", required=False)
+    if secret is None:
         return None
-    if len(given) > 1:
-        reader.error(section, given[1], "give one of key_passphrase_file, key_passphrase_env, not both")
-        return None
-    key = given[0]
-    value = reader.string(section, key, required=True)
-    if value is None:
-        return None
-    if key == "key_passphrase_env":
-        secret = os.environ.get(value, "")
-        if not secret:
-            reader.error(section, key, f"environment variable {value!r} is not set or empty")
-            return None
-    else:
-        path = (base / os.path.expanduser(value)).resolve()
-        try:
-            secret = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            reader.error(section, key, f"cannot read {value!r}: {getattr(exc, 'strerror', None) or 'not text'}")
-            return None
     if len(secret) < MIN_PASSPHRASE_LENGTH:
+        key = "key_passphrase_file" if "key_passphrase_file" in section else "key_passphrase_env"
         reader.error(section, key, f"the key passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters")
         return None
     return secret.encode()

@@ -25,7 +25,7 @@ from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey, load_static_k
 from proxy.tokens.jwt_source import JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
 from proxy.tokens.observe import GRANT_FIELDS, ObserveSourceSettings, token_endpoint_segments
-from proxy.yamlsource import FieldReader, LocatedDict
+from proxy.yamlsource import FieldReader, LocatedDict, read_secret
 
 TokenSourceSettings = JwtSourceSettings | ObserveSourceSettings | IntrospectSourceSettings | IssuerSourceSettings
 
@@ -109,7 +109,7 @@ def _read_introspect(
     problems_before = len(reader.problems.items)
     endpoint = reader.string(section, "endpoint", required=True)
     client_id = reader.string(section, "client_id", required=True)
-    secret = _read_secret(reader, section, base, "client_secret")
+    secret = read_secret(reader, section, base, "client_secret", required=True)
     client_auth = reader.choice(section, "client_auth", ("basic", "post"), default="basic")
     tls = reader.section(section, "tls")
     ca_file = None
@@ -190,32 +190,6 @@ def _read_cache(reader: FieldReader, section: LocatedDict, keys: tuple[str, ...]
     if cache is not None:
         reader.expect_keys(cache, keys, "token_source.cache")
     return cache
-
-
-def _read_secret(reader: FieldReader, section: LocatedDict, base: Path, name: str) -> str | None:
-    """``<name>_file`` or ``<name>_env``, exactly one: a secret never sits in the config itself."""
-    given = [k for k in (f"{name}_file", f"{name}_env") if k in section]
-    if len(given) != 1:
-        reader.error(section, None, f"give exactly one of {name}_file, {name}_env")
-        return None
-    key = given[0]
-    value = reader.string(section, key, required=True)
-    if value is None:
-        return None
-    if key.endswith("_env"):
-        secret = os.environ.get(value, "")
-        if not secret:
-            reader.error(section, key, f"environment variable {value!r} is not set or empty")
-        return secret or None
-    path = (base / os.path.expanduser(value)).resolve()
-    try:
-        secret = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        reader.error(section, key, f"cannot read {value!r}: {getattr(exc, 'strerror', None) or 'not text'}")
-        return None
-    if not secret:
-        reader.error(section, key, f"{value!r} is empty")
-    return secret or None
 
 
 def _read_jwt(reader: FieldReader, section: LocatedDict, base: Path, pack: CompiledPack | None) -> JwtSourceSettings | None:

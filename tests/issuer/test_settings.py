@@ -86,7 +86,7 @@ BAD = [
     ("refresh_too_often", {**ISSUER, "key_refresh_interval": 0.5}, None, "at least 1.0"),
     ("refresh_too_rarely", {**ISSUER, "key_refresh_interval": 3600}, None, "at most 300"),
     ("negative_leeway", {**ISSUER, "leeway": -1}, None, "at least 0.0"),
-    ("passphrase_twice", {**ISSUER, "key_passphrase_file": "a", "key_passphrase_env": "B"}, None, "not both"),
+    ("passphrase_twice", {**ISSUER, "key_passphrase_file": "a", "key_passphrase_env": "B"}, None, "give at most one of key_passphrase_file, key_passphrase_env"),
     ("passphrase_file_missing", {**ISSUER, "key_passphrase_file": "missing.passphrase"}, None, "cannot read 'missing.passphrase'"),
     ("passphrase_env_unset", {**ISSUER, "key_passphrase_env": "LABGATE_NOT_SET_ANYWHERE"}, None, "is not set or empty"),
     ("source_unknown_key", ISSUER, {"type": "issuer", "issuer": "x"}, "unknown key 'issuer' in an issuer token_source"),
