@@ -242,7 +242,8 @@ def plan_token(new: NewServiceToken, token_type: str, pack: CompiledPack, issuer
             )
         access = new.token_expiry - now
     most = now + lifetimes.refresh_until
-    until = float(new.renewable_until) if new.renewable_until is not None else most
+    # Whole seconds, as renewableUntilTimestamp shows it: renewing at the shown second is already too late.
+    until = float(new.renewable_until) if new.renewable_until is not None else float(math.floor(most))
     if not now < until <= most:
         raise RequestProblem(
             f"renewableUntilTimestamp must be in the future and at most {lifetimes.refresh_until / DAY:g} days "

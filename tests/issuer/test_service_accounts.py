@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import math
 import pytest
 
 from proxy.config import Config, load_config
@@ -262,3 +263,10 @@ def test_a_renewable_scope_mapped_to_a_type_without_refresh_until_gets_one_token
     assert (planned.access_lifetime, planned.renewable_until) == (14 * DAY, None)  # the type's ttl; no refresh token
     with pytest.raises(RequestProblem, match=r"All tokens \(type 'one-touch'\) are not renewable"):
         plan_token(new_token("All", renewable_until=NOW + DAY), "one-touch", config.packs["commvault"], issuer, NOW)
+
+
+def test_the_default_renew_until_is_the_whole_second_the_token_shows(config: Config) -> None:
+    """Shown as renewableUntilTimestamp (whole seconds): renewing at that second is already too late."""
+    issuer = issuer_settings(access_token_max_lifetime=30 * DAY)
+    planned = plan_token(new_token(), SCOPE_TYPES["All"], config.packs["commvault"], issuer, NOW + 0.75)
+    assert planned.renewable_until == math.floor(NOW + 0.75 + 90 * DAY)
