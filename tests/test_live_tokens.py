@@ -7,14 +7,7 @@ import hashlib
 from prometheus_client import CollectorRegistry, Gauge
 
 from proxy.live_tokens import LIVE_WINDOW_SECONDS, REFRESH_SECONDS, LiveTokens
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.clock import Clock
 
 
 def fingerprint(name: str) -> str:
@@ -32,7 +25,7 @@ def live(registry: CollectorRegistry, upstream: str, token_type: str) -> float |
 
 
 def test_each_token_counts_once_however_often_it_is_used() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     tokens, registry = tracker(clock)
     for _ in range(5):
         tokens.seen("svt", "emergency", fingerprint("a"))
@@ -45,7 +38,7 @@ def test_each_token_counts_once_however_often_it_is_used() -> None:
 
 
 def test_one_token_on_two_upstreams_counts_on_each() -> None:
-    tokens, registry = tracker(Clock())
+    tokens, registry = tracker(Clock(1000.0))
     tokens.seen("svt", "reader", fingerprint("a"))
     tokens.seen("vcf", "reader", fingerprint("a"))
     assert live(registry, "svt", "reader") == 1
@@ -53,7 +46,7 @@ def test_one_token_on_two_upstreams_counts_on_each() -> None:
 
 
 def test_a_token_unused_for_ten_minutes_leaves_the_gauge() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     tokens, registry = tracker(clock)
     tokens.seen("svt", "reader", fingerprint("old"))
     clock.now += 300
@@ -70,7 +63,7 @@ def test_a_token_unused_for_ten_minutes_leaves_the_gauge() -> None:
 
 
 def test_a_token_in_use_stays_counted_past_the_window() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     tokens, registry = tracker(clock)
     for _ in range(4):  # used every 5 minutes for 20 minutes
         tokens.seen("svt", "reader", fingerprint("busy"))
@@ -80,7 +73,7 @@ def test_a_token_in_use_stays_counted_past_the_window() -> None:
 
 
 def test_the_window_is_exact_to_within_the_refresh_interval() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     tokens, registry = tracker(clock)
     tokens.seen("svt", "reader", fingerprint("a"))
     clock.now += REFRESH_SECONDS / 2
@@ -91,7 +84,7 @@ def test_the_window_is_exact_to_within_the_refresh_interval() -> None:
 
 
 def test_memory_is_bounded_and_the_gauge_follows_evictions() -> None:
-    tokens, registry = tracker(Clock(), max_tokens=100)
+    tokens, registry = tracker(Clock(1000.0), max_tokens=100)
     for n in range(250):
         tokens.seen("svt", "reader" if n % 2 else "custom", fingerprint(str(n)))
     assert len(tokens) == 100
@@ -99,7 +92,7 @@ def test_memory_is_bounded_and_the_gauge_follows_evictions() -> None:
 
 
 def test_a_token_whose_type_changed_moves_between_series() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     tokens, registry = tracker(clock)
     tokens.seen("svt", "reader", fingerprint("a"))
     clock.now += REFRESH_SECONDS

@@ -16,18 +16,11 @@ from aiohttp import web
 from proxy.credentials.base import CredentialUnavailable
 from proxy.credentials.oauth import OAuthCredential
 from proxy.credentials.settings import OAuthCredentialSettings
+from tests.clock import Clock
 from tests.conftest import app_on_loopback, free_port
 
 PASSWORD = "pa55-w0rd-never-shown"
 CLIENT_SECRET = "client-secret-never-shown"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -76,7 +69,7 @@ async def endpoint() -> AsyncIterator[TokenEndpoint]:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1000.0)
 
 
 def password_login(url: str, **changes: Any) -> OAuthCredentialSettings:

@@ -25,7 +25,7 @@ from proxy.mocks.commvault import ACCESS_TOKEN_ADMIN, CommvaultAppliance
 from tests.conftest import app_on_loopback
 from tests.gateway.appliances import direct, noting_authorization, through_labgate, transport  # noqa: F401 - a fixture
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
-from tests.issuer.issuing import Clock
+from tests.clock import Clock
 from tests.issuer.shipped import ISSUER, Labgate, commvault_upstream, move_clocks, running_labgate, shipped_config
 
 STANDING = "commvault-standing-" + secrets.token_hex(16)  # labgate's credential: an All-scope token of "admin"

@@ -16,7 +16,7 @@ from proxy.store.sqlite import SqliteStore
 from tests.conftest import RecordingUpstream
 from tests.gateway.serving import get
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call, basic
-from tests.issuer.issuing import Clock
+from tests.clock import Clock
 from tests.issuer.shipped import ISSUER, Labgate, move_clocks, running_labgate, shipped_config, vcf_upstream
 
 REALM_CLIENTS = "/vcf/suite-api/api/fleet-management/iam/ssorealms/vcf-sso/emergency-clients"

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import RecordingUpstream
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
-from tests.issuer.issuing import Clock
+from tests.clock import Clock
 from tests.issuer.shipped import ISSUER, Labgate, commvault_upstream, move_clocks, running_labgate, shipped_config
 
 DAY = 86400

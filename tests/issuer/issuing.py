@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,19 +31,6 @@ def grant(**overrides: Any) -> AccessTokenGrant:
     }
     values.update(overrides)
     return AccessTokenGrant(**values)
-
-
-@dataclass
-class Clock:
-    """Wall-clock time that moves only when the test says so."""
-
-    now: float = field(default_factory=time.time)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

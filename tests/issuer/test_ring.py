@@ -17,7 +17,8 @@ from proxy.store.redis import RedisStore
 from proxy.store.sqlite import SqliteStore
 from proxy.tokens.jwks import KeysUnavailable
 from tests.conftest import free_port
-from tests.issuer.issuing import PASSPHRASE, Backend, Clock, issuer_settings
+from tests.clock import Clock
+from tests.issuer.issuing import PASSPHRASE, Backend, issuer_settings
 from tests.redis_server import RedisServer
 
 

@@ -19,7 +19,8 @@ from proxy.store.base import Store
 from proxy.tokens.state import TokenStateGuard
 from tests.conftest import app_on_loopback, write_config
 from tests.gateway.token_service import ISSUER_SOURCE, LAB_PACK, issuer_section
-from tests.issuer.issuing import Backend, Clock
+from tests.clock import Clock
+from tests.issuer.issuing import Backend
 
 DAY = 86400.0
 PASSWORD = "alice's password"

@@ -9,23 +9,16 @@ import aiohttp
 import pytest
 
 from proxy.mocks.commvault import ACCESS_TOKEN_ADMIN, CommvaultAppliance
+from tests.clock import Clock
 from tests.conftest import app_on_loopback
 
 BASE = "/commandcenter/api"
 DAY = 86400
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 @pytest.fixture

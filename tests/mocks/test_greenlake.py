@@ -10,23 +10,16 @@ import jwt
 import pytest
 
 from proxy.mocks.greenlake import JWKS_PATH, ApiCredential, GreenLakeAppliance
+from tests.clock import Clock
 from tests.conftest import app_on_loopback
 
 SERVERS = "/compute-ops-mgmt/v1/servers"
 ERROR_FIELDS = {"httpStatusCode", "errorCode", "message", "debugId", "errorDetails"}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import jwt
 import pytest
 
 from proxy.mocks.hcp import HcpAccounts, HcpAppliance
+from tests.clock import Clock
 from tests.conftest import app_on_loopback
 
 CLIENT = {"client_id": "my-client", "client_secret": "my-secret", "scope": "*"}
@@ -16,17 +17,9 @@ REALM_USER = {"grant_type": "password", "username": "user1", "password": "passwo
 LOCAL_ADMIN = {"grant_type": "password", "username": "admin", "password": "admin-pw", **CLIENT}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 @pytest.fixture

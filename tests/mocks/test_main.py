@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
 import sys
 from typing import Any
 

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from proxy.mocks.vcf import Principal, VcfOperationsAppliance
+from tests.clock import Clock
 from tests.conftest import app_on_loopback
 
 API = "/suite-api/api"
@@ -16,17 +17,9 @@ NEW_CLIENT = {"clientId": "emergency-client-id", "clientName": "Emergency Access
               "clientDescription": "API client for emergency access purposes", "accessTokenTtl": 60}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1_800_000_000.0)
 
 
 @pytest.fixture

@@ -14,18 +14,11 @@ from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.introspect import IntrospectSource, IntrospectSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
+from tests.clock import Clock
 from tests.conftest import app_on_loopback, free_port
 
 CLIENT_ID, CLIENT_SECRET = "labgate", "introspection-secret"
 NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -86,7 +79,7 @@ def settings(server: AuthorizationServer, **changes: Any) -> IntrospectSourceSet
 
 @pytest.fixture
 async def source(server: AuthorizationServer) -> AsyncIterator[tuple[IntrospectSource, Clock]]:
-    clock = Clock()
+    clock = Clock(NOW)
     introspect = IntrospectSource(settings(server), clock=clock)
     yield introspect, clock
     await introspect.close()
@@ -111,7 +104,7 @@ async def test_an_active_token_becomes_facts_with_its_own_narrowing(
 
 async def test_client_secret_post_sends_the_credentials_in_the_body(server: AuthorizationServer) -> None:
     server.answers["tok-1"] = ACTIVE
-    introspect = IntrospectSource(settings(server, client_auth="post"), clock=Clock())
+    introspect = IntrospectSource(settings(server, client_auth="post"), clock=Clock(NOW))
     try:
         assert isinstance(await introspect.verify("tok-1"), TokenFacts)
     finally:
@@ -159,7 +152,7 @@ async def test_an_endpoint_that_cannot_be_asked_fails_closed_and_is_asked_again(
 
 async def test_wrong_client_credentials_are_unavailable_not_inactive(server: AuthorizationServer) -> None:
     server.answers["tok-1"] = ACTIVE
-    introspect = IntrospectSource(settings(server, client_secret="wrong"), clock=Clock())
+    introspect = IntrospectSource(settings(server, client_secret="wrong"), clock=Clock(NOW))
     try:
         verdict = await introspect.verify("tok-1")
     finally:
@@ -169,7 +162,7 @@ async def test_wrong_client_credentials_are_unavailable_not_inactive(server: Aut
 
 async def test_an_unreachable_endpoint_is_unavailable() -> None:
     server = AuthorizationServer(url=f"http://127.0.0.1:{free_port()}/oauth2/introspect")
-    introspect = IntrospectSource(settings(server), clock=Clock())
+    introspect = IntrospectSource(settings(server), clock=Clock(NOW))
     try:
         verdict = await introspect.verify("tok-1")
     finally:
@@ -218,7 +211,7 @@ async def test_one_question_in_flight_per_token(server: AuthorizationServer, sou
 
 
 async def test_the_cache_is_bounded(server: AuthorizationServer) -> None:
-    introspect = IntrospectSource(settings(server, cache_size=10), clock=Clock())
+    introspect = IntrospectSource(settings(server, cache_size=10), clock=Clock(NOW))
     try:
         for i in range(50):
             await introspect.verify(f"bogus-{i}")
@@ -262,7 +255,7 @@ async def test_an_answer_split_on_the_wire_is_read_whole(server: AuthorizationSe
     app = web.Application()
     app.router.add_post("/introspect", streamed)
     async with app_on_loopback(app) as url:
-        introspect = IntrospectSource(settings(server, endpoint=f"{url}/introspect"), clock=Clock())
+        introspect = IntrospectSource(settings(server, endpoint=f"{url}/introspect"), clock=Clock(NOW))
         try:
             facts = await introspect.verify("tok-1")
         finally:

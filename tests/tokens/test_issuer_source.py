@@ -19,7 +19,8 @@ from proxy.reasons import Reason
 from proxy.store.memory import MemoryStore
 from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.issuer_source import IssuerSource, IssuerSourceSettings
-from tests.issuer.issuing import ISSUER_URL, Clock, grant, issuer_settings
+from tests.clock import Clock
+from tests.issuer.issuing import ISSUER_URL, grant, issuer_settings
 from tests.tokens.keys import assert_no_token_in
 
 SETTINGS = issuer_settings(access_token_max_lifetime=600.0, key_refresh_interval=5.0, leeway=5.0)

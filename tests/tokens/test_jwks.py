@@ -18,6 +18,7 @@ from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.jwks import JwksCache, KeysUnavailable, load_static_key
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
+from tests.clock import Clock
 from tests.tokens.keys import AUDIENCE, HS_SECRET, ISSUER, assert_no_token_in, claims, public_jwk, public_pem, sign
 
 
@@ -67,14 +68,6 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def cache_for(server: KeyServer, clock: Clock, results: list[str] | None = None, **kwargs: Any) -> JwksCache:
     values: dict[str, Any] = {"algorithms": ("RS256", "ES256"), "min_refetch_interval": 30.0, "max_age": 300.0}
     values.update(kwargs)
@@ -83,7 +76,7 @@ def cache_for(server: KeyServer, clock: Clock, results: list[str] | None = None,
 
 async def test_first_use_fetches_and_later_uses_reuse(key_server: KeyServer) -> None:
     results: list[str] = []
-    cache = cache_for(key_server, Clock(), results)
+    cache = cache_for(key_server, Clock(1000.0), results)
     try:
         assert (await cache.get("r1", "RS256")) is not None
         assert (await cache.get("r1", "RS256")) is not None
@@ -94,7 +87,7 @@ async def test_first_use_fetches_and_later_uses_reuse(key_server: KeyServer) -> 
 
 
 async def test_unknown_kid_refetches_once_per_interval(key_server: KeyServer) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache = cache_for(key_server, clock)
     try:
         await cache.get("r1", "RS256")
@@ -113,7 +106,7 @@ async def test_unknown_kid_refetches_once_per_interval(key_server: KeyServer) ->
 
 
 async def test_concurrent_unknown_kids_cause_one_fetch(key_server: KeyServer) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     key_server.delay = 0.05
     cache = cache_for(key_server, clock)
     try:
@@ -129,7 +122,7 @@ async def test_concurrent_unknown_kids_cause_one_fetch(key_server: KeyServer) ->
 async def test_concurrent_first_uses_cause_one_fetch(key_server: KeyServer) -> None:
     key_server.delay = 0.05
     results: list[str] = []
-    cache = cache_for(key_server, Clock(), results)
+    cache = cache_for(key_server, Clock(1000.0), results)
     try:
         found = await asyncio.gather(*(cache.get("r1", "RS256") for _ in range(20)))
     finally:
@@ -140,7 +133,7 @@ async def test_concurrent_first_uses_cause_one_fetch(key_server: KeyServer) -> N
 
 async def test_a_caller_that_goes_away_does_not_cancel_the_shared_fetch(key_server: KeyServer) -> None:
     key_server.delay = 0.05
-    cache = cache_for(key_server, Clock())
+    cache = cache_for(key_server, Clock(1000.0))
     try:
         first = asyncio.create_task(cache.get("r1", "RS256"))
         await asyncio.sleep(0.01)  # the fetch is under way
@@ -156,7 +149,7 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_shared_fetch(key_serv
 
 
 async def test_keys_are_refreshed_after_max_age(key_server: KeyServer) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache = cache_for(key_server, clock)
     try:
         await cache.get("r1", "RS256")
@@ -184,7 +177,7 @@ async def test_keys_are_refreshed_after_max_age(key_server: KeyServer) -> None:
     ids=["server_error", "redirect", "not_json", "deeply_nested", "keys_not_a_list", "not_an_object", "no_keys", "too_large"],
 )
 async def test_failed_fetch_keeps_the_last_good_keys(key_server: KeyServer, status: int, body: bytes) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     results: list[str] = []
     cache = cache_for(key_server, clock, results)
     try:
@@ -200,7 +193,7 @@ async def test_failed_fetch_keeps_the_last_good_keys(key_server: KeyServer, stat
 async def test_never_fetched_keys_are_unavailable(key_server: KeyServer) -> None:
     key_server.status, key_server.body = 503, b"down"
     results: list[str] = []
-    cache = cache_for(key_server, Clock(), results)
+    cache = cache_for(key_server, Clock(1000.0), results)
     try:
         with pytest.raises(KeysUnavailable):
             await cache.get("r1", "RS256")
@@ -211,7 +204,7 @@ async def test_never_fetched_keys_are_unavailable(key_server: KeyServer) -> None
 
 async def test_an_outage_from_the_start_is_fetched_once_per_interval(key_server: KeyServer) -> None:
     """Twenty waiting requests take the one failed fetch's answer instead of queueing twenty more."""
-    clock = Clock()
+    clock = Clock(1000.0)
     key_server.status, key_server.body, key_server.delay = 500, b"down", 0.05
     cache = cache_for(key_server, clock)
     try:
@@ -259,7 +252,7 @@ SKIPPED_KEYS = [
 async def test_unusable_published_keys_are_skipped_not_fatal(key_server: KeyServer, jwk: dict[str, Any], algorithm: str) -> None:
     """One bad key must not take the whole set down; the good key next to it still works."""
     key_server.keys = [jwk, public_jwk("rsa", kid="good", alg="RS256")]
-    cache = cache_for(key_server, Clock(), algorithms=("RS256", "ES256", "HS256"))
+    cache = cache_for(key_server, Clock(1000.0), algorithms=("RS256", "ES256", "HS256"))
     try:
         assert (await cache.get(str(jwk.get("kid")), algorithm)) is None
         assert (await cache.get("good", "RS256")) is not None
@@ -279,7 +272,7 @@ async def test_unusable_published_keys_are_skipped_not_fatal(key_server: KeyServ
 )
 async def test_usable_published_keys(key_server: KeyServer, jwk: dict[str, Any], algorithm: str) -> None:
     key_server.keys = [jwk]
-    cache = cache_for(key_server, Clock(), algorithms=("RS256", "PS256", "ES256", "EdDSA"))
+    cache = cache_for(key_server, Clock(1000.0), algorithms=("RS256", "PS256", "ES256", "EdDSA"))
     try:
         found = await cache.get("x", algorithm)
     finally:
@@ -290,7 +283,7 @@ async def test_usable_published_keys(key_server: KeyServer, jwk: dict[str, Any],
 async def test_a_set_with_only_unusable_keys_is_a_failed_fetch(key_server: KeyServer) -> None:
     key_server.keys = [jwk for jwk, _ in SKIPPED_KEYS]
     results: list[str] = []
-    cache = cache_for(key_server, Clock(), results, algorithms=("RS256", "ES256", "HS256"))
+    cache = cache_for(key_server, Clock(1000.0), results, algorithms=("RS256", "ES256", "HS256"))
     try:
         with pytest.raises(KeysUnavailable):
             await cache.get("x", "RS256")
@@ -300,13 +293,13 @@ async def test_a_set_with_only_unusable_keys_is_a_failed_fetch(key_server: KeySe
 
 
 async def test_without_kid_only_a_single_candidate_answers(key_server: KeyServer) -> None:
-    cache = cache_for(key_server, Clock())
+    cache = cache_for(key_server, Clock(1000.0))
     try:
         assert (await cache.get(None, "RS256")) is not None
     finally:
         await cache.close()
     key_server.keys.append(public_jwk("rsa", kid="r2", alg="RS256"))
-    cache = cache_for(key_server, Clock())
+    cache = cache_for(key_server, Clock(1000.0))
     try:
         assert (await cache.get(None, "RS256")) is None
     finally:

@@ -19,6 +19,7 @@ from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.jwks import load_static_key
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
+from tests.clock import Clock
 from tests.tokens.keys import (
     AUDIENCE,
     HS_SECRET,
@@ -432,16 +433,6 @@ async def test_malformed_narrowing_claims_refuse_the_token(extra: dict[str, Any]
 
 
 # -- the cache ---------------------------------------------------------------------
-
-
-class Clock:
-    """The cache's timer, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_verified_tokens_are_cached_but_never_past_exp_even_within_leeway() -> None:

@@ -21,6 +21,7 @@ from proxy.tokens.observe import (
     read_token_request,
     token_endpoint_segments,
 )
+from tests.clock import Clock
 from tests.conftest import free_port
 
 FORM = "application/x-www-form-urlencoded"
@@ -32,14 +33,6 @@ SETTINGS = ObserveSourceSettings(
     ),
     max_lifetime=3600.0,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_token_request_keeps_the_grant_and_drops_every_secret() -> None:
@@ -137,7 +130,7 @@ async def learn(source: ObserveSource, body: bytes, answer: bytes) -> str | None
 
 
 async def test_a_learned_token_is_known_until_its_expiry_and_only_to_its_upstream() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), Clock(1_000_000.0)
     source = ObserveSource(SETTINGS, store, upstream="hcp", clock=clock)
     other = ObserveSource(SETTINGS, store, upstream="other", clock=clock)
     assert await learn(source, b"grant_type=password&username=user1&password=p&realm=Local&client_id=c", b'{"access_token":"tok-1","expires_in":7200}') == "password"
@@ -153,13 +146,13 @@ async def test_a_learned_token_is_known_until_its_expiry_and_only_to_its_upstrea
 
 
 async def test_a_grant_no_rule_maps_yields_no_type() -> None:
-    source = ObserveSource(SETTINGS, MemoryStore(), upstream="hcp", clock=Clock())
+    source = ObserveSource(SETTINGS, MemoryStore(), upstream="hcp", clock=Clock(1_000_000.0))
     assert await learn(source, b"grant_type=password&username=u&password=p&realm=Other", b'{"access_token":"t"}') is None
     assert await learn(source, b"grant_type=client_credentials", b'{"access_token":"t"}') is None
 
 
 async def test_a_refreshed_token_keeps_the_type_of_the_token_it_renews() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), Clock(1_000_000.0)
     source = ObserveSource(SETTINGS, store, upstream="hcp", clock=clock)
     await learn(source, b"grant_type=emergency&username=svtcli&password=p", b'{"access_token":"a-1","refresh_token":"r-1"}')
     assert await learn(source, b"grant_type=refresh_token&refresh_token=r-1", b'{"access_token":"a-2","refresh_token":"r-2"}') == "emergency"
@@ -173,7 +166,7 @@ async def test_a_refreshed_token_keeps_the_type_of_the_token_it_renews() -> None
 
 
 async def test_forgetting_a_token_revokes_it_for_every_replica() -> None:
-    store, clock = MemoryStore(), Clock()
+    store, clock = MemoryStore(), Clock(1_000_000.0)
     source = ObserveSource(SETTINGS, store, upstream="hcp", clock=clock)
     await learn(source, b"grant_type=emergency&username=svtcli&password=p", b'{"access_token":"a-1","expires_in":600}')
     facts = await source.verify("a-1")

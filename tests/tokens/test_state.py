@@ -10,17 +10,10 @@ from proxy.store.base import StoreUnavailable
 from proxy.store.memory import MemoryStore
 from proxy.tokens.facts import TokenFacts, TokenRejection
 from proxy.tokens.state import TokenStateGuard
+from tests.clock import Clock
 
 ISSUED = 1_000_000.0
 SIMPLIVITY = Lifetimes(idle=600, absolute=86_400)
-
-
-class Clock:
-    def __init__(self, now: float = ISSUED) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class CountingStore(MemoryStore):
@@ -53,7 +46,7 @@ async def outcome(guard: TokenStateGuard, lifetimes: Lifetimes = SIMPLIVITY, key
 
 
 async def test_continuous_use_keeps_a_token_alive_until_its_absolute_lifetime() -> None:
-    clock = Clock()
+    clock = Clock(ISSUED)
     guard = TokenStateGuard(CountingStore(), clock=clock)
     while clock.now < ISSUED + 86_400 - 300:
         assert await outcome(guard) is Reason.ALLOWED
@@ -63,7 +56,7 @@ async def test_continuous_use_keeps_a_token_alive_until_its_absolute_lifetime() 
 
 
 async def test_ten_minutes_without_use_kill_a_simplivity_token() -> None:
-    clock = Clock()
+    clock = Clock(ISSUED)
     guard = TokenStateGuard(CountingStore(), clock=clock)
     clock.now += 599
     assert await outcome(guard) is Reason.ALLOWED
@@ -85,7 +78,7 @@ async def test_ttl() -> None:
 
 
 async def test_uses_are_written_at_most_once_a_second_per_token() -> None:
-    clock = Clock()
+    clock = Clock(ISSUED)
     store = CountingStore()
     guard = TokenStateGuard(store, clock=clock)
     for _ in range(100):  # 100 requests within 0.99 s
@@ -99,7 +92,7 @@ async def test_uses_are_written_at_most_once_a_second_per_token() -> None:
 
 
 async def test_a_use_through_another_replica_counts() -> None:
-    clock = Clock()
+    clock = Clock(ISSUED)
     shared = CountingStore()
     first, second = TokenStateGuard(shared, clock=clock), TokenStateGuard(shared, clock=clock)
     clock.now += 500
@@ -111,7 +104,7 @@ async def test_a_use_through_another_replica_counts() -> None:
 
 
 async def test_idle_expiry_is_exact_to_within_the_write_interval() -> None:
-    clock = Clock()
+    clock = Clock(ISSUED)
     shared = CountingStore()
     first, second = TokenStateGuard(shared, clock=clock), TokenStateGuard(shared, clock=clock)
     await outcome(first)  # written at ISSUED
@@ -122,7 +115,7 @@ async def test_idle_expiry_is_exact_to_within_the_write_interval() -> None:
 
 
 async def test_a_token_without_issue_time_cannot_have_lifetimes() -> None:
-    guard = TokenStateGuard(CountingStore(), clock=Clock())
+    guard = TokenStateGuard(CountingStore(), clock=Clock(ISSUED))
     result = await guard.check("k", facts(issued=None), SIMPLIVITY)
     assert isinstance(result, TokenRejection) and result.reason is Reason.MISSING_CLAIM
     assert await guard.check("k", facts(issued=None), Lifetimes(refresh_until=90 * 86_400)) is None
@@ -139,12 +132,12 @@ async def test_an_unreachable_store_fails_closed() -> None:
 async def test_types_without_lifetimes_never_touch_the_store() -> None:
     store = CountingStore()
     store.down = True
-    assert await outcome(TokenStateGuard(store, clock=Clock()), Lifetimes()) is Reason.ALLOWED
+    assert await outcome(TokenStateGuard(store, clock=Clock(ISSUED)), Lifetimes()) is Reason.ALLOWED
 
 
 @pytest.mark.parametrize("remembered", [1, 10])
 async def test_memory_is_bounded(remembered: int) -> None:
-    guard = TokenStateGuard(CountingStore(), clock=Clock(), remembered=remembered)
+    guard = TokenStateGuard(CountingStore(), clock=Clock(ISSUED), remembered=remembered)
     for index in range(100):
         await outcome(guard, key=f"k{index}")
     assert len(guard._local_use) <= remembered and len(guard._written) <= remembered
@@ -202,7 +195,7 @@ async def test_revocation_checks_fail_closed() -> None:
         raise StoreUnavailable("down")
 
     store.revoked_at = unavailable  # type: ignore[method-assign,assignment]
-    assert await revoked(TokenStateGuard(store, clock=Clock()), revocable()) is Reason.STORE_UNAVAILABLE
+    assert await revoked(TokenStateGuard(store, clock=Clock(ISSUED)), revocable()) is Reason.STORE_UNAVAILABLE
 
 
 def chained(chain: object, issued: float = ISSUED) -> TokenFacts:
