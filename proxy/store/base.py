@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Sequence
 
 RevocationKind = Literal["token", "subject", "client", "chain"]
 REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
@@ -117,6 +117,9 @@ class Store(Protocol):
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
         """When ``value`` was revoked, or None."""
+
+    async def revocations(self, items: Sequence[tuple[RevocationKind, str]], now: float) -> list[float | None]:
+        """:meth:`revoked_at` for each item, in order, in one round trip: a new token's checks cost one."""
 
     async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
         """labgate's signing keys not yet past their ``usable_until``, oldest first."""

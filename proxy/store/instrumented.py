@@ -8,7 +8,7 @@ still fails closed.  Backends stay unaware of metrics.
 from __future__ import annotations
 
 import time
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Coroutine, Sequence, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import RevocationKind, SigningKeyRecord, Store, StoreUnavailable, TokenRecord
@@ -64,6 +64,9 @@ class InstrumentedStore:
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
         return await self._timed("revoked_at", self.inner.revoked_at(kind, value, now))
+
+    async def revocations(self, items: Sequence[tuple[RevocationKind, str]], now: float) -> list[float | None]:
+        return await self._timed("revocations", self.inner.revocations(items, now))
 
     async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
         return await self._timed("signing_keys", self.inner.signing_keys(now))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Sequence
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, TokenRecord, signing_key_order
 
@@ -38,6 +39,9 @@ class MemoryStore:
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
         self._revocations[(kind, value)] = (at, until)
+
+    async def revocations(self, items: Sequence[tuple[RevocationKind, str]], now: float) -> list[float | None]:
+        return [await self.revoked_at(kind, value, now) for kind, value in items]
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
         found = self._revocations.get((kind, value))

@@ -8,6 +8,7 @@ revocation written by one replica is read by every other on its next request.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -145,6 +146,15 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
         return float(raw) if raw is not None else None
+
+    async def revocations(self, items: Sequence[tuple[RevocationKind, str]], now: float) -> list[float | None]:
+        if not items:
+            return []
+        try:
+            raws = await self._client.mget([self._key("revoked", kind, value) for kind, value in items])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        return [float(raw) if raw is not None else None for raw in raws]
 
     async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
         try:

@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord
 
@@ -113,6 +113,19 @@ class SqliteStore:
             "SELECT at FROM revocations WHERE kind = ? AND value = ? AND (until IS NULL OR until > ?)", (kind, value, now)
         ).fetchone())
         return float(row[0]) if row else None
+
+    async def revocations(self, items: Sequence[tuple[RevocationKind, str]], now: float) -> list[float | None]:
+        def read(db: sqlite3.Connection) -> list[float | None]:
+            rows = [
+                db.execute(
+                    "SELECT at FROM revocations WHERE kind = ? AND value = ? AND (until IS NULL OR until > ?)",
+                    (kind, value, now),
+                ).fetchone()
+                for kind, value in items
+            ]
+            return [float(row[0]) if row else None for row in rows]
+
+        return await self._run(read)  # one trip to the store's thread for all of them
 
     async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
         rows = await self._run(lambda db: db.execute(

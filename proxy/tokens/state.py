@@ -60,15 +60,18 @@ class TokenStateGuard:
         client = facts.claims.get("client_id", facts.claims.get("azp"))
         chain = facts.claims.get("chain")
         issued = facts.issued_at if facts.issued_at is not None else float("-inf")
+        names: list[tuple[RevocationKind, str]] = [
+            (kind, value)
+            for kind, value in (("token", key), ("subject", facts.subject), ("client", client), ("chain", chain))
+            if isinstance(value, str)
+        ]
         try:
-            for kind, value in (("token", key), ("subject", facts.subject), ("client", client), ("chain", chain)):
-                if not isinstance(value, str):
-                    continue
-                at = await self._revoked_at(kind, value)  # type: ignore[arg-type]
-                if at != _NOT_REVOKED and (kind == "token" or at >= issued):
-                    return TokenRejection(Reason.REVOKED, f"the token's {kind} was revoked")
+            answers = await self._revocations_of(names)
         except StoreUnavailable:
             return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
+        for (kind, _value), at in zip(names, answers):
+            if at != _NOT_REVOKED and (kind == "token" or at >= issued):
+                return TokenRejection(Reason.REVOKED, f"the token's {kind} was revoked")
         return None
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
@@ -79,14 +82,15 @@ class TokenStateGuard:
         await self._store.revoke(kind, value, at, until)
         self._revocations[(kind, value)] = at
 
-    async def _revoked_at(self, kind: RevocationKind, value: str) -> float:
-        cached = self._revocations.get((kind, value))
-        if cached is not None:
-            return cached
-        at = await self._store.revoked_at(kind, value, self._clock())
-        answer = _NOT_REVOKED if at is None else at
-        self._revocations[(kind, value)] = answer
-        return answer
+    async def _revocations_of(self, names: list[tuple[RevocationKind, str]]) -> list[float]:
+        """Each name's revocation time (or ``_NOT_REVOKED``): cached answers, the rest in one store call."""
+        cached = {name: self._revocations.get(name) for name in names}
+        answers = {name: at for name, at in cached.items() if at is not None}
+        missing = [name for name in names if name not in answers]
+        if missing:
+            for name, at in zip(missing, await self._store.revocations(missing, self._clock())):
+                answers[name] = self._revocations[name] = _NOT_REVOKED if at is None else at
+        return [answers[name] for name in names]
 
     async def check(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:
         """None when the token is within every limit (and its use is recorded); the reason otherwise.

@@ -136,8 +136,8 @@ async def test_metrics_after_mixed_traffic_pass_promtool(
     # Tokens with one subject minted in the same second are one token; bob's RS256 token is another.
     assert value(text, "labgate_live_tokens", upstream="demo", token_type="reader") in (2, 3)
     assert value(text, "labgate_live_tokens", upstream="dead", token_type="reader") == 1
-    assert (value(text, "labgate_store_operation_duration_seconds_count", operation="revoked_at") or 0) >= 1
-    assert value(text, "labgate_store_errors_total", operation="revoked_at") == 0
+    assert (value(text, "labgate_store_operation_duration_seconds_count", operation="revocations") or 0) >= 1
+    assert value(text, "labgate_store_errors_total", operation="revocations") == 0
     assert value(text, "labgate_config_reloads_total", result="failure") == 0
     assert (value(text, "labgate_config_last_reload_success_timestamp_seconds") or 0) > 0
 

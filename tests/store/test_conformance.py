@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import pytest
 
@@ -102,6 +102,18 @@ async def test_revocations_by_token_subject_and_client(store: Store, kind: str) 
     later = now + 10
     await store.revoke(kind, "x", later)  # type: ignore[arg-type]
     assert await store.revoked_at(kind, "x", now) == pytest.approx(later)  # type: ignore[arg-type]
+
+
+async def test_revocations_answers_each_name_in_order_in_one_call(store: Store) -> None:
+    now = time.time()
+    await store.revoke("subject", "alice", now, until=now + 600)
+    await store.revoke("token", "t1", now - 5)
+    await store.revoke("client", "gone", now - 10, until=now - 1)
+    names: list[tuple[Any, str]] = [("token", "t1"), ("subject", "bob"), ("subject", "alice"), ("client", "gone"), ("chain", "c")]
+    answers = await store.revocations(names, now)
+    assert answers == [pytest.approx(now - 5), None, pytest.approx(now), None, None]
+    assert answers == [await store.revoked_at(kind, value, now) for kind, value in names]
+    assert await store.revocations([], now) == []
 
 
 async def test_kinds_of_revocation_do_not_mix(store: Store) -> None:

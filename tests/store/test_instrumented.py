@@ -32,6 +32,7 @@ async def exercise(store: Store) -> None:
     await store.last_used("k")
     await store.revoke("subject", "alice", now, until=now + 60)
     await store.revoked_at("subject", "alice", now)
+    await store.revocations([("subject", "alice"), ("token", "k")], now)
     await store.drop_token("k")
     key = SigningKeyRecord("kid", "ES256", now, "public", "private")
     await store.add_first_signing_key(key)
