@@ -94,6 +94,13 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def _with_token(
+    session: aiohttp.ClientSession, token: str, *calls: tuple[Step, str, str, Any]
+) -> list[Outcome]:
+    """Each ``(step, method, url, json body or None)`` sent with ``token`` as the bearer token."""
+    return [(await _call(session, step, method, url, headers=_bearer(token), json=body))[0] for step, method, url, body in calls]
+
+
 _JSON_TOKEN = "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])'"
 
 
@@ -109,10 +116,8 @@ async def _simplivity(lab: Lab, session: aiohttp.ClientSession, upstream: Upstre
     token = body.get("access_token", "") if isinstance(body, dict) else ""
     allowed = Step("allowed: list hosts, paged", f"curl -s -H \"Authorization: Bearer $SVT\" '{lab.at(upstream, '/api/hosts?limit=10')}'", 200)
     denied = Step("denied: an emergency token cannot sort", f"curl -s -H \"Authorization: Bearer $SVT\" '{lab.at(upstream, '/api/hosts?sort=name')}'", 403, "query_param_not_allowed")
-    outcomes = [got]
-    for step, path in ((allowed, "/api/hosts?limit=10"), (denied, "/api/hosts?sort=name")):
-        outcomes.append((await _call(session, step, "GET", lab.at(upstream, path), headers=_bearer(token)))[0])
-    return outcomes
+    return [got, *await _with_token(session, token, (allowed, "GET", lab.at(upstream, "/api/hosts?limit=10"), None),
+                                    (denied, "GET", lab.at(upstream, "/api/hosts?sort=name"), None))]
 
 
 async def _hcp(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> list[Outcome]:
@@ -130,9 +135,7 @@ async def _hcp(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> 
     allowed = Step("allowed: an Object Storage MAPI call (POST)",
                    f"curl -s -X POST -H \"Authorization: Bearer $HCP\" -H 'Content-Type: application/json' -d '{{\"count\": 10}}' {list_url}", 200)
     denied = Step("denied: the MAPI takes POST only", f"curl -s -H \"Authorization: Bearer $HCP\" {list_url}", 403, "method_not_allowed")
-    outcomes = [got, (await _call(session, allowed, "POST", list_url, headers=_bearer(token), json={"count": 10}))[0]]
-    outcomes.append((await _call(session, denied, "GET", list_url, headers=_bearer(token)))[0])
-    return outcomes
+    return [got, *await _with_token(session, token, (allowed, "POST", list_url, {"count": 10}), (denied, "GET", list_url, None))]
 
 
 async def _greenlake(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> list[Outcome]:
@@ -152,9 +155,7 @@ async def _greenlake(lab: Lab, session: aiohttp.ClientSession, upstream: Upstrea
     other = lab.at(upstream, "/api/accounts")
     allowed = Step("allowed: list servers", f"curl -s -H \"Authorization: Bearer $GL\" '{servers}'", 200)
     denied = Step("denied: outside Compute Ops Management", f"curl -s -H \"Authorization: Bearer $GL\" {other}", 403, "prefix_not_allowed")
-    outcomes = [got, (await _call(session, allowed, "GET", servers, headers=_bearer(token)))[0]]
-    outcomes.append((await _call(session, denied, "GET", other, headers=_bearer(token)))[0])
-    return outcomes
+    return [got, *await _with_token(session, token, (allowed, "GET", servers, None), (denied, "GET", other, None))]
 
 
 ADMIN = ("admin", "lab-admin-pw")  # deploy/examples/lab.yaml's lab-only management API login
@@ -185,9 +186,7 @@ async def _vcf(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> 
     realms = lab.at(upstream, "/suite-api/api/fleet-management/iam/ssorealms")
     allowed = Step("allowed: read resources (labgate forwards with its own credential)", f"curl -s -H \"Authorization: Bearer $VCF\" {resources}", 200)
     denied = Step("denied: a viewer cannot reach fleet-management IAM", f"curl -s -H \"Authorization: Bearer $VCF\" {realms}", 403, "route_not_allowed")
-    outcomes = [got, (await _call(session, allowed, "GET", resources, headers=_bearer(token)))[0]]
-    outcomes.append((await _call(session, denied, "GET", realms, headers=_bearer(token)))[0])
-    return outcomes
+    return [got, *await _with_token(session, token, (allowed, "GET", resources, None), (denied, "GET", realms, None))]
 
 
 async def _commvault(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> list[Outcome]:
@@ -214,9 +213,7 @@ async def _commvault(lab: Lab, session: aiohttp.ClientSession, upstream: Upstrea
     clients, groups = lab.at(upstream, "/Client"), lab.at(upstream, "/ClientGroup")
     allowed = Step("allowed: list clients", f"curl -s -H \"Authorization: Bearer $CV\" {clients}", 200)
     denied = Step("denied: /Client never opens /ClientGroup", f"curl -s -H \"Authorization: Bearer $CV\" {groups}", 403, "prefix_not_allowed")
-    outcomes = [made, got, (await _call(session, allowed, "GET", clients, headers=_bearer(token)))[0]]
-    outcomes.append((await _call(session, denied, "GET", groups, headers=_bearer(token)))[0])
-    return outcomes
+    return [made, got, *await _with_token(session, token, (allowed, "GET", clients, None), (denied, "GET", groups, None))]
 
 
 WALKS: dict[str, Callable[[Lab, aiohttp.ClientSession, Upstream], Awaitable[list[Outcome]]]] = {
