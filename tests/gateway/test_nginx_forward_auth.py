@@ -198,7 +198,7 @@ async def test_missing_token_gets_401_with_www_authenticate(upstream: RecordingU
     assert status == 401
     assert headers["X-Labgate-Reason"] == "missing_token"
     [challenge] = headers.getall("WWW-Authenticate")
-    assert challenge.startswith('Bearer realm="labgate", error="invalid_request"')
+    assert challenge == 'Bearer realm="labgate"'  # RFC 6750 section 3.1: no error code without credentials
     assert headers.getall("X-Labgate-Reason") == ["missing_token"]
     assert headers["Content-Type"] == "application/json"
     assert upstream.received == []
