@@ -28,12 +28,15 @@ async def lab(start_http1_gateway: GatewayStarter, upstream: RecordingUpstream, 
     return lab
 
 
-def oauth_error(call: Any) -> OAuth2Error:
-    """The oauthlib error ``call`` raises (caught in the thread: a live traceback would hold the client's connection)."""
+def oauth_error(call: Any) -> tuple[type[OAuth2Error], int]:
+    """The oauthlib error ``call`` raises, and its status.
+
+    Caught in the thread and not kept: a live traceback would hold the client's TLS connection open past the test.
+    """
     try:
         call()
     except OAuth2Error as exc:
-        return exc
+        return type(exc), exc.status_code
     raise AssertionError("labgate answered with a token")
 
 
@@ -60,12 +63,11 @@ async def test_client_credentials_basic_and_in_the_body_then_a_call_through_labg
 async def test_wrong_secret_is_oauthlibs_invalid_client(lab: TlsLab) -> None:
     client_id, _ = await in_thread(lab.add_client)
 
-    def run() -> OAuth2Error:
+    def run() -> tuple[type[OAuth2Error], int]:
         with lab.trusting(OAuth2Session(client=BackendApplicationClient(client_id=client_id))) as session:
             return oauth_error(lambda: session.fetch_token(lab.token_endpoint, client_id=client_id, client_secret="wrong", timeout=10))
 
-    error = await in_thread(run)
-    assert isinstance(error, InvalidClientError) and error.status_code == 401
+    assert await in_thread(run) == (InvalidClientError, 401)
 
 
 async def test_password_grant_auto_refresh_rotates_and_reuse_is_invalid_grant(lab: TlsLab, upstream: RecordingUpstream) -> None:
@@ -75,7 +77,7 @@ async def test_password_grant_auto_refresh_rotates_and_reuse_is_invalid_grant(la
     """
     saved: list[dict[str, Any]] = []
 
-    def run() -> tuple[list[int], OAuth2Error, int, OAuth2Error]:
+    def run() -> tuple[list[int], tuple[type[OAuth2Error], int], int, tuple[type[OAuth2Error], int]]:
         client = LegacyApplicationClient(client_id="lab-cli")
         with lab.trusting(OAuth2Session(client=client, auto_refresh_url=lab.token_endpoint, token_updater=saved.append)) as session:
             first = dict(session.fetch_token(lab.token_endpoint, username="alice", password=PASSWORD, timeout=10))
@@ -92,7 +94,7 @@ async def test_password_grant_auto_refresh_rotates_and_reuse_is_invalid_grant(la
     statuses, reused, dead, ended = await in_thread(run)
     assert statuses == [200, 200]
     assert len(saved) == 2 and len({token["refresh_token"] for token in saved}) == 2  # rotated on each renewal
-    assert isinstance(reused, InvalidGrantError) and isinstance(ended, InvalidGrantError)
+    assert reused == ended == (InvalidGrantError, 400)
     assert dead == 401  # the whole chain died, the newest access token with it
     assert [r.raw_path for r in upstream.received] == ["/api/hosts", "/api/hosts"]
 
