@@ -188,6 +188,8 @@ async def test_denied_request_gets_403_with_the_reason_and_never_reaches_the_ups
     assert headers["X-Labgate-Reason"] == "query_param_not_allowed"
     [request_id] = headers.getall("X-Request-ID")
     assert json.loads(body) == {"reason": "query_param_not_allowed", "request_id": request_id}
+    [challenge] = headers.getall("WWW-Authenticate")  # RFC 6750 section 3: MUST, when the token does not allow it
+    assert challenge.startswith('Bearer realm="labgate", error="insufficient_scope", error_description="')
     assert token.encode() not in body
     assert upstream.received == []
 
