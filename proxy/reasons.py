@@ -112,6 +112,7 @@ class Reason(enum.Enum):
 
     # Forwarding and limits.
     HEADERS_TOO_LARGE = ("headers_too_large", 431, "invalid_request")
+    TOO_MANY_CONNECTIONS = ("too_many_connections", 503, "temporarily_unavailable")
     BODY_TOO_LARGE = ("body_too_large", 413, "invalid_request")
     # The client's side failed while its body streamed upstream: never counted as an appliance error.
     BODY_TIMEOUT = ("body_timeout", 408, "invalid_request")

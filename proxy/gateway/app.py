@@ -254,6 +254,11 @@ class Gateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         exchange = Exchange(request, request_id_for(request), time.perf_counter())
+        if _head_size(request) > self.config.limits.max_header_block_bytes:
+            # aiohttp bounds each line; the whole head is bounded here (and while it arrives, in server.py).
+            response = self._refuse(exchange, Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
+            response.force_close()
+            return response
         own = self._own.get(request.raw_path)
         if self.admin is not None and own is None and self.admin.owns(request.raw_path):
             return await self.admin.handle(request, exchange.request_id)
@@ -666,6 +671,14 @@ def _small_answer(method: str, status: int, headers: CIMultiDict[str]) -> bool:
         and length.isdigit()
         and int(length) <= SMALL_ANSWER_BYTES
     )
+
+
+def _head_size(request: web.BaseRequest) -> int:
+    """The request head's size as sent: request line and header lines with their separators."""
+    size = len(request.method) + len(request.raw_path) + 12
+    for name, value in request.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 def _has_ip_rules(pack: CompiledPack) -> bool:
