@@ -77,6 +77,11 @@ class GuardedRequestHandler(RequestHandler):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_block:
                 logger.info("refused a request head larger than %d bytes (headers_too_large)", self.max_header_block)
+                if self._request_in_progress or self._messages:
+                    # Pipelined behind a request still being answered: bytes written now would be read
+                    # as that request's answer.  Read no more; close once the requests in hand are answered.
+                    self.close()
+                    return
                 self._refuse_raw(Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
 
     def _refuse_raw(self, reason: Reason, detail: str) -> None:
