@@ -20,11 +20,11 @@ from tests.gateway.token_service import (
     GRANTS,
     ISSUER_SOURCE,
     ISSUER_URL,
+    LAB_PACK,
     admin_call,
     api_get,
     basic,
     issuer_section,
-    start_token_service,
     token_call,
 )
 
@@ -47,7 +47,7 @@ def refused(answer: tuple[int, dict[str, str], Any]) -> tuple[int, str, str]:
 async def two(start_http1_gateway: GatewayStarter, upstream: RecordingUpstream, tmp_path: Path) -> RunningGateway:
     """Two issuer upstreams: "demo" at /demo and "lab2" at /lab2 (audience "lab-two"); alice may log in."""
     (tmp_path / "policies").mkdir(exist_ok=True)
-    await start_token_service(start_http1_gateway, tmp_path, upstream.url, source=ISSUER_SOURCE)  # writes the pack
+    (tmp_path / "policies" / "lab.yaml").write_text(LAB_PACK)
     upstreams = [
         {"name": "demo", "url": upstream.url, "path_prefix": "/demo", "pack": "lab", "token_source": ISSUER_SOURCE},
         {
