@@ -68,7 +68,7 @@ class Endpoints:
     ready: str = "/readyz"
     metrics: str = "/metrics"
     # Off unless set: it answers policy questions about other clients' requests
-    # (README "Forward-auth (nginx auth_request, Traefik ForwardAuth)").
+    # (docs/how-to/forward-auth.md).
     forward_auth: str | None = None
 
     def all(self) -> tuple[str, ...]:
@@ -130,7 +130,7 @@ class Config:
     reload: ReloadSettings = field(default_factory=ReloadSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     policy_paths: tuple[Path, ...] = ()  # the ``policies`` entries, resolved: what a reload watches
-    issuer: IssuerSettings | None = None  # labgate issues its own tokens (README "Token service")
+    issuer: IssuerSettings | None = None  # labgate issues its own tokens (docs/concepts/token-service.md)
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
