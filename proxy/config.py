@@ -24,6 +24,7 @@ from proxy.policy.load import NAME, load_pack_file, read_address_set
 from proxy.policy.model import parse_path_template
 from proxy.store.open import STORE_KINDS, StoreSettings
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
+from proxy.upstream_address import read_upstream_host, read_upstream_url
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
 
 
@@ -154,9 +155,9 @@ def load_config(path: str | Path) -> Config:
     root = cast(LocatedDict, document)
     reader.expect_keys(root, TOP_KEYS, "the config")
     base = file.parent
-    packs = _read_policies(reader, root, base)
+    packs, broken_packs = _read_policies(reader, root, base)
     issuer = read_issuer(reader, root, base)
-    upstreams = _read_upstreams(reader, root, base, packs, issuer)
+    upstreams = _read_upstreams(reader, root, base, packs, issuer, broken_packs)
     config = Config(
         file=file,
         listen=_read_listen(reader, root, base),
@@ -276,9 +277,15 @@ def _read_file(reader: FieldReader, section: LocatedDict, key: str, base: Path, 
     return path
 
 
-def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> dict[str, CompiledPack]:
-    """Pack files, or folders whose ``*.yaml`` files (except ``*.tests.yaml``) are packs."""
+def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> tuple[dict[str, CompiledPack], frozenset[str]]:
+    """Pack files, or folders whose ``*.yaml`` files (except ``*.tests.yaml``) are packs.
+
+    Also the names of packs that did not load (their problems are already
+    reported): an upstream naming one is not told a second time that the pack
+    is unknown.
+    """
     packs: dict[str, CompiledPack] = {}
+    broken: set[str] = set()
     entries = reader.strings(root, "policies")
     if "policies" not in root:
         reader.error(root, None, "missing required key 'policies' (pack files or folders)")
@@ -297,12 +304,25 @@ def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> dict[s
                 pack = load_pack_file(pack_file)
             except ConfigError as exc:
                 reader.problems.items.extend(exc.problems)
+                broken.update(_pack_names_of(pack_file))
                 continue
             if pack.name in packs:
                 reader.error(items, index, f"pack {pack.name!r} is defined twice ({packs[pack.name].pack.file} and {pack_file})")
                 continue
             packs[pack.name] = compile_pack(pack)
-    return packs
+    return packs, frozenset(broken)
+
+
+def _pack_names_of(pack_file: Path) -> set[str]:
+    """The names a pack file that failed to load may go by: its ``pack:`` value if readable, and its file stem."""
+    names = {pack_file.stem}
+    try:
+        document = load_yaml_file(pack_file)
+    except ConfigError:
+        return names
+    if isinstance(document, LocatedDict) and isinstance(document.get("pack"), str):
+        names.add(document["pack"])
+    return names
 
 
 def _read_limits(reader: FieldReader, root: LocatedDict) -> Limits:
@@ -352,7 +372,12 @@ TRANSPORTS = ("http1", "aiohttp")
 
 
 def _read_upstreams(
-    reader: FieldReader, root: LocatedDict, base: Path, packs: Mapping[str, CompiledPack], issuer: IssuerSettings | None
+    reader: FieldReader,
+    root: LocatedDict,
+    base: Path,
+    packs: Mapping[str, CompiledPack],
+    issuer: IssuerSettings | None,
+    broken_packs: frozenset[str] = frozenset(),
 ) -> tuple[Upstream, ...]:
     items = reader.items(root, "upstreams", required=True)
     if items is None:
@@ -365,7 +390,7 @@ def _read_upstreams(
         if not isinstance(body, LocatedDict):
             reader.error(items, index, "each upstream must be a mapping")
             continue
-        upstream = _read_upstream(reader, body, base, packs, issuer)
+        upstream = _read_upstream(reader, body, base, packs, issuer, broken_packs)
         if upstream is None:
             continue
         if upstream.name in names:
@@ -376,13 +401,18 @@ def _read_upstreams(
 
 
 def _read_upstream(
-    reader: FieldReader, body: LocatedDict, base: Path, packs: Mapping[str, CompiledPack], issuer: IssuerSettings | None
+    reader: FieldReader,
+    body: LocatedDict,
+    base: Path,
+    packs: Mapping[str, CompiledPack],
+    issuer: IssuerSettings | None,
+    broken_packs: frozenset[str],
 ) -> Upstream | None:
     reader.expect_keys(body, UPSTREAM_KEYS, "an upstream")
     name = reader.string(body, "name", required=True)
     if name and not NAME.fullmatch(name):
         reader.error(body, "name", f"upstream name {name!r} must be lowercase letters, digits, '-' or '_'")
-    url = _read_url(reader, body)
+    url = read_upstream_url(reader, body)
     prefix = reader.string(body, "path_prefix")
     if prefix is not None:
         try:
@@ -390,12 +420,10 @@ def _read_upstream(
                 reader.error(body, "path_prefix", "path_prefix '/' would capture every path: omit it instead")
         except ValueError as exc:
             reader.error(body, "path_prefix", str(exc))
-    host = reader.string(body, "host")
-    if host is not None:
-        host = host.lower()
+    host = read_upstream_host(reader, body)
     pack_name = reader.string(body, "pack", required=True)
     pack = packs.get(pack_name or "")
-    if pack_name and pack is None:
+    if pack_name and pack is None and pack_name not in broken_packs:
         known = ", ".join(sorted(packs)) or "none loaded"
         reader.error(body, "pack", f"unknown pack {pack_name!r} (known: {known})")
     source = read_token_source(reader, body, base, pack, issuer)
@@ -408,24 +436,6 @@ def _read_upstream(
     return Upstream(
         name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential
     )
-
-
-def _read_url(reader: FieldReader, body: LocatedDict) -> URL | None:
-    text = reader.string(body, "url", required=True)
-    if text is None:
-        return None
-    try:
-        url = URL(text)
-    except ValueError as exc:
-        reader.error(body, "url", f"bad url {text!r}: {exc}")
-        return None
-    if url.scheme not in ("http", "https") or not url.host:
-        reader.error(body, "url", f"url {text!r} must be http:// or https:// with a host")
-        return None
-    if url.query_string or url.fragment or url.user or url.password:
-        reader.error(body, "url", f"url {text!r} must not carry a query, fragment or credentials")
-        return None
-    return url.with_path(url.raw_path.rstrip("/") or "/", encoded=True)
 
 
 def _read_upstream_tls(reader: FieldReader, body: LocatedDict, base: Path) -> UpstreamTls:
