@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 from yarl import URL
 
@@ -71,3 +72,20 @@ def read_upstream_host(reader: FieldReader, body: LocatedDict) -> str | None:
     if problem is not None:
         reader.error(body, "host", problem)
     return host.lower()
+
+
+def unreachable_detail(name: str, exc: BaseException, host: str | None = None) -> str:
+    """Why an upstream could not be reached, naming its host when the name does not resolve.
+
+    ``host`` is the upstream's own host; aiohttp's connector errors carry it too.
+    """
+    host = host or getattr(exc, "host", None)
+    if isinstance(exc, socket.gaierror) or isinstance(exc.__cause__, socket.gaierror) or _is_dns_error(exc):
+        where = f"its host {host!r}" if host else "its host"
+        return f"upstream {name!r} is unreachable: {where} does not resolve (check the upstream's url and the DNS)"
+    return f"upstream {name!r} is unreachable ({type(exc).__name__})"
+
+
+def _is_dns_error(exc: BaseException) -> bool:
+    """aiohttp wraps the resolver's gaierror in ClientConnectorDNSError (its os_error)."""
+    return isinstance(getattr(exc, "os_error", None), socket.gaierror)

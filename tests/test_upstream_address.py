@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
 from proxy.cli import main
-from proxy.upstream_address import host_problem
+from proxy.upstream_address import host_problem, unreachable_detail
 from tests.conftest import write_config
 
 
@@ -57,3 +58,23 @@ def test_check_refuses_a_host_key_that_is_not_a_host(tmp_path: Path, capsys: pyt
 def test_check_accepts_a_bracketed_ipv6_host_and_any_letter_case(tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str) -> None:
     code, err = check(tmp_path, capsys, host=host)
     assert (code, err) == (0, "")
+
+
+def test_an_unresolvable_host_is_named_in_the_unreachable_detail() -> None:
+    failure = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    detail = unreachable_detail("svt", failure, "svt.lab.example")
+    assert detail == (
+        "upstream 'svt' is unreachable: its host 'svt.lab.example' does not resolve (check the upstream's url and the DNS)"
+    )
+
+
+def test_a_resolver_failure_wrapped_by_another_error_is_still_named() -> None:
+    wrapped = OSError("connect failed")
+    wrapped.__cause__ = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert "its host 'svt.lab.example' does not resolve" in unreachable_detail("svt", wrapped, "svt.lab.example")
+
+
+def test_other_connection_failures_keep_their_kind() -> None:
+    assert unreachable_detail("svt", ConnectionRefusedError(111, "refused"), "10.0.0.20") == (
+        "upstream 'svt' is unreachable (ConnectionRefusedError)"
+    )

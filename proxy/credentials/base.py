@@ -21,6 +21,10 @@ class CredentialUnavailable(Exception):
 
 
 class UpstreamCredential(Protocol):
+    # What happens after the appliance refuses this credential, for the 502's
+    # error_description: a login credential tries again, a fixed one needs the operator.
+    after_rejection: str
+
     async def authorization(self) -> str:
         """The ``Authorization`` header value to forward with; raises :class:`CredentialUnavailable`."""
         ...

@@ -28,6 +28,11 @@ class StaticCredential:
             self._value = "Bearer " + settings.token
         self._warned = False
 
+    @property
+    def after_rejection(self) -> str:
+        """A fixed credential is sent again as it is: only the operator can change it."""
+        return f"labgate sends the same {self._kind} credential every time: replace it in the config (or its file) and reload"
+
     def __repr__(self) -> str:
         return f"StaticCredential({self._kind}, upstream={self._upstream!r})"
 

@@ -367,7 +367,7 @@ class Gateway:
                     # The appliance refused labgate's credential, not the client's token; its
                     # answer may echo the credential (SimpliVity does), so it is never passed on.
                     runtime.credential.rejected(authorization)
-                    detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; the next request logs in again"
+                    detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; {runtime.credential.after_rejection}"
                     return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
                 response = await self._answer(request, answer, exchange.request_id, runtime.upstream.name)
             finally:
