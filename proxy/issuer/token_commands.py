@@ -14,13 +14,14 @@ used); 2 usage or config errors, an unknown or existing name.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import sys
 import time
 from typing import Any, Awaitable, Callable, TextIO
 
-from proxy.config import Config
+from proxy.config import Config, load_config
 from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
 from proxy.issuer.audiences import NoSuchAudience, select_upstream
@@ -31,8 +32,9 @@ from proxy.issuer.records import NAME
 from proxy.issuer.ring import KeyRing
 from proxy.issuer.secrets_hash import hash_secret
 from proxy.store.base import Store, StoreUnavailable
+from proxy.tokens.dev_token import DEV_CLAIM, DevTokenRefused, DevTokenRequest, mint_dev_token, parse_claim
 from proxy.tokens.jwks import KeysUnavailable
-from proxy.yamlsource import parse_duration
+from proxy.yamlsource import ConfigError, parse_duration
 
 EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2
 BREAK_GLASS_CLIENT = "labgate-cli"  # the client_id claim of a token `labgate token issue` mints
@@ -55,6 +57,23 @@ def add_token_commands(commands: Any) -> None:
     issue.add_argument("--token-type", required=True, help="a token type that upstream accepts")
     issue.add_argument("--lifetime", help="e.g. 30m (default: the type's ttl, or 1h; at most access_token_max_lifetime)")
     issue.set_defaults(run=_issue)
+    _add_dev_command(actions)
+
+
+def _add_dev_command(actions: Any) -> None:
+    dev = actions.add_parser(
+        "dev", help="development only: sign a token that a jwt source with a shared secret (HS256) accepts, and print it"
+    )
+    dev.add_argument("--config", required=True, help="config file (YAML)")
+    dev.add_argument("--upstream", required=True, help="the upstream whose token_source must accept the token")
+    dev.add_argument("--token-type", required=True, help="the token type the token is to be (a types rule of that source)")
+    dev.add_argument("--subject", default="dev", help="whom the token is for (default: dev)")
+    dev.add_argument("--lifetime", default="1h", help="how long it lives, e.g. 30m (default: 1h, at most 24h)")
+    dev.add_argument(
+        "--claim", action="append", default=[], metavar="NAME=VALUE",
+        help="an extra claim, VALUE as JSON when it parses (e.g. --claim 'path_prefixes=[\"/Client\"]'); repeatable",
+    )
+    dev.set_defaults(run=_dev)
 
 
 def _add_subject_commands(actions: Any) -> None:
@@ -266,6 +285,38 @@ def _break_glass_grant(config: Config, args: argparse.Namespace) -> AccessTokenG
         except ValueError as exc:
             raise directory.DirectoryError("invalid", f"--lifetime: {exc}") from None
     return AccessTokenGrant(args.subject, BREAK_GLASS_CLIENT, args.token_type, source.audience[0], lifetime, (args.token_type,))
+
+
+def _dev(args: argparse.Namespace) -> int:
+    """Print a development token; the warning goes to stderr so ``TOKEN=$(...)`` keeps only the token."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print("\n".join(map(str, exc.problems)), file=sys.stderr)
+        return EXIT_USAGE
+    upstream = config.upstream(args.upstream)
+    try:
+        if upstream is None:
+            raise DevTokenRefused(f"unknown upstream {args.upstream!r} (known: {', '.join(u.name for u in config.upstreams)})")
+        request = DevTokenRequest(args.token_type, args.subject, _dev_lifetime(args.lifetime), dict(map(parse_claim, args.claim)))
+        token = asyncio.run(mint_dev_token(upstream.token_source, upstream.name, request))
+    except DevTokenRefused as exc:
+        print(f"no token made: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(token)
+    print(
+        f"development token ({DEV_CLAIM}: true) for {args.subject} as {args.token_type!r} on upstream {upstream.name!r}, "
+        f"expires {when(time.time() + request.lifetime)}: signed with the config's shared secret, never for production",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _dev_lifetime(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise DevTokenRefused(f"--lifetime: {exc}") from None
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str) -> None:
