@@ -1,4 +1,4 @@
-"""The ``labgate`` command: serve, check, explain, test, revoke, keys (:mod:`proxy.issuer.commands`),
+"""The ``labgate`` command: serve, check, explain, test, revoke, schema, keys (:mod:`proxy.issuer.commands`),
 token (:mod:`proxy.issuer.token_commands`).
 
 Exit codes: 0 success / allowed; 1 config problems (check), a failed or
@@ -28,6 +28,7 @@ from proxy.issuer.token_commands import add_token_commands
 from proxy.policy.decide import Decision
 from proxy.policy.offline import decide_offline
 from proxy.policy.testing import MissingPath, load_suite, report, run_suite
+from proxy.schemas import SCHEMAS, schema_text
 from proxy.store.base import RevocationKind, StoreUnavailable
 from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
@@ -93,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--subject", help="every token of this subject issued until now")
     what.add_argument("--client", help="every token of this client id issued until now")
     revoke.set_defaults(run=_revoke)
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config file or of a policy pack (for editors)")
+    schema.add_argument("name", choices=SCHEMAS, help="config: the config file; pack: a policy pack")
+    schema.set_defaults(run=_schema)
     add_keys_commands(commands)
     add_token_commands(commands)
     return parser
@@ -113,6 +117,11 @@ def _load(path: str) -> Config | None:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return None
+
+
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_text(args.name))
+    return EXIT_OK
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -277,15 +277,15 @@ def _read_file(reader: FieldReader, section: LocatedDict, key: str, base: Path, 
     return path
 
 
-def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> tuple[dict[str, CompiledPack], frozenset[str]]:
+def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> tuple[dict[str, CompiledPack], dict[str, Path]]:
     """Pack files, or folders whose ``*.yaml`` files (except ``*.tests.yaml``) are packs.
 
-    Also the names of packs that did not load (their problems are already
-    reported): an upstream naming one is not told a second time that the pack
+    Also the packs that did not load, by the names they may go by, with their
+    files: an upstream naming one is told to fix that file, not that the pack
     is unknown.
     """
     packs: dict[str, CompiledPack] = {}
-    broken: set[str] = set()
+    broken: dict[str, Path] = {}
     entries = reader.strings(root, "policies")
     if "policies" not in root:
         reader.error(root, None, "missing required key 'policies' (pack files or folders)")
@@ -304,13 +304,13 @@ def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> tuple[
                 pack = load_pack_file(pack_file)
             except ConfigError as exc:
                 reader.problems.items.extend(exc.problems)
-                broken.update(_pack_names_of(pack_file))
+                broken.update(dict.fromkeys(_pack_names_of(pack_file), pack_file))
                 continue
             if pack.name in packs:
                 reader.error(items, index, f"pack {pack.name!r} is defined twice ({packs[pack.name].pack.file} and {pack_file})")
                 continue
             packs[pack.name] = compile_pack(pack)
-    return packs, frozenset(broken)
+    return packs, broken
 
 
 def _pack_names_of(pack_file: Path) -> set[str]:
@@ -377,7 +377,7 @@ def _read_upstreams(
     base: Path,
     packs: Mapping[str, CompiledPack],
     issuer: IssuerSettings | None,
-    broken_packs: frozenset[str] = frozenset(),
+    broken_packs: Mapping[str, Path],
 ) -> tuple[Upstream, ...]:
     items = reader.items(root, "upstreams", required=True)
     if items is None:
@@ -406,7 +406,7 @@ def _read_upstream(
     base: Path,
     packs: Mapping[str, CompiledPack],
     issuer: IssuerSettings | None,
-    broken_packs: frozenset[str],
+    broken_packs: Mapping[str, Path],
 ) -> Upstream | None:
     reader.expect_keys(body, UPSTREAM_KEYS, "an upstream")
     name = reader.string(body, "name", required=True)
@@ -423,7 +423,9 @@ def _read_upstream(
     host = read_upstream_host(reader, body)
     pack_name = reader.string(body, "pack", required=True)
     pack = packs.get(pack_name or "")
-    if pack_name and pack is None and pack_name not in broken_packs:
+    if pack_name and pack_name in broken_packs:
+        reader.error(body, "pack", f"pack {pack_name!r} did not load: fix the problems reported in {broken_packs[pack_name]} first")
+    elif pack_name and pack is None:
         known = ", ".join(sorted(packs)) or "none loaded"
         reader.error(body, "pack", f"unknown pack {pack_name!r} (known: {known})")
     source = read_token_source(reader, body, base, pack, issuer)
