@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pytest
 import yaml
@@ -191,3 +191,24 @@ def test_the_named_choices_are_the_readers_own() -> None:
     issuer_source = config["$defs"]["issuerSource"]["properties"]
     assert issuer_source["grants"]["propertyNames"]["enum"] == list(MAPPED_GRANTS)
     assert issuer_source["service_accounts"]["propertyNames"]["enum"] == list(SCOPES)
+
+
+def undescribed(document: dict[str, Any], node: Any, path: str) -> Iterator[str]:
+    """Properties an editor would show without a word of explanation (the insides of if/then excepted)."""
+    if isinstance(node, dict):
+        for key, spec in node.get("properties", {}).items():
+            described = spec.get("description") or ("$ref" in spec and at(document, spec["$ref"][1:]).get("description"))
+            if not described:
+                yield f"{path}/properties/{key}"
+        for key, child in node.items():
+            if key != "if":
+                yield from undescribed(document, child, f"{path}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from undescribed(document, child, f"{path}/{index}")
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_every_key_says_what_it_is_for(name: str) -> None:
+    document = schema(name)
+    assert list(undescribed(document, document, "")) == []
