@@ -21,8 +21,7 @@ class CredentialUnavailable(Exception):
 
 
 class UpstreamCredential(Protocol):
-    # What happens after the appliance refuses this credential, for the 502's
-    # error_description: a login credential tries again, a fixed one needs the operator.
+    # What happens after the appliance refused it, for the client's error message.
     after_rejection: str
 
     async def authorization(self) -> str:

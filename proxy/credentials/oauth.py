@@ -72,7 +72,7 @@ class LoginFailed(Exception):
 class OAuthCredential:
     """One upstream's login: holds at most one access token, renews it, logs in again after a 401."""
 
-    after_rejection = "labgate drops that access token and the next request logs in again"
+    after_rejection = "the next request logs in again"
 
     def __init__(
         self,

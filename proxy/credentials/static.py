@@ -16,6 +16,8 @@ logger = logging.getLogger("labgate")
 
 
 class StaticCredential:
+    after_rejection = "the operator must replace the upstream's credential in the config"
+
     def __init__(self, settings: BearerCredentialSettings | BasicCredentialSettings, *, upstream: str) -> None:
         self._upstream = upstream
         if isinstance(settings, BasicCredentialSettings):
@@ -27,11 +29,6 @@ class StaticCredential:
             self._kind = "bearer"
             self._value = "Bearer " + settings.token
         self._warned = False
-
-    @property
-    def after_rejection(self) -> str:
-        """A fixed credential is sent again as it is: only the operator can change it."""
-        return f"labgate sends the same {self._kind} credential every time: replace it in the config (or its file) and reload"
 
     def __repr__(self) -> str:
         return f"StaticCredential({self._kind}, upstream={self._upstream!r})"

@@ -37,6 +37,8 @@ WHEN: dict[Reason, str] = {
         "the token, its subject, its client id (`client_id`/`azp` claim) or its refresh chain "
         "(`chain` claim, labgate's own tokens) was revoked at or after its issue"
     ),
+    Reason.LIFETIME_TOO_LONG: "the token claims (`exp` - `iat`) a longer life than its type's `absolute` lifetime (or `ttl`) allows",
+    Reason.TOKEN_TOO_LARGE: "the token is longer than the source's `max_token_bytes`",
     Reason.UNKNOWN_TOKEN: (
         "`observe`: labgate never saw this opaque token issued by this appliance (or it expired, or was revoked there)"
     ),
@@ -51,7 +53,7 @@ WHEN: dict[Reason, str] = {
     Reason.ROUTE_NOT_ALLOWED: "no route matched",
     Reason.PREFIX_NOT_ALLOWED: "no prefix matched (a type with prefixes only), or the token's own prefixes exclude the path",
     Reason.TOKEN_SCOPE_MISSING: "the type requires the token's own endpoint list (`requires_token_prefixes`) and the token has none",
-    Reason.QUERY_PARAM_NOT_ALLOWED: "a query parameter the type's `query` rule does not allow",
+    Reason.QUERY_PARAM_NOT_ALLOWED: "a query parameter the type's `query` rule does not allow (a `public` route takes none)",
     Reason.BAD_TOKEN_REQUEST: (
         "`observe` token endpoint: not a form, a parameter twice, no `grant_type`, parameters in the query, two "
         "different client ids; labgate's own token endpoint: the same, a missing parameter, two ways of client authentication"
@@ -84,8 +86,12 @@ WHEN: dict[Reason, str] = {
     Reason.FORWARD_AUTH_UNTRUSTED: "a forward-auth question from a peer outside `trusted_proxies`",
     Reason.FORWARD_AUTH_HEADERS: "a forward-auth question that does not name exactly one method, target and host",
     Reason.METHOD_OVERRIDE: "a forward-auth question about a request with a method-override header",
+    Reason.BODY_NOT_ALLOWED: "a body on `GET`, `HEAD`, `DELETE` or `OPTIONS` unless the pack's `bodies` lists the route",
     Reason.HEADERS_TOO_LARGE: "request line or headers beyond `limits`",
+    Reason.TOO_MANY_CONNECTIONS: "more client connections at once than `limits.max_connections`; try again shortly",
     Reason.BODY_TOO_LARGE: "body beyond `limits.max_body_bytes` (by `Content-Length`, or counted while streaming)",
+    Reason.BODY_TIMEOUT: "the client did not send its body in time (`limits.body_timeout`); never counted as an appliance error",
+    Reason.CLIENT_ABORTED: "the client went away while sending its body or receiving the answer",
     Reason.UPSTREAM_UNREACHABLE: "the appliance refused or reset the connection, or its host does not resolve",
     Reason.UPSTREAM_TIMEOUT: "the appliance did not connect or answer in time",
     Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE: (

@@ -214,7 +214,7 @@ async def test_a_refused_static_credential_says_the_operator_must_replace_it(
     status, body, _ = await get(gateway, "/api/hosts", mint())
     assert status == 502 and b"upstream_credential_rejected" in body
     described = json.loads(body)["error_description"]
-    assert "replace it in the config (or its file) and reload" in described
+    assert "the operator must replace the upstream's credential in the config" in described
     assert "logs in again" not in described and STATIC_TOKEN not in body.decode()
 
 
