@@ -61,7 +61,7 @@ class Limits:
     body_timeout: float = 60.0
     # The whole request head (request line and every header) before anything is decided,
     # and the connections held at once: together they bound the memory unauthenticated
-    # clients can hold (README "Forwarding", limits).
+    # clients can hold (docs/concepts/forwarding.md, limits).
     max_header_block_bytes: int = 65536
     max_connections: int = 1024
 
@@ -119,7 +119,7 @@ class Upstream:
     read_timeout: float = 60.0
     transport: str = "http1"  # http1 (lean, default) or aiohttp (aiohttp's ClientSession)
     credential: CredentialSettings | None = None  # what labgate authenticates to the appliance with
-    # Where clients put their token (README "Forwarding"): ``bearer`` (RFC 6750), ``authtoken``
+    # Where clients put their token (docs/concepts/forwarding.md): ``bearer`` (RFC 6750), ``authtoken``
     # (Commvault's ``Authtoken`` header) or ``opstoken`` (VCF Operations' ``Authorization: OpsToken``).
     token_header: str = "bearer"
     headers: HeaderRules | None = None  # client headers the appliance may see, on top of the pack's

@@ -18,7 +18,7 @@ WHEN: dict[Reason, str] = {
     Reason.NO_UPSTREAM: "no upstream serves this host and path",
     Reason.MISSING_TOKEN: "no `Authorization` header",
     Reason.MALFORMED_AUTHORIZATION: "not exactly one well-formed `Bearer` credential; token in the query",
-    Reason.MALFORMED_TOKEN: "not a compact JWS, bad JSON, duplicate claims, `crit` header, bad claim types",
+    Reason.MALFORMED_TOKEN: "not a compact JWS, bad JSON, duplicate names in the JOSE header or the claims, `crit` header, bad claim types",
     Reason.BAD_SIGNATURE: "the signature does not verify",
     Reason.ALGORITHM_NOT_ALLOWED: "`alg` not pinned for this source (`none` never is)",
     Reason.UNKNOWN_KEY: "no pinned key or JWKS key for this `kid` and algorithm",
@@ -37,8 +37,8 @@ WHEN: dict[Reason, str] = {
         "the token, its subject, its client id (`client_id`/`azp` claim) or its refresh chain "
         "(`chain` claim, labgate's own tokens) was revoked at or after its issue"
     ),
-    Reason.LIFETIME_TOO_LONG: "the token claims (`exp` - `iat`) a longer life than its type's `absolute` lifetime (or `ttl`) allows",
-    Reason.TOKEN_TOO_LARGE: "the token is longer than the source's `max_token_bytes`",
+    Reason.LIFETIME_TOO_LONG: "the token's own `exp` − `iat` is longer than its type's `absolute` lifetime (or `ttl`, when that is its only one)",
+    Reason.TOKEN_TOO_LARGE: "a JWT longer than its source's `max_token_bytes` (default 4096), refused before any key lookup or signature work",
     Reason.UNKNOWN_TOKEN: (
         "`observe`: labgate never saw this opaque token issued by this appliance (or it expired, or was revoked there)"
     ),
@@ -85,13 +85,13 @@ WHEN: dict[Reason, str] = {
     Reason.ALREADY_EXISTS: "management API: the name or id is taken",
     Reason.FORWARD_AUTH_UNTRUSTED: "a forward-auth question from a peer outside `trusted_proxies`",
     Reason.FORWARD_AUTH_HEADERS: "a forward-auth question that does not name exactly one method, target and host",
-    Reason.METHOD_OVERRIDE: "a forward-auth question about a request with a method-override header",
-    Reason.BODY_NOT_ALLOWED: "a body on `GET`, `HEAD`, `DELETE` or `OPTIONS` unless the pack's `bodies` lists the route",
-    Reason.HEADERS_TOO_LARGE: "request line or headers beyond `limits`",
-    Reason.TOO_MANY_CONNECTIONS: "more client connections at once than `limits.max_connections`; try again shortly",
+    Reason.METHOD_OVERRIDE: "a method-override header in any spelling, `_method` in the query, or `_method` in a form body; or a forward-auth question about a request with one",
+    Reason.BODY_NOT_ALLOWED: "a body on `GET`, `HEAD`, `DELETE` or `OPTIONS` on a route the pack does not list under `bodies`",
+    Reason.HEADERS_TOO_LARGE: "request line, a header line, or the whole head beyond `limits`",
+    Reason.TOO_MANY_CONNECTIONS: "more open client connections than `limits.max_connections` (the connection is closed)",
     Reason.BODY_TOO_LARGE: "body beyond `limits.max_body_bytes` (by `Content-Length`, or counted while streaming)",
-    Reason.BODY_TIMEOUT: "the client did not send its body in time (`limits.body_timeout`); never counted as an appliance error",
-    Reason.CLIENT_ABORTED: "the client went away while sending its body or receiving the answer",
+    Reason.BODY_TIMEOUT: "the client took longer than `limits.body_timeout` between two pieces of its body (not an appliance error)",
+    Reason.CLIENT_ABORTED: "the client went away while sending its body or receiving the answer: logged and counted as the client's, never as an appliance error",
     Reason.UPSTREAM_UNREACHABLE: "the appliance refused or reset the connection, or its host does not resolve",
     Reason.UPSTREAM_TIMEOUT: "the appliance did not connect or answer in time",
     Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE: (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import select
 import socket
 from pathlib import Path
@@ -213,7 +214,7 @@ async def test_a_head_too_large_behind_a_request_in_flight_never_answers_for_tha
 
 
 async def test_connections_past_the_cap_get_503_until_others_close(
-    start_gateway: GatewayStarter, upstream: RecordingUpstream
+    start_gateway: GatewayStarter, upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await start_gateway(upstream.url, limits={**LIMITS, "max_connections": 3})
     held = [await Client.connect(gateway.port) for _ in range(3)]
@@ -223,10 +224,16 @@ async def test_connections_past_the_cap_get_503_until_others_close(
             await client.send_in_pieces([f"{request_start()}\r\n"])
             status, _, _ = await client.read_response()
             assert status == 200
-        response = await raw_request(gateway.port, f"{request_start()}\r\n")
-        assert_refused(response.status, response.body, 503, "too_many_connections")
-        assert response.headers["connection"].lower() == "close"
+        with caplog.at_level(logging.WARNING, logger="labgate"):
+            for _ in range(4):
+                response = await raw_request(gateway.port, f"{request_start()}\r\n")
+                assert_refused(response.status, response.body, 503, "too_many_connections")
+                assert response.headers["connection"].lower() == "close"
         assert len(upstream.received) == 3
+        # A flood of refusals is one warning per interval, not one per connection.
+        assert [r.getMessage() for r in caplog.records if "max_connections" in r.getMessage()] == [
+            "refused 1 connection(s) past limits.max_connections (3 open)"
+        ]
     finally:
         for client in held:
             client.close()
