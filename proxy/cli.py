@@ -30,7 +30,7 @@ from proxy.policy.offline import decide_offline
 from proxy.policy.testing import MissingPath, load_suite, report, run_suite
 from proxy.schemas import SCHEMAS, schema_text
 from proxy.store.base import RevocationKind, StoreUnavailable
-from proxy.store.open import open_store
+from proxy.gateway.runtime import open_state_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
 from proxy.tokens.source import open_token_source
 from proxy.wording import plural
@@ -173,7 +173,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 async def _verify(config: Config, upstream: Upstream, token: str) -> TokenFacts | TokenRejection:
     """The token as the upstream's source sees it (an observed token is looked up in the store)."""
-    store = open_store(config.store)
+    store = open_state_store(config.store)
     source = open_token_source(upstream.token_source, store, upstream=upstream.name)
     try:
         return await source.verify(token)
@@ -245,7 +245,7 @@ def _expiry_of(token: str) -> float | None:
 
 async def _write_revocation(config: Config, kind: RevocationKind, value: str, until: float | None) -> None:
     """An opaque token labgate saw issued is also forgotten, its revocation kept until it would expire."""
-    store = open_store(config.store)
+    store = open_state_store(config.store)
     try:
         now = time.time()
         if kind == "token":
