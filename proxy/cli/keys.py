@@ -30,7 +30,7 @@ from proxy.yamlsource import ConfigError
 EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2
 
 
-def add_keys_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Register ``keys`` and its subcommands on the CLI's subparsers."""
     keys = commands.add_parser("keys", help="labgate's token-signing keys (the issuer section)")
     actions = keys.add_subparsers(required=True, metavar="ACTION")
