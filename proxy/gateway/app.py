@@ -36,7 +36,7 @@ from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pa
 from proxy.ipaddrs import ClientIpResolver
 from proxy.issuer.admin import AdminApi, AdminContext
 from proxy.issuer.settings import TOKEN_PATH
-from proxy.issuer.token_endpoint import TokenEndpoint
+from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.metrics import GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
 from proxy.policy.compile import CompiledPack
