@@ -169,11 +169,45 @@ def bench_pack() -> dict[str, Any]:
     }
 
 
-def write_labgate_config(directory: Path, port: int, upstream_url: str) -> Path:
+STORES = ("memory", "sqlite", "redis")
+
+
+@contextlib.contextmanager
+def store_service(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
+    """The config's ``store`` section; for ``redis`` a real redis-server of its own, stopped at the end."""
+    if kind == "memory":
+        yield {"type": "memory"}
+        return
+    if kind == "sqlite":
+        yield {"type": "sqlite", "path": str(directory / "labgate.db")}
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SystemExit("the redis store needs redis-server on PATH")
+    port = free_port()
+    log = directory / f"redis-{port}.out"
+    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+               "--dir", str(directory)]
+    with process(command, LOAD_CPU, log) as child:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise fail("redis-server did not start", log) from None
+                time.sleep(0.05)
+        yield {"type": "redis", "url": f"redis://127.0.0.1:{port}/0"}
+
+
+def write_labgate_config(directory: Path, port: int, upstream_url: str, store: dict[str, Any] | None = None,
+                         name: str = "labgate.yaml") -> Path:
     (directory / "bench.yaml").write_text(yaml.safe_dump(bench_pack(), sort_keys=False))
     (directory / "hs256.secret").write_text(SECRET)
-    config = {
+    config: dict[str, Any] = {
         "listen": {"address": "127.0.0.1", "port": port},
+        "store": store or {"type": "sqlite", "path": str(directory / "labgate.db")},
         "policies": [str(ROOT / "policies"), "bench.yaml"],
         # Denials only: the realistic production setting (allowed requests are
         # counted in metrics, not logged one line each).
@@ -200,7 +234,7 @@ def write_labgate_config(directory: Path, port: int, upstream_url: str) -> Path:
             }
         ],
     }
-    path = directory / "labgate.yaml"
+    path = directory / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -214,11 +248,41 @@ def labgate_command(config: Path) -> list[str]:
     return command + ["serve", "--config", str(config), "--log-level", "warning"]
 
 
-def mint() -> str:
+def mint(subject: str = "svtcli") -> str:
     """An HS256 token of the restricted type (emergency), valid for an hour."""
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "svtcli", "grant_type": "emergency", "iat": now, "exp": now + 3600}
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "grant_type": "emergency", "iat": now, "exp": now + 3600}
     return jwt.encode(claims, SECRET, algorithm="HS256", headers={"kid": "bench"})
+
+
+def check_labgate(url: str, token: str, log: Path, directory: Path, config: Path | None = None) -> None:
+    """The correctness gate: never measure error answers, and prove every check runs.
+
+    The request under load gets 200 with the upstream's exact body; with
+    ``&sort=name`` (a query parameter the type does not allow) 403; and a token
+    revoked in the store (``labgate revoke``, when the store is one the command
+    can reach) 401, so the store's revocation check runs on the measured path.
+    """
+    expect_body(LABGATE, get(f"{url}/svt{TARGET}", token), log)
+    denied, body = get(f"{url}/svt{DENIED_TARGET}", token)
+    if denied != 403:
+        raise fail(f"labgate answered {denied} to {DENIED_TARGET} (want 403): its checks are not on\n{body[:300]!r}", log)
+    config = config or directory / "labgate.yaml"
+    if yaml.safe_load(config.read_text()).get("store", {}).get("type") == "memory":
+        return  # a memory store lives in labgate's process: nothing outside can revoke in it
+    revoked = mint("revoked-in-bench")
+    expect_body(LABGATE, get(f"{url}/svt{TARGET}", revoked), log)  # allowed, and now cached as not revoked
+    token_file = directory / "revoked.token"
+    token_file.write_text(revoked)
+    done = subprocess.run([*labgate_command(config)[:-5], "revoke", "--config", str(config), "--token-file",
+                           str(token_file)], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    if done.returncode != 0:
+        raise fail(f"labgate revoke failed: {done.stderr.strip()}", log)
+    deadline = time.monotonic() + 5
+    while (status := get(f"{url}/svt{TARGET}", revoked)[0]) != 401:
+        if time.monotonic() > deadline:
+            raise fail(f"labgate answered {status} to a revoked token (want 401): its store checks are not on", log)
+        time.sleep(0.05)
 
 
 def labgate_counts(base_url: str) -> dict[str, float]:
@@ -361,10 +425,7 @@ def main() -> int:
         wait_until_up(labgate_url + "/healthz", labgate, log)
         # Never measure error answers: the request under load must pass every
         # check and reach the upstream, and a request breaking a rule must not.
-        expect_body(LABGATE, get(f"{labgate_url}/svt{TARGET}", token), log)
-        denied, body = get(f"{labgate_url}/svt{DENIED_TARGET}", token)
-        if denied != 403:
-            raise fail(f"labgate answered {denied} to {DENIED_TARGET} (want 403): its checks are not on\n{body[:300]!r}", log)
+        check_labgate(labgate_url, token, log, directory, config)
         pids[LABGATE] = labgate.pid
 
         targets = [
