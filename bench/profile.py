@@ -153,6 +153,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="unprofiled + profiled windows (default 3)")
     parser.add_argument("--window", type=float, default=4.0, help="seconds per window (default 4)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--top", type=int, default=0, help="also list the N functions of most own time (last round)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="labgate-profile-") as temp:
@@ -173,6 +174,9 @@ def main() -> int:
             finally:
                 loadgen.terminate()
                 loadgen.wait(timeout=10)
+            if args.top:
+                pstats.Stats(str(directory / f"labgate.prof.{args.rounds - 1}"), stream=sys.stdout).sort_stats(
+                    "tottime").print_stats(args.top)
     print_table(rows, args.store)
     return 0
 
