@@ -312,13 +312,16 @@ def labgate_counts(base_url: str) -> dict[str, float]:
 # -- load ---------------------------------------------------------------------
 
 
-def load(url: str, headers: list[str], duration: float, warmup: float, connections: int) -> dict[str, float]:
+def load(url: str, headers: list[str], duration: float, warmup: float, connections: int,
+         cpus: set[int] | None = None) -> dict[str, float]:
+    """One measured load run; the load generator on ``cpus`` (default: the load CPU)."""
+    cpus = LOAD_CPU if cpus is None else cpus
     if shutil.which("wrk"):
-        return load_with_wrk(url, headers, duration, warmup, connections)
+        return load_with_wrk(url, headers, duration, warmup, connections, cpus)
     command = [sys.executable, "-m", "bench.loadgen", "--url", url, "--duration", str(duration),
                "--warmup", str(warmup), "--connections", str(connections)]
     command += [a for h in headers for a in ("--header", h)]
-    done = subprocess.run(command, preexec_fn=pinned(LOAD_CPU), capture_output=True, text=True, cwd=ROOT,
+    done = subprocess.run(command, preexec_fn=pinned(cpus), capture_output=True, text=True, cwd=ROOT,
                           timeout=warmup + duration + 60)
     if done.returncode != 0:
         raise SystemExit(f"the load generator failed on {url}:\n{done.stderr.strip()}")
@@ -350,11 +353,12 @@ def parse_wrk(text: str) -> dict[str, float]:
     }
 
 
-def load_with_wrk(url: str, headers: list[str], duration: float, warmup: float, connections: int) -> dict[str, float]:
+def load_with_wrk(url: str, headers: list[str], duration: float, warmup: float, connections: int,
+                  cpus: set[int]) -> dict[str, float]:
     def wrk(seconds: float) -> str:
         command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
         command += [a for h in headers for a in ("-H", h)] + [url]
-        done = subprocess.run(command, preexec_fn=pinned(LOAD_CPU), capture_output=True, text=True,
+        done = subprocess.run(command, preexec_fn=pinned(cpus), capture_output=True, text=True,
                               timeout=seconds + 60)
         if done.returncode != 0:
             raise SystemExit(f"wrk failed on {url}:\n{done.stdout}{done.stderr}")
@@ -491,12 +495,69 @@ def main() -> int:
                 rounds[name].append(result)
                 print(f"  round {number + 1}: {name:<22} {result['requests_per_second']:>9.0f} req/s", file=sys.stderr)
         results = {name: median_round(runs) for name, runs in rounds.items()}
+        unloaded = unloaded_latency(targets, args)
+        scaling = workers_scaling(stack, directory, upstream_url, token, args)
         counts = {name: labgate_counts(url) for name, url in labgates.items()}
         for name, child in processes.items():
             if child.poll() is not None:
                 raise fail(f"{name} exited with {child.returncode} during the run")
 
-    return report(results, rounds, counts, upstream_kind, args)
+    return report(results, rounds, counts, upstream_kind, args, unloaded, scaling)
+
+
+def unloaded_latency(targets: list[tuple[str, str, list[str]]], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """p50 and p99 with one connection, alternating rounds; for proxies, what they add over the upstream direct."""
+    seconds = min(args.duration, 5.0)
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+    for number in range(args.rounds):
+        for name, url, headers in targets:
+            rounds[name].append(load(url, headers, seconds, min(args.warmup, 0.5), 1))
+        print(f"  unloaded round {number + 1} done", file=sys.stderr)
+    direct = rounds[UPSTREAM]
+    answer: dict[str, dict[str, Any]] = {}
+    for name, runs in rounds.items():
+        entry: dict[str, Any] = {}
+        for key in ("p50_ms", "p99_ms"):
+            entry[key] = median_or_nan([r[key] for r in runs])
+            if name != UPSTREAM:
+                added = [r[key] - d[key] for r, d in zip(runs, direct)]
+                entry[f"added_{key}"], entry[f"added_{key}_by_round"] = median_or_nan(added), added
+        answer[name] = entry
+    return answer
+
+
+def workers_scaling(stack: contextlib.ExitStack, directory: Path, upstream_url: str, token: str,
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput of ``--workers 2`` against ``--workers 1`` (SQLite store), when the machine has the cores.
+
+    Two workers need two cores of their own and the load generator and upstream
+    a third; with fewer CPUs the comparison would measure the contention, so it
+    is skipped and the report says why.
+    """
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 3:
+        return {"skipped": f"needs 3 CPUs (2 for the workers, 1 for load and upstream); this machine has {len(cpus) or '?'}"}
+    proxy_cpus, load_cpus = set(cpus[:2]), set(cpus[2:])
+    urls = {}
+    for workers in (1, 2):
+        port = free_port()
+        config = write_labgate_config(directory, port, upstream_url, name=f"labgate-workers{workers}.yaml")
+        log = directory / f"labgate-workers{workers}.out"
+        command = [*labgate_command(config), "--workers", str(workers)]
+        child = stack.enter_context(process(command, proxy_cpus, log))
+        urls[workers] = f"http://127.0.0.1:{port}"
+        wait_until_up(urls[workers] + "/healthz", child, log)
+        expect_body(LABGATE, get(f"{urls[workers]}/svt{TARGET}", token), log)
+    by_round: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(args.rounds):
+        for workers, url in urls.items():
+            result = load(f"{url}/svt{TARGET}", [f"Authorization: Bearer {token}"], args.duration, args.warmup,
+                          args.connections, load_cpus)
+            by_round[workers].append(result["requests_per_second"])
+    ratios = [two / one if one else math.nan for one, two in zip(by_round[1], by_round[2])]
+    return {"workers_1_rps": by_round[1], "workers_2_rps": by_round[2], "ratio": median_or_nan(ratios),
+            "ratio_by_round": ratios}
+
 
 
 def expect_body(name: str, answer: tuple[int, bytes], log: Path | None = None) -> None:
@@ -554,8 +615,8 @@ def cell(value: float, width: int, digits: int = 0) -> str:
 
 
 def report(results: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, float]]],
-           counts: dict[str, dict[str, float]],
-           upstream_kind: str, args: argparse.Namespace) -> int:
+           counts: dict[str, dict[str, float]], upstream_kind: str, args: argparse.Namespace,
+           unloaded: dict[str, dict[str, Any]], scaling: dict[str, Any]) -> int:
     loader = "wrk -t1" if shutil.which("wrk") else "bench.loadgen"
     placement = (f"proxies pinned to CPU {min(PROXY_CPU)}, upstream and load generator to CPU {min(LOAD_CPU)}"
                  if pinning_possible() else "no CPU pinning (fewer than 2 usable CPUs): ratios are still comparable, 'one core' is not")
@@ -599,6 +660,19 @@ def report(results: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, 
             print(f"{name} metrics after the run: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(numbers.items())))
     verdict = "PASS" if all(v["verdict"] == "PASS" for v in verdicts.values()) else "FAIL"
 
+    print()
+    print("unloaded latency (1 connection; ms; median round; added = over the upstream direct, in each round):")
+    for name, entry in unloaded.items():
+        added = ""
+        if name != UPSTREAM:
+            added = (f"  added p50 {entry['added_p50_ms']:+.3f}  added p99 {entry['added_p99_ms']:+.3f}"
+                     f"{by_round(entry['added_p50_ms_by_round'])}")
+        print(f"  {name:<28} p50 {entry['p50_ms']:.3f}  p99 {entry['p99_ms']:.3f}{added}")
+    if "skipped" in scaling:
+        print(f"--workers 2 / --workers 1: not measured: {scaling['skipped']}")
+    else:
+        print(f"--workers 2 / --workers 1 (sqlite store): {scaling['ratio']:.2f}x requests/s{by_round(scaling['ratio_by_round'])}")
+
     warnings = []
     if any(r["non_2xx"] or r["errors"] for r in results.values()):
         warnings.append("some answers were not 2xx or connections failed: the numbers above are not comparable")
@@ -623,6 +697,8 @@ def report(results: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, 
             "duration_s": args.duration,
             "rounds": args.rounds,
             "labgate": verdicts,
+            "unloaded_latency": unloaded,
+            "workers_scaling": scaling,
             "bar": BAR,
             "verdict": verdict,
             "labgate_metrics": counts,
