@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import os
 import pstats
+import shutil
 import signal
 import statistics
 import subprocess
@@ -125,7 +126,7 @@ def labgate_profiled(directory: Path, store: str) -> Iterator[tuple[str, subproc
     with contextlib.ExitStack() as stack:
         upstream_port, labgate_port, proxy_port = (bench_run.free_port() for _ in range(3))
         upstream_url = f"http://127.0.0.1:{upstream_port}"
-        nginx = bench_run.shutil.which("nginx")
+        nginx = shutil.which("nginx")
         log = directory / "upstream.out"
         if nginx:
             conf, _ = bench_upstream.write_nginx_configs(directory, upstream_port, proxy_port)

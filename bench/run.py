@@ -15,359 +15,31 @@ import contextlib
 import json
 import math
 import os
-import re
-import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import jwt
-import yaml
+from typing import Any
 
 from bench import upstream as bench_upstream
+from bench.labgate_setup import (
+    DENIED_TARGET, LABGATE, STORES, TARGET, check_labgate, expect_body, labgate_command, labgate_counts, labgate_name,
+    mint, store_service, write_labgate_config,
+)
+from bench.processes import (
+    LOAD_CPU, PROXY_CPU, ROOT, cpu_seconds, fail, free_port, get, load, machine_cpu, our_cpu, pinned, pinning_possible,
+    process, wait_until_up,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-hs256-secret-" + "x" * 45
-ISSUER = "https://labgate.bench/issuer"
-AUDIENCE = "simplivity"
+__all__ = ["DENIED_TARGET", "LABGATE", "ROOT", "STORES", "TARGET", "check_labgate", "fail", "get", "labgate_command",
+           "labgate_counts", "main", "mint", "pinned", "process", "store_service", "wait_until_up", "write_labgate_config"]
+
 BAR = 2.0  # labgate's CPU time per request must be at most 1/BAR of the bare proxy's, for every store
-TARGET = "/api/hosts?offset=0&limit=50"
-DENIED_TARGET = "/api/hosts?offset=0&limit=50&sort=name"
-PROXY_CPU, LOAD_CPU = {0}, {1}
-GENERATED_ROUTES = 1000
-
-UPSTREAM, BARE, LABGATE, NGINX = "upstream direct", "bare aiohttp proxy", "labgate (all checks)", "nginx proxy"
-
-
-def labgate_name(store: str) -> str:
-    return f"labgate, {store} store"
-
-
-# -- processes ----------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pinning_possible() -> bool:
-    return hasattr(os, "sched_setaffinity") and (PROXY_CPU | LOAD_CPU) <= os.sched_getaffinity(0)
-
-
-def pinned(cpus: set[int]) -> Callable[[], None] | None:
-    """A preexec_fn pinning the child to ``cpus``, or None when this machine lacks them."""
-    if not pinning_possible():
-        return None
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
-@contextlib.contextmanager
-def process(args: list[str], cpus: set[int], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``args`` pinned to ``cpus`` (stdout and stderr to ``log``); terminate, then kill, at the end."""
-    with open(log, "wb") as output:
-        child = subprocess.Popen(args, preexec_fn=pinned(cpus), stdin=subprocess.DEVNULL, stdout=output,
-                                 stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(timeout=5)
-
-
-def fail(message: str, log: Path | None = None) -> SystemExit:
-    if log is not None and log.exists():
-        tail = log.read_text(errors="replace").strip().splitlines()[-30:]
-        message += f"\n--- last lines of {log.name} ---\n" + "\n".join(tail)
-    return SystemExit(message)
-
-
-DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP_PROXY
-
-
-def get(url: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    """Status and body of a GET (error statuses included)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with DIRECT.open(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-
-
-def wait_until_up(url: str, child: subprocess.Popen[bytes], log: Path, seconds: float = 30.0) -> None:
-    """Poll ``url`` until anything answers over HTTP; fail if the child exits or time runs out."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise fail(f"{' '.join(map(str, child.args))} exited with {child.returncode} at start", log)
-        try:
-            get(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise fail(f"nothing answered at {url} within {seconds:.0f} s", log)
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process (Linux /proc), None when unknown."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_cpu() -> float | None:
-    """User + system CPU time of all processes on the machine (Linux /proc/stat), None when unknown."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
-        return None
-    return (int(fields[1]) + int(fields[2]) + int(fields[3])) / os.sysconf("SC_CLK_TCK")
-
-
-def our_cpu(pids: list[int]) -> float:
-    """CPU time of the benchmark's own processes: these, this one, and its finished children (the load)."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-    return total + sum(cpu_seconds(pid) or 0.0 for pid in pids)
-
-
-# -- what labgate runs --------------------------------------------------------
-
-
-def bench_pack() -> dict[str, Any]:
-    """The shipped SimpliVity types; emergency grows an IP allowlist, deny rules and 1,000 more routes."""
-    shipped = yaml.safe_load((ROOT / "policies" / "simplivity.yaml").read_text())
-    types = {name: dict(body) for name, body in shipped["token_types"].items()}
-    emergency = types["emergency"]
-    emergency["routes"] = list(emergency["routes"]) + [
-        f"GET /api/generated{i}/{{id}}" for i in range(GENERATED_ROUTES)
-    ]
-    emergency["client_ips"] = ["127.0.0.0/8", "10.0.0.0 - 10.0.0.255"]
-    emergency["deny"] = ["* /api/backups/{bkpId}/delete", "DELETE /api/hosts/{id}"]
-    return {
-        "pack": "bench",
-        "description": "benchmark pack: SimpliVity with a realistic-size emergency type",
-        "paths": shipped.get("paths", "case-sensitive"),
-        "token_types": types,
-    }
-
-
-STORES = ("memory", "sqlite", "redis")
-
-
-@contextlib.contextmanager
-def store_service(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
-    """The config's ``store`` section; for ``redis`` a real redis-server of its own, stopped at the end."""
-    if kind == "memory":
-        yield {"type": "memory"}
-        return
-    if kind == "sqlite":
-        yield {"type": "sqlite", "path": str(directory / "labgate.db")}
-        return
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("the redis store needs redis-server on PATH")
-    port = free_port()
-    log = directory / f"redis-{port}.out"
-    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(directory)]
-    with process(command, LOAD_CPU, log) as child:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if child.poll() is not None or time.monotonic() > deadline:
-                    raise fail("redis-server did not start", log) from None
-                time.sleep(0.05)
-        yield {"type": "redis", "url": f"redis://127.0.0.1:{port}/0"}
-
-
-def write_labgate_config(directory: Path, port: int, upstream_url: str, store: dict[str, Any] | None = None,
-                         name: str = "labgate.yaml") -> Path:
-    (directory / "bench.yaml").write_text(yaml.safe_dump(bench_pack(), sort_keys=False))
-    (directory / "hs256.secret").write_text(SECRET)
-    config: dict[str, Any] = {
-        "listen": {"address": "127.0.0.1", "port": port},
-        "store": store or {"type": "sqlite", "path": str(directory / "labgate.db")},
-        "policies": [str(ROOT / "policies"), "bench.yaml"],
-        # Denials only: the realistic production setting (allowed requests are
-        # counted in metrics, not logged one line each).
-        "decision_log": "denials",
-        "upstreams": [
-            {
-                "name": "simplivity",
-                "url": upstream_url,
-                "path_prefix": "/svt",
-                "pack": "bench",
-                "timeouts": {"connect": 5, "read": 60},
-                "token_source": {
-                    "type": "jwt",
-                    "algorithms": ["HS256"],
-                    "keys": [{"kid": "bench", "algorithm": "HS256", "secret_file": "hs256.secret"}],
-                    "issuer": ISSUER,
-                    "audience": AUDIENCE,
-                    "leeway": 30,
-                    "types": [
-                        {"token_type": "emergency", "match": {"grant_type": "emergency"}},
-                        {"token_type": "password", "match": {"grant_type": "password"}},
-                    ],
-                },
-            }
-        ],
-    }
-    path = directory / name
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def labgate_command(config: Path) -> list[str]:
-    script = Path(sys.executable).parent / "labgate"
-    if script.exists():
-        command = [str(script)]
-    else:
-        command = [sys.executable, "-m", "proxy.cli"]
-    return command + ["serve", "--config", str(config), "--log-level", "warning"]
-
-
-def mint(subject: str = "svtcli") -> str:
-    """An HS256 token of the restricted type (emergency), valid for an hour."""
-    now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "grant_type": "emergency", "iat": now, "exp": now + 3600}
-    return jwt.encode(claims, SECRET, algorithm="HS256", headers={"kid": "bench"})
-
-
-def check_labgate(url: str, token: str, log: Path, directory: Path, config: Path | None = None) -> None:
-    """The correctness gate: never measure error answers, and prove every check runs.
-
-    The request under load gets 200 with the upstream's exact body; with
-    ``&sort=name`` (a query parameter the type does not allow) 403; and a token
-    revoked in the store (``labgate revoke``, when the store is one the command
-    can reach) 401, so the store's revocation check runs on the measured path.
-    """
-    expect_body(LABGATE, get(f"{url}/svt{TARGET}", token), log)
-    denied, body = get(f"{url}/svt{DENIED_TARGET}", token)
-    if denied != 403:
-        raise fail(f"labgate answered {denied} to {DENIED_TARGET} (want 403): its checks are not on\n{body[:300]!r}", log)
-    config = config or directory / "labgate.yaml"
-    if yaml.safe_load(config.read_text()).get("store", {}).get("type") == "memory":
-        return  # a memory store lives in labgate's process: nothing outside can revoke in it
-    revoked = mint("revoked-in-bench")
-    expect_body(LABGATE, get(f"{url}/svt{TARGET}", revoked), log)  # allowed, and now cached as not revoked
-    token_file = directory / "revoked.token"
-    token_file.write_text(revoked)
-    done = subprocess.run([*labgate_command(config)[:-5], "revoke", "--config", str(config), "--token-file",
-                           str(token_file)], capture_output=True, text=True, cwd=ROOT, timeout=30)
-    if done.returncode != 0:
-        raise fail(f"labgate revoke failed: {done.stderr.strip()}", log)
-    deadline = time.monotonic() + 5
-    while (status := get(f"{url}/svt{TARGET}", revoked)[0]) != 401:
-        if time.monotonic() > deadline:
-            raise fail(f"labgate answered {status} to a revoked token (want 401): its store checks are not on", log)
-        time.sleep(0.05)
-
-
-def labgate_counts(base_url: str) -> dict[str, float]:
-    """Request decisions and token cache lookups from labgate's /metrics."""
-    try:
-        _, text = get(base_url + "/metrics")
-    except OSError:
-        return {}
-    counts: dict[str, float] = {}
-    for line in text.decode(errors="replace").splitlines():
-        match = re.match(r"^(labgate_requests_total|labgate_token_cache_lookups_total)\{(.*)\}\s+(\S+)$", line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-        if match.group(1) == "labgate_requests_total":
-            key = f"decision {labels.get('decision', '?')}"
-        else:
-            key = f"token cache {labels.get('result', '?')}"
-        counts[key] = counts.get(key, 0.0) + float(match.group(3))
-    return counts
-
-
-# -- load ---------------------------------------------------------------------
-
-
-def load(url: str, headers: list[str], duration: float, warmup: float, connections: int,
-         cpus: set[int] | None = None) -> dict[str, float]:
-    """One measured load run; the load generator on ``cpus`` (default: the load CPU)."""
-    cpus = LOAD_CPU if cpus is None else cpus
-    if shutil.which("wrk"):
-        return load_with_wrk(url, headers, duration, warmup, connections, cpus)
-    command = [sys.executable, "-m", "bench.loadgen", "--url", url, "--duration", str(duration),
-               "--warmup", str(warmup), "--connections", str(connections)]
-    command += [a for h in headers for a in ("--header", h)]
-    done = subprocess.run(command, preexec_fn=pinned(cpus), capture_output=True, text=True, cwd=ROOT,
-                          timeout=warmup + duration + 60)
-    if done.returncode != 0:
-        raise SystemExit(f"the load generator failed on {url}:\n{done.stderr.strip()}")
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
-WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-
-
-def parse_wrk(text: str) -> dict[str, float]:
-    def latency(percent: str) -> float:
-        match = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
-        return float(match.group(1)) * WRK_UNITS[match.group(2)] if match else math.nan
-
-    total = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", text, re.M)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    if not (total and rps):
-        raise SystemExit(f"could not read wrk's output:\n{text}")
-    return {
-        "requests": int(total.group(1)),
-        "requests_per_second": float(rps.group(1)),
-        "p50_ms": latency("50"),
-        "p99_ms": latency("99"),
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-        "errors": sum(int(n) for n in socket_errors.groups()) if socket_errors else 0,
-        "requests_total": int(total.group(1)),
-    }
-
-
-def load_with_wrk(url: str, headers: list[str], duration: float, warmup: float, connections: int,
-                  cpus: set[int]) -> dict[str, float]:
-    def wrk(seconds: float) -> str:
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
-        command += [a for h in headers for a in ("-H", h)] + [url]
-        done = subprocess.run(command, preexec_fn=pinned(cpus), capture_output=True, text=True,
-                              timeout=seconds + 60)
-        if done.returncode != 0:
-            raise SystemExit(f"wrk failed on {url}:\n{done.stdout}{done.stderr}")
-        return done.stdout
-
-    warmed = parse_wrk(wrk(warmup))["requests"] if warmup > 0 else 0
-    result = parse_wrk(wrk(duration))
-    result["requests_total"] += warmed
-    return result
+UPSTREAM, BARE, NGINX = "upstream direct", "bare aiohttp proxy", "nginx proxy"
 
 
 # -- the run ------------------------------------------------------------------
@@ -557,13 +229,6 @@ def workers_scaling(stack: contextlib.ExitStack, directory: Path, upstream_url: 
     ratios = [two / one if one else math.nan for one, two in zip(by_round[1], by_round[2])]
     return {"workers_1_rps": by_round[1], "workers_2_rps": by_round[2], "ratio": median_or_nan(ratios),
             "ratio_by_round": ratios}
-
-
-
-def expect_body(name: str, answer: tuple[int, bytes], log: Path | None = None) -> None:
-    status, body = answer
-    if status != 200 or body != bench_upstream.BODY:
-        raise fail(f"{name} answered {status} with {body[:300]!r}, not 200 with the upstream's body: not benchmarking that", log)
 
 
 def median_round(runs: list[dict[str, float]]) -> dict[str, Any]:
