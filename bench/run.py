@@ -1,12 +1,14 @@
-"""Run the benchmark: ``python -m bench.run [--duration 10] [--connections 32] [--json] [--check]``.
+"""Run the benchmark: ``python -m bench.run [--duration 10] [--stores memory,sqlite,redis] [--json] [--check]``.
 
-Side by side, in one run, against one fast local upstream (nginx when
-installed, else a Python upstream): the upstream direct, a bare aiohttp
-pass-through proxy, labgate with every check on, and nginx as a proxy when
+Side by side, in alternating rounds, against one fast local upstream (nginx
+when installed, else a Python upstream): the upstream direct, a bare aiohttp
+pass-through proxy, labgate with every check on for each store (memory,
+SQLite, Redis with a redis-server of its own), and nginx as a proxy when
 installed.  Each proxy is pinned to CPU 0; the upstream and the load
 generator share CPU 1, so "one core" means one core.  Load comes from wrk
-when installed, else from :mod:`bench.loadgen`.  See bench/README.md.
-"""
+when installed, else from :mod:`bench.loadgen`.  Then the latency each proxy
+adds with one connection, and ``--workers 2`` against ``--workers 1`` where
+there are cores for it.  See bench/README.md."""
 
 from __future__ import annotations
 

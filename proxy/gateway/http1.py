@@ -31,6 +31,7 @@ from proxy.upstream_address import unreachable_detail
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
+_BODY_FRAMING = frozenset({"content-length", "transfer-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -116,8 +117,7 @@ class _Connection(asyncio.Protocol):
             return
         if not self._parser.should_keep_alive():
             self.reusable = False
-        names = {name.lower() for name, _ in exchange.headers}
-        exchange.until_close = "content-length" not in names and "transfer-encoding" not in names
+        exchange.until_close = not any(name.lower() in _BODY_FRAMING for name, _ in exchange.headers)
         if not exchange.head.done():
             exchange.head.set_result(status)
 
@@ -211,6 +211,20 @@ class _Http1Response:
             raise self._owner.error(exc) from exc
 
     async def read(self) -> bytes:
+        exchange = self._connection.exchange
+        if (
+            not self._head_only
+            and exchange is not None
+            and exchange.complete
+            and exchange.error is None
+            and exchange.buffered <= HIGH_WATER  # reading was never paused: nothing to resume
+        ):
+            # The whole answer already arrived (most small API answers come in one read):
+            # take it as it is, without the body stream's per-chunk awaits.
+            body = b"".join(exchange.chunks)
+            exchange.chunks.clear()
+            exchange.buffered = 0
+            return body
         return b"".join([chunk async for chunk in self.body()])
 
     def release(self) -> None:
