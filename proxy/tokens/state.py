@@ -4,7 +4,9 @@ Revocation: a token is dead when its own fingerprint, its subject, its
 client id or its refresh chain (claim ``chain``, labgate's own tokens) was
 revoked at or after its issue.  Answers are cached for at most
 ``REVOCATION_CACHE_SECONDS`` so every replica sees a revocation within a second
-without a store round trip on every request.
+without a store round trip on every request; a token whose names were all
+found unrevoked is then cleared with one lookup until the oldest of those
+answers is that old (never longer than the answers themselves).
 
 Lifetimes: ``ttl`` and ``absolute`` from issue, ``idle`` since last use.
 
