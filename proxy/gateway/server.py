@@ -9,8 +9,9 @@ Two things aiohttp does not do on its own:
   default settings such a connection stays open for at least 30 seconds);
 * a drain deadline at shutdown: aiohttp waits its ``shutdown_timeout`` once for
   requests in flight and then again after cancelling them, and a timeout of 0
-  means no limit at all; labgate waits ``shutdown.drain_seconds`` itself and
-  then lets aiohttp cut what is left within about a second.
+  means no limit at all; labgate waits ``shutdown.drain_seconds`` itself,
+  then lets aiohttp cut what is left (each cut request gets a decision-log
+  line, reason ``shutdown_cut``) and exits within a second of the deadline.
 
 SIGHUP reloads the config (:mod:`proxy.gateway.reload`); SIGTERM and SIGINT
 stop accepting, drain and close upstream pools and the store.
@@ -22,6 +23,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
@@ -29,6 +31,8 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import Config
+from proxy.decision_log import DecisionRecord, log_decision
+from proxy.gateway.app import request_id_for
 from proxy.gateway.errors import error_response
 from proxy.gateway.reload import ReloadingGateway
 from proxy.reasons import Reason
@@ -121,14 +125,18 @@ class Served(Protocol):
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 # After the drain deadline: how long aiohttp waits for a handler before and after cancelling it.
-CUT_GRACE_SECONDS = 0.5
+CUT_GRACE_SECONDS = 0.25
+# The whole shutdown, closing upstream pools and the store included, ends this long after the drain deadline.
+EXIT_GRACE_SECONDS = 0.9
 
 
 class InFlight:
-    """Requests being handled, so that a shutdown can wait for them to finish."""
+    """Requests being handled, so that a shutdown can wait for them to finish and log the ones it cuts."""
 
-    def __init__(self) -> None:
+    def __init__(self, decision_log: Callable[[], str]) -> None:
         self.count = 0
+        self.cutting = False
+        self._decision_log = decision_log
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -136,14 +144,42 @@ class InFlight:
         async def counted(request: web.BaseRequest) -> web.StreamResponse:
             self.count += 1
             self._idle.clear()
+            started = time.perf_counter()
             try:
                 return await handler(request)
+            except asyncio.CancelledError:
+                if self.cutting:
+                    self._log_cut(request, started)
+                raise
             finally:
                 self.count -= 1
                 if self.count == 0:
                     self._idle.set()
 
         return counted
+
+    def _log_cut(self, request: web.BaseRequest, started: float) -> None:
+        """The decision line a cut request would otherwise never get: what the server knows of it."""
+        log_decision(
+            DecisionRecord(
+                request_id=request_id_for(request),
+                upstream=None,
+                method=request.method[:16],
+                path=request.raw_path.partition("?")[0][:2048],  # never the query: tokens may hide there
+                rule=None,
+                client_ip=None,
+                peer=request.remote,
+                token_type=None,
+                token_hash=None,
+                subject=None,
+                allowed=False,
+                reason=Reason.SHUTDOWN_CUT.code,
+                status=Reason.SHUTDOWN_CUT.status,
+                upstream_status=None,
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            ),
+            self._decision_log(),
+        )
 
     async def wait_idle(self, seconds: float) -> bool:
         """True when every request finished within ``seconds``."""
@@ -167,7 +203,8 @@ class GatewayRunner(web.BaseRunner):
     def __init__(self, gateway: Served, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(handle_signals=False, shutdown_timeout=CUT_GRACE_SECONDS)
         self.gateway = gateway
-        self.in_flight = InFlight()
+        self.in_flight = InFlight(lambda: gateway.config.decision_log)
+        self._closing_by: float | None = None  # loop time the whole shutdown must end by
         self._header_timeout = header_timeout
         self._server_kwargs = kwargs
 
@@ -183,13 +220,21 @@ class GatewayRunner(web.BaseRunner):
     async def shutdown(self) -> None:
         """Give requests in flight until the drain deadline (read from the config now serving)."""
         deadline = self.gateway.config.shutdown.drain_seconds
+        self._closing_by = asyncio.get_running_loop().time() + deadline + EXIT_GRACE_SECONDS
         if self.in_flight.count:
             logger.info("waiting up to %gs for %d requests in flight", deadline, self.in_flight.count)
         if not await self.in_flight.wait_idle(deadline):
             logger.warning("cutting %d requests still in flight after %gs", self.in_flight.count, deadline)
+            self.in_flight.cutting = True  # aiohttp cancels them next; each is logged as it goes
 
     async def _cleanup_server(self) -> None:
-        await self.gateway.close()
+        """Close upstream pools and the store, but never past the shutdown's end: the process must exit."""
+        left = None if self._closing_by is None else max(0.05, self._closing_by - asyncio.get_running_loop().time())
+        try:
+            async with asyncio.timeout(left):
+                await self.gateway.close()
+        except TimeoutError:
+            logger.warning("closing upstream connections and the store took over %.2fs: exiting anyway", left)
 
 
 def server_ssl(config: Config) -> ssl.SSLContext | None:
