@@ -66,7 +66,7 @@ def _read_redis(reader: FieldReader, section: LocatedDict) -> StoreSettings:
         service_name=service_name,
         db=reader.integer(section, "db", default=0, minimum=0),
         timeout=_timeout(reader, section),
-        max_connections=reader.integer(section, "max_connections", default=64, minimum=1),
+        max_connections=reader.integer(section, "max_connections", default=0, minimum=1) or None,
     )
 
 

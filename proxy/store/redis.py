@@ -24,7 +24,7 @@ from proxy.store.redis_connect import RedisTarget, open_clients
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0
-DEFAULT_MAX_CONNECTIONS = 64
+DEFAULT_MAX_CONNECTIONS = 1024  # connections open only as a burst needs them; Redis allows 10,000 clients by default
 
 
 class RedisStore:
