@@ -60,6 +60,7 @@ async def first_success(url: str, *, after: float, seconds: float) -> float:
     raise AssertionError(f"no 200 within {seconds}s")
 
 
+@pytest.mark.slow
 async def test_a_burst_of_2000_requests_with_distinct_tokens_gets_no_503(
     upstream: RecordingUpstream, redis_node: RedisNode, tmp_path: Path
 ) -> None:
@@ -79,6 +80,7 @@ async def test_a_burst_of_2000_requests_with_distinct_tokens_gets_no_503(
     print(f"burst: {summary(answers)}, slowest {max(a.seconds for a in answers):.2f}s, readyz {summary(readiness)}")
 
 
+@pytest.mark.slow
 async def test_redis_killed_and_restarted_under_load(upstream: RecordingUpstream, redis_node: RedisNode, tmp_path: Path) -> None:
     await revoke_subject(redis_node.url, "mallory")
     revoked = mint({"sub": "mallory", "iat": int(time.time()) - 10})
