@@ -39,7 +39,8 @@ class RedisStore:
         self.target = RedisTarget(url=url) if isinstance(url, str) else url
         self.prefix = prefix
         self.timeout = timeout
-        self._client, self._pinger = open_clients(self.target, timeout=timeout, max_connections=max_connections)
+        self._clients = open_clients(self.target, timeout=timeout, max_connections=max_connections)
+        self._client, self._pinger = self._clients.main, self._clients.pinger
         self._touch = self._client.register_script(scripts.TOUCH)
         self._add_first_signing_key = self._client.register_script(scripts.ADD_FIRST_SIGNING_KEY)
         self._rotate_signing_key = self._client.register_script(scripts.ROTATE_SIGNING_KEY)
@@ -172,8 +173,7 @@ class RedisStore:
         await self._run(self._pinger.ping)
 
     async def close(self) -> None:
-        await self._client.aclose()
-        await self._pinger.aclose()
+        await self._clients.aclose()
 
 
 def _record_args(key: str, value: str, expires_at: float | None) -> list[str]:

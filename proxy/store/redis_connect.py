@@ -41,32 +41,46 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """Sentinel's primary discovery with the blocking pool's bounded wait for a free connection."""
 
 
-def open_clients(target: RedisTarget, *, timeout: float, max_connections: int) -> tuple[aioredis.Redis, aioredis.Redis]:
-    """The client for the store's work and a small one for health pings, both on ``target``."""
-    return (
-        _client(target, timeout=timeout, size=max_connections),
-        _client(target, timeout=timeout, size=PING_CONNECTIONS),
-    )
+@dataclass(frozen=True)
+class RedisClients:
+    """The store's client, the small one for health pings, and the Sentinel connections behind both."""
+
+    main: aioredis.Redis
+    pinger: aioredis.Redis
+    sentinel: Sentinel | None = None
+
+    async def aclose(self) -> None:
+        await self.main.aclose()
+        await self.pinger.aclose()
+        if self.sentinel is not None:
+            for client in self.sentinel.sentinels:
+                await client.aclose()
 
 
-def _client(target: RedisTarget, *, timeout: float, size: int) -> aioredis.Redis:
+def open_clients(target: RedisTarget, *, timeout: float, max_connections: int) -> RedisClients:
+    """Clients on ``target``: connections open on first use, so an unreachable Redis is reported, not fatal."""
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "max_connections": size,
         "timeout": timeout,  # the longest wait for a free connection
     }
     if target.url is not None:
-        pool = BlockingConnectionPool.from_url(target.url, **options)
-        return aioredis.Redis.from_pool(pool)
+        return RedisClients(
+            aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=max_connections, **options)),
+            aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=PING_CONNECTIONS, **options)),
+        )
     assert target.service_name is not None
     sentinel = Sentinel(
         list(target.sentinels), sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout}
     )
-    return sentinel.master_for(
-        target.service_name, connection_pool_class=_BlockingSentinelPool, db=target.db, **options
-    )
+
+    def primary(size: int) -> aioredis.Redis:
+        return sentinel.master_for(
+            target.service_name, connection_pool_class=_BlockingSentinelPool, db=target.db, max_connections=size, **options
+        )
+
+    return RedisClients(primary(max_connections), primary(PING_CONNECTIONS), sentinel)
 
 
 def _without_password(url: str) -> str:

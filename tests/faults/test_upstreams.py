@@ -140,6 +140,8 @@ async def trickle(port: int, head: bytes, drip: bytes, *, every: float = 0.5) ->
                 return answer, time.monotonic() - started
             except asyncio.TimeoutError:
                 pass
+            except ConnectionResetError:  # closed with a reset rather than a FIN: cut all the same
+                return b"", time.monotonic() - started
             try:
                 writer.write(bytes([byte]))
                 await writer.drain()
