@@ -22,6 +22,7 @@ from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
 
 T = TypeVar("T")
 SWEEP_INTERVAL = 60.0
+BUSY_SLICE = 0.1  # seconds SQLite waits for another process's lock before labgate looks at its own deadline
 
 
 class SqliteStore:
@@ -42,15 +43,21 @@ class SqliteStore:
         deadline = time.monotonic() + self.timeout
 
         def call(db: sqlite3.Connection) -> T:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise StoreUnavailable(f"sqlite store {self.path}: busy for {self.timeout:g} s")
-            try:
-                if write:
-                    db.execute(f"PRAGMA busy_timeout = {max(1, int(left * 1000))}")
-                return work(db)
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+            # A locked file is waited for in short slices: a closing store stops waiting at once.
+            # A statement that met the lock changed nothing, so trying the work again is safe.
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._connections.closing:
+                    raise StoreUnavailable(f"sqlite store {self.path}: the file stayed locked for {self.timeout:g} s")
+                try:
+                    if write:
+                        db.execute(f"PRAGMA busy_timeout = {max(1, int(min(left, BUSY_SLICE) * 1000))}")
+                    return work(db)
+                except sqlite3.OperationalError as exc:
+                    if not (write and _locked(exc)):
+                        raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
+                except sqlite3.Error as exc:
+                    raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
 
         future = self._connections.submit(call, write=write)
         try:
@@ -208,6 +215,11 @@ class SqliteStore:
 
     async def close(self) -> None:
         await asyncio.to_thread(self._connections.close)
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY (another connection holds the lock), extended codes included."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _sweep(db: sqlite3.Connection, now: float) -> int:

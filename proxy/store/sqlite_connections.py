@@ -47,6 +47,7 @@ class Connections:
         self._readers = readers
         self._lock = threading.Lock()  # guards the fields below
         self._prepared = False
+        self.closing = False  # read by calls waiting for a lock: stop waiting
         self._opened: list[sqlite3.Connection] = []
         self._local = threading.local()  # each thread's own connection
         self._writer, self._reader = self._executors()
@@ -87,15 +88,22 @@ class Connections:
         return db
 
     def close(self) -> None:
-        """Wait for running calls, close every connection; the next call opens afresh."""
+        """Stop running calls (a write waiting for a lock gives up at once), close every connection.
+
+        The next call opens afresh.
+        """
         with self._lock:
             writer, reader = self._writer, self._reader
             self._writer, self._reader = self._executors()
+            self.closing = True
+            for db in self._opened:
+                db.interrupt()  # thread-safe: a statement running on it stops with "interrupted"
         writer.shutdown(wait=True, cancel_futures=True)
         reader.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             opened, self._opened = self._opened, []
             self._local = threading.local()
+            self.closing = False
         for db in opened:
             db.close()
 

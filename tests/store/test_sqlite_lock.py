@@ -75,3 +75,21 @@ async def test_many_reads_at_once_all_answer(tmp_path: Path, readers: int) -> No
         assert await asyncio.gather(*(store.revoked_at("token", "t", 2.0) for _ in range(50))) == [1.0] * 50
     finally:
         await store.close()
+
+
+async def test_closing_stops_a_write_waiting_for_another_process_lock(tmp_path: Path) -> None:
+    """Shutdown must not wait out a busy timeout: the process exits within a second of its drain."""
+    store = SqliteStore(tmp_path / "labgate.db", timeout=30)
+    await store.put_record("subject", "alice", "kept")
+    other = sqlite3.connect(tmp_path / "labgate.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        write = asyncio.create_task(store.put_record("subject", "bob", "never"))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await store.close()
+        assert time.monotonic() - started <= MARGIN
+        with pytest.raises(StoreUnavailable):
+            await write
+    finally:
+        other.close()
