@@ -27,15 +27,20 @@ _KEYS = {
 }
 
 
-def read_store(reader: FieldReader, root: LocatedDict, base: Path) -> StoreSettings:
-    """Token state: an SQLite file next to the config unless said otherwise."""
+def read_store(reader: FieldReader, root: LocatedDict, base: Path, client_connections: int) -> StoreSettings:
+    """Token state: an SQLite file next to the config unless said otherwise.
+
+    ``client_connections`` (``limits.max_connections``) sizes the Redis pool unless
+    the section does: each client connection has at most one request, so one store
+    call, in flight, and a request then never waits for a pooled connection.
+    """
     section = reader.section(root, "store")
     if section is None:
         return StoreSettings("sqlite", (base / "labgate.db").resolve())
     kind = reader.choice(section, "type", STORE_KINDS, default="sqlite")
     reader.expect_keys(section, _KEYS[kind], f"a {kind} store")
     if kind == "redis":
-        return _read_redis(reader, section)
+        return _read_redis(reader, section, client_connections)
     if kind == "memory":
         return StoreSettings("memory")
     path = (base / os.path.expanduser(reader.string(section, "path", default="labgate.db") or "labgate.db")).resolve()
@@ -44,7 +49,7 @@ def read_store(reader: FieldReader, root: LocatedDict, base: Path) -> StoreSetti
     return StoreSettings("sqlite", path, timeout=_timeout(reader, section))
 
 
-def _read_redis(reader: FieldReader, section: LocatedDict) -> StoreSettings:
+def _read_redis(reader: FieldReader, section: LocatedDict, client_connections: int) -> StoreSettings:
     if reader.boolean(section, "cluster", default=False):
         reader.error(section, "cluster", CLUSTER_REFUSED)
     url = reader.string(section, "url")
@@ -66,7 +71,7 @@ def _read_redis(reader: FieldReader, section: LocatedDict) -> StoreSettings:
         service_name=service_name,
         db=reader.integer(section, "db", default=0, minimum=0),
         timeout=_timeout(reader, section),
-        max_connections=reader.integer(section, "max_connections", default=0, minimum=1) or None,
+        max_connections=reader.integer(section, "max_connections", default=client_connections, minimum=1),
     )
 
 

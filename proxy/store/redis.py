@@ -24,7 +24,9 @@ from proxy.store.redis_connect import RedisTarget, open_clients
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0
-DEFAULT_MAX_CONNECTIONS = 1024  # connections open only as a burst needs them; Redis allows 10,000 clients by default
+# As many as labgate's default limits.max_connections: every client connection may have a store call
+# in flight.  Connections open only as a burst needs them; Redis allows 10,000 clients by default.
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 class RedisStore:

@@ -29,7 +29,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, timeout: float = DEFAULT_TIMEOUT, readers: int = READERS) -> None:
         self.path = path
         self.timeout = timeout
-        self._connections = Connections(path, readers)
+        self._connections = Connections(path, readers, timeout)
         self._next_sweep = 0.0
 
     async def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:

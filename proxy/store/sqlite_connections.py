@@ -42,9 +42,10 @@ CREATE TABLE IF NOT EXISTS records (
 class Connections:
     """Runs calls on the writer's or a reader's connection, opening them (and the file) on first use."""
 
-    def __init__(self, path: Path, readers: int) -> None:
+    def __init__(self, path: Path, readers: int, timeout: float) -> None:
         self.path = path
         self._readers = readers
+        self._timeout = timeout
         self._lock = threading.Lock()  # guards the fields below
         self._prepared = False
         self.closing = False  # read by calls waiting for a lock: stop waiting
@@ -77,9 +78,9 @@ class Connections:
     def _open(self, write: bool) -> sqlite3.Connection:
         with self._lock:
             if not self._prepared:
-                _prepare(self.path)
+                _prepare(self.path, self._timeout)
                 self._prepared = True
-            db = sqlite3.connect(self.path, check_same_thread=False, timeout=DEFAULT_TIMEOUT, isolation_level=None)
+            db = sqlite3.connect(self.path, check_same_thread=False, timeout=self._timeout, isolation_level=None)
             self._opened.append(db)
         if write:
             db.execute("PRAGMA synchronous=NORMAL")
@@ -108,17 +109,24 @@ class Connections:
             db.close()
 
 
-def _prepare(path: Path) -> None:
-    """Create the file (owner-only), switch it to WAL, check and create the schema."""
+def _prepare(path: Path, timeout: float) -> None:
+    """Create the file (owner-only), switch it to WAL, check and create the schema.
+
+    A file already in WAL with the current schema is only read here, so a
+    process starting while another holds the write lock (``labgate revoke``
+    beside a busy labgate) does not wait for it before its first call.
+    """
     _create_private(path)
-    db = sqlite3.connect(path, timeout=DEFAULT_TIMEOUT, isolation_level=None)
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     try:
-        _switch_to_wal(db)
+        if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            _switch_to_wal(db)
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreUnavailable(f"{path} was written by a newer labgate (schema {version})")
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     finally:
         db.close()
 

@@ -33,34 +33,49 @@ db.execute("ROLLBACK")
 
 
 async def test_a_write_lock_held_by_another_process_stalls_no_read(upstream: RecordingUpstream, tmp_path: Path) -> None:
+    """Reads go on; what must write fails closed within the timeout, while the lock is still held."""
     config = write_config(
         tmp_path, upstream.url, store={"type": "sqlite", "path": "labgate.db", "timeout": STORE_TIMEOUT}, decision_log="denials"
     )
-    async with labgate_serving(config) as (url, process):
+    log = tmp_path / "labgate.log"
+    async with labgate_serving(config, log=log) as (url, process):
         async with session() as client:
             assert (await ask(client, f"{url}{HOSTS}", fresh_token("session"))).status == 200  # the file exists now
             holder = subprocess.Popen(
-                [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "labgate.db"), "4"], stdout=subprocess.PIPE
+                [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "labgate.db"), "6"], stdout=subprocess.PIPE
             )
             try:
                 assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
-                # Session tokens record their use (a write); reader tokens only read.
+                # Session tokens record their use after forwarding (a write); reader tokens only read.
                 asks = [ask(client, f"{url}{HOSTS}", fresh_token(role), label=role) for role in ("session", "reader") * 10]
-                locked = await asyncio.gather(*asks, ask(client, f"{url}/healthz", None, label="health"))
+                revoke = asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "proxy.cli", "revoke", "--config", str(config), "--subject", "mallory",
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )
+                locked, revoked = await asyncio.gather(
+                    asyncio.gather(*asks, ask(client, f"{url}/healthz", None, label="health")), finished(await revoke)
+                )
                 assert holder.poll() is None, "the lock was released before every answer came"
             finally:
                 holder.wait(timeout=10)
                 holder.stdout.close()
             after = await ask(client, f"{url}{HOSTS}", fresh_token("session"))
         assert process.poll() is None
-    reads = [a for a in locked if a.label in ("reader", "health")]
-    writes = [a for a in locked if a.label == "session"]
-    assert summary(reads) == {(200, None): 11}
-    assert summary(writes) == {(503, "store_unavailable"): 10}  # fail closed, not stalled
+    assert summary(locked) == {(200, None): 21}
     assert max(a.seconds for a in locked) <= STORE_TIMEOUT + MARGIN, [round(a.seconds, 2) for a in locked]
+    reads = [a for a in locked if a.label != "session"]
     assert max(a.seconds for a in reads) < STORE_TIMEOUT, [round(a.seconds, 2) for a in reads]
+    code, errors = revoked
+    assert code == 1 and "revocation not written: sqlite store" in errors, errors  # fail closed, while still locked
+    assert "a use of a token could not be recorded" in log.read_text()
     assert after.status == 200
-    print(f"sqlite write lock: reads slowest {max(a.seconds for a in reads):.2f}s, writes {max(a.seconds for a in writes):.2f}s")
+    print(f"sqlite write lock: reads slowest {max(a.seconds for a in reads):.2f}s, "
+          f"uses not recorded {max(a.seconds for a in locked if a.label == 'session'):.2f}s")
+
+
+async def finished(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    _, errors = await process.communicate()
+    return process.returncode or 0, errors.decode()
 
 
 def issuer_config(tmp_path: Path, upstream: RecordingUpstream) -> Path:

@@ -122,7 +122,7 @@ async def test_slow_clients_are_cut_at_their_deadlines_and_others_are_served_mea
     assert [a.status for a in meanwhile] == [200] * 5 and max(a.seconds for a in meanwhile) < HEADER_TIMEOUT
     assert slowloris_closed[0] == b"" and slowloris_closed[1] <= HEADER_TIMEOUT + MARGIN
     answer, took = slow_body_answer
-    assert b'"reason": "upstream_timeout"' in answer or b'"reason": "body_timeout"' in answer, answer[:400]
+    assert b'"reason": "body_timeout"' in answer, answer[:400]  # the client's fault, not the appliance's
     assert took <= 2 * (BODY_TIMEOUT + 0.5) + MARGIN
     assert not any(r.raw_path == "/api/upload" and r.body_size == 1000 for r in upstream.received)
 
