@@ -9,7 +9,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from proxy.decision_log import DecisionRecord, log_decision
-from proxy.gateway.app import request_id_for
+from proxy.gateway.exchange import request_id_for
 from proxy.reasons import Reason
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
