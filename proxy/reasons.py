@@ -128,6 +128,8 @@ class Reason(enum.Enum):
     # Still in flight when the shutdown's drain deadline ran out: the connection was closed
     # without an answer (logged with this reason; a client sees no status at all).
     SHUTDOWN_CUT = ("shutdown_cut", 503, "temporarily_unavailable")
+    # Not a request's reason: a config, pack or command line labgate cannot use (reload refused, check, CLI).
+    CONFIG_PROBLEM = ("config_problem", 500, "server_error")
 
     @property
     def challenges_bearer(self) -> bool:

@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.config import Upstream
+from proxy.errors import LabgateError
 from proxy.reasons import Reason
 from proxy.upstream_address import unreachable_detail
 
@@ -65,16 +66,14 @@ class UpstreamTransport(Protocol):
     async def close(self) -> None: ...
 
 
-class UpstreamError(Exception):
+class UpstreamError(LabgateError):
     """The appliance could not be reached or did not answer in time."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
 
 
-class ClientBodyError(Exception):
+class ClientBodyError(LabgateError):
     """The client's side of the exchange failed while its body was being sent upstream.
 
     Not an appliance failure: it must never count as one (``upstream_unreachable``
@@ -83,9 +82,7 @@ class ClientBodyError(Exception):
     """
 
     def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
 
 
 def client_side_cause(exc: BaseException) -> ClientBodyError | None:
