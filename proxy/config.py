@@ -22,7 +22,8 @@ from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issue
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set, read_header_rules
 from proxy.policy.model import HeaderRules, parse_path_template
-from proxy.store.open import STORE_KINDS, StoreSettings
+from proxy.store.config_section import read_store
+from proxy.store.open import StoreSettings
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.upstream_address import read_upstream_host, read_upstream_url
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
@@ -167,6 +168,7 @@ def load_config(path: str | Path) -> Config:
     packs, broken_packs = _read_policies(reader, root, base)
     issuer = read_issuer(reader, root, base)
     upstreams = _read_upstreams(reader, root, base, packs, issuer, broken_packs)
+    limits = _read_limits(reader, root)
     config = Config(
         file=file,
         listen=_read_listen(reader, root, base),
@@ -177,10 +179,10 @@ def load_config(path: str | Path) -> Config:
             ForwardedHeader,
             reader.choice(root, "client_ip_header", ("x-forwarded-for", "forwarded"), default="x-forwarded-for"),
         ),
-        limits=_read_limits(reader, root),
+        limits=limits,
         endpoints=_read_endpoints(reader, root),
         decision_log=reader.choice(root, "decision_log", ("all", "denials", "off"), default="all"),
-        store=_read_store(reader, root, base),
+        store=read_store(reader, root, base, limits.max_connections),
         reload=_read_reload(reader, root),
         shutdown=_read_shutdown(reader, root),
         policy_paths=tuple(
@@ -229,27 +231,6 @@ def _read_listen(reader: FieldReader, root: LocatedDict, base: Path) -> Listen:
             "or 'allow_plaintext: true' when a TLS-terminating proxy sits in front",
         )
     return listen
-
-
-def _read_store(reader: FieldReader, root: LocatedDict, base: Path) -> StoreSettings:
-    """Token state: an SQLite file next to the config unless said otherwise."""
-    section = reader.section(root, "store")
-    if section is None:
-        return StoreSettings("sqlite", (base / "labgate.db").resolve())
-    kind = reader.choice(section, "type", STORE_KINDS, default="sqlite")
-    allowed = {"sqlite": ("type", "path"), "redis": ("type", "url", "prefix"), "memory": ("type",)}[kind]
-    reader.expect_keys(section, allowed, f"a {kind} store")
-    if kind == "redis":
-        url = reader.string(section, "url", required=True) or ""
-        if url and not url.startswith(("redis://", "rediss://", "unix://")):
-            reader.error(section, "url", f"redis url {url!r} must start with redis://, rediss:// or unix://")
-        return StoreSettings("redis", url=url, prefix=reader.string(section, "prefix", default="labgate:") or "labgate:")
-    if kind == "memory":
-        return StoreSettings("memory")
-    path = (base / os.path.expanduser(reader.string(section, "path", default="labgate.db") or "labgate.db")).resolve()
-    if not path.parent.is_dir():
-        reader.error(section, "path", f"the folder for the sqlite store does not exist ({path.parent})")
-    return StoreSettings("sqlite", path)
 
 
 def _read_reload(reader: FieldReader, root: LocatedDict) -> ReloadSettings:

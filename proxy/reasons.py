@@ -125,6 +125,9 @@ class Reason(enum.Enum):
     UPSTREAM_CREDENTIAL_UNAVAILABLE = ("upstream_credential_unavailable", 503, "temporarily_unavailable")
     UPSTREAM_CREDENTIAL_REJECTED = ("upstream_credential_rejected", 502, "bad_gateway")
     INTERNAL_ERROR = ("internal_error", 500, "server_error")
+    # Still in flight when the shutdown's drain deadline ran out: the connection was closed
+    # without an answer (logged with this reason; a client sees no status at all).
+    SHUTDOWN_CUT = ("shutdown_cut", 503, "temporarily_unavailable")
     # Not a request's reason: a config, pack or command line labgate cannot use (reload refused, check, CLI).
     CONFIG_PROBLEM = ("config_problem", 500, "server_error")
 

@@ -32,7 +32,7 @@ WHEN: dict[Reason, str] = {
     Reason.TTL_EXPIRED: "the type's `ttl` lifetime since issue (`iat`) has passed",
     Reason.IDLE_EXPIRED: "the token was not used within the type's `idle` lifetime",
     Reason.ABSOLUTE_EXPIRED: "the type's `absolute` lifetime since issue (`iat`) has passed",
-    Reason.STORE_UNAVAILABLE: "the store cannot be reached to check revocations and lifetimes (fail closed)",
+    Reason.STORE_UNAVAILABLE: "the store cannot be reached, or did not answer within its `timeout`, to check revocations and lifetimes (fail closed)",
     Reason.REVOKED: (
         "the token, its subject, its client id (`client_id`/`azp` claim) or its refresh chain "
         "(`chain` claim, labgate's own tokens) was revoked at or after its issue"
@@ -103,5 +103,6 @@ WHEN: dict[Reason, str] = {
     ),
     Reason.UPSTREAM_CREDENTIAL_REJECTED: "the appliance answered 401 to labgate's credential; its answer is not passed on",
     Reason.INTERNAL_ERROR: "an unexpected error in labgate itself (logged with its traceback); the connection is closed",
+    Reason.SHUTDOWN_CUT: "decision log only: still in flight at the shutdown's drain deadline; the connection was closed without an answer",
     Reason.CONFIG_PROBLEM: "never a request's answer: a config, pack or command line labgate cannot use (labgate check, a refused reload in /readyz, the CLI's exit codes)",
 }

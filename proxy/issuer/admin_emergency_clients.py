@@ -70,7 +70,10 @@ async def create(call: AdminCall) -> web.StreamResponse:
         new.client_id, new.client_name, new.client_description, new.ttl_minutes, new.roles, upstream.name, token_type, now
     )
     record, token = await _with_new_token(context, record, source, now)
-    await context.store.put_record(RECORD_KIND, record.client_id, record.to_json())
+    if not await context.store.add_record(RECORD_KIND, record.client_id, record.to_json(), now):
+        # Created meanwhile by a simultaneous request (here or on another replica): the token
+        # just signed is dropped unseen, and only that request's client exists.
+        raise AdminError(Reason.ALREADY_EXISTS, f"an emergency client {new.client_id!r} exists already")
     return call.answer({**record.view(source.issuer, now), "accessToken": token.token}, status=201)
 
 

@@ -62,7 +62,8 @@ async def add_subject(store: Store, name: str, password: str | None, *, now: flo
     except ValueError as exc:
         raise DirectoryError("invalid", str(exc)) from None
     record = SubjectRecord(name, password_hash, now)
-    await store.put_record(SubjectRecord.KIND, name, record.to_json())
+    if not await store.add_record(SubjectRecord.KIND, name, record.to_json(), now):
+        raise DirectoryError("exists", f"subject {name!r} exists already")  # added meanwhile, elsewhere
     return record
 
 
@@ -106,7 +107,8 @@ async def add_client(
         raise DirectoryError("invalid", f"no subject {subject!r}: create it first")
     secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES)
     record = ClientRecord(str(uuid.uuid4()), await hash_secret_async(secret), subject, name, audience, now)
-    await store.put_record(ClientRecord.KIND, record.client_id, record.to_json())
+    if not await store.add_record(ClientRecord.KIND, record.client_id, record.to_json(), now):
+        raise DirectoryError("exists", f"API client {record.client_id!r} exists already")  # never overwrite one
     return record, secret
 
 

@@ -146,6 +146,14 @@ class Store(Protocol):
         ``key`` is any text.
         """
 
+    async def add_record(self, kind: str, key: str, value: str, now: float, expires_at: float | None = None) -> bool:
+        """Store like :meth:`put_record` unless a live record is there already (then False, nothing written).
+
+        Atomic put-if-absent: of several callers (replicas, processes on one
+        file) adding the same (kind, key) at once, exactly one gets True.  A
+        record past its ``expires_at`` at ``now`` counts as absent.
+        """
+
     async def get_record(self, kind: str, key: str, now: float) -> str | None:
         """The record's text, or None when unknown or past its ``expires_at``."""
 

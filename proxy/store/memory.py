@@ -79,6 +79,12 @@ class MemoryStore:
     async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
         self._records[(kind, key)] = (value, expires_at)
 
+    async def add_record(self, kind: str, key: str, value: str, now: float, expires_at: float | None = None) -> bool:
+        if await self.get_record(kind, key, now) is not None:  # drops an expired one; no await yields in between
+            return False
+        self._records[(kind, key)] = (value, expires_at)
+        return True
+
     async def get_record(self, kind: str, key: str, now: float) -> str | None:
         found = self._records.get((kind, key))
         if found is None:

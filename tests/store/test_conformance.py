@@ -266,7 +266,7 @@ async def test_replicas_starting_together_make_one_first_key(store: Store) -> No
     if isinstance(store, SqliteStore):
         other = SqliteStore(store.path)
     elif isinstance(store, RedisStore):
-        other = RedisStore(store.url, prefix=store.prefix)  # the same keys, another connection
+        other = RedisStore(store.target, prefix=store.prefix)  # the same keys, another connection
     try:
         now = time.time()
         results = await asyncio.gather(*(
@@ -374,7 +374,7 @@ def other_client(store: Store) -> Store:
     if isinstance(store, SqliteStore):
         return SqliteStore(store.path)
     if isinstance(store, RedisStore):
-        return RedisStore(store.url, prefix=store.prefix)
+        return RedisStore(store.target, prefix=store.prefix)
     return store
 
 
@@ -421,3 +421,39 @@ async def test_redis_keeps_no_index_entries_for_records_long_expired(redis_serve
         assert await store.list_records("refresh", now) == [("new", "y")]
     finally:
         await store.close()
+
+
+async def test_adding_a_record_writes_it_only_when_absent(store: Store) -> None:
+    now = time.time()
+    assert await store.add_record("subject", "alice", "first", now) is True
+    assert await store.add_record("subject", "alice", "second", now) is False
+    assert await store.get_record("subject", "alice", now) == "first"
+    assert await store.list_records("subject", now) == [("alice", "first")]
+
+
+async def test_adding_over_an_expired_record_replaces_it(store: Store) -> None:
+    now = time.time()
+    await store.put_record("emergency-client", "c1", "old", expires_at=now + 5)
+    assert await store.add_record("emergency-client", "c1", "new", now + 1) is False
+    assert await store.add_record("emergency-client", "c1", "new", now + 5, expires_at=now + 60) is True
+    assert await store.get_record("emergency-client", "c1", now + 6) == "new"
+    assert await store.list_records("emergency-client", now + 6) == [("c1", "new")]
+
+
+async def test_many_replicas_adding_one_record_leave_exactly_one_winner(store: Store) -> None:
+    """Creating a subject or client rests on this: two simultaneous creates give one success."""
+    others = [other_client(store) for _ in range(3)]
+    try:
+        now = time.time()
+        for round_ in range(5):
+            adders = [store, *others] * 4
+            results = await asyncio.gather(
+                *(adder.add_record("subject", f"s{round_}", f"by {n}", now) for n, adder in enumerate(adders))
+            )
+            assert results.count(True) == 1
+            winner = results.index(True)
+            assert await store.get_record("subject", f"s{round_}", now) == f"by {winner}"
+    finally:
+        for other in others:
+            if other is not store:
+                await other.close()
