@@ -164,6 +164,15 @@ class CompiledTokenType:
     prefixes: PrefixTrie
     deny: RouteTrie
     case_insensitive: bool
+    deny_except: frozenset[tuple[str, tuple[str, ...]]] = frozenset()
+
+    def excepted(self, method: str, segments: tuple[str, ...]) -> bool:
+        """Whether ``deny_except`` names exactly this operation (a trailing slash aside)."""
+        if not self.deny_except:
+            return False
+        if segments and segments[-1] == "":
+            segments = segments[:-1]
+        return (method, tuple(fold_segment(s, self.case_insensitive) for s in segments)) in self.deny_except
 
     def rule_id(self, part: str) -> str:
         return f"{self.pack}/{self.spec.name}/{part}"
@@ -181,7 +190,10 @@ class CompiledPack:
 
 def compile_token_type(pack: Pack, spec: TokenType) -> CompiledTokenType:
     ci = pack.case_insensitive_paths
-    compiled = CompiledTokenType(spec, pack.name, RouteTrie(ci), PrefixTrie(ci), RouteTrie(ci, for_deny=True), ci)
+    exceptions = frozenset(
+        (route.method, tuple(fold_segment(s or "", ci) for s in route.segments)) for route in spec.deny_except
+    )
+    compiled = CompiledTokenType(spec, pack.name, RouteTrie(ci), PrefixTrie(ci), RouteTrie(ci, for_deny=True), ci, exceptions)
     for route in spec.routes:
         compiled.routes.add(route, compiled.rule_id(f"routes/{route.text}"))
     for prefix in spec.path_prefixes:
