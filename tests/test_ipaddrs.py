@@ -162,3 +162,13 @@ def test_client_ip_from_forwarded(value: str, expected: str | None) -> None:
 def test_forwarded_header_is_ignored_when_x_forwarded_for_is_configured() -> None:
     resolver = ClientIpResolver(TRUSTED, "x-forwarded-for")
     assert resolver.resolve("10.0.0.1", headers(Forwarded="for=1.1.1.5")) == ipaddress.ip_address("10.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "entry, covered",
+    [("10.1.1.5", True), ("10.1.1.0/24", True), ("10.1.1.250 – 10.1.2.0", True), ("10.1.2.1", False),
+     ("10.1.0.0/16", False), ("::ffff:10.1.1.7", True), ("2001:db8::1", False), ("10.1.3.0 - 10.1.3.255", True)],
+)
+def test_a_set_covers_a_range_only_when_every_address_of_it_is_inside(entry: str, covered: bool) -> None:
+    allowlist = AddressSet.parse(["10.1.1.0/24", "10.1.2.0", "10.1.3.0 – 10.1.3.255"])
+    assert allowlist.covers(parse_entry(entry)) is covered

@@ -138,16 +138,16 @@ def parse_new_token(body: Any, offered: tuple[str, ...]) -> NewServiceToken:
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or not name.isprintable():
         raise RequestProblem(f"tokenName is required: a printable name of at most {MAX_NAME} characters")
     scope = _scope(body.get("scope", ALL), offered)
-    endpoints = _lines(body, "apiEndpoints")
+    endpoints = lines_of(body, "apiEndpoints")
     if scope == CUSTOM and not endpoints:
         raise RequestProblem("the Custom scope needs apiEndpoints: the endpoints the token may call, one per line")
     if scope != CUSTOM and endpoints is not None:
         raise RequestProblem(f"apiEndpoints belong to the Custom scope; a {scope} token's endpoints are fixed by its scope")
     if endpoints:
         _check_endpoints(endpoints)
-    allowlist = _lines(body, "ipAllowlist")
+    allowlist = lines_of(body, "ipAllowlist")
     if allowlist:
-        _check_allowlist(allowlist)
+        check_allowlist(allowlist)
     return NewServiceToken(
         name, scope, endpoints or None, allowlist or None,
         _timestamp(body, "tokenExpiryTimestamp"), _timestamp(body, "renewableUntilTimestamp"),
@@ -164,7 +164,7 @@ def _scope(value: Any, offered: tuple[str, ...]) -> str:
     return found
 
 
-def _lines(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
+def lines_of(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
     """A list of strings, or one string with an entry per line (as Commvault's form takes them)."""
     value = body.get(key)
     if value is None:
@@ -192,7 +192,7 @@ def _check_endpoints(endpoints: tuple[str, ...]) -> None:
             ) from None
 
 
-def _check_allowlist(entries: tuple[str, ...]) -> None:
+def check_allowlist(entries: tuple[str, ...]) -> None:
     for number, entry in enumerate(entries, 1):
         try:
             parse_entry(entry)
