@@ -131,18 +131,11 @@ def _read_routes(reader: FieldReader, body: LocatedDict, key: str, *, allow_any_
 
 
 def _read_exceptions(reader: FieldReader, body: LocatedDict) -> tuple[RouteTemplate, ...]:
-    """``deny_except``: exact literal operations only, so an exception never opens more than it names."""
+    """``deny_except``: exact operations (one method, no '/**'), so an exception never opens more than it names."""
     routes = _read_routes(reader, body, "deny_except", allow_any_method=False)
-    items = body.get("deny_except")
-    exact = []
-    for index, route in enumerate(routes):
-        if None in route.segments:
-            reader.error(items, index, f"deny_except: {route.text!r} must name one exact path, without {{params}}")
-            continue
-        exact.append(route)
-    if exact and not body.get("deny"):
+    if routes and not body.get("deny"):
         reader.error(body, "deny_except", "deny_except makes exceptions to 'deny' rules: this type has none")
-    return tuple(exact)
+    return routes
 
 
 def _read_prefixes(reader: FieldReader, body: LocatedDict) -> tuple[str, ...]:

@@ -148,8 +148,9 @@ class TokenType:
     routes: tuple[RouteTemplate, ...] = ()
     path_prefixes: tuple[str, ...] = ()
     deny: tuple[RouteTemplate, ...] = ()
-    # Exact literal operations the deny rules do not cover (Commvault: renewing
-    # is POST /V4/AccessToken/Renew, under a denied /V4/AccessToken/**).
+    # Exact operations (one method, {params} bind one plain segment) the deny
+    # rules do not cover (Commvault: renewing is POST /V4/AccessToken/Renew,
+    # under a denied /V4/AccessToken/**; VCF: reading an emergency client).
     # Not an allow: an allowing rule must still admit the request.
     deny_except: tuple[RouteTemplate, ...] = ()
     query: QueryRule | None = None

@@ -110,12 +110,12 @@ def test_deny_except_names_exact_operations_under_deny_rules() -> None:
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ('    deny: ["* /a/**"]\n    deny_except: ["POST /a/{id}"]\n', "must name one exact path, without {params}"),
+        ('    deny: ["* /a/**"]\n    deny_except: ["GET /a/**"]\n', "'/**' (everything below) is for deny rules only"),
         ('    deny_except: ["POST /a/b"]\n', "deny_except makes exceptions to 'deny' rules: this type has none"),
         ('    deny: ["* /a/**"]\n    deny_except: ["* /a/b"]\n', "method must be one of"),
         ("    token_prefix_match: prefix\n", "'token_prefix_match' must be one of whole-segments, starting-with"),
     ],
-    ids=["param", "no-deny", "any-method", "unknown-reading"],
+    ids=["subtree", "no-deny", "any-method", "unknown-reading"],
 )
 def test_bad_exceptions_and_readings_are_refused(body: str, expected: str) -> None:
     found = problems("pack: p\ntoken_types:\n  t:\n    path_prefixes: [/]\n" + body)
