@@ -20,8 +20,8 @@ from proxy.credentials.settings import CredentialSettings, read_credential
 from proxy.ipaddrs import AddressSet, ForwardedHeader
 from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issuer
 from proxy.policy.compile import CompiledPack, compile_pack
-from proxy.policy.load import NAME, load_pack_file, read_address_set
-from proxy.policy.model import parse_path_template
+from proxy.policy.load import NAME, load_pack_file, read_address_set, read_header_rules
+from proxy.policy.model import HeaderRules, parse_path_template
 from proxy.store.open import STORE_KINDS, StoreSettings
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
@@ -58,6 +58,11 @@ class Limits:
     max_query_params: int = 256
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    # The whole request head (request line and every header) before anything is decided,
+    # and the connections held at once: together they bound the memory unauthenticated
+    # clients can hold (README "Forwarding", limits).
+    max_header_block_bytes: int = 65536
+    max_connections: int = 1024
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,10 @@ class Upstream:
     read_timeout: float = 60.0
     transport: str = "http1"  # http1 (lean, default) or aiohttp (aiohttp's ClientSession)
     credential: CredentialSettings | None = None  # what labgate authenticates to the appliance with
+    # Where clients put their token (README "Forwarding"): ``bearer`` (RFC 6750), ``authtoken``
+    # (Commvault's ``Authtoken`` header) or ``opstoken`` (VCF Operations' ``Authorization: OpsToken``).
+    token_header: str = "bearer"
+    headers: HeaderRules | None = None  # client headers the appliance may see, on top of the pack's
 
 
 @dataclass(frozen=True)
@@ -318,6 +327,10 @@ def _read_limits(reader: FieldReader, root: LocatedDict) -> Limits:
         max_query_params=reader.integer(section, "max_query_params", default=defaults.max_query_params, minimum=1),
         header_timeout=reader.number(section, "header_timeout", default=defaults.header_timeout, minimum=0.1),
         body_timeout=reader.number(section, "body_timeout", default=defaults.body_timeout, minimum=0.1),
+        max_header_block_bytes=reader.integer(
+            section, "max_header_block_bytes", default=defaults.max_header_block_bytes, minimum=4096
+        ),
+        max_connections=reader.integer(section, "max_connections", default=defaults.max_connections, minimum=1),
     )
 
 
@@ -347,8 +360,12 @@ def _check_endpoint_path(reader: FieldReader, section: LocatedDict, key: str, va
         reader.error(section, key, str(exc))
 
 
-UPSTREAM_KEYS = ("name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source", "credential")
+UPSTREAM_KEYS = (
+    "name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source", "credential",
+    "token_header", "headers",
+)
 TRANSPORTS = ("http1", "aiohttp")
+TOKEN_HEADERS = ("bearer", "authtoken", "opstoken")
 
 
 def _read_upstreams(
@@ -403,10 +420,13 @@ def _read_upstream(
     tls = _read_upstream_tls(reader, body, base)
     connect_timeout, read_timeout = _read_timeouts(reader, body)
     transport = reader.choice(body, "transport", TRANSPORTS, default="http1")
+    token_header = reader.choice(body, "token_header", TOKEN_HEADERS, default="bearer")
+    headers = read_header_rules(reader, body)
     if not (name and url and pack_name and source):
         return None
     return Upstream(
-        name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential
+        name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential,
+        token_header, headers,
     )
 
 

@@ -190,12 +190,16 @@ class ClientIpResolver:
         name = "Forwarded" if self.header == "forwarded" else "X-Forwarded-For"
         getall = getattr(headers, "getall", None)
         values: list[str] = list(getall(name, [])) if getall else ([headers[name]] if name in headers else [])
-        items = [item.strip() for value in values for item in value.split(",")]
-        if len(items) > MAX_FORWARDED_HOPS:
+        if self.header == "forwarded":
+            texts = forwarded_for_addresses(values)
+            if texts is None:
+                return None
+        else:
+            texts = [item.strip() for value in values for item in value.split(",")]
+        if len(texts) > MAX_FORWARDED_HOPS:
             return None
         hops: list[IPAddress] = []
-        for item in items:
-            text = _forwarded_for(item) if self.header == "forwarded" else item
+        for text in texts:
             try:
                 hops.append(parse_ip(text or ""))
             except InvalidAddress:
@@ -203,22 +207,76 @@ class ClientIpResolver:
         return hops
 
 
-def _forwarded_for(element: str) -> str | None:
-    """The address in one RFC 7239 element's ``for=``: ``for="[2001:db8::1]:4711"`` -> ``2001:db8::1``."""
-    for pair in element.split(";"):
-        key, _, value = pair.strip().partition("=")
-        if key.strip().lower() != "for":
-            continue
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == '"':
-            value = value[1:-1]
-        if value.startswith("["):
-            inside, bracket, rest = value[1:].partition("]")
-            if not bracket or (rest and not re.fullmatch(r":\d{1,5}", rest)):
+# RFC 7239 section 4 (with RFC 7230's token and quoted-string): one forwarded-pair.
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
+_PAIR = re.compile(rf"\s*({_TOKEN})=({_TOKEN}|{_QUOTED})\s*")
+_NODE_PORT = re.compile(r"\d{1,5}")
+
+
+def forwarded_for_addresses(values: list[str]) -> list[str] | None:
+    """Each hop's ``for=`` address from RFC 7239 ``Forwarded`` headers, in order; None if anything is malformed.
+
+    Strict on purpose, since a lenient reading is a guess about who the client is:
+    one element per hop (every element must name ``for=``), no parameter twice in
+    an element (section 4: "Each parameter MUST NOT occur more than once per
+    forwarded-element"), and values that need quoting quoted (an IPv6 address or
+    a port: ``for=1.1.1.5:80`` is not a token).
+    """
+    addresses: list[str] = []
+    for value in values:
+        for element in _split_outside_quotes(value, ","):
+            seen: dict[str, str] = {}
+            for pair in _split_outside_quotes(element, ";"):
+                match = _PAIR.fullmatch(pair)
+                if match is None:
+                    return None
+                key = match.group(1).lower()
+                if key in seen:
+                    return None
+                raw = match.group(2)
+                seen[key] = raw[1:-1].replace("\\", "") if raw.startswith('"') else raw
+            if "for" not in seen:
                 return None
-            return inside
-        if value.count(":") == 1:  # IPv4 with a port
-            value, _, port = value.partition(":")
-            return value if port.isdigit() else None
-        return value  # 'unknown' and '_hidden' identifiers fail parse_ip: client unknown
-    return None
+            address = _node_address(seen["for"])
+            if address is None:
+                return None
+            addresses.append(address)
+            if len(addresses) > MAX_FORWARDED_HOPS:
+                return None
+    return addresses
+
+
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    parts, current, quoted, escaped = [], [], False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _node_address(node: str) -> str | None:
+    """RFC 7239 section 6 node: ``1.2.3.4``, ``1.2.3.4:80``, ``[2001:db8::1]`` or ``[2001:db8::1]:80``.
+
+    ``unknown`` and obfuscated ``_names`` come back as they are and fail to parse as
+    an address: the client is then unknown, never guessed.
+    """
+    if node.startswith("["):
+        inside, bracket, rest = node[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and _NODE_PORT.fullmatch(rest[1:]))):
+            return None
+        return inside
+    host, colon, port = node.partition(":")
+    if colon and not _NODE_PORT.fullmatch(port):
+        return None
+    return host

@@ -31,6 +31,7 @@ _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
 # What a query may carry raw: RFC 3986 query chars minus ';' (an old separator).
 _QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/?%\[\]]*")  # '[]' as clients send sort[]
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_.\-$:~\[\]]+")
 # Bytes that must never hide behind a %XX in a path.
 _FORBIDDEN_DECODED = frozenset(b"/\\%.;?#") | frozenset(range(0x20)) | frozenset(range(0x7F, 0x100))
@@ -123,12 +124,14 @@ def _decode_segment(raw: str) -> str:
         raise TargetError(Reason.AMBIGUOUS_PATH, "the path contains a dot segment ('.' or '..')")
     if "%" not in raw:
         return raw
-    decoded = unquote_to_bytes(raw)
-    bad = _FORBIDDEN_DECODED.intersection(decoded)
+    # Only the escapes themselves are checked: a raw '.' beside an escape ('v1.2%2D3')
+    # cannot make a dot segment, since '%2E' is refused wherever it appears.
+    escaped = {int(code, 16) for code in _ESCAPED.findall(raw)}
+    bad = _FORBIDDEN_DECODED.intersection(escaped)
     if bad:
         byte = min(bad)
         raise TargetError(Reason.AMBIGUOUS_PATH, f"the path encodes a byte that must not be encoded (%{byte:02X})")
-    return decoded.decode("ascii")
+    return unquote_to_bytes(raw).decode("ascii")
 
 
 def _check_query(raw_query: str, max_params: int) -> tuple[str, ...]:
@@ -151,7 +154,8 @@ def _query_name(pair: str) -> str:
     if not _QUERY_NAME.fullmatch(name):
         raise TargetError(Reason.BAD_QUERY, f"query parameter name {name[:64]!r} has characters labgate does not accept")
     value = _decode_query_part(raw_value, "value")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    # C0, DEL and C1 (U+0080-U+009F, e.g. NEL from '%C2%85'): control characters, whatever their encoding.
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in value):
         raise TargetError(Reason.BAD_QUERY, f"query parameter {name[:64]!r} has a control character in its value")
     return normalize_query_name(name)
 

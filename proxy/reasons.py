@@ -56,6 +56,9 @@ class Reason(enum.Enum):
     ABSOLUTE_EXPIRED = ("absolute_expired", 401, "invalid_token")
     STORE_UNAVAILABLE = ("store_unavailable", 503, "temporarily_unavailable")
     REVOKED = ("revoked", 401, "invalid_token")
+    # A token claims (exp - iat) a longer life than its type's absolute lifetime (or ttl) allows.
+    LIFETIME_TOO_LONG = ("lifetime_too_long", 401, "invalid_token")
+    TOKEN_TOO_LARGE = ("token_too_large", 401, "invalid_token")
     # Opaque tokens: an ``observe`` source never saw it issued; an ``introspect``
     # endpoint says it is not active (RFC 7662 section 2.2), or cannot be asked.
     UNKNOWN_TOKEN = ("unknown_token", 401, "invalid_token")
@@ -104,10 +107,16 @@ class Reason(enum.Enum):
     FORWARD_AUTH_UNTRUSTED = ("forward_auth_untrusted", 403, "access_denied")
     FORWARD_AUTH_HEADERS = ("forward_auth_headers", 400, "invalid_request")
     METHOD_OVERRIDE = ("method_override", 400, "invalid_request")
+    # A body on a method that may not carry one (GET HEAD DELETE OPTIONS) unless the pack's ``bodies`` lists the route.
+    BODY_NOT_ALLOWED = ("body_not_allowed", 400, "invalid_request")
 
     # Forwarding and limits.
     HEADERS_TOO_LARGE = ("headers_too_large", 431, "invalid_request")
+    TOO_MANY_CONNECTIONS = ("too_many_connections", 503, "temporarily_unavailable")
     BODY_TOO_LARGE = ("body_too_large", 413, "invalid_request")
+    # The client's side failed while its body streamed upstream: never counted as an appliance error.
+    BODY_TIMEOUT = ("body_timeout", 408, "invalid_request")
+    CLIENT_ABORTED = ("client_aborted", 499, "client_closed_request")
     UPSTREAM_UNREACHABLE = ("upstream_unreachable", 502, "bad_gateway")
     UPSTREAM_TIMEOUT = ("upstream_timeout", 504, "gateway_timeout")
     # The credential labgate holds for an appliance (an upstream's ``credential``): its login

@@ -21,6 +21,9 @@ class CredentialUnavailable(Exception):
 
 
 class UpstreamCredential(Protocol):
+    # What happens after the appliance refused it, for the client's error message.
+    after_rejection: str
+
     async def authorization(self) -> str:
         """The ``Authorization`` header value to forward with; raises :class:`CredentialUnavailable`."""
         ...

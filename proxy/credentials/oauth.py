@@ -72,6 +72,8 @@ class LoginFailed(Exception):
 class OAuthCredential:
     """One upstream's login: holds at most one access token, renews it, logs in again after a 401."""
 
+    after_rejection = "the next request logs in again"
+
     def __init__(
         self,
         settings: OAuthCredentialSettings,

@@ -16,6 +16,8 @@ logger = logging.getLogger("labgate")
 
 
 class StaticCredential:
+    after_rejection = "the operator must replace the upstream's credential in the config"
+
     def __init__(self, settings: BearerCredentialSettings | BasicCredentialSettings, *, upstream: str) -> None:
         self._upstream = upstream
         if isinstance(settings, BasicCredentialSettings):

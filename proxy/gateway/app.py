@@ -22,20 +22,29 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Mapping
 
+import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
 from proxy.config import Config, Upstream
 from proxy.credentials.base import CredentialUnavailable, UpstreamCredential
 from proxy.credentials.open import forwards_client_authorization, open_credential
 from proxy.decision_log import DecisionRecord, log_decision, wants_decision_log
+from proxy.gateway.client_token import ClientToken, TokenProblem, client_token, reemitted
 from proxy.gateway.errors import BodyTooLarge, error_response
 from proxy.gateway.forward_auth import OriginalRequest, forward_auth_answer, original_request
-from proxy.gateway.headers import BearerProblem, bearer_token, outbound_headers, response_headers
+from proxy.gateway.headers import outbound_headers, response_headers
+from proxy.gateway.request_shape import (
+    MAX_FORM_BYTES, FormOverride, form_kind, multipart_boundary, shape_problem, urlencoded_overrides,
+    without_multipart_override,
+)
 from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.http1 import Http1Transport
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
-from proxy.gateway.transport import AiohttpTransport, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
+from proxy.gateway.transport import (
+    AiohttpTransport, ClientBodyError, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport,
+)
 from proxy.gateway.discovery import discovery_endpoints
 from proxy.ipaddrs import ClientIpResolver, IPAddress
 from proxy.issuer.admin import AdminApi, AdminContext
@@ -46,7 +55,7 @@ from proxy.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
 from proxy.policy.compile import CompiledPack
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
-from proxy.policy.model import ROUTE_METHODS
+from proxy.policy.model import ROUTE_METHODS, HeaderRules, Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable
 from proxy.store.instrumented import InstrumentedStore
@@ -75,7 +84,8 @@ class UpstreamRuntime:
     base_path: str  # the upstream URL's /base/path ("" for none), before every checked target
     upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
     credential: UpstreamCredential | None = None  # replaces the client's Authorization (README "Upstream credentials")
-    client_authorization: bool = True  # the client's own Authorization header goes upstream
+    client_authorization: bool = True  # the appliance issued the client's token and must see it
+    header_rules: HeaderRules = HeaderRules()  # which client headers the appliance may see (pack + upstream)
 
 
 @dataclass(slots=True)
@@ -94,6 +104,17 @@ class Exchange:
     client_ip: IPAddress | None = None
     method: str = ""  # the method decided on: the request's own, or the one a forward-auth question names
     forward_auth: bool = False
+    client_token: ClientToken | None = None  # the token as presented, when it was well-formed
+    use: "TokenUse | None" = None  # recorded once the request reached the appliance
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """What recording a use of a verified token needs (idle lifetimes, live-token counts)."""
+
+    key: str
+    facts: TokenFacts
+    lifetimes: Lifetimes
 
 
 TransportFactory = Callable[[Upstream], UpstreamTransport]
@@ -185,6 +206,7 @@ class Gateway:
                     self.metrics.upstream_duration.labels(name),
                     open_credential(upstream),
                     forwards_client_authorization(upstream),
+                    self.config.packs[upstream.pack].pack.headers.merged(upstream.headers),
                 )
             )
         self.router = UpstreamRouter([(r.upstream, r) for r in self._runtimes])
@@ -232,6 +254,11 @@ class Gateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         exchange = Exchange(request, request_id_for(request), time.perf_counter())
+        if _head_size(request) > self.config.limits.max_header_block_bytes:
+            # aiohttp bounds each line; the whole head is bounded here (and while it arrives, in server.py).
+            response = self._refuse(exchange, Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
+            response.force_close()
+            return response
         own = self._own.get(request.raw_path)
         if self.admin is not None and own is None and self.admin.owns(request.raw_path):
             return await self.admin.handle(request, exchange.request_id)
@@ -244,6 +271,13 @@ class Gateway:
         if refusal is not None:
             return self._refuse(exchange, refusal.reason, refusal.detail)
         assert exchange.runtime is not None and exchange.target is not None  # routed
+        pack = exchange.runtime.pack
+        shape = shape_problem(request.method, exchange.target, request.headers.keys(), request.body_exists, pack)
+        if shape is not None:
+            return self._refuse(exchange, shape.reason, shape.detail)
+        public = pack.public.match(request.method, exchange.target.segments).rule
+        if public is not None:
+            return await self._forward_public(exchange, public)
         observed = exchange.runtime.source if isinstance(exchange.runtime.source, ObserveSource) else None
         if observed is not None and is_token_request(observed, request.method, exchange.target, exchange.runtime.pack.pack.case_insensitive_paths):
             return await pass_token_request(self, exchange, observed)
@@ -279,7 +313,7 @@ class Gateway:
         """Token, client IP and policy for a routed exchange (filled into ``exchange``)."""
         request, runtime, target = exchange.request, exchange.runtime, exchange.target
         assert runtime is not None and target is not None  # only after _route
-        exchange.token = await self._token_facts(request, runtime, target)
+        exchange.token = await self._token_facts(exchange, runtime, target)
         peer = request.remote
         exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
         self._warn_untrusted_forwarding(request, peer, runtime)
@@ -325,26 +359,44 @@ class Gateway:
             return TargetError(Reason.NO_UPSTREAM, "no upstream serves this host and path")
         return routed
 
-    async def _token_facts(self, request: web.BaseRequest, runtime: UpstreamRuntime, target: RequestTarget) -> TokenFacts | TokenRejection:
-        found = bearer_token(request.headers)
-        if isinstance(found, BearerProblem):
+    async def _token_facts(
+        self, exchange: Exchange, runtime: UpstreamRuntime, target: RequestTarget
+    ) -> TokenFacts | TokenRejection:
+        found = client_token(exchange.request.headers, runtime.upstream.token_header)
+        if isinstance(found, TokenProblem):
             return TokenRejection(found.reason, found.detail)
         if "access_token" in target.query_names:
             # RFC 9700 section 4.3.2: tokens in URLs leak into logs and Referer.
             return TokenRejection(Reason.MALFORMED_AUTHORIZATION, "tokens are not accepted in the query string")
-        facts = await runtime.source.verify(found)
+        exchange.client_token = found
+        facts = await runtime.source.verify(found.token)
         if isinstance(facts, TokenFacts):
-            key = token_fingerprint(found)
+            key = token_fingerprint(found.token)
             rejection = await self.token_state.check_revoked(key, facts)
             if rejection is not None:
                 return rejection
             compiled = runtime.pack.token_types.get(facts.token_type)
-            if compiled is not None and compiled.spec.lifetimes.enforced:
-                rejection = await self.token_state.check(key, facts, compiled.spec.lifetimes)
+            lifetimes = compiled.spec.lifetimes if compiled is not None else Lifetimes()
+            if lifetimes.enforced:
+                rejection = await self.token_state.check(key, facts, lifetimes)
                 if rejection is not None:
                     return rejection
-            self.metrics.token_used(runtime.upstream.name, facts.token_type, key)
+            exchange.use = TokenUse(key, facts, lifetimes)
         return facts
+
+    async def _record_use(self, exchange: Exchange, runtime: UpstreamRuntime) -> None:
+        """The request reached the appliance: only now is it a use of its token."""
+        use = exchange.use
+        if use is None:
+            return
+        exchange.use = None
+        self.metrics.token_used(runtime.upstream.name, use.facts.token_type, use.key)
+        try:
+            await self.token_state.record_use(use.key, use.facts, use.lifetimes)
+        except StoreUnavailable as exc:
+            # Already forwarded: the answer stands.  An unrecorded use can only make the
+            # token idle out sooner, never live longer.
+            logger.warning("a use of a token could not be recorded: %s", exc)
 
     async def _forward(
         self, exchange: Exchange, runtime: UpstreamRuntime, target: RequestTarget, decision: Decision
@@ -353,34 +405,87 @@ class Gateway:
         limit = self.config.limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
-        body = self._request_body(request, limit) if request.body_exists else None
         try:
-            authorization = await runtime.credential.authorization() if runtime.credential else None
+            body, length = await self._outbound_body(request, limit)
+            credential = await self._credential_for(exchange, runtime)
+        except ClientBodyError as exc:
+            return self._refuse(exchange, exc.reason, exc.detail, allowed=decision)
         except CredentialUnavailable as exc:
             return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE, exc.detail, decision)
-        outbound = self._outbound(exchange, runtime, target, body, authorization)
+        outbound = self._outbound(exchange, runtime, target, body, credential, length)
+        return await self._exchange_with(exchange, runtime, outbound, decision)
+
+    async def _forward_public(self, exchange: Exchange, rule: str) -> web.StreamResponse:
+        """A route the pack declares public: forwarded with no credential at all, the client's or labgate's."""
+        runtime, target = exchange.runtime, exchange.target
+        assert runtime is not None and target is not None
+        exchange.client_ip = self.ip_resolver.resolve(exchange.request.remote, exchange.request.headers)
+        decision = Decision(True, Reason.ALLOWED, rule)
+        if target.raw_query:
+            return self._refuse(exchange, Reason.QUERY_PARAM_NOT_ALLOWED, "a public route takes no query parameters")
+        outbound = self._outbound(exchange, runtime, target, None, None)
+        return await self._exchange_with(exchange, runtime, outbound, decision)
+
+    async def _exchange_with(
+        self, exchange: Exchange, runtime: UpstreamRuntime, outbound: OutboundRequest, decision: Decision
+    ) -> web.StreamResponse:
+        """Send a decided request once and pass the appliance's answer back."""
+        request = exchange.request
         try:
             answer = await runtime.transport.send(outbound)
-            try:
-                runtime.upstream_latency.observe(time.perf_counter() - exchange.started)
-                if answer.status == 401 and runtime.credential is not None and authorization is not None:
-                    # The appliance refused labgate's credential, not the client's token; its
-                    # answer may echo the credential (SimpliVity does), so it is never passed on.
-                    runtime.credential.rejected(authorization)
-                    detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; the next request logs in again"
-                    return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
-                response = await self._answer(request, answer, exchange.request_id, runtime.upstream.name)
-            finally:
-                answer.release()
-        except BodyTooLarge:
-            return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
+        except ClientBodyError as exc:
+            return self._refuse(exchange, exc.reason, exc.detail, allowed=decision)
         except UpstreamError as exc:
-            if isinstance(exc.__cause__, BodyTooLarge) or isinstance(exc.__cause__ and exc.__cause__.__cause__, BodyTooLarge):
-                return self._refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
             self.metrics.upstream_errors.labels(runtime.upstream.name, exc.reason.code).inc()
             return self._refuse(exchange, exc.reason, exc.detail, allowed=decision)
-        self._record(exchange, decision, answer.status)
+        await self._record_use(exchange, runtime)
+        try:
+            runtime.upstream_latency.observe(time.perf_counter() - exchange.started)
+            sent = outbound.headers.get("Authorization")
+            if answer.status == 401 and runtime.credential is not None and sent is not None:
+                # The appliance refused labgate's credential, not the client's token; its
+                # answer may echo the credential (SimpliVity does), so it is never passed on.
+                runtime.credential.rejected(sent)
+                detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; {runtime.credential.after_rejection}"
+                return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
+            response, failure = await self._answer(request, answer, exchange.request_id, runtime.upstream.name)
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(runtime.upstream.name, exc.reason.code).inc()
+            return self._refuse(exchange, exc.reason, exc.detail, allowed=decision)
+        finally:
+            answer.release()
+        if failure is not None:
+            self._record(exchange, deny(failure, "the answer was cut", rule=decision.rule, token_type=decision.token_type), answer.status)
+        else:
+            self._record(exchange, decision, answer.status)
         return response
+
+    async def _credential_for(self, exchange: Exchange, runtime: UpstreamRuntime) -> tuple[str, str] | None:
+        """The one credential the appliance sees: labgate's own, or the appliance's own token re-emitted."""
+        if runtime.credential is not None:
+            return "Authorization", await runtime.credential.authorization()
+        if runtime.client_authorization and exchange.client_token is not None:
+            return reemitted(exchange.client_token, runtime.upstream.token_header)
+        return None
+
+    async def _outbound_body(self, request: web.BaseRequest, limit: int) -> tuple[AsyncIterator[bytes] | None, int | None]:
+        """The client's body as it will be sent and its length if known, form bodies checked for ``_method`` first."""
+        if not request.body_exists:
+            return None, None
+        body = self._request_body(request, limit)
+        length = None if request.headers.get("Transfer-Encoding") else request.content_length
+        kind = form_kind(request.headers.get("Content-Type", ""))
+        if kind == "urlencoded":
+            whole = b"".join([chunk async for chunk in self._request_body(request, min(limit, MAX_FORM_BYTES))])
+            if urlencoded_overrides(whole):
+                raise FormOverride(Reason.METHOD_OVERRIDE, "a _method form field (method override) is not accepted")
+            return _once(whole), len(whole)
+        if kind == "multipart":
+            boundary = multipart_boundary(request.headers.get("Content-Type", ""))
+            if boundary is None:
+                raise FormOverride(Reason.BAD_REQUEST, "a multipart body needs a valid boundary")
+            return without_multipart_override(body, boundary), length
+        return body, length
 
     def _outbound(
         self,
@@ -388,70 +493,89 @@ class Gateway:
         runtime: UpstreamRuntime,
         target: RequestTarget,
         body: AsyncIterator[bytes] | None,
-        authorization: str | None = None,
+        credential: tuple[str, str] | None,
+        body_length: int | None = None,
     ) -> OutboundRequest:
-        """``authorization``: the upstream credential's value, in place of the client's header."""
+        """The request the appliance receives, built from what was decided (README "Forwarding")."""
         request = exchange.request
         headers = outbound_headers(
             request.headers,
+            rules=runtime.header_rules,
             client_ip=str(exchange.client_ip) if exchange.client_ip else "",
             proto=self.proto,
             original_host=request.headers.get("Host"),
             request_id=exchange.request_id,
-            forward_authorization=runtime.client_authorization,
+            credential=credential,
         )
-        if authorization is not None:
-            headers["Authorization"] = authorization
         return OutboundRequest(
             method=request.method,
             # The checked raw target, never request.path or URL(str): what was decided is what is sent.
             target=runtime.base_path + target.forward_target,
             headers=headers,
             body=body,
+            body_length=body_length if body is not None else None,
         )
 
     async def _answer(
         self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str
-    ) -> web.StreamResponse:
-        """Send the appliance's answer on to the client."""
+    ) -> tuple[web.StreamResponse, Reason | None]:
+        """Send the appliance's answer on to the client; the reason when streaming it was cut."""
         headers = response_headers(answer.headers, request_id)
         if _small_answer(request.method, answer.status, headers):
             # Read whole, then headers and body leave in one send: most API
             # answers are a few KiB (a prepared StreamResponse takes two).
-            return web.Response(status=answer.status, body=await answer.read(), headers=headers)
+            return web.Response(status=answer.status, body=await answer.read(), headers=headers), None
         response = web.StreamResponse(status=answer.status, headers=headers)
-        await response.prepare(request)
-        await self._stream_back(request, answer.body(), response, name)
-        return response
+        try:
+            await response.prepare(request)
+        except OSError:
+            return response, Reason.CLIENT_ABORTED
+        return response, await self._stream_back(request, answer.body(), response, name)
 
     async def _request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
-        """Stream the client's raw body, bounded in size and in time per read."""
+        """Stream the client's raw body, bounded in size and in time per read; its failures are the client's."""
         total = 0
         while True:
-            async with asyncio.timeout(self.config.limits.body_timeout):
-                chunk = await request.content.readany()
+            try:
+                async with asyncio.timeout(self.config.limits.body_timeout):
+                    chunk = await request.content.readany()
+            except TimeoutError:  # before OSError, which it is in Python 3.11
+                raise ClientBodyError(Reason.BODY_TIMEOUT, "the client did not send its body in time") from None
+            except (OSError, aiohttp.ClientPayloadError, HttpProcessingError):
+                raise ClientBodyError(Reason.CLIENT_ABORTED, "the client went away while sending its body") from None
             if not chunk:
                 return
             total += len(chunk)
             if total > limit:
-                raise BodyTooLarge()
+                raise ClientBodyError(Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL)
             yield chunk
 
     async def _stream_back(
         self, request: web.BaseRequest, body: AsyncIterator[bytes], response: web.StreamResponse, name: str
-    ) -> None:
-        """Once headers are sent a failure can only cut the connection, which the client sees."""
+    ) -> Reason | None:
+        """Once headers are sent a failure can only cut the connection, which the client sees.
+
+        Whose failure it was decides how it is counted: the appliance's is an
+        upstream error (what the shipped alerts fire on), the client's is not.
+        """
         try:
             async for chunk in body:
-                await response.write(chunk)
+                try:
+                    await response.write(chunk)
+                except OSError:
+                    return Reason.CLIENT_ABORTED  # the client went away mid-answer
             await response.write_eof()
-        except (UpstreamError, OSError) as exc:  # the appliance, or the client, went away mid-body
+        except UpstreamError as exc:  # the appliance went away mid-body
             self.metrics.upstream_errors.labels(name, "body_interrupted").inc()
-            logger.warning("upstream %s: response body interrupted (%s)", name, type(exc).__name__)
+            logger.warning("upstream %s: response body interrupted (%s)", name, exc.reason.code)
             response.force_close()
             # Abort, never finish: a finished chunked answer would look complete to the client.
             if request.transport is not None:
                 request.transport.abort()
+            return exc.reason
+        except OSError:
+            return Reason.CLIENT_ABORTED
+        return None
 
     # -- refusing and recording -------------------------------------------------
 
@@ -465,7 +589,7 @@ class Gateway:
             decision = deny(reason, detail, rule=allowed.rule, token_type=allowed.token_type)
         self._record(exchange, decision)
         response = error_response(reason, detail, exchange.request_id)
-        if reason is Reason.BODY_TOO_LARGE:
+        if reason in _BODY_LEFT_UNREAD:
             response.force_close()  # the rest of the body is never read
         return response
 
@@ -527,6 +651,13 @@ class Gateway:
 
 
 SMALL_ANSWER_BYTES = 64 * 1024
+_BODY_LEFT_UNREAD = frozenset(
+    {Reason.BODY_TOO_LARGE, Reason.BODY_TIMEOUT, Reason.CLIENT_ABORTED, Reason.METHOD_OVERRIDE, Reason.BAD_REQUEST}
+)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -540,6 +671,14 @@ def _small_answer(method: str, status: int, headers: CIMultiDict[str]) -> bool:
         and length.isdigit()
         and int(length) <= SMALL_ANSWER_BYTES
     )
+
+
+def _head_size(request: web.BaseRequest) -> int:
+    """The request head's size as sent: request line and header lines with their separators."""
+    size = len(request.method) + len(request.raw_path) + 12
+    for name, value in request.raw_headers:
+        size += len(name) + len(value) + 4
+    return size
 
 
 def _has_ip_rules(pack: CompiledPack) -> bool:

@@ -31,7 +31,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from proxy.gateway.errors import error_response
-from proxy.gateway.headers import METHOD_OVERRIDES
+from proxy.header_names import header_key, is_method_override
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_ip
 from proxy.policy.decide import Decision, deny
 from proxy.reasons import Reason
@@ -84,7 +84,7 @@ def original_request(request: web.BaseRequest, trusted: AddressSet) -> OriginalR
         return host
     if host is not None and "," in host:
         return _bad_headers(f"{HOST_HEADER} must name one host")
-    override = next((name for name in headers if name.lower() in METHOD_OVERRIDES), None)
+    override = next((name for name in headers if is_method_override(header_key(name))), None)
     if override is not None:
         return deny(
             Reason.METHOD_OVERRIDE,

@@ -253,8 +253,10 @@ class Http1Transport:
             raise
 
     async def _exchange(self, request: OutboundRequest, head: bytes, chunked: bool) -> _Http1Response:
-        # A kept-alive connection may have been closed by the appliance while
-        # idle: a request without a body is retried once on a fresh one.
+        # Sent at most once, unless resending is provably safe: the request went out on a
+        # reused keep-alive connection that the appliance had closed before any byte of an
+        # answer came back, and its method is idempotent (RFC 9110 section 9.2.2) with no
+        # body.  A timeout is never a reason to resend: the appliance may be working on it.
         for attempt in (1, 2):
             connection = await self._connection()
             exchange = connection.start()
@@ -263,15 +265,14 @@ class Http1Transport:
                 if request.body is not None:
                     await self._send_body(connection, request.body, chunked)
                 status = await self._answer_head(exchange)
-            except (OSError, httptools.HttpParserError) as exc:
-                connection.close()
-                stale = connection.reused and not exchange.received_any and request.body is None and attempt == 1
-                if not stale:
-                    raise self.error(exc) from exc
-                continue
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:  # before OSError: in Python 3.11 a TimeoutError is an OSError
                 connection.close()
                 raise self.error(exc) from exc
+            except (OSError, httptools.HttpParserError) as exc:
+                connection.close()
+                if not (attempt == 1 and _resendable(request, connection, exchange, exc)):
+                    raise self.error(exc) from exc
+                continue
             except BaseException:
                 connection.close()
                 raise
@@ -317,18 +318,14 @@ class Http1Transport:
         """The request line and headers, with framing of our own."""
         target = request.target.encode("ascii")
         lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nHost: ", self._host_header, b"\r\n"]
-        length = None
         for name, value in request.headers.items():
-            lowered = name.lower()
-            if lowered in _FRAMING:
-                if lowered == "content-length":
-                    length = value
-                continue
+            if name.lower() in _FRAMING:
+                continue  # never the client's: written below from what is actually sent
             lines += (name.encode("utf-8", "surrogateescape"), b": ", value.encode("utf-8", "surrogateescape"), b"\r\n")
         chunked = False
         if request.body is not None:
-            if length is not None and length.isdigit():
-                lines += (b"Content-Length: ", length.encode("ascii"), b"\r\n")
+            if request.body_length is not None:
+                lines += (b"Content-Length: ", str(request.body_length).encode("ascii"), b"\r\n")
             else:
                 lines.append(b"Transfer-Encoding: chunked\r\n")
                 chunked = True
@@ -370,6 +367,21 @@ class Http1Transport:
         self._closing = True
         while self._idle:
             self._idle.pop().close()
+
+
+# RFC 9110 section 9.2.2: methods whose intended effect is the same however often they are sent.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+def _resendable(request: OutboundRequest, connection: _Connection, exchange: _Exchange, exc: BaseException) -> bool:
+    """A stale keep-alive connection, closed by the appliance before it answered a bodiless idempotent request."""
+    return (
+        connection.reused
+        and not exchange.received_any
+        and request.body is None
+        and request.method in IDEMPOTENT_METHODS
+        and isinstance(exc, ConnectionError)  # reset or closed, not a parse error or a timeout
+    )
 
 
 def _expire(head: asyncio.Future[int]) -> None:

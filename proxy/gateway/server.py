@@ -19,6 +19,7 @@ stop accepting, drain and close upstream pools and the store.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import ssl
@@ -29,21 +30,72 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import Config
-from proxy.gateway.errors import error_response
+from proxy.gateway.errors import error_body, error_response
 from proxy.gateway.reload import ReloadingGateway
 from proxy.reasons import Reason
 
 logger = logging.getLogger("labgate")
 
+_REASON_PHRASES = {431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+
 
 class GuardedRequestHandler(RequestHandler):
-    """aiohttp's connection handler plus a header deadline and JSON parse errors."""
+    """aiohttp's connection handler plus a header deadline, bounds on what an unknown client holds, JSON parse errors.
+
+    Before a request head is complete nobody is authenticated, so what such a
+    connection may hold is bounded: at most ``max_header_block`` bytes of head
+    (aiohttp bounds each line, not their sum) and at most ``max_connections``
+    connections at once.  Memory held by unauthenticated clients is therefore at
+    most ``max_connections`` x (``max_header_block`` + one socket read).
+    """
 
     header_timeout: float = 10.0
+    max_header_block: int = 65536
+    max_connections: int = 1024
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._head_bytes = 0
+        self._last_payload: Any = None
+        if len(self._manager.connections) > self.max_connections:
+            logger.warning("refusing a connection: %d connections open (limits.max_connections)", self.max_connections - 1)
+            self._refuse_raw(Reason.TOO_MANY_CONNECTIONS, "too many connections; try again shortly")
+            return
         self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        """Count the bytes of a request head still being received; 431 past the block limit."""
+        in_head = self._last_payload is None or self._last_payload.is_eof()
+        seen = self._request_count
+        super().data_received(data)
+        if self._request_count != seen:
+            self._head_bytes = 0  # a head completed
+            if self._messages:
+                self._last_payload = self._messages[-1][1]
+            return
+        if in_head:  # a body that ends mid-chunk leaves the next head uncounted for one read at most
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_block:
+                logger.info("refused a request head larger than %d bytes (headers_too_large)", self.max_header_block)
+                self._refuse_raw(Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
+
+    def _refuse_raw(self, reason: Reason, detail: str) -> None:
+        """Answer outside any request (none was parsed) and close once it is written."""
+        if self.transport is None or self._force_close:
+            return
+        if self._current_request is not None:  # an answer is being written: no room for ours
+            self._force_close = True
+            self.transport.close()
+            return
+        body = json.dumps(error_body(reason, detail, "-")).encode()
+        head = (
+            f"HTTP/1.1 {reason.status} {_REASON_PHRASES.get(reason.status, 'Error')}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode("ascii")
+        self.transport.write(head + body)
+        self._force_close = True
+        self.transport.close()
 
     def _arm_header_deadline(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,13 +147,17 @@ class GuardedRequestHandler(RequestHandler):
 
 
 class GuardedServer(web.Server):
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, max_header_block: int, max_connections: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
+        self._max_header_block = max_header_block
+        self._max_connections = max_connections
 
     def __call__(self) -> RequestHandler:
         handler = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
         handler.header_timeout = self._header_timeout
+        handler.max_header_block = self._max_header_block
+        handler.max_connections = self._max_connections
         return handler
 
 
@@ -164,11 +220,15 @@ class GatewayRunner(web.BaseRunner):
     closes its upstream pools and the store.
     """
 
-    def __init__(self, gateway: Served, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, gateway: Served, *, header_timeout: float, max_header_block: int, max_connections: int, **kwargs: Any
+    ) -> None:
         super().__init__(handle_signals=False, shutdown_timeout=CUT_GRACE_SECONDS)
         self.gateway = gateway
         self.in_flight = InFlight()
         self._header_timeout = header_timeout
+        self._max_header_block = max_header_block
+        self._max_connections = max_connections
         self._server_kwargs = kwargs
 
     async def _make_server(self) -> web.Server:
@@ -177,6 +237,8 @@ class GatewayRunner(web.BaseRunner):
             self.in_flight.counting(self.gateway.handle),
             loop=asyncio.get_running_loop(),
             header_timeout=self._header_timeout,
+            max_header_block=self._max_header_block,
+            max_connections=self._max_connections,
             **self._server_kwargs,
         )
 
@@ -207,6 +269,8 @@ def make_runner(gateway: Served, config: Config) -> GatewayRunner:
     return GatewayRunner(
         gateway,
         header_timeout=limits.header_timeout,
+        max_header_block=limits.max_header_block_bytes,
+        max_connections=limits.max_connections,
         access_log=None,
         max_line_size=limits.max_line_bytes,
         max_field_size=limits.max_header_bytes,

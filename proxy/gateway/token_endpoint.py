@@ -12,15 +12,15 @@ See :mod:`proxy.tokens.observe` for what is read and what is stored.
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import binascii
 from typing import TYPE_CHECKING, AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-from proxy.gateway.errors import BodyTooLarge
-from proxy.gateway.headers import bearer_token, response_headers
-from proxy.gateway.transport import UpstreamError, UpstreamResponse
+from proxy.gateway.client_token import ClientToken
+from proxy.gateway.headers import response_headers
+from proxy.gateway.transport import ClientBodyError, UpstreamError, UpstreamResponse
 from proxy.paths import RequestTarget
 from proxy.policy.compile import fold_segment
 from proxy.policy.decide import Decision
@@ -74,10 +74,10 @@ async def pass_token_request(gateway: Gateway, exchange: Exchange, source: Obser
         return gateway._refuse(exchange, Reason.BAD_TOKEN_REQUEST, "token request parameters go in the body, not the query")
     try:
         body = b"".join([chunk async for chunk in gateway._request_body(request, MAX_TOKEN_REQUEST_BYTES)])
-    except BodyTooLarge:
-        return gateway._refuse(exchange, Reason.BODY_TOO_LARGE, "a token request is a small form")
-    except (asyncio.TimeoutError, aiohttp.ClientPayloadError, OSError):
-        return gateway._refuse(exchange, Reason.BAD_TOKEN_REQUEST, "the token request body could not be read")
+    except ClientBodyError as exc:
+        if exc.reason is Reason.BODY_TOO_LARGE:
+            return gateway._refuse(exchange, Reason.BODY_TOO_LARGE, "a token request is a small form")
+        return gateway._refuse(exchange, exc.reason, "the token request body could not be read")
     try:
         token_request = read_token_request(
             body, request.headers.get("Content-Type", ""), basic_client_id(request.headers.get("Authorization"))
@@ -91,7 +91,9 @@ async def pass_token_request(gateway: Gateway, exchange: Exchange, source: Obser
         return gateway._refuse(exchange, Reason.GRANT_NOT_ALLOWED, "this grant yields no token type this upstream allows")
     decision = Decision(True, Reason.ALLOWED, f"{runtime.pack.name}/token_source/token_endpoint", granted.token_type)
     try:
-        answer = await runtime.transport.send(gateway._outbound(exchange, runtime, exchange.target, _once(body)))
+        client_auth = _client_authentication(request.headers.get("Authorization"))
+        outbound = gateway._outbound(exchange, runtime, exchange.target, _once(body), client_auth, len(body))
+        answer = await runtime.transport.send(outbound)
         try:
             status, headers = answer.status, response_headers(answer.headers, exchange.request_id)
             content = await _read_small(answer)
@@ -99,6 +101,8 @@ async def pass_token_request(gateway: Gateway, exchange: Exchange, source: Obser
             answer.release()
     except UpstreamError as exc:
         gateway.metrics.upstream_errors.labels(runtime.upstream.name, exc.reason.code).inc()
+        return gateway._refuse(exchange, exc.reason, exc.detail, allowed=decision)
+    except ClientBodyError as exc:
         return gateway._refuse(exchange, exc.reason, exc.detail, allowed=decision)
     except AnswerTooLarge:
         return gateway._refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer is too large", allowed=decision)
@@ -123,15 +127,36 @@ async def pass_revoke_request(
     leave the token alive in labgate.
     """
     assert exchange.runtime is not None and exchange.target is not None
-    token = bearer_token(exchange.request.headers)
-    assert isinstance(token, str)  # facts exist only for a well-formed bearer token
+    presented = exchange.client_token
+    assert isinstance(presented, ClientToken)  # facts exist only for a well-formed token
     try:
-        await source.forget(token, facts)
+        await source.forget(presented.token, facts)
     except StoreUnavailable:
         return gateway._refuse(exchange, Reason.STORE_UNAVAILABLE, "the token cannot be revoked right now")
     runtime = exchange.runtime
     decision = Decision(True, Reason.ALLOWED, f"{runtime.pack.name}/token_source/revoke_endpoint", facts.token_type)
     return await gateway._forward(exchange, runtime, exchange.target, decision)
+
+
+def _client_authentication(value: str | None) -> tuple[str, str] | None:
+    """The token request's own client authentication (RFC 6749 section 2.3.1), written anew.
+
+    SimpliVity's token endpoint wants HTTP Basic for its client ``simplivity``; only a
+    well-formed Basic credential is re-emitted, never a bearer token or anything else.
+    """
+    if value is None:
+        return None
+    scheme, _, encoded = value.strip().partition(" ")
+    encoded = encoded.strip()
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        pair = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if b":" not in pair:
+        return None
+    return "Authorization", "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

@@ -34,8 +34,9 @@ class OutboundRequest:
 
     method: str
     target: str
-    headers: CIMultiDict[str]
+    headers: CIMultiDict[str]  # never framing: the transport frames the body itself
     body: AsyncIterator[bytes] | None
+    body_length: int | None = None  # the body's exact length when known (else it goes chunked)
 
 
 class UpstreamResponse(Protocol):
@@ -70,6 +71,36 @@ class UpstreamError(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class ClientBodyError(Exception):
+    """The client's side of the exchange failed while its body was being sent upstream.
+
+    Not an appliance failure: it must never count as one (``upstream_unreachable``
+    and ``labgate_upstream_errors_total`` are what the shipped alerts fire on).
+    ``reason`` is ``client_aborted``, ``body_timeout`` or ``body_too_large``.
+    """
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def client_side_cause(exc: BaseException) -> ClientBodyError | None:
+    """The client's own failure behind an HTTP client's exception, if that is what it was.
+
+    aiohttp wraps an exception raised by the request body it was streaming in its own
+    connection error (as ``__cause__``); this looks a few links down that chain.
+    """
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, ClientBodyError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class _AiohttpResponse:
@@ -135,23 +166,36 @@ class AiohttpTransport:
                 total=None, connect=upstream.connect_timeout, sock_read=upstream.read_timeout
             ),
             auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # aiohttp resends an idempotent request once when its connection breaks, on a fresh
+        # connection too and with a replayable body; labgate sends a request at most once
+        # unless resending is provably safe, which this client cannot tell, so it never
+        # resends (the ``http1`` transport does, for a stale keep-alive connection only).
+        # aiohttp has no public switch for it; tests/gateway/test_sent_once.py fails if it renames this one.
+        self._session._retry_connection = False
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
+        headers = request.headers
+        if request.body is not None and request.body_length is not None:
+            headers = CIMultiDict(headers)
+            headers["Content-Length"] = str(request.body_length)
         try:
             response = await self._session.request(
                 request.method,
                 # encoded=True: the checked bytes as they are (yarl drops a bare trailing '?').
                 URL(self._origin + request.target, encoded=True),
-                headers=request.headers,
+                headers=headers,
                 data=request.body,
                 allow_redirects=False,
                 compress=None,
                 chunked=None,
             )
         except _FOREIGN_ERRORS as exc:
+            client_failure = client_side_cause(exc)
+            if client_failure is not None:
+                raise client_failure from None
             raise upstream_error(self._name, exc) from exc
         return _AiohttpResponse(response, self._name)
 

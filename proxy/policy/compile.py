@@ -185,6 +185,8 @@ class CompiledTokenType:
 class CompiledPack:
     pack: Pack
     token_types: Mapping[str, CompiledTokenType]
+    public: RouteTrie = field(default_factory=lambda: RouteTrie(False))
+    bodies: RouteTrie = field(default_factory=lambda: RouteTrie(False))
 
     @property
     def name(self) -> str:
@@ -208,6 +210,12 @@ def compile_token_type(pack: Pack, spec: TokenType) -> CompiledTokenType:
 
 
 def compile_pack(pack: Pack) -> CompiledPack:
+    ci = pack.case_insensitive_paths
+    public, bodies = RouteTrie(ci), RouteTrie(ci)
+    for route in pack.public:
+        public.add(route, f"{pack.name}/public/{route.text}")
+    for route in pack.bodies:
+        bodies.add(route, f"{pack.name}/bodies/{route.text}")
     return CompiledPack(
-        pack, {name: compile_token_type(pack, spec) for name, spec in pack.token_types.items()}
+        pack, {name: compile_token_type(pack, spec) for name, spec in pack.token_types.items()}, public, bodies
     )

@@ -13,14 +13,16 @@ from typing import Any, Literal, cast
 
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
 from proxy.policy.compile import CompiledPack, compile_pack
+from proxy.header_names import header_key, header_kind
 from proxy.policy.endpoints import MATCH_MODES, WHOLE_SEGMENTS
-from proxy.policy.model import Lifetimes, Pack, QueryRule, RouteTemplate, TokenType, parse_path_template
+from proxy.policy.model import BODILESS_METHODS, HeaderRules, Lifetimes, Pack, QueryRule, RouteTemplate, TokenType, parse_path_template
 from proxy.yamlsource import FieldReader, LocatedDict, Problems, line_of, load_yaml_file, load_yaml_text
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_.$:~-]+")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 9110 section 5.6.2 token
 
-PACK_KEYS = ("pack", "description", "paths", "token_types")
+PACK_KEYS = ("pack", "description", "paths", "headers", "public", "bodies", "token_types")
 TOKEN_TYPE_KEYS = (
     "description",
     "routes",
@@ -78,7 +80,43 @@ def _read_pack(document: Any, file: str) -> Pack:
         token_types=token_types,
         case_insensitive_paths=paths == "case-insensitive",
         description=reader.string(root, "description", default="") or "",
+        headers=read_header_rules(reader, root) or HeaderRules(),
+        public=_read_routes(reader, root, "public", allow_any_method=False),
+        bodies=_read_body_routes(reader, root),
     )
+
+
+def read_header_rules(reader: FieldReader, parent: LocatedDict) -> HeaderRules | None:
+    """A pack's or an upstream's ``headers: {mode, allow}``; None when not given."""
+    section = reader.section(parent, "headers")
+    if section is None:
+        return None
+    reader.expect_keys(section, ("mode", "allow"), "headers")
+    mode = reader.choice(section, "mode", ("standard", "strict"), default="standard")
+    allowed: set[str] = set()
+    items = section.get("allow")
+    for index, (text, _line) in enumerate(reader.strings(section, "allow")):
+        key = header_key(text)
+        if not _HEADER_NAME.fullmatch(text):
+            reader.error(items, index, f"headers.allow: {text!r} is not a header name")
+        elif header_kind(key) == "reserved":
+            reader.error(
+                items, index,
+                f"headers.allow: {text!r} carries a credential, a client address or framing; "
+                "labgate sets those itself and never forwards a client's",
+            )
+        else:
+            allowed.add(key)
+    return HeaderRules(cast(Literal["standard", "strict"], mode), frozenset(allowed))
+
+
+def _read_body_routes(reader: FieldReader, root: LocatedDict) -> tuple[RouteTemplate, ...]:
+    routes = _read_routes(reader, root, "bodies", allow_any_method=False)
+    items = root.get("bodies")
+    for index, route in enumerate(routes):
+        if route.method not in BODILESS_METHODS:
+            reader.error(items, index, f"bodies: {route.text!r}: {route.method} may always carry a body; list only GET, HEAD, DELETE or OPTIONS routes")
+    return routes
 
 
 def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: Any) -> TokenType | None:

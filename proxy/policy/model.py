@@ -17,6 +17,9 @@ from proxy.paths import normalize_query_name
 # gateway (rule 11: no cross-site tracing, no tunnels through an API proxy).
 ROUTE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ANY_METHOD = "*"
+# Methods whose request may not carry a body unless a pack's ``bodies`` lists the route:
+# a body there could say what the query may not (a GET with ``sort=name`` in it).
+BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 # A {param} binds exactly one non-empty segment from this set: the RFC 3986
 # pchar set minus ';' and '%' (aiohttp's own router would bind '..' or a
@@ -166,11 +169,40 @@ class TokenType:
 
 
 @dataclass(frozen=True)
+class HeaderRules:
+    """Which of a client's request headers reach the appliance (see :mod:`proxy.header_names`).
+
+    ``standard``: every ordinary header, plus the sensitive ones in ``allow``;
+    ``strict``: only the headers in ``allow``.  Reserved headers (credentials,
+    client addresses, framing) never pass in either mode.  ``allow`` holds
+    header keys (lower case, ``_`` and ``.`` read as ``-``).
+    """
+
+    mode: Literal["standard", "strict"] = "standard"
+    allow: frozenset[str] = frozenset()
+
+    def merged(self, other: "HeaderRules | None") -> "HeaderRules":
+        """An upstream's rules on top of its pack's: its mode wins when it sets one, the lists add up."""
+        if other is None:
+            return self
+        return HeaderRules(other.mode, self.allow | other.allow)
+
+
+@dataclass(frozen=True)
 class Pack:
-    """The token types of one appliance family, from one file."""
+    """The token types of one appliance family, from one file.
+
+    ``public``: routes a vendor client calls before it has a token (Commvault's
+    ``GET /``, SimpliVity's ``GET /api/version``), forwarded without any
+    credential.  ``bodies``: routes whose vendor API takes a body on a method
+    that otherwise may not carry one (``GET HEAD DELETE OPTIONS``).
+    """
 
     name: str
     file: str
     token_types: Mapping[str, TokenType]
     case_insensitive_paths: bool = False
     description: str = ""
+    headers: HeaderRules = field(default_factory=HeaderRules)
+    public: tuple[RouteTemplate, ...] = ()
+    bodies: tuple[RouteTemplate, ...] = ()

@@ -32,7 +32,7 @@ from proxy.issuer.service_accounts import ServiceAccountScopes
 from proxy.issuer.settings import ISSUER_ALGORITHMS, IssuerSettings
 from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection
-from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
+from proxy.tokens.jwt_source import DEFAULT_MAX_TOKEN_BYTES, JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import Condition, TypeRule
 
 
@@ -48,6 +48,7 @@ class IssuerSourceSettings:
     # Management API: which type an emergency client's / a service-account scope's token gets.
     emergency_clients: EmergencyClientTypes | None = None
     service_accounts: ServiceAccountScopes | None = None
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
 
     def __post_init__(self) -> None:
         if not self.audience or not self.token_types:
@@ -72,6 +73,7 @@ class IssuerSourceSettings:
             client_ips_claim=CLIENT_IPS_CLAIM,
             cache_size=self.cache_size,
             cache_max_seconds=self.issuer.key_refresh_interval,
+            max_token_bytes=self.max_token_bytes,
         )
 
 

@@ -35,7 +35,7 @@ from proxy.tokens.jwks import ALGORITHM_FAMILIES, JwksCache, KeySet, KeysUnavail
 from proxy.tokens.matchers import TypeRule, pick_token_type
 from proxy.tokens.narrowing import MalformedNarrowing, client_ips_claim, path_prefixes_claim
 
-MAX_TOKEN_LENGTH = 8192
+DEFAULT_MAX_TOKEN_BYTES = 4096
 # RFC 7515 section 7.1 compact serialization, unpadded base64url (section 2).  The
 # signature may be empty here only so that an unsigned ``alg: none`` token is
 # reported as the algorithm attack it is; an empty signature never verifies.
@@ -68,6 +68,8 @@ class JwtSourceSettings:
     cache_size: int = 10000
     cache_max_seconds: float = 300.0
     external_keys: bool = False
+    # Refused before any signature work: verifying costs CPU a token's sender does not pay.
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES
 
     def __post_init__(self) -> None:
         if not self.algorithms:
@@ -177,8 +179,8 @@ class JwtSource:
         return facts
 
     async def _verify(self, token: str) -> TokenFacts:
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise _Rejected(Reason.MALFORMED_TOKEN, f"the token is longer than {MAX_TOKEN_LENGTH} characters")
+        if len(token) > self.settings.max_token_bytes:
+            raise _Rejected(Reason.TOKEN_TOO_LARGE, f"the token is larger than {self.settings.max_token_bytes} bytes")
         if not _COMPACT_JWS.fullmatch(token):
             raise _Rejected(Reason.MALFORMED_TOKEN, "the token is not a compact JWS (header.payload.signature)")
         header = self._header(token)
@@ -186,11 +188,13 @@ class JwtSource:
         if token.endswith("."):
             raise _Rejected(Reason.MALFORMED_TOKEN, "the token is unsigned")
         key = await self._key(header.get("kid"), alg)
-        _check_payload_json(token)
+        payload = _check_strict_json(token, 1, "payload")
+        _check_time_claims(payload)
         claims = self._decode(token, key, alg)
         return self._facts(token, claims)
 
     def _header(self, token: str) -> dict[str, Any]:
+        _check_strict_json(token, 0, "header")
         try:
             header = jwt.get_unverified_header(token)
         except (jwt.InvalidTokenError, RecursionError):
@@ -284,23 +288,28 @@ def _media_type(value: object) -> str | None:
     return value[len("application/") :] if value.startswith("application/") else value
 
 
-def _check_payload_json(token: str) -> None:
+def _check_strict_json(token: str, index: int, part: str) -> dict[str, Any]:
     """Refuse what PyJWT's parser would let through but another parser could read differently.
 
-    Duplicate claim names: RFC 7519 section 4 says to reject them or keep the
-    last, and RFC 8259 section 4 calls their meaning unpredictable; an issuer,
-    a WAF and labgate reading different ``role`` values is the attack.
+    Duplicate names, in the JOSE header (``alg`` twice) or the claims: RFC 7515
+    section 4 and RFC 7519 section 4 say to reject them or keep the last, and
+    RFC 8259 section 4 calls their meaning unpredictable; an issuer, a WAF and
+    labgate reading different ``alg`` or ``role`` values is the attack.
     ``NaN``/``Infinity`` are not JSON (RFC 8259 section 6); deep nesting would
     end in a RecursionError rather than a 401.
     """
-    segment = token.split(".")[1]
+    segment = token.split(".")[index]
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        payload = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (binascii.Error, ValueError, RecursionError):
-        raise _Rejected(Reason.MALFORMED_TOKEN, "the token payload is not a JSON object without duplicate claims") from None
-    if not isinstance(payload, dict):
-        raise _Rejected(Reason.MALFORMED_TOKEN, "the token payload must be a JSON object")
+        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token {part} is not a JSON object without duplicate names") from None
+    if not isinstance(value, dict):
+        raise _Rejected(Reason.MALFORMED_TOKEN, f"the token {part} must be a JSON object")
+    return value
+
+
+def _check_time_claims(payload: dict[str, Any]) -> None:
     for name in ("exp", "nbf", "iat"):
         # PyJWT reads true as 1 and "2999999999" as a number; neither is a NumericDate.
         value = payload.get(name)

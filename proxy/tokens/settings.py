@@ -22,7 +22,7 @@ from proxy.policy.model import RouteTemplate
 from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSourceSettings
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey, load_static_key
-from proxy.tokens.jwt_source import JwtSourceSettings
+from proxy.tokens.jwt_source import DEFAULT_MAX_TOKEN_BYTES, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
 from proxy.tokens.observe import GRANT_FIELDS, ObserveSourceSettings, token_endpoint_segments
 from proxy.yamlsource import FieldReader, LocatedDict, read_secret
@@ -33,7 +33,7 @@ SOURCE_TYPES = ("jwt", "observe", "introspect", "issuer")
 JWT_KEYS = (
     "type", "algorithms", "keys", "jwks_url", "jwks_min_refetch_interval", "jwks_max_age", "issuer",
     "audience", "leeway", "required_claims", "typ", "subject_claim", "path_prefixes_claim",
-    "client_ips_claim", "types", "cache",
+    "client_ips_claim", "types", "cache", "max_token_bytes",
 )
 KEY_KEYS = ("kid", "algorithm", "secret_file", "secret_env", "public_key_file")
 OBSERVE_KEYS = ("type", "token_endpoint", "revoke_endpoint", "max_lifetime", "refresh_lifetime", "types", "cache")
@@ -41,7 +41,9 @@ INTROSPECT_KEYS = (
     "type", "endpoint", "client_id", "client_secret_file", "client_secret_env", "client_auth", "timeout", "tls",
     "subject_claim", "path_prefixes_claim", "client_ips_claim", "types", "cache",
 )
-ISSUER_SOURCE_KEYS = ("type", "audience", "token_types", "cache", "grants", "emergency_clients", "service_accounts")
+ISSUER_SOURCE_KEYS = (
+    "type", "audience", "token_types", "cache", "grants", "emergency_clients", "service_accounts", "max_token_bytes",
+)
 
 
 def read_token_source(
@@ -182,6 +184,7 @@ def _read_issuer_source(
     return IssuerSourceSettings(
         issuer=issuer, audience=audiences, token_types=token_types, cache_size=cache_size, grants=grants,
         emergency_clients=emergency, service_accounts=service_accounts,
+        max_token_bytes=reader.integer(section, "max_token_bytes", default=DEFAULT_MAX_TOKEN_BYTES, minimum=256),
     )
 
 
@@ -230,6 +233,7 @@ def _read_jwt(reader: FieldReader, section: LocatedDict, base: Path, pack: Compi
             client_ips_claim=reader.string(section, "client_ips_claim"),
             cache_size=reader.integer(cache, "size", default=10000, minimum=1) if cache else 10000,
             cache_max_seconds=reader.number(cache, "max_seconds", default=300.0, minimum=0.0) if cache else 300.0,
+            max_token_bytes=reader.integer(section, "max_token_bytes", default=DEFAULT_MAX_TOKEN_BYTES, minimum=256),
         )
     except ValueError as exc:
         reader.error(section, None, f"token_source: {exc}")

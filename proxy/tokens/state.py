@@ -93,9 +93,11 @@ class TokenStateGuard:
         return [answers[name] for name in names]
 
     async def check(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:
-        """None when the token is within every limit (and its use is recorded); the reason otherwise.
+        """None when the token is within every limit; the reason otherwise.  Records nothing.
 
-        ``key`` is the token's full fingerprint.
+        ``key`` is the token's full fingerprint.  Only a request that reached the
+        appliance is a use (:meth:`record_use`): a refused one must never keep a
+        stolen token alive past its idle lifetime.
         """
         if not lifetimes.enforced:
             return None
@@ -103,6 +105,9 @@ class TokenStateGuard:
         issued = facts.issued_at
         if issued is None:
             return TokenRejection(Reason.MISSING_CLAIM, "this token type has lifetimes: the token must say when it was issued (iat)")
+        too_long = _claims_too_long(facts, lifetimes)
+        if too_long is not None:
+            return too_long
         if lifetimes.absolute is not None and now >= issued + lifetimes.absolute:
             return TokenRejection(Reason.ABSOLUTE_EXPIRED, "the token is past its type's absolute lifetime")
         if lifetimes.ttl is not None and now >= issued + lifetimes.ttl:
@@ -112,10 +117,19 @@ class TokenStateGuard:
         try:
             if await self._idle_for(key, issued, now) >= lifetimes.idle:
                 return TokenRejection(Reason.IDLE_EXPIRED, "the token was not used within its type's idle timeout")
-            await self._record_use(key, now, self._forget_at(facts, lifetimes, now))
         except StoreUnavailable:
             return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
         return None
+
+    async def record_use(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
+        """The token was used: a request carrying it reached the appliance.  Raises StoreUnavailable.
+
+        Only types with an idle lifetime keep use records (nothing else reads them).
+        """
+        if lifetimes.idle is None or facts.issued_at is None:
+            return
+        now = self._clock()
+        await self._record_use(key, now, self._forget_at(facts, lifetimes, now))
 
     async def _idle_for(self, key: str, issued: float, now: float) -> float:
         """Seconds since the token's last use anywhere (or its issue, if never used)."""
@@ -141,3 +155,20 @@ class TokenStateGuard:
         if lifetimes.absolute is not None and facts.issued_at is not None:
             ends.append(facts.issued_at + lifetimes.absolute)
         return min(ends) if ends else now + (lifetimes.idle or 0.0)
+
+
+def _claims_too_long(facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:
+    """A signed token whose own ``exp - iat`` is longer than its type could ever live is refused outright.
+
+    The type's lifetimes would still end it, but a token minted to outlive them
+    says its issuer does not follow the policy.
+    """
+    exp, iat = facts.claims.get("exp"), facts.claims.get("iat")
+    limit = lifetimes.absolute if lifetimes.absolute is not None else lifetimes.ttl
+    if limit is None or not isinstance(exp, (int, float)) or not isinstance(iat, (int, float)):
+        return None
+    if exp - iat > limit:
+        return TokenRejection(
+            Reason.LIFETIME_TOO_LONG, f"the token claims to live {exp - iat:.0f}s, longer than its type allows ({limit:.0f}s)"
+        )
+    return None

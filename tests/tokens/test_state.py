@@ -41,7 +41,10 @@ def facts(issued: float | None = ISSUED) -> TokenFacts:
 
 
 async def outcome(guard: TokenStateGuard, lifetimes: Lifetimes = SIMPLIVITY, key: str = "k") -> Reason:
+    """Check a request, and record its use when it passes, as the gateway does once it forwarded it."""
     result = await guard.check(key, facts(), lifetimes)
+    if result is None:
+        await guard.record_use(key, facts(), lifetimes)
     return Reason.ALLOWED if result is None else result.reason
 
 
@@ -223,3 +226,41 @@ async def test_a_revocation_made_elsewhere_is_seen_once_the_cached_answer_is_sta
     assert await guard.check_revoked("k", chained("c1")) is None  # cached "not revoked"
     clock.now += 0.5
     assert await guard.check_revoked("k", chained("c1")) is not None
+
+
+async def test_a_check_alone_is_not_a_use() -> None:
+    """Only a forwarded request is a use: checks of refused requests never extend a token's life."""
+    clock = Clock(ISSUED)
+    store = CountingStore()
+    guard = TokenStateGuard(store, clock=clock)
+    for _ in range(5):
+        clock.now += 300
+        assert await guard.check("k", facts(), SIMPLIVITY) is None or clock.now >= ISSUED + 600
+    assert store.touches == 0
+    assert (await guard.check("k", facts(), SIMPLIVITY)).reason is Reason.IDLE_EXPIRED  # type: ignore[union-attr]
+
+
+def signed_facts(issued: float, expires: float) -> TokenFacts:
+    return TokenFacts(
+        token_type="emergency", token_hash="abc", issued_at=issued, expires_at=expires,
+        claims={"iat": issued, "exp": expires},
+    )
+
+
+@pytest.mark.parametrize(
+    "lifetimes, claimed, reason",
+    [
+        (SIMPLIVITY, 86_400, None),
+        (SIMPLIVITY, 86_401, Reason.LIFETIME_TOO_LONG),  # longer than the absolute lifetime
+        (Lifetimes(ttl=1800), 1800, None),
+        (Lifetimes(ttl=1800), 3600, Reason.LIFETIME_TOO_LONG),  # ttl is the only lifetime
+        (Lifetimes(ttl=1800, absolute=7200), 3600, None),  # the absolute lifetime is the bound
+    ],
+    ids=["absolute_exact", "absolute_exceeded", "ttl_exact", "ttl_exceeded", "ttl_below_absolute"],
+)
+async def test_a_token_claiming_a_longer_life_than_its_type_is_refused(
+    lifetimes: Lifetimes, claimed: int, reason: Reason | None
+) -> None:
+    guard = TokenStateGuard(CountingStore(), clock=Clock(ISSUED + 1))
+    result = await guard.check("k", signed_facts(ISSUED, ISSUED + claimed), lifetimes)
+    assert (result.reason if result else None) is reason

@@ -1,0 +1,109 @@
+"""The client's token: where it may be presented, and how it is re-emitted upstream.
+
+An upstream's ``token_header`` says where its clients put their token:
+
+* ``bearer`` (default): ``Authorization: Bearer <token>`` (RFC 6750 section 2.1);
+* ``authtoken``: Commvault's own ``Authtoken`` header, bare, ``Bearer`` or
+  ``QSDK`` prefixed (what Commvault's Python SDK sends), or ``Authorization: Bearer``;
+* ``opstoken``: VCF Operations' ``Authorization: OpsToken <token>`` (or its older
+  ``vRealizeOpsToken``), or ``Authorization: Bearer``.
+
+Exactly one credential per request: two headers of one name, or two headers
+naming different tokens, are refused (an appliance might read the other one).
+The client's header is never copied through as sent; where the appliance
+issued the token and must see it, :func:`reemitted` writes it again in the
+appliance's own header.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from multidict import CIMultiDictProxy
+
+from proxy.reasons import Reason
+
+# RFC 6750 section 2.1 b64token.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+MAX_TOKEN_LENGTH = 16384
+
+# Per style: the schemes each header accepts, lower-cased -> canonical spelling ("" = bare token).
+_SCHEMES: dict[str, dict[str, dict[str, str]]] = {
+    "bearer": {"authorization": {"bearer": "Bearer"}},
+    "authtoken": {
+        "authorization": {"bearer": "Bearer"},
+        "authtoken": {"": "", "bearer": "Bearer", "qsdk": "QSDK"},
+    },
+    "opstoken": {
+        "authorization": {"bearer": "Bearer", "opstoken": "OpsToken", "vrealizeopstoken": "vRealizeOpsToken"},
+    },
+}
+_HEADER_NAMES = {"authorization": "Authorization", "authtoken": "Authtoken"}
+
+
+@dataclass(frozen=True)
+class ClientToken:
+    """The token a client presented, and the scheme it named (``""`` for a bare ``Authtoken``)."""
+
+    token: str
+    scheme: str
+
+
+@dataclass(frozen=True)
+class TokenProblem:
+    reason: Reason
+    detail: str
+
+
+def expected_form(style: str) -> str:
+    """How to present a token to an upstream of ``style``, for error messages."""
+    return {
+        "bearer": "an Authorization: Bearer header",
+        "authtoken": "an Authtoken header (or Authorization: Bearer)",
+        "opstoken": "an Authorization: OpsToken (or Bearer) header",
+    }[style]
+
+
+def client_token(headers: CIMultiDictProxy[str], style: str = "bearer") -> ClientToken | TokenProblem:
+    """The one token the request carries in the places ``style`` reads, or why there is none."""
+    found: list[ClientToken] = []
+    for header, schemes in _SCHEMES[style].items():
+        values = headers.getall(_HEADER_NAMES[header], [])
+        if len(values) > 1:
+            return TokenProblem(Reason.MALFORMED_AUTHORIZATION, f"exactly one {_HEADER_NAMES[header]} header is allowed")
+        if values:
+            parsed = _parse(values[0], schemes, header)
+            if isinstance(parsed, TokenProblem):
+                return parsed
+            found.append(parsed)
+    if not found:
+        return TokenProblem(Reason.MISSING_TOKEN, f"{expected_form(style)} is required")
+    if len({t.token for t in found}) > 1:
+        return TokenProblem(Reason.MALFORMED_AUTHORIZATION, "the request carries two different credentials")
+    return found[-1] if style == "authtoken" else found[0]  # the native header's scheme is re-emitted
+
+
+def _parse(value: str, schemes: dict[str, str], header: str) -> ClientToken | TokenProblem:
+    first, _, rest = value.strip().partition(" ")
+    canonical = schemes.get(first.lower())
+    if canonical is not None and rest.strip():
+        token = rest.strip()
+    elif canonical is not None and "" not in schemes:
+        return TokenProblem(Reason.MALFORMED_AUTHORIZATION, "the token is empty or malformed")
+    elif "" in schemes and not rest:
+        canonical, token = "", first  # a bare Authtoken
+    else:
+        allowed = " or ".join(s for s in schemes.values() if s) or "a bare token"
+        return TokenProblem(Reason.MALFORMED_AUTHORIZATION, f"the {_HEADER_NAMES[header]} scheme must be {allowed}")
+    if len(token) > MAX_TOKEN_LENGTH or not _B64TOKEN.fullmatch(token):
+        return TokenProblem(Reason.MALFORMED_AUTHORIZATION, "the token is empty or malformed")
+    return ClientToken(token, canonical)
+
+
+def reemitted(presented: ClientToken, style: str) -> tuple[str, str]:
+    """The appliance's own token, written in the one header the appliance reads."""
+    if style == "authtoken":
+        value = f"{presented.scheme} {presented.token}" if presented.scheme else presented.token
+        return "Authtoken", value
+    return "Authorization", f"{presented.scheme or 'Bearer'} {presented.token}"
