@@ -5,7 +5,8 @@ tokens with a name, an expiry or a renewable period, one scope and an IP
 allowlist.
 
 * Scopes: All, Custom (the token's own endpoint list, "each endpoint on a new
-  line"; labgate matches them on whole segments), Hyperscale, 1-Touch
+  line"; the commvault pack reads them as Commvault does, "/plans" opening
+  the APIs starting with /plan), Hyperscale, 1-Touch
   recovery (exactly /Client, /MediaAgent, /ClientGroup, /V4/ServerGroup,
   /FirewallSummary) and Microsoft SCIM.  The upstream's
   ``token_source.service_accounts`` maps each scope it offers to a pack type.
@@ -20,7 +21,9 @@ allowlist.
   default is cut to it.
 * The IP allowlist takes every form the Commvault document lists (10.0.0.1,
   full or compressed IPv6, 1.1.1.0/24, 2001:0db8:85a3::/64, "1.1.1.0 –
-  1.1.1.25" with an en dash, "2001:db8::1 - 2001:db8::ffff").
+  1.1.1.25" with an en dash, "2001:db8::1 - 2001:db8::ffff").  It belongs to
+  the service account (:mod:`proxy.issuer.account_allowlists`): a token's own
+  list may only narrow the account's.
 
 The token carries its endpoint list and allowlist as the ``path_prefixes`` and
 ``client_ips`` claims, so every request is narrowed by them.  Timestamps are

@@ -88,4 +88,5 @@ def test_simplivity_tokens_live_24_hours_and_die_after_ten_idle_minutes() -> Non
         lifetimes = simplivity.token_types[token_type].spec.lifetimes
         assert (lifetimes.idle, lifetimes.absolute) == (600, 86400)
         assert token_terms(lifetimes, issuer_settings(access_token_max_lifetime=365 * 86400.0)).lifetime == 86400
-        assert token_terms(lifetimes, issuer_settings()).lifetime == 86400  # the default maximum: a day
+        assert token_terms(lifetimes, issuer_settings(access_token_max_lifetime=86400.0)).lifetime == 86400  # labgate's default bound
+        assert token_terms(lifetimes, issuer_settings(access_token_max_lifetime=600.0)).lifetime == 600  # never past the issuer's
