@@ -212,6 +212,7 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED = r'"(?:[\t !#-\[\]-~]|\\[\t -~])*"'
 _PAIR = re.compile(rf"\s*({_TOKEN})=({_TOKEN}|{_QUOTED})\s*")
 _NODE_PORT = re.compile(r"\d{1,5}")
+_QUOTED_PAIR = re.compile(r"\\(.)")  # RFC 7230 section 3.2.6: '\x' stands for 'x' ('\\' for one backslash)
 
 
 def forwarded_for_addresses(values: list[str]) -> list[str] | None:
@@ -235,7 +236,7 @@ def forwarded_for_addresses(values: list[str]) -> list[str] | None:
                 if key in seen:
                     return None
                 raw = match.group(2)
-                seen[key] = raw[1:-1].replace("\\", "") if raw.startswith('"') else raw
+                seen[key] = _QUOTED_PAIR.sub(r"\1", raw[1:-1]) if raw.startswith('"') else raw
             if "for" not in seen:
                 return None
             address = _node_address(seen["for"])

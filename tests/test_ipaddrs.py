@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 from multidict import CIMultiDict
 
-from proxy.ipaddrs import AddressSet, ClientIpResolver, InvalidAddress, parse_entry, parse_ip
+from proxy.ipaddrs import AddressSet, ClientIpResolver, InvalidAddress, forwarded_for_addresses, parse_entry, parse_ip
+from tests.conftest import GatewayStarter, RecordingUpstream, mint, raw_request
 
 
 @pytest.mark.parametrize(
@@ -172,3 +173,103 @@ def test_forwarded_header_is_ignored_when_x_forwarded_for_is_configured() -> Non
 def test_a_set_covers_a_range_only_when_every_address_of_it_is_inside(entry: str, covered: bool) -> None:
     allowlist = AddressSet.parse(["10.1.1.0/24", "10.1.2.0", "10.1.3.0 – 10.1.3.255"])
     assert allowlist.covers(parse_entry(entry)) is covered
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        # Quoted forms (RFC 7239 section 6: a port or an IPv6 address needs quoting).
+        (['for="1.1.1.5:80"'], ["1.1.1.5"]),
+        (['for="[2001:db8::1]"'], ["2001:db8::1"]),
+        (['for="[2001:db8::1]:4711";proto=https'], ["2001:db8::1"]),
+        (['for="1.1.1.5"'], ["1.1.1.5"]),
+        # Several elements, several header lines: in order.
+        (["for=1.1.1.5, for=10.0.0.9"], ["1.1.1.5", "10.0.0.9"]),
+        (["for=1.1.1.5;proto=http", "for=10.0.0.9;by=10.0.0.1"], ["1.1.1.5", "10.0.0.9"]),
+        # A comma or semicolon inside a quoted value separates nothing.
+        (['for=1.1.1.5;by="a,b;c", for=6.6.6.6'], ["1.1.1.5", "6.6.6.6"]),
+        (['host="x;for=9.9.9.9";for=1.1.1.5'], ["1.1.1.5"]),
+        # A quoted-pair stands for its character.
+        (['for=1.1.1.5;by="a\\"b"'], ["1.1.1.5"]),
+        (['for="1.1.1.\\5"'], ["1.1.1.5"]),
+        (['for="1.1.1.5\\\\"'], ["1.1.1.5\\"]),  # an escaped backslash stays one (and is no address)
+        # Parameter names are case-insensitive; spaces around elements and pairs are fine.
+        (["  For=1.1.1.5 ; PROTO=https ,  for=6.6.6.6 "], ["1.1.1.5", "6.6.6.6"]),
+        ([], []),
+    ],
+)
+def test_forwarded_for_addresses_are_read_per_rfc_7239(values: list[str], expected: list[str]) -> None:
+    assert forwarded_for_addresses(values) == expected
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["for=1.1.1.5:80"],  # a port must be quoted: not a token
+        ["for=2001:db8::1"],  # unquoted IPv6
+        ["for=[2001:db8::1]"],  # brackets are not token characters either
+        ["for=1.1.1.5;for=6.6.6.6"],  # two for= in one element
+        ["for=1.1.1.5;proto=http;PROTO=https"],  # any parameter twice
+        ["proto=https"],  # an element without for=
+        ["for=1.1.1.5, proto=https"],  # a hop without for=
+        ["for=1.1.1.5", "by=10.0.0.1"],  # ... on another header line
+        ['for="1.1.1.5'],  # unterminated quote
+        ['for=1.1.1.5"'],
+        ['for="1.1.1."5"'],
+        ['for="[2001:db8::1"'],  # unclosed bracket
+        ['for="[2001:db8::1]x"'],
+        ['for="1.1.1.5:http"'],  # a port that is not a number
+        ['for="1.1.1.5:"'],
+        ["for="],
+        ["for = 1.1.1.5"],  # no spaces around '='
+        ["for=1.1.1.5,"],  # an empty element
+        [""],
+        ["for=1.1.1.5;"],
+    ],
+)
+def test_malformed_forwarded_makes_the_whole_chain_unreadable(values: list[str]) -> None:
+    assert forwarded_for_addresses(values) is None
+    sent = CIMultiDict(("Forwarded", v) for v in values)
+    assert ClientIpResolver(TRUSTED, "forwarded").resolve("10.0.0.1", sent) is None  # client unknown, never guessed
+
+
+def test_an_escaped_backslash_is_never_dropped_to_make_an_address() -> None:
+    sent = CIMultiDict([("Forwarded", 'for="1.1.1.5\\\\"')])  # the node is '1.1.1.5\\', no address
+    assert ClientIpResolver(TRUSTED, "forwarded").resolve("10.0.0.1", sent) is None
+
+
+def test_every_forwarded_header_line_counts_in_order() -> None:
+    sent = CIMultiDict([("Forwarded", "for=6.6.6.6"), ("Forwarded", 'for="1.1.1.5:443", for=10.0.0.9')])
+    assert ClientIpResolver(TRUSTED, "forwarded").resolve("10.0.0.1", sent) == ipaddress.ip_address("1.1.1.5")
+
+
+def test_a_forwarded_chain_longer_than_64_hops_is_unknown() -> None:
+    assert forwarded_for_addresses([", ".join(["for=1.1.1.1"] * 64)]) == ["1.1.1.1"] * 64
+    assert forwarded_for_addresses([", ".join(["for=1.1.1.1"] * 65)]) is None
+
+
+@pytest.mark.parametrize(
+    "forwarded, status, reason",
+    [
+        ("for=10.9.1.1", 200, None),  # the office network, well formed: served
+        ("for=10.9.1.1:80", 403, "client_ip_unknown"),  # an unquoted port
+        ("for=10.9.1.1;for=10.9.1.2", 403, "client_ip_unknown"),  # two for= in one element
+        ("for=6.6.6.6, proto=https", 403, "client_ip_unknown"),  # a hop without for=
+    ],
+)
+async def test_a_trusted_proxy_sending_a_malformed_forwarded_header_leaves_the_client_unknown(
+    start_gateway: GatewayStarter, upstream: RecordingUpstream, forwarded: str, status: int, reason: str | None
+) -> None:
+    gateway = await start_gateway(upstream.url, trusted_proxies=["127.0.0.1"], client_ip_header="forwarded")
+    head = (
+        "GET /demo/api/hosts HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {mint({'role': 'office'})}\r\nForwarded: {forwarded}\r\n\r\n"
+    )
+    response = await raw_request(gateway.port, head)
+    assert response.status == status
+    if reason is None:
+        assert [r.raw_path for r in upstream.received] == ["/api/hosts"]
+        assert "forwarded" not in upstream.received[0].headers
+    else:
+        assert response.json()["reason"] == reason
+        assert upstream.received == []

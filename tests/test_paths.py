@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from proxy.paths import TargetError, normalize_query_name, parse_target
+from proxy.policy.compile import compile_pack
+from proxy.policy.decide import RequestFacts, decide
+from proxy.policy.load import load_pack_text
 from proxy.reasons import Reason
+from proxy.tokens.facts import TokenFacts
+from tests.conftest import GatewayStarter, RecordingUpstream, mint, raw_request
 
 
 @pytest.mark.parametrize(
@@ -162,3 +167,114 @@ def test_errors_never_echo_the_target() -> None:
     with pytest.raises(TargetError) as caught:
         parse_target("/api/secret-token-abc%2F")
     assert "secret-token-abc" not in caught.value.detail
+
+
+# -- control characters in query values, whatever their encoding ----------------------------
+
+
+@pytest.mark.parametrize("code", range(0x80, 0xA0))
+def test_c1_control_characters_in_query_values_are_refused(code: int) -> None:
+    """U+0080-U+009F (NEL is U+0085) are controls as much as C0: some log and header parsers break lines at them."""
+    encoded = "".join(f"%{b:02X}" for b in chr(code).encode())
+    with pytest.raises(TargetError) as caught:
+        parse_target(f"/api/hosts?limit={encoded}")
+    assert caught.value.reason is Reason.BAD_QUERY
+
+
+@pytest.mark.parametrize("value", ["%C2%85", "1%C2%85", "%7F", "%1F", "a%C2%9Fb"])
+def test_control_characters_anywhere_in_a_value_are_refused(value: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(f"/api/hosts?offset=1&limit={value}")
+    assert caught.value.reason is Reason.BAD_QUERY
+
+
+@pytest.mark.parametrize("value", ["%C2%A0", "%C2%BF", "caf%C3%A9", "%E2%80%8B", "~"])
+def test_printable_non_ascii_query_values_around_the_c1_range_are_accepted(value: str) -> None:
+    assert parse_target(f"/api/hosts?limit={value}").query_names == ("limit",)
+
+
+# -- escapes beside dots: one reading, never a dot segment -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, segments",
+    [
+        ("/Client/v1.2%2D3", ("Client", "v1.2-3")),
+        ("/api/a.%41", ("api", "a.A")),
+        ("/api/%7Euser.name", ("api", "~user.name")),
+        ("/api/..%2D", ("api", "..-")),
+    ],
+)
+def test_a_raw_dot_beside_an_unreserved_escape_is_accepted_and_decoded(raw: str, segments: tuple[str, ...]) -> None:
+    target = parse_target(raw)
+    assert target.segments == segments
+    assert target.forward_target == raw  # forwarded as sent
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["/api/.%2E/hosts", "/api/%2E./hosts", "/api/%2e%2e/hosts", "/api/%2E", "/api/.%2e", "/api/v1%2E2", "/api/a%2E%2D"],
+)
+def test_an_encoded_dot_is_refused_wherever_it_appears(raw: str) -> None:
+    with pytest.raises(TargetError) as caught:
+        parse_target(raw)
+    assert caught.value.reason is Reason.AMBIGUOUS_PATH
+
+
+# -- what a {param} may bind ---------------------------------------------------------------------
+
+
+HOSTS_PACK = compile_pack(
+    load_pack_text(
+        """
+pack: p
+token_types:
+  reader:
+    routes:
+      - GET /api/hosts/{id}
+      - DELETE /api/hosts/{id}
+    deny:
+      - DELETE /api/hosts/{id}
+""",
+        "p.yaml",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "method, raw, expected",
+    [
+        ("GET", "/api/hosts/ab", Reason.ALLOWED),
+        ("GET", "/api/hosts/a-b.c_d~e:f@g", Reason.ALLOWED),
+        ("GET", "/api/hosts/a&b", Reason.ROUTE_NOT_ALLOWED),  # '&' never binds a {param}
+        ("GET", "/api/hosts/a%26b", Reason.ROUTE_NOT_ALLOWED),  # nor does it escaped
+        ("GET", "/api/hosts/&", Reason.ROUTE_NOT_ALLOWED),
+        ("GET", "/api/hosts/a%20b", Reason.ROUTE_NOT_ALLOWED),
+        ("DELETE", "/api/hosts/a&b", Reason.OPERATION_FORBIDDEN),  # a deny rule's {param} binds anything
+    ],
+)
+def test_what_a_param_binds(method: str, raw: str, expected: Reason) -> None:
+    facts = TokenFacts(token_type="reader", token_hash="0123456789ab")
+    assert decide(RequestFacts(method, parse_target(raw), None), facts, HOSTS_PACK).reason is expected
+
+
+@pytest.mark.parametrize(
+    "target, status, reason",
+    [
+        ("/demo/api/hosts/v1.2%2D3", 200, None),
+        ("/demo/api/hosts/a&b", 403, "route_not_allowed"),
+        ("/demo/api/hosts?limit=%C2%85", 400, "bad_query"),
+        ("/demo/api/hosts/%2e%2e", 400, "ambiguous_path"),
+    ],
+)
+async def test_the_path_contract_end_to_end(
+    start_gateway: GatewayStarter, upstream: RecordingUpstream, target: str, status: int, reason: str | None
+) -> None:
+    gateway = await start_gateway(upstream.url)
+    response = await raw_request(gateway.port, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {mint()}\r\n\r\n")
+    assert response.status == status
+    if reason is None:
+        assert [r.raw_path for r in upstream.received] == [target.removeprefix("/demo")]  # as sent
+    else:
+        assert response.json()["reason"] == reason
+        assert upstream.received == []

@@ -89,7 +89,8 @@ def _parse(value: str, schemes: dict[str, str], header: str) -> ClientToken | To
     canonical = schemes.get(first.lower())
     if canonical is not None and rest.strip():
         token = rest.strip()
-    elif canonical is not None and "" not in schemes:
+    elif canonical is not None:
+        # A scheme with nothing after it ('QSDK', 'Bearer'): never a bare token of that name.
         return TokenProblem(Reason.MALFORMED_AUTHORIZATION, "the token is empty or malformed")
     elif "" in schemes and not rest:
         canonical, token = "", first  # a bare Authtoken

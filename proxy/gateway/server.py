@@ -23,6 +23,7 @@ import json
 import logging
 import signal
 import ssl
+import time
 from typing import Any, Awaitable, Callable, Protocol
 
 from aiohttp import web
@@ -52,13 +53,14 @@ class GuardedRequestHandler(RequestHandler):
     header_timeout: float = 10.0
     max_header_block: int = 65536
     max_connections: int = 1024
+    refusals: "RefusalWarnings"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._head_bytes = 0
         self._last_payload: Any = None
         if len(self._manager.connections) > self.max_connections:
-            logger.warning("refusing a connection: %d connections open (limits.max_connections)", self.max_connections - 1)
+            self.refusals.refused(len(self._manager.connections) - 1)
             self._refuse_raw(Reason.TOO_MANY_CONNECTIONS, "too many connections; try again shortly")
             return
         self._arm_header_deadline()
@@ -77,6 +79,11 @@ class GuardedRequestHandler(RequestHandler):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_block:
                 logger.info("refused a request head larger than %d bytes (headers_too_large)", self.max_header_block)
+                if self._request_in_progress or self._messages:
+                    # Pipelined behind a request still being answered: bytes written now would be read
+                    # as that request's answer.  Read no more; close once the requests in hand are answered.
+                    self.close()
+                    return
                 self._refuse_raw(Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
 
     def _refuse_raw(self, reason: Reason, detail: str) -> None:
@@ -146,18 +153,42 @@ class GuardedRequestHandler(RequestHandler):
         return response
 
 
+class RefusalWarnings:
+    """Connections refused past ``limits.max_connections``, warned about at most once per interval.
+
+    A flood of connections must not become a flood of log lines.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+        self._since = 0
+
+    def refused(self, open_connections: int) -> None:
+        self._since += 1
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        logger.warning(
+            "refused %d connection(s) past limits.max_connections (%d open)", self._since, open_connections
+        )
+        self._last, self._since = now, 0
+
+
 class GuardedServer(web.Server):
     def __init__(self, *args: Any, header_timeout: float, max_header_block: int, max_connections: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._max_header_block = max_header_block
         self._max_connections = max_connections
+        self._refusals = RefusalWarnings()
 
     def __call__(self) -> RequestHandler:
         handler = GuardedRequestHandler(self, loop=self._loop, **self._kwargs)
         handler.header_timeout = self._header_timeout
         handler.max_header_block = self._max_header_block
         handler.max_connections = self._max_connections
+        handler.refusals = self._refusals
         return handler
 
 
