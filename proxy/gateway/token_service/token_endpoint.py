@@ -42,8 +42,8 @@ from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME, RefreshRecord
 from proxy.issuer.secrets_hash import verify_secret_async
-from proxy.issuer.small_body import read_small_body
-from proxy.issuer.token_request import ClientAuthenticationFailed, ClientCredentials, TokenForm, read_token_endpoint_request
+from proxy.gateway.token_service.small_body import read_small_body
+from proxy.gateway.token_service.token_request import ClientAuthenticationFailed, ClientCredentials, TokenForm, read_token_endpoint_request
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
