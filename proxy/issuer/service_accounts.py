@@ -1,8 +1,8 @@
 """Service-account access tokens (Commvault-style): scopes, what a create request may say, and the record.
 
-Seed 004 and the vendor API notes (section 5): a service account gets access
-tokens with a name, an expiry or a renewable period, one scope and an IP
-allowlist.
+Commvault's documentation ('Creating an access token for a service
+account'): a service account gets access tokens with a name, an expiry or a
+renewable period, one scope and an IP allowlist.
 
 * Scopes: All, Custom (the token's own endpoint list, "each endpoint on a new
   line"; the commvault pack reads them as Commvault does, "/plans" opening

@@ -1,6 +1,7 @@
 """A mock Commvault REST API (Command Center / web console), faithful to what clients see.
 
-What it mirrors (seed 004, ``shared/reference/vendor-apis.md`` section 5):
+What it mirrors (Commvault's documentation, 'Creating an access token for a service
+account' and its REST API reference; cvpysdk's source for what the SDK reads):
 
 * ``POST <base>/Login`` ``{"username", "password": <base64>}`` →
   ``{"token": "QSDK …", "userName", …}``, sent back as ``Authtoken: QSDK …``;

@@ -1,6 +1,7 @@
 """Commvault service-account access tokens: scopes, lifetimes and the renewal chain, for the mock Commvault.
 
-The rules (seed 004, ``shared/reference/vendor-apis.md`` section 5):
+The rules (Commvault's documentation, 'Creating an access token for a service
+account', and its access-token REST API):
 
 * ``tokenType`` 0 or 2 is scope All, 1 Microsoft SCIM, 3 Custom (the token's
   own ``apiEndpoints``), 4 1-Touch recovery, 5 Hyperscale (cvpysdk's

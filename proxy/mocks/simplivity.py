@@ -1,6 +1,7 @@
 """A mock HPE SimpliVity (OmniStack) REST API, faithful to what clients see.
 
-What it mirrors (``shared/reference/vendor-apis.md`` section 1):
+What it mirrors (HPE's "Requesting authentication by emergency grant" and the
+SimpliVity REST API as its clients use it):
 
 * ``POST /api/oauth/token``: form ``grant_type=password|emergency``,
   ``username``, ``password``, HTTP Basic client ``simplivity`` with an empty
