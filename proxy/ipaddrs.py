@@ -169,6 +169,12 @@ class AddressSet:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def covers(self, other: AddressRange) -> bool:
+        """Whether every address of ``other`` is in the set (merged intervals: it lies inside one)."""
+        version, first, last = other.version, int(other.first), int(other.last)
+        index = bisect.bisect_right(self._starts[version], first) - 1
+        return index >= 0 and last <= self._ends[version][index]
+
     def __repr__(self) -> str:
         return f"AddressSet({list(self.entries)!r})"
 

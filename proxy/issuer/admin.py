@@ -225,13 +225,20 @@ def _match(route: _Route, segments: tuple[str, ...]) -> dict[str, str] | None:
 
 def _resources() -> tuple[Callable[[AdminRouter], None], ...]:
     """Every resource module's ``register``: one line each."""
-    from proxy.issuer import admin_clients, admin_emergency_clients, admin_service_accounts, admin_subjects
+    from proxy.issuer import (
+        admin_account_allowlists,
+        admin_clients,
+        admin_emergency_clients,
+        admin_service_accounts,
+        admin_subjects,
+    )
 
     return (
         admin_subjects.register,
         admin_clients.register,
         admin_emergency_clients.register,
         admin_service_accounts.register,
+        admin_account_allowlists.register,
     )
 
 

@@ -168,10 +168,14 @@ def parse_new_client(body: Any, max_minutes: int) -> NewEmergencyClient:
     assert name is not None
     description = _text(body, "clientDescription", MAX_DESCRIPTION, required=False)
     ttl = body.get("accessTokenTtl")
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= max_minutes:
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+        raise RequestProblem(f"accessTokenTtl is required: the token's lifetime in whole minutes, from 1 to {max_minutes}")
+    if ttl > max_minutes:
+        # VCF's own example asks for 259200 minutes (180 days); the config decides whether labgate signs that long.
         raise RequestProblem(
-            f"accessTokenTtl is required: the token's lifetime in whole minutes, from 1 to {max_minutes} "
-            f"(labgate signs no longer token: issuer.access_token_max_lifetime and the token type's lifetimes bound it)"
+            f"accessTokenTtl {ttl} minutes ({ttl / 1440:g} days) is longer than labgate signs tokens here: at most "
+            f"{max_minutes} minutes ({max_minutes / 1440:g} days), set by issuer.access_token_max_lifetime and the "
+            f"token type's lifetimes"
         )
     return NewEmergencyClient(client_id, name, description, ttl, parse_roles(body.get("roles")))
 

@@ -1,11 +1,12 @@
 """Service-account access tokens (Commvault-style): scopes, what a create request may say, and the record.
 
-Seed 004 and the vendor API notes (section 5): a service account gets access
-tokens with a name, an expiry or a renewable period, one scope and an IP
-allowlist.
+Commvault's documentation ('Creating an access token for a service
+account'): a service account gets access tokens with a name, an expiry or a
+renewable period, one scope and an IP allowlist.
 
 * Scopes: All, Custom (the token's own endpoint list, "each endpoint on a new
-  line"; labgate matches them on whole segments), Hyperscale, 1-Touch
+  line"; the commvault pack reads them as Commvault does, "/plans" opening
+  the APIs starting with /plan), Hyperscale, 1-Touch
   recovery (exactly /Client, /MediaAgent, /ClientGroup, /V4/ServerGroup,
   /FirewallSummary) and Microsoft SCIM.  The upstream's
   ``token_source.service_accounts`` maps each scope it offers to a pack type.
@@ -20,7 +21,9 @@ allowlist.
   default is cut to it.
 * The IP allowlist takes every form the Commvault document lists (10.0.0.1,
   full or compressed IPv6, 1.1.1.0/24, 2001:0db8:85a3::/64, "1.1.1.0 –
-  1.1.1.25" with an en dash, "2001:db8::1 - 2001:db8::ffff").
+  1.1.1.25" with an en dash, "2001:db8::1 - 2001:db8::ffff").  It belongs to
+  the service account (:mod:`proxy.issuer.account_allowlists`): a token's own
+  list may only narrow the account's.
 
 The token carries its endpoint list and allowlist as the ``path_prefixes`` and
 ``client_ips`` claims, so every request is narrowed by them.  Timestamps are
@@ -138,16 +141,16 @@ def parse_new_token(body: Any, offered: tuple[str, ...]) -> NewServiceToken:
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or not name.isprintable():
         raise RequestProblem(f"tokenName is required: a printable name of at most {MAX_NAME} characters")
     scope = _scope(body.get("scope", ALL), offered)
-    endpoints = _lines(body, "apiEndpoints")
+    endpoints = lines_of(body, "apiEndpoints")
     if scope == CUSTOM and not endpoints:
         raise RequestProblem("the Custom scope needs apiEndpoints: the endpoints the token may call, one per line")
     if scope != CUSTOM and endpoints is not None:
         raise RequestProblem(f"apiEndpoints belong to the Custom scope; a {scope} token's endpoints are fixed by its scope")
     if endpoints:
         _check_endpoints(endpoints)
-    allowlist = _lines(body, "ipAllowlist")
+    allowlist = lines_of(body, "ipAllowlist")
     if allowlist:
-        _check_allowlist(allowlist)
+        check_allowlist(allowlist)
     return NewServiceToken(
         name, scope, endpoints or None, allowlist or None,
         _timestamp(body, "tokenExpiryTimestamp"), _timestamp(body, "renewableUntilTimestamp"),
@@ -164,7 +167,7 @@ def _scope(value: Any, offered: tuple[str, ...]) -> str:
     return found
 
 
-def _lines(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
+def lines_of(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
     """A list of strings, or one string with an entry per line (as Commvault's form takes them)."""
     value = body.get(key)
     if value is None:
@@ -192,7 +195,7 @@ def _check_endpoints(endpoints: tuple[str, ...]) -> None:
             ) from None
 
 
-def _check_allowlist(entries: tuple[str, ...]) -> None:
+def check_allowlist(entries: tuple[str, ...]) -> None:
     for number, entry in enumerate(entries, 1):
         try:
             parse_entry(entry)

@@ -164,6 +164,18 @@ class CompiledTokenType:
     prefixes: PrefixTrie
     deny: RouteTrie
     case_insensitive: bool
+    deny_except: RouteTrie | None = None
+
+    def excepted(self, method: str, segments: tuple[str, ...]) -> bool:
+        """Whether ``deny_except`` names exactly this operation (a trailing slash aside).
+
+        Its ``{params}`` bind one segment of :data:`PARAM_VALUE`, as in routes.
+        """
+        if self.deny_except is None:
+            return False
+        if segments and segments[-1] == "":
+            segments = segments[:-1]
+        return self.deny_except.match(method, segments).rule is not None
 
     def rule_id(self, part: str) -> str:
         return f"{self.pack}/{self.spec.name}/{part}"
@@ -183,7 +195,11 @@ class CompiledPack:
 
 def compile_token_type(pack: Pack, spec: TokenType) -> CompiledTokenType:
     ci = pack.case_insensitive_paths
-    compiled = CompiledTokenType(spec, pack.name, RouteTrie(ci), PrefixTrie(ci), RouteTrie(ci, for_deny=True), ci)
+    exceptions = RouteTrie(ci) if spec.deny_except else None
+    for route in spec.deny_except:
+        assert exceptions is not None
+        exceptions.add(route, f"deny_except/{route.text}")
+    compiled = CompiledTokenType(spec, pack.name, RouteTrie(ci), PrefixTrie(ci), RouteTrie(ci, for_deny=True), ci, exceptions)
     for route in spec.routes:
         compiled.routes.add(route, compiled.rule_id(f"routes/{route.text}"))
     for prefix in spec.path_prefixes:

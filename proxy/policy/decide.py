@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 
 from proxy.ipaddrs import IPAddress
 from proxy.paths import RequestTarget
-from proxy.policy.compile import CompiledPack, CompiledTokenType, prefix_matches
+from proxy.policy.compile import CompiledPack, CompiledTokenType
+from proxy.policy.endpoints import entry_opens
 from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection
 
@@ -117,7 +118,7 @@ def _check_client_ip(request: RequestFacts, token: TokenFacts, tt: CompiledToken
 
 def _check_deny(request: RequestFacts, tt: CompiledTokenType) -> Decision | None:
     denied = tt.deny.match(request.method, request.target.segments)
-    if denied.rule is None:
+    if denied.rule is None or tt.excepted(request.method, request.target.segments):
         return None
     return deny(
         Reason.OPERATION_FORBIDDEN,
@@ -150,8 +151,8 @@ def _check_token_prefixes(request: RequestFacts, token: TokenFacts, tt: Compiled
         if tt.spec.requires_token_prefixes:
             return _deny(tt, Reason.TOKEN_SCOPE_MISSING, "token_path_prefixes", "this token type needs the token's own endpoint list")
         return None
-    segments = request.target.segments
-    if any(prefix_matches(p, segments, tt.case_insensitive) for p in token.path_prefixes):
+    segments, mode = request.target.segments, tt.spec.token_prefix_match
+    if any(entry_opens(mode, p, segments, tt.case_insensitive) for p in token.path_prefixes):
         return None
     return _deny(tt, Reason.PREFIX_NOT_ALLOWED, "token_path_prefixes", "the path is outside the token's allowed endpoints")
 

@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.header_names import header_key, header_kind
+from proxy.policy.endpoints import MATCH_MODES, WHOLE_SEGMENTS
 from proxy.policy.model import BODILESS_METHODS, HeaderRules, Lifetimes, Pack, QueryRule, RouteTemplate, TokenType, parse_path_template
 from proxy.yamlsource import FieldReader, LocatedDict, Problems, line_of, load_yaml_file, load_yaml_text
 
@@ -27,9 +28,11 @@ TOKEN_TYPE_KEYS = (
     "routes",
     "path_prefixes",
     "deny",
+    "deny_except",
     "query",
     "client_ips",
     "requires_token_prefixes",
+    "token_prefix_match",
     "lifetimes",
     "shadow",
 )
@@ -125,6 +128,7 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
     reader.expect_keys(body, TOKEN_TYPE_KEYS, f"token type {name!r}")
     routes = _read_routes(reader, body, "routes", allow_any_method=False)
     deny = _read_routes(reader, body, "deny", allow_any_method=True)
+    deny_except = _read_exceptions(reader, body)
     prefixes = _read_prefixes(reader, body)
     requires_token_prefixes = reader.boolean(body, "requires_token_prefixes", default=False)
     if not routes and not prefixes and not (body.get("routes") or body.get("path_prefixes")):
@@ -135,9 +139,11 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
         routes=routes,
         path_prefixes=prefixes,
         deny=deny,
+        deny_except=deny_except,
         query=_read_query(reader, body),
         client_ips=read_address_set(reader, body, "client_ips"),
         requires_token_prefixes=requires_token_prefixes,
+        token_prefix_match=reader.choice(body, "token_prefix_match", MATCH_MODES, default=WHOLE_SEGMENTS),
         lifetimes=_read_lifetimes(reader, body),
         shadow=reader.boolean(body, "shadow", default=False),
     )
@@ -160,6 +166,14 @@ def _read_routes(reader: FieldReader, body: LocatedDict, key: str, *, allow_any_
         seen.add(identity)
         routes.append(route)
     return tuple(routes)
+
+
+def _read_exceptions(reader: FieldReader, body: LocatedDict) -> tuple[RouteTemplate, ...]:
+    """``deny_except``: exact operations (one method, no '/**'), so an exception never opens more than it names."""
+    routes = _read_routes(reader, body, "deny_except", allow_any_method=False)
+    if routes and not body.get("deny"):
+        reader.error(body, "deny_except", "deny_except makes exceptions to 'deny' rules: this type has none")
+    return routes
 
 
 def _read_prefixes(reader: FieldReader, body: LocatedDict) -> tuple[str, ...]:

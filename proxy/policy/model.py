@@ -151,9 +151,17 @@ class TokenType:
     routes: tuple[RouteTemplate, ...] = ()
     path_prefixes: tuple[str, ...] = ()
     deny: tuple[RouteTemplate, ...] = ()
+    # Exact operations (one method, {params} bind one plain segment) the deny
+    # rules do not cover (Commvault: renewing is POST /V4/AccessToken/Renew,
+    # under a denied /V4/AccessToken/**; VCF: reading an emergency client).
+    # Not an allow: an allowing rule must still admit the request.
+    deny_except: tuple[RouteTemplate, ...] = ()
     query: QueryRule | None = None
     client_ips: AddressSet | None = None
     requires_token_prefixes: bool = False
+    # How a token's own endpoint entries open paths (proxy.policy.endpoints):
+    # "whole-segments", or Commvault's "starting-with" ("/plans" opens /PlanSummary).
+    token_prefix_match: str = "whole-segments"
     lifetimes: Lifetimes = field(default_factory=Lifetimes)
     # Rolling out a stricter policy: client IP, operation and query denials are
     # logged and counted but the request is forwarded.  Token checks still deny.

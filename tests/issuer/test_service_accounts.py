@@ -270,3 +270,18 @@ def test_the_default_renew_until_is_the_whole_second_the_token_shows(config: Con
     issuer = issuer_settings(access_token_max_lifetime=30 * DAY)
     planned = plan_token(new_token(), SCOPE_TYPES["All"], config.packs["commvault"], issuer, NOW + 0.75)
     assert planned.renewable_until == math.floor(NOW + 0.75 + 90 * DAY)
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+
+
+@pytest.mark.parametrize("example", ["issuer.yaml", "lab.yaml"])
+def test_the_shipped_configs_give_1_touch_7_days_and_scim_30_days(example: str) -> None:
+    """Commvault: SCIM tokens live 30 days (at most 365) and 1-Touch tokens 7 days (at most 14), not renewable.
+    The shipped configs sign that long; a config whose issuer bound is shorter cuts the default to it."""
+    shipped = load_config(EXAMPLES / example)
+    assert shipped.issuer is not None
+    commvault = shipped.packs["commvault"]
+    for scope, days in (("1-Touch recovery", 7), ("Microsoft SCIM", 30)):
+        planned = plan_token(new_token(scope), SCOPE_TYPES[scope], commvault, shipped.issuer, NOW)
+        assert planned.access_lifetime == days * DAY and planned.renewable_until is None

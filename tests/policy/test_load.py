@@ -96,3 +96,27 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_shadow_mode_is_off_unless_a_type_asks_for_it() -> None:
     pack = load_pack_text("pack: p\ntoken_types:\n  strict: {routes: [GET /a]}\n  rollout: {routes: [GET /a], shadow: true}\n")
     assert (pack.token_types["strict"].shadow, pack.token_types["rollout"].shadow) == (False, True)
+
+
+def test_deny_except_names_exact_operations_under_deny_rules() -> None:
+    pack = load_pack_text(
+        'pack: p\ntoken_types:\n  t:\n    path_prefixes: [/]\n    deny: ["* /V4/AccessToken/**"]\n'
+        "    deny_except: [POST /V4/AccessToken/Renew]\n    token_prefix_match: starting-with\n"
+    )
+    assert [r.text for r in pack.token_types["t"].deny_except] == ["POST /V4/AccessToken/Renew"]
+    assert pack.token_types["t"].token_prefix_match == "starting-with"
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('    deny: ["* /a/**"]\n    deny_except: ["GET /a/**"]\n', "'/**' (everything below) is for deny rules only"),
+        ('    deny_except: ["POST /a/b"]\n', "deny_except makes exceptions to 'deny' rules: this type has none"),
+        ('    deny: ["* /a/**"]\n    deny_except: ["* /a/b"]\n', "method must be one of"),
+        ("    token_prefix_match: prefix\n", "'token_prefix_match' must be one of whole-segments, starting-with"),
+    ],
+    ids=["subtree", "no-deny", "any-method", "unknown-reading"],
+)
+def test_bad_exceptions_and_readings_are_refused(body: str, expected: str) -> None:
+    found = problems("pack: p\ntoken_types:\n  t:\n    path_prefixes: [/]\n" + body)
+    assert any(expected in p for p in found), found
