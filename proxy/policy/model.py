@@ -152,6 +152,9 @@ class TokenType:
     path_prefixes: tuple[str, ...] = ()
     deny: tuple[RouteTemplate, ...] = ()
     query: QueryRule | None = None
+    # A route's own query rule (a ``routes`` entry written as a mapping with ``query``):
+    # on that route it replaces ``query``, so one route's parameter is not allowed on all.
+    route_queries: tuple[tuple[RouteTemplate, QueryRule], ...] = ()
     client_ips: AddressSet | None = None
     requires_token_prefixes: bool = False
     lifetimes: Lifetimes = field(default_factory=Lifetimes)
