@@ -35,6 +35,7 @@ STORE_OPERATIONS = (
     "put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at", "revocations",
     "signing_keys", "add_first_signing_key", "rotate_signing_key",
     "put_record", "get_record", "list_records", "delete_record", "take_record", "ping",
+    "rate_limit",
 )
 
 

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord, signing_key_order
+from proxy.store.gcra import RateCheck, RateVerdict, apply
 
 # Last use only ever moves forward, even when two replicas write at once.
 _TOUCH = """
@@ -79,6 +80,31 @@ end
 return value
 """
 
+# GCRA (proxy/store/gcra.py, the same arithmetic) over every key at once: KEYS are the
+# limits' keys, ARGV[1] is now, then interval and capacity per key.  Writes every new
+# TAT only when every key allows; answers the verdict and the TATs it read, from which
+# the caller works out each limit's remaining budget exactly as the other backends do.
+_RATE_LIMIT = """
+local now = tonumber(ARGV[1])
+local allowed = 1
+local read, new = {}, {}
+for i = 1, #KEYS do
+  local raw = redis.call('GET', KEYS[i])
+  local interval, capacity = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local current = now
+  if raw and tonumber(raw) > now then current = tonumber(raw) end
+  new[i] = current + interval
+  if now + 1e-9 < new[i] - interval * capacity then allowed = 0 end
+  read[i] = raw or ''
+end
+if allowed == 1 then
+  for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], string.format('%.17g', new[i]), 'PXAT', math.ceil(new[i] * 1000) + 1000)
+  end
+end
+return {allowed, unpack(read)}
+"""
+
 
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "labgate:", timeout: float = 2.0) -> None:
@@ -90,6 +116,7 @@ class RedisStore:
         self._rotate_signing_key = self._client.register_script(_ROTATE_SIGNING_KEY)
         self._put_record = self._client.register_script(_PUT_RECORD)
         self._take_record = self._client.register_script(_TAKE_RECORD)
+        self._rate_limit = self._client.register_script(_RATE_LIMIT)
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
 
     def _key(self, *parts: str) -> str:
@@ -237,6 +264,18 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
         return _live_record(raw, now)
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        arguments: list[str] = [repr(now)]
+        for check in checks:
+            arguments += [repr(check.interval), str(check.capacity)]
+        try:
+            answer = await self._rate_limit(keys=[self._key("rate", c.key) for c in checks], args=arguments)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis store: {type(exc).__name__}") from exc
+        read = [float(raw) if raw not in (b"", "") else None for raw in answer[1:]]
+        verdict, _ = apply(read, checks, now)
+        return verdict if verdict.allowed == (int(answer[0]) == 1) else RateVerdict(int(answer[0]) == 1, verdict.states)
 
     async def ping(self) -> None:
         try:
