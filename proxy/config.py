@@ -22,6 +22,7 @@ from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issue
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set, read_header_rules
 from proxy.policy.model import HeaderRules, parse_path_template
+from proxy.policy.rates import DEFAULT_QUEUE_TIMEOUT, RateLimit, read_in_flight, read_rate_limit
 from proxy.store.open import STORE_KINDS, StoreSettings
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
@@ -122,6 +123,12 @@ class Upstream:
     # (Commvault's ``Authtoken`` header) or ``opstoken`` (VCF Operations' ``Authorization: OpsToken``).
     token_header: str = "bearer"
     headers: HeaderRules | None = None  # client headers the appliance may see, on top of the pack's
+    # Protecting the appliance (README "Protecting the appliances"): one budget for every client
+    # together, and at most ``max_in_flight`` requests at the appliance at once, the rest waiting
+    # up to ``queue_timeout`` seconds for a place.
+    rate_limit: RateLimit | None = None
+    max_in_flight: int | None = None
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -362,7 +369,7 @@ def _check_endpoint_path(reader: FieldReader, section: LocatedDict, key: str, va
 
 UPSTREAM_KEYS = (
     "name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source", "credential",
-    "token_header", "headers",
+    "token_header", "headers", "rate_limit", "max_in_flight", "queue_timeout",
 )
 TRANSPORTS = ("http1", "aiohttp")
 TOKEN_HEADERS = ("bearer", "authtoken", "opstoken")
@@ -426,7 +433,7 @@ def _read_upstream(
         return None
     return Upstream(
         name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential,
-        token_header, headers,
+        token_header, headers, read_rate_limit(reader, body, upstream=True), *read_in_flight(reader, body),
     )
 
 

@@ -106,6 +106,7 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._add_token_and_operation_families()
+        self._add_protection_families()
 
         # Label children resolved once per label combination: ``labels()`` costs
         # microseconds on every request otherwise.
@@ -171,6 +172,46 @@ class GatewayMetrics:
             ("upstream", "token_type", "reason"),
             registry=self.registry,
         )
+
+    def _add_protection_families(self) -> None:
+        """What protects the appliances: rate limits and in-flight caps (README "Protecting the appliances")."""
+        self.rate_limited_requests = Counter(
+            "labgate_rate_limited",
+            "Requests refused with 429 rate_limited (never forwarded), by upstream and token type.",
+            ("upstream", "token_type"),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "labgate_upstream_in_flight",
+            "Requests being forwarded to the appliance now, by upstream.",
+            ("upstream",),
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "labgate_upstream_queued",
+            "Requests waiting for a place under the upstream's max_in_flight, by upstream.",
+            ("upstream",),
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "labgate_upstream_queue_wait_seconds",
+            "Time requests waited for a place under max_in_flight (those given up on included), by upstream.",
+            ("upstream",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.busy_refusals = Counter(
+            "labgate_upstream_busy",
+            "Requests refused with 503 upstream_busy after waiting out the queue time, by upstream and token type.",
+            ("upstream", "token_type"),
+            registry=self.registry,
+        )
+
+    def rate_limited(self, upstream: str, token_type: str) -> None:
+        """A request was refused by a rate limit (``labgate_rate_limited_total``)."""
+        self._child(self.rate_limited_requests, upstream, token_type).inc()
 
     def _child(self, family: Any, *labels: str) -> Any:
         """``family.labels(*labels)``, resolved once per combination."""

@@ -41,6 +41,8 @@ from proxy.gateway.request_shape import (
 )
 from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.http1 import Http1Transport
+from proxy.gateway.inflight import InFlightGates, UpstreamBusy
+from proxy.gateway.ratelimit import RateLimiter, applied_limits
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
 from proxy.gateway.transport import (
     AiohttpTransport, ClientBodyError, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport,
@@ -106,6 +108,7 @@ class Exchange:
     forward_auth: bool = False
     client_token: ClientToken | None = None  # the token as presented, when it was well-formed
     use: "TokenUse | None" = None  # recorded once the request reached the appliance
+    rate_headers: dict[str, str] | None = None  # RateLimit and RateLimit-Policy for the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,9 @@ class Gateway:
         self.token_endpoint = TokenEndpoint(config, self.store, self.key_ring, self.token_state) if self.key_ring else None
         self._readiness = readiness
         self.proto = "https" if config.listen.tls else "http"
+        # Protecting the appliances (README "Protecting the appliances").
+        self.rate_limiter = RateLimiter(self.store, self.metrics)
+        self.in_flight = InFlightGates(self.metrics)
 
     async def start(self) -> None:
         for upstream in self.config.upstreams:
@@ -293,6 +299,9 @@ class Gateway:
             return error_response(decision.reason, decision.detail, exchange.request_id)
         if decision.shadow:
             self.metrics.shadow_denial(exchange.runtime.upstream.name, decision.token_type or "none", decision.reason.code)
+        limited = await self._spend_rate_limits(exchange, exchange.runtime, decision)
+        if limited is not None:
+            return limited
         return await self._forward(exchange, exchange.runtime, exchange.target, decision)
 
     def _route(self, exchange: Exchange, method: str, raw_target: str, host: str | None) -> Decision | None:
@@ -413,7 +422,7 @@ class Gateway:
         except CredentialUnavailable as exc:
             return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE, exc.detail, decision)
         outbound = self._outbound(exchange, runtime, target, body, credential, length)
-        return await self._exchange_with(exchange, runtime, outbound, decision)
+        return await self._exchange_capped(exchange, runtime, outbound, decision)
 
     async def _forward_public(self, exchange: Exchange, rule: str) -> web.StreamResponse:
         """A route the pack declares public: forwarded with no credential at all, the client's or labgate's."""
@@ -423,8 +432,55 @@ class Gateway:
         decision = Decision(True, Reason.ALLOWED, rule)
         if target.raw_query:
             return self._refuse(exchange, Reason.QUERY_PARAM_NOT_ALLOWED, "a public route takes no query parameters")
+        limited = await self._spend_rate_limits(exchange, runtime, decision)  # the upstream's limit only
+        if limited is not None:
+            return limited
         outbound = self._outbound(exchange, runtime, target, None, None)
-        return await self._exchange_with(exchange, runtime, outbound, decision)
+        return await self._exchange_capped(exchange, runtime, outbound, decision)
+
+    async def _spend_rate_limits(self, exchange: Exchange, runtime: UpstreamRuntime, decision: Decision) -> web.Response | None:
+        """An allowed request spends its type's and its upstream's budgets; the 429 answer when one is spent.
+
+        Free when neither the type nor the upstream has a ``rate_limit``: no store call, no headers.
+        """
+        compiled = runtime.pack.token_types.get(decision.token_type) if decision.token_type else None
+        type_limit = compiled.spec.rate_limit if compiled is not None else None
+        if type_limit is None and runtime.upstream.rate_limit is None:
+            return None
+        facts = exchange.token if isinstance(exchange.token, TokenFacts) else None
+        key = exchange.use.key if exchange.use is not None else None
+        limits = applied_limits(runtime.upstream, decision.token_type, type_limit, facts, key)
+        outcome = await self.rate_limiter.check(runtime.upstream.name, decision.token_type, limits)
+        if outcome.refusal is None:
+            exchange.rate_headers = outcome.headers or None
+            return None
+        response = self._refuse(exchange, outcome.refusal, outcome.detail, allowed=decision)
+        response.headers.update(outcome.headers)
+        return response
+
+    async def _exchange_capped(
+        self, exchange: Exchange, runtime: UpstreamRuntime, outbound: OutboundRequest, decision: Decision
+    ) -> web.StreamResponse:
+        """:meth:`_exchange_with` under the upstream's and the type's ``max_in_flight``; 503 upstream_busy past the queue time."""
+        upstream = runtime.upstream
+        compiled = runtime.pack.token_types.get(decision.token_type) if decision.token_type else None
+        caps = tuple(
+            cap for cap in (
+                self.in_flight.cap(upstream.name, decision.token_type, compiled.spec.max_in_flight if compiled else None),
+                self.in_flight.cap(upstream.name, None, upstream.max_in_flight),
+            ) if cap is not None
+        )
+        if not caps:
+            return await self._exchange_with(exchange, runtime, outbound, decision)
+        try:
+            async with self.in_flight.hold(upstream.name, caps, upstream.queue_timeout):
+                return await self._exchange_with(exchange, runtime, outbound, decision)
+        except UpstreamBusy as busy:
+            self.metrics.busy_refusals.labels(upstream.name, decision.token_type or "none").inc()
+            detail = f"{busy.cap} has max_in_flight requests at the appliance; waited {busy.waited:.1f} s"
+            response = self._refuse(exchange, Reason.UPSTREAM_BUSY, detail, allowed=decision)
+            response.headers["Retry-After"] = str(busy.retry_after)
+            return response
 
     async def _exchange_with(
         self, exchange: Exchange, runtime: UpstreamRuntime, outbound: OutboundRequest, decision: Decision
@@ -448,7 +504,7 @@ class Gateway:
                 runtime.credential.rejected(sent)
                 detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; {runtime.credential.after_rejection}"
                 return self._upstream_refused(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
-            response, failure = await self._answer(request, answer, exchange.request_id, runtime.upstream.name)
+            response, failure = await self._answer(request, answer, exchange.request_id, runtime.upstream.name, exchange.rate_headers)
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(runtime.upstream.name, exc.reason.code).inc()
             return self._refuse(exchange, exc.reason, exc.detail, allowed=decision)
@@ -517,10 +573,16 @@ class Gateway:
         )
 
     async def _answer(
-        self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str
+        self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str,
+        rate_headers: dict[str, str] | None = None,
     ) -> tuple[web.StreamResponse, Reason | None]:
-        """Send the appliance's answer on to the client; the reason when streaming it was cut."""
+        """Send the appliance's answer on to the client; the reason when streaming it was cut.
+
+        ``rate_headers`` (labgate's own limits) replace any the appliance sent under the same names.
+        """
         headers = response_headers(answer.headers, request_id)
+        if rate_headers:
+            headers.update(rate_headers)
         if _small_answer(request.method, answer.status, headers):
             # Read whole, then headers and body leave in one send: most API
             # answers are a few KiB (a prepared StreamResponse takes two).

@@ -13,6 +13,7 @@ from typing import Any, Literal, cast
 
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
 from proxy.policy.compile import CompiledPack, compile_pack
+from proxy.policy.rates import read_max_in_flight, read_rate_limit
 from proxy.header_names import header_key, header_kind
 from proxy.policy.model import BODILESS_METHODS, HeaderRules, Lifetimes, Pack, QueryRule, RouteTemplate, TokenType, parse_path_template
 from proxy.yamlsource import FieldReader, LocatedDict, LocatedList, Problems, _kind as type_name, line_of, load_yaml_file, load_yaml_text
@@ -32,6 +33,8 @@ TOKEN_TYPE_KEYS = (
     "requires_token_prefixes",
     "lifetimes",
     "shadow",
+    "rate_limit",
+    "max_in_flight",
 )
 LIFETIME_KEYS = ("ttl", "idle", "absolute", "refresh_until")
 
@@ -141,6 +144,8 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
         requires_token_prefixes=requires_token_prefixes,
         lifetimes=_read_lifetimes(reader, body),
         shadow=reader.boolean(body, "shadow", default=False),
+        rate_limit=read_rate_limit(reader, body, upstream=False),
+        max_in_flight=read_max_in_flight(reader, body),
     )
 
 
