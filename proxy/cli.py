@@ -20,6 +20,7 @@ from typing import Sequence
 
 import jwt
 
+from proxy.gateway.ratelimit import explain_limits
 from proxy.config import Config, Upstream, load_config
 from proxy.ipaddrs import InvalidAddress, parse_ip
 from proxy.issuer.commands import add_keys_commands
@@ -135,7 +136,11 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         token = asyncio.run(_verify(config, upstream, args.token))
     decision = _explain_decision(args.method, args.target, client_ip, token, pack, config)
-    print(json.dumps(decision.as_explanation()))
+    explanation = decision.as_explanation()
+    if decision.allowed:
+        compiled = pack.token_types.get(decision.token_type or "")
+        explanation.update(explain_limits(upstream, compiled.spec.rate_limit if compiled else None, decision.token_type))
+    print(json.dumps(explanation))
     if decision.shadow:
         print(
             f"shadow mode: forwarded, but {decision.token_type} would be denied with "

@@ -24,7 +24,7 @@ from typing import Callable
 
 from proxy.config import Upstream
 from proxy.metrics import GatewayMetrics
-from proxy.policy.rates import RateLimit
+from proxy.policy.rates import RateLimit, rate_limit_fields
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable
 from proxy.store.gcra import RateCheck, RateVerdict
@@ -66,6 +66,19 @@ def applied_limits(
     if upstream.rate_limit is not None:
         applied.append(AppliedLimit(f"upstream:{upstream.name}", upstream.rate_limit, f"{upstream.name}:*"))
     return tuple(applied)
+
+
+def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type: str | None) -> dict[str, object]:
+    """What ``labgate explain`` adds for an allowed request: the limits it would spend, in checking order.
+
+    Empty when none applies; a denied request spends no budget, so it is asked only for allowed ones.
+    """
+    named = [(f"type:{token_type}", type_limit)] if type_limit is not None and token_type else []
+    if upstream.rate_limit is not None:
+        named.append((f"upstream:{upstream.name}", upstream.rate_limit))
+    if not named:
+        return {}
+    return {"rate_limits": [{"policy": policy, **rate_limit_fields(limit)} for policy, limit in named]}
 
 
 def _budget_owner(limit: RateLimit, facts: TokenFacts | None, token_key: str | None) -> str:
