@@ -24,6 +24,7 @@ from proxy.policy.load import NAME, load_pack_file, read_address_set, read_heade
 from proxy.policy.model import HeaderRules, parse_path_template
 from proxy.policy.rates import DEFAULT_QUEUE_TIMEOUT, RateLimit, read_in_flight, read_rate_limit
 from proxy.store.open import STORE_KINDS, StoreSettings
+from proxy.upstream_nodes import NodeSettings, read_nodes
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
 
@@ -129,6 +130,8 @@ class Upstream:
     rate_limit: RateLimit | None = None
     max_in_flight: int | None = None
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    # Several nodes (``nodes`` instead of ``url``; ``url`` is then the first): README "Several nodes".
+    nodes: NodeSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -370,6 +373,7 @@ def _check_endpoint_path(reader: FieldReader, section: LocatedDict, key: str, va
 UPSTREAM_KEYS = (
     "name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source", "credential",
     "token_header", "headers", "rate_limit", "max_in_flight", "queue_timeout",
+    "nodes", "balance", "node_backoff", "health",
 )
 TRANSPORTS = ("http1", "aiohttp")
 TOKEN_HEADERS = ("bearer", "authtoken", "opstoken")
@@ -406,7 +410,10 @@ def _read_upstream(
     name = reader.string(body, "name", required=True)
     if name and not NAME.fullmatch(name):
         reader.error(body, "name", f"upstream name {name!r} must be lowercase letters, digits, '-' or '_'")
-    url = _read_url(reader, body)
+    nodes = read_nodes(reader, body)
+    if "nodes" in body and body.get("url") is not None:
+        reader.error(body, "nodes", "give url (one node) or nodes, not both")
+    url = nodes.urls[0] if nodes is not None else None if "nodes" in body else _read_url(reader, body)
     prefix = reader.string(body, "path_prefix")
     if prefix is not None:
         try:
@@ -433,7 +440,7 @@ def _read_upstream(
         return None
     return Upstream(
         name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential,
-        token_header, headers, read_rate_limit(reader, body, upstream=True), *read_in_flight(reader, body),
+        token_header, headers, read_rate_limit(reader, body, upstream=True), *read_in_flight(reader, body), nodes,
     )
 
 

@@ -107,6 +107,7 @@ class GatewayMetrics:
         )
         self._add_token_and_operation_families()
         self._add_protection_families()
+        self._add_node_families()
 
         # Label children resolved once per label combination: ``labels()`` costs
         # microseconds on every request otherwise.
@@ -206,6 +207,22 @@ class GatewayMetrics:
             "labgate_upstream_busy",
             "Requests refused with 503 upstream_busy after waiting out the queue time, by upstream and token type.",
             ("upstream", "token_type"),
+            registry=self.registry,
+        )
+
+    def _add_node_families(self) -> None:
+        """Several nodes per upstream (README "Several nodes per upstream")."""
+        self.node_up = Gauge(
+            "labgate_upstream_node_up",
+            "1 when a node of the upstream takes requests, 0 while it is left out (back-off or failed health check).",
+            ("upstream", "node"),
+            multiprocess_mode="min",
+            registry=self.registry,
+        )
+        self.node_failovers = Counter(
+            "labgate_upstream_failovers",
+            "Requests sent to another node after one failed without anything reaching it, by upstream.",
+            ("upstream",),
             registry=self.registry,
         )
 

@@ -42,6 +42,7 @@ from proxy.gateway.request_shape import (
 from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.http1 import Http1Transport
 from proxy.gateway.inflight import InFlightGates, UpstreamBusy
+from proxy.gateway.nodepool import NodePool
 from proxy.gateway.ratelimit import RateLimiter, applied_limits
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
 from proxy.gateway.transport import (
@@ -207,7 +208,7 @@ class Gateway:
                     upstream,
                     self.config.packs[upstream.pack],
                     source,
-                    self._transport_factory(upstream),
+                    self._upstream_transport(upstream),
                     upstream.url.raw_path.rstrip("/"),
                     self.metrics.upstream_duration.labels(name),
                     open_credential(upstream),
@@ -219,6 +220,14 @@ class Gateway:
         # Bounded: hosts and targets are client-controlled.
         self._target_and_upstream = functools.lru_cache(maxsize=4096)(self._parse_and_route)
         warn_about_client_ip_rules(self.config)
+
+    def _upstream_transport(self, upstream: Upstream) -> UpstreamTransport:
+        """The upstream's transport; with ``nodes``, a pool of one per node (README "Several nodes per upstream")."""
+        if upstream.nodes is None:
+            return self._transport_factory(upstream)
+        pool = NodePool(upstream, upstream.nodes, self.metrics, self._transport_factory)
+        pool.start_health_checks()
+        return pool
 
     async def close(self) -> None:
         for runtime in self._runtimes:
@@ -249,6 +258,9 @@ class Gateway:
         body: dict[str, object] = {
             "status": status, "upstreams": [r.upstream.name for r in self._runtimes], "store": self.config.store.kind
         }
+        nodes = {r.upstream.name: r.transport.states() for r in self._runtimes if isinstance(r.transport, NodePool)}
+        if nodes:
+            body["nodes"] = nodes  # each node's state; a node left out does not make labgate unready
         if self._readiness is not None:
             body["config"] = self._readiness()
         return web.json_response(body, status=200 if status == "ready" else 503)

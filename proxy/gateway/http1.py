@@ -271,7 +271,9 @@ class Http1Transport:
             except (OSError, httptools.HttpParserError) as exc:
                 connection.close()
                 if not (attempt == 1 and _resendable(request, connection, exchange, exc)):
-                    raise self.error(exc) from exc
+                    error = self.error(exc)
+                    error.resend_safe = _safe_elsewhere(request, exchange, exc)
+                    raise error from exc
                 continue
             except BaseException:
                 connection.close()
@@ -311,7 +313,9 @@ class Http1Transport:
                     server_hostname=self._host if self._ssl is not None else None,
                 )
         except (OSError, asyncio.TimeoutError) as exc:
-            raise self.error(exc) from exc
+            error = self.error(exc)
+            error.nothing_sent = error.resend_safe = True  # no connection: not a byte was sent
+            raise error from exc
         return protocol
 
     def _head(self, request: OutboundRequest) -> tuple[bytes, bool]:
@@ -381,6 +385,16 @@ def _resendable(request: OutboundRequest, connection: _Connection, exchange: _Ex
         and request.body is None
         and request.method in IDEMPOTENT_METHODS
         and isinstance(exc, ConnectionError)  # reset or closed, not a parse error or a timeout
+    )
+
+
+def _safe_elsewhere(request: OutboundRequest, exchange: _Exchange, exc: BaseException) -> bool:
+    """:func:`_resendable` on any connection: what may go to another node of the upstream."""
+    return (
+        not exchange.received_any
+        and request.body is None
+        and request.method in IDEMPOTENT_METHODS
+        and isinstance(exc, ConnectionError)
     )
 
 
