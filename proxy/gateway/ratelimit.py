@@ -4,7 +4,8 @@ Checked after the decision and right before forwarding, so a denied request
 never spends budget and a limited one never reaches the appliance.  A request
 spends the budgets of its token type (per token, subject or client id) and of
 its upstream (every client together) in one store operation: all or none
-(:mod:`proxy.store.gcra`).  Shared across workers and replicas through the store.
+(:mod:`proxy.store.gcra`).  Shared across workers and replicas through the Redis
+store; the memory and SQLite stores keep budgets per process.
 
 Answers carry the fields of the IETF HTTPAPI working group's draft "RateLimit
 header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers, version -11),

@@ -152,10 +152,12 @@ class Store(Protocol):
         """The record's text, or None when unknown or past its ``expires_at``."""
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
-        """GCRA (:mod:`proxy.store.gcra`) for every check at once, atomically across replicas.
+        """GCRA (:mod:`proxy.store.gcra`) for every check at once, atomically.
 
         Allowed only when every check allows; then each key's budget is spent,
         otherwise nothing is written.  A key is forgotten once its budget is full again.
+        Redis shares budgets across workers and replicas; the memory and SQLite
+        stores keep them in this process (:class:`~proxy.store.gcra.LocalRates`).
         """
 
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:

@@ -79,6 +79,30 @@ def apply(tats: Sequence[float | None], checks: Sequence[RateCheck], now: float)
     return RateVerdict(allowed, states), writes
 
 
+class LocalRates:
+    """Budgets kept in this process: the memory and SQLite stores' rate limits.
+
+    One process only, by design: a store round trip per request (a thread hop and a
+    write transaction for SQLite) would cost far more than the check.  Workers and
+    replicas that must share budgets use the Redis store.  No await between reading
+    and writing, so a check is atomic within the event loop.
+    """
+
+    def __init__(self, sweep_above: int = 10_000) -> None:
+        self._tats: dict[str, float] = {}
+        self._sweep_above = sweep_above
+
+    def check(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        if len(self._tats) > self._sweep_above:
+            # Full budgets (TAT in the past) are the same as no entry: forget them.
+            self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+        verdict, writes = apply([self._tats.get(c.key) for c in checks], checks, now)
+        for check, tat in zip(checks, writes):
+            if tat is not None:
+                self._tats[check.key] = tat
+        return verdict
+
+
 def _unspent(state: RateState, check: RateCheck) -> RateState:
     """A limit that allowed a request another limit refused: this request spent nothing of it."""
     return RateState(min(state.remaining + 1, check.capacity), max(0.0, state.reset - check.interval), 0.0)

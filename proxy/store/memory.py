@@ -6,10 +6,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, TokenRecord, signing_key_order
-from proxy.store.gcra import RateCheck, RateVerdict, apply
-
-# Past this many rate-limit keys, full budgets (TAT in the past) are forgotten on the next check.
-_RATE_KEYS_BEFORE_SWEEP = 10_000
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 
 class MemoryStore:
@@ -19,7 +16,7 @@ class MemoryStore:
         self._revocations: dict[tuple[str, str], tuple[float, float | None]] = {}
         self._signing_keys: dict[str, SigningKeyRecord] = {}
         self._records: dict[tuple[str, str], tuple[str, float | None]] = {}
-        self._rates: dict[str, float] = {}
+        self._rates = LocalRates()
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         self._tokens[key] = record
@@ -111,14 +108,7 @@ class MemoryStore:
         return None if expires_at is not None and expires_at <= now else value
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
-        """No await between reading and writing: atomic within the one event loop."""
-        if len(self._rates) > _RATE_KEYS_BEFORE_SWEEP:
-            self._rates = {key: tat for key, tat in self._rates.items() if tat > now}
-        verdict, writes = apply([self._rates.get(c.key) for c in checks], checks, now)
-        for check, tat in zip(checks, writes):
-            if tat is not None:
-                self._rates[check.key] = tat
-        return verdict
+        return self._rates.check(checks, now)
 
     async def ping(self) -> None:
         return None

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord
-from proxy.store.gcra import RateCheck, RateVerdict, apply
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 T = TypeVar("T")
 SCHEMA_VERSION = 1
@@ -32,7 +32,6 @@ CREATE TABLE IF NOT EXISTS revocations (
 CREATE TABLE IF NOT EXISTS signing_keys (
     kid TEXT PRIMARY KEY, material TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL, usable_until REAL
 );
-CREATE TABLE IF NOT EXISTS rate_limits (key TEXT PRIMARY KEY, tat REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL, PRIMARY KEY (kind, key)
 );
@@ -45,6 +44,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._next_sweep = 0.0
+        self._rates = LocalRates()
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -192,20 +192,8 @@ class SqliteStore:
         return str(rows[0][0])
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
-        """Read and write in one IMMEDIATE transaction: workers sharing the file see all of it or none."""
-        def limit(db: sqlite3.Connection) -> RateVerdict:
-            tats = []
-            for check in checks:
-                row = db.execute("SELECT tat FROM rate_limits WHERE key = ?", (check.key,)).fetchone()
-                tats.append(float(row[0]) if row else None)
-            verdict, writes = apply(tats, checks, now)
-            for check, tat in zip(checks, writes):
-                if tat is not None:
-                    db.execute("INSERT OR REPLACE INTO rate_limits (key, tat) VALUES (?, ?)", (check.key, tat))
-            self._sweep_now_and_then(db, now)
-            return verdict
-
-        return await self._run(lambda db: _in_transaction(db, limit))
+        """Budgets in this process, not in the file (:class:`~proxy.store.gcra.LocalRates`): each worker keeps its own."""
+        return self._rates.check(checks, now)
 
     async def forget_expired(self, now: float) -> int:
         """Delete what no longer matters; returns the number of rows removed."""
@@ -236,7 +224,6 @@ def _sweep(db: sqlite3.Connection, now: float) -> int:
     removed += db.execute("DELETE FROM revocations WHERE until IS NOT NULL AND until <= ?", (now,)).rowcount
     removed += db.execute("DELETE FROM signing_keys WHERE usable_until IS NOT NULL AND usable_until <= ?", (now,)).rowcount
     removed += db.execute("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).rowcount
-    removed += db.execute("DELETE FROM rate_limits WHERE tat <= ?", (now,)).rowcount
     return int(removed)
 
 
