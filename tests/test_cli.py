@@ -324,3 +324,30 @@ def test_check_reports_bad_type_protection_at_file_and_line(
     path = write_config(tmp_path, "http://127.0.0.1:9", pack_text=pack)
     code, _, err = run(capsys, "check", "--config", str(path))
     assert code == 1 and f"{tmp_path / 'policies' / 'demo.yaml'}{message}" in err, err
+
+
+BAD_NODES = [
+    ({"nodes": ["http://127.0.0.1:9"]}, "give url (one node) or nodes, not both"),
+    ({"url": None, "nodes": ["ftp://10.0.0.1"]}, "must be http:// or https:// with a host"),
+    ({"url": None, "nodes": ["http://10.0.0.1/api", "http://10.0.0.2/other"]}, "same base path as the first"),
+    ({"url": None, "nodes": ["http://10.0.0.1", "https://10.0.0.2"]}, "same scheme as the first"),
+    ({"url": None, "nodes": ["http://10.0.0.1", "http://10.0.0.1"]}, "is listed twice"),
+    ({"url": None, "nodes": []}, "nodes must list from 1 to 64 URLs"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "balance": "random"}, "'balance' must be one of round_robin, least_in_flight"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "node_backoff": "a while"}, "node_backoff: bad duration"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"path": "/h", "interval": "5s", "timeout": "5s"}}, "health timeout must be shorter"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"path": "h"}}, "health path 'h' must start with '/'"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"path": "/h", "expect": [700]}}, "health expect must be a status code"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"interval": "5s"}}, "missing required key 'path'"),
+    ({"balance": "least_in_flight"}, "balance is for an upstream with nodes"),
+]
+
+
+@pytest.mark.parametrize("upstream, message", BAD_NODES, ids=[m for _, m in BAD_NODES])
+def test_check_reports_bad_node_settings_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], upstream: dict[str, object], message: str
+) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9", upstream=upstream)
+    code, _, err = run(capsys, "check", "--config", str(path))
+    assert code == 1 and message in err, err
+    assert any(line.startswith(f"{path}:") and message in line for line in err.splitlines()), err
