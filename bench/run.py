@@ -444,6 +444,7 @@ def median_round(runs: list[dict[str, float]]) -> dict[str, Any]:
     chosen["non_2xx"] = sum(r["non_2xx"] for r in runs)
     chosen["errors"] = sum(r["errors"] for r in runs)
     chosen["cpu_us_per_request"] = median_or_nan([r["cpu_us_per_request"] for r in runs])
+    chosen["rounds_cpu_us_per_request"] = [r["cpu_us_per_request"] for r in runs]
     chosen["rounds_rps"] = [round(r["requests_per_second"]) for r in runs]
     return chosen
 

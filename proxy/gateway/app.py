@@ -43,7 +43,7 @@ from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.http1 import Http1Transport
 from proxy.gateway.inflight import InFlightGates, UpstreamBusy
 from proxy.gateway.nodepool import NodePool
-from proxy.gateway.ratelimit import RateLimiter, applied_limits
+from proxy.gateway.ratelimit import RateLimiter
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
 from proxy.gateway.transport import (
     AiohttpTransport, ClientBodyError, OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport,
@@ -459,10 +459,11 @@ class Gateway:
         type_limit = compiled.spec.rate_limit if compiled is not None else None
         if type_limit is None and runtime.upstream.rate_limit is None:
             return None
+        plan = self.rate_limiter.plan(runtime.upstream, decision.token_type, type_limit)
+        assert plan is not None  # a type or upstream limit exists
         facts = exchange.token if isinstance(exchange.token, TokenFacts) else None
         key = exchange.use.key if exchange.use is not None else None
-        limits = applied_limits(runtime.upstream, decision.token_type, type_limit, facts, key)
-        outcome = await self.rate_limiter.check(runtime.upstream.name, decision.token_type, limits)
+        outcome = await self.rate_limiter.check(runtime.upstream.name, decision.token_type, plan, facts, key)
         if outcome.refusal is None:
             exchange.rate_headers = outcome.headers or None
             return None

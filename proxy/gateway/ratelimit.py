@@ -40,11 +40,19 @@ UNNAMED = "-"
 
 @dataclass(frozen=True, slots=True)
 class AppliedLimit:
-    """One limit that applies to a request, named as in the ``RateLimit-Policy`` field."""
+    """One limit that applies to requests of a type on an upstream, named as in ``RateLimit-Policy``."""
 
     policy: str  # "type:<token type>" or "upstream:<upstream name>"
     limit: RateLimit
-    key: str  # store key: the budget this request spends
+    key_prefix: str  # the store key, less whose budget it is
+
+
+@dataclass(frozen=True, slots=True)
+class LimitPlan:
+    """The limits of one token type on one upstream, type's first: built once, used by every request."""
+
+    limits: tuple[AppliedLimit, ...]
+    policy_header: str  # RateLimit-Policy: the same on every answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +64,17 @@ class RateOutcome:
     detail: str = ""
 
 
-def applied_limits(
-    upstream: Upstream, token_type: str | None, type_limit: RateLimit | None, facts: TokenFacts | None, token_key: str | None
-) -> tuple[AppliedLimit, ...]:
-    """The limits a request of ``token_type`` spends, the type's first; empty when none (then nothing costs)."""
+def limit_plan(upstream: Upstream, token_type: str | None, type_limit: RateLimit | None) -> LimitPlan | None:
+    """The limits a request of ``token_type`` spends; None when none applies (then nothing costs)."""
     applied: list[AppliedLimit] = []
     if type_limit is not None and token_type is not None:
-        who = _budget_owner(type_limit, facts, token_key)
-        applied.append(AppliedLimit(f"type:{token_type}", type_limit, f"{upstream.name}:{token_type}:{type_limit.by}:{who}"))
+        applied.append(AppliedLimit(f"type:{token_type}", type_limit, f"{upstream.name}:{token_type}:{type_limit.by}:"))
     if upstream.rate_limit is not None:
         applied.append(AppliedLimit(f"upstream:{upstream.name}", upstream.rate_limit, f"{upstream.name}:*"))
-    return tuple(applied)
+    if not applied:
+        return None
+    header = ", ".join(f'"{a.policy}";q={a.limit.requests};w={_whole(a.limit.per)}' for a in applied)
+    return LimitPlan(tuple(applied), header)
 
 
 def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type: str | None) -> dict[str, object]:
@@ -101,20 +109,34 @@ class RateLimiter:
         self._store = store
         self._metrics = metrics
         self._clock = clock
+        self._plans: dict[tuple[str, str | None], LimitPlan | None] = {}
 
-    async def check(self, upstream: str, token_type: str | None, limits: tuple[AppliedLimit, ...]) -> RateOutcome:
-        checks = [RateCheck(a.key, a.limit.interval, a.limit.requests) for a in limits]
+    def plan(self, upstream: Upstream, token_type: str | None, type_limit: RateLimit | None) -> LimitPlan | None:
+        """:func:`limit_plan`, built once per upstream and type (a config version's limits never change)."""
+        key = (upstream.name, token_type)
+        if key not in self._plans:
+            self._plans[key] = limit_plan(upstream, token_type, type_limit)
+        return self._plans[key]
+
+    async def check(
+        self, upstream: str, token_type: str | None, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None
+    ) -> RateOutcome:
+        checks = [
+            RateCheck(a.key_prefix + _budget_owner(a.limit, facts, token_key) if a.limit.by != "upstream" else a.key_prefix,
+                      a.limit.interval, a.limit.requests)
+            for a in plan.limits
+        ]
         try:
             verdict = await self._store.rate_limit(checks, self._clock())
         except StoreUnavailable as exc:
-            return self._store_failed(limits, exc)
-        headers = rate_headers(limits, verdict)
+            return self._store_failed(plan.limits, exc)
+        headers = {"RateLimit-Policy": plan.policy_header, "RateLimit": rate_state(plan.limits, verdict)}
         if verdict.allowed:
             return RateOutcome(headers)
         self._metrics.rate_limited(upstream, token_type or "none")
         retry = max(1, math.ceil(verdict.retry_after))
         headers["Retry-After"] = str(retry)
-        names = ", ".join(a.policy for a, s in zip(limits, verdict.states) if s.retry_after > 0)
+        names = ", ".join(a.policy for a, s in zip(plan.limits, verdict.states) if s.retry_after > 0)
         return RateOutcome(headers, Reason.RATE_LIMITED, f"rate limit {names} reached; retry in {retry} s")
 
     def _store_failed(self, limits: tuple[AppliedLimit, ...], exc: StoreUnavailable) -> RateOutcome:
@@ -126,11 +148,12 @@ class RateLimiter:
         return RateOutcome({}, Reason.STORE_UNAVAILABLE, "the rate limit could not be checked")
 
 
-def rate_headers(limits: tuple[AppliedLimit, ...], verdict: RateVerdict) -> dict[str, str]:
-    """``RateLimit-Policy`` and ``RateLimit`` as structured-field lists, one item per limit."""
-    policy = ", ".join(f'"{a.policy}";q={a.limit.requests};w={_whole(a.limit.per)}' for a in limits)
-    state = ", ".join(f'"{a.policy}";r={s.remaining};t={_whole(s.reset)}' for a, s in zip(limits, verdict.states))
-    return {"RateLimit-Policy": policy, "RateLimit": state}
+def rate_state(limits: tuple[AppliedLimit, ...], verdict: RateVerdict) -> str:
+    """The ``RateLimit`` field: a structured-field list, one item per limit, remaining ``r`` and reset ``t``."""
+    return ", ".join(
+        f'"{a.policy}";r={s.remaining};t={math.ceil(s.reset - 1e-9) if s.reset > 0 else 0}'
+        for a, s in zip(limits, verdict.states)
+    )
 
 
 def _whole(seconds: float) -> int:

@@ -72,11 +72,18 @@ def step(tat: float | None, check: RateCheck, now: float) -> tuple[float | None,
 
 def apply(tats: Sequence[float | None], checks: Sequence[RateCheck], now: float) -> tuple[RateVerdict, list[float | None]]:
     """All checks at once: the verdict, and the TATs to write (all None when refused: write nothing)."""
-    outcomes = [step(tat, check, now) for tat, check in zip(tats, checks)]
-    allowed = all(new_tat is not None for new_tat, _ in outcomes)
-    states = tuple(state if allowed or new_tat is None else _unspent(state, check) for (new_tat, state), check in zip(outcomes, checks))
-    writes = [new_tat for new_tat, _ in outcomes] if allowed else [None] * len(checks)
-    return RateVerdict(allowed, states), writes
+    writes: list[float | None] = []
+    states: list[RateState] = []
+    for tat, check in zip(tats, checks):
+        new_tat, state = step(tat, check, now)
+        writes.append(new_tat)
+        states.append(state)
+    if None not in writes:
+        return RateVerdict(True, tuple(states)), writes
+    unspent = tuple(
+        state if new_tat is None else _unspent(state, check) for new_tat, state, check in zip(writes, states, checks)
+    )
+    return RateVerdict(False, unspent), [None] * len(checks)
 
 
 class LocalRates:
