@@ -9,9 +9,9 @@ the TAT moves to ``max(TAT, now) + interval``.  A refused request writes nothing
 so refusals never spend budget, and several limits are checked together: a
 request spends every budget or none (:func:`apply`).
 
-Every backend runs this same arithmetic (the Redis store in Lua, the others by
-calling :func:`apply` under their own lock or transaction); the conformance
-suite holds them to it.  The store keeps the TAT until it is in the past, after
+Every backend runs this same arithmetic (the Redis store in Lua, shared by
+every replica; the memory and SQLite stores in process, :class:`LocalRates`);
+the conformance suite holds them to it.  The store keeps the TAT until it is in the past, after
 which a missing key and a stale one mean the same thing: a full budget.
 """
 
