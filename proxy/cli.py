@@ -1,4 +1,4 @@
-"""The ``labgate`` command: serve, check, explain, test, revoke, keys (:mod:`proxy.issuer.commands`),
+"""The ``labgate`` command: serve, check, explain, test, revoke, schema, keys (:mod:`proxy.issuer.commands`),
 token (:mod:`proxy.issuer.token_commands`).
 
 Exit codes: 0 success / allowed; 1 config problems (check), a failed or
@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
 
@@ -28,13 +29,16 @@ from proxy.issuer.token_commands import add_token_commands
 from proxy.policy.decide import Decision
 from proxy.policy.offline import decide_offline
 from proxy.policy.testing import MissingPath, load_suite, report, run_suite
+from proxy.schemas import SCHEMAS, schema_text
 from proxy.store.base import RevocationKind, StoreUnavailable
 from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
 from proxy.tokens.source import open_token_source
+from proxy.wording import plural
 from proxy.yamlsource import ConfigError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, EXIT_DENIED = 0, 1, 2, 3
+CONFIG_HELP = "config file (YAML)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,11 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labgate", description="Policy-enforcing reverse proxy for appliance APIs.")
+    parser.add_argument("--version", action="version", version=f"labgate {_installed_version()}", help="print the version and exit")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy")
     serve.add_argument("--config", required=True, help="config file (YAML)")
-    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="how much to log to stderr (default: info)"
+    )
     serve.add_argument("--workers", type=int, default=1, help="worker processes on the one port (needs a sqlite or redis store)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by the supervisor for its workers
     serve.set_defaults(run=_serve)
@@ -61,11 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     check = commands.add_parser("check", help="validate a config and its policy packs")
-    check.add_argument("--config", required=True)
+    check.add_argument("--config", required=True, help="config file (YAML); its packs are checked too")
     check.set_defaults(run=_check)
 
     explain = commands.add_parser("explain", help="decide one request offline and say which rule decided")
-    explain.add_argument("--config", required=True)
+    explain.add_argument("--config", required=True, help=CONFIG_HELP)
     explain.add_argument("--upstream", required=True, help="upstream name from the config")
     who = explain.add_mutually_exclusive_group(required=True)
     who.add_argument("--token-type", help="decide as a token of this type")
@@ -81,16 +88,27 @@ def _parser() -> argparse.ArgumentParser:
     test.set_defaults(run=_test)
 
     revoke = commands.add_parser("revoke", help="revoke a token, or every token of a subject or client, in the store")
-    revoke.add_argument("--config", required=True)
+    revoke.add_argument("--config", required=True, help="config file (YAML) naming the store to write to")
     what = revoke.add_mutually_exclusive_group(required=True)
     what.add_argument("--token", help="the token itself (only its sha256 is stored)")
     what.add_argument("--token-file", help="a file holding the token (keeps it out of shell history)")
     what.add_argument("--subject", help="every token of this subject issued until now")
     what.add_argument("--client", help="every token of this client id issued until now")
     revoke.set_defaults(run=_revoke)
+    schema = commands.add_parser("schema", help="print the JSON Schema of the config file or of a policy pack (for editors)")
+    schema.add_argument("name", choices=SCHEMAS, help="config: the config file; pack: a policy pack")
+    schema.set_defaults(run=_schema)
     add_keys_commands(commands)
     add_token_commands(commands)
     return parser
+
+
+def _installed_version() -> str:
+    """The version pip installed (pyproject.toml's), so it never disagrees with the package metadata."""
+    try:
+        return version("labgate")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _load(path: str) -> Config | None:
@@ -102,12 +120,18 @@ def _load(path: str) -> Config | None:
         return None
 
 
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_text(args.name))
+    return EXIT_OK
+
+
 def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_PROBLEMS
     types = sum(len(p.token_types) for p in config.packs.values())
-    print(f"{args.config}: ok ({len(config.upstreams)} upstreams, {len(config.packs)} packs, {types} token types)")
+    counts = (plural(len(config.upstreams), "upstream"), plural(len(config.packs), "pack"), plural(types, "token type"))
+    print(f"{args.config}: ok ({', '.join(counts)})")
     return EXIT_OK
 
 

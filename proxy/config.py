@@ -26,6 +26,7 @@ from proxy.policy.rates import DEFAULT_QUEUE_TIMEOUT, RateLimit, read_in_flight,
 from proxy.store.open import STORE_KINDS, StoreSettings
 from proxy.upstream_nodes import NodeSettings, read_nodes
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
+from proxy.upstream_address import read_upstream_host, read_upstream_url
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
 
 
@@ -62,7 +63,7 @@ class Limits:
     body_timeout: float = 60.0
     # The whole request head (request line and every header) before anything is decided,
     # and the connections held at once: together they bound the memory unauthenticated
-    # clients can hold (README "Forwarding", limits).
+    # clients can hold (docs/concepts/forwarding.md, limits).
     max_header_block_bytes: int = 65536
     max_connections: int = 1024
 
@@ -75,7 +76,7 @@ class Endpoints:
     ready: str = "/readyz"
     metrics: str = "/metrics"
     # Off unless set: it answers policy questions about other clients' requests
-    # (README "Forward-auth (nginx auth_request, Traefik ForwardAuth)").
+    # (docs/how-to/forward-auth.md).
     forward_auth: str | None = None
 
     def all(self) -> tuple[str, ...]:
@@ -120,7 +121,7 @@ class Upstream:
     read_timeout: float = 60.0
     transport: str = "http1"  # http1 (lean, default) or aiohttp (aiohttp's ClientSession)
     credential: CredentialSettings | None = None  # what labgate authenticates to the appliance with
-    # Where clients put their token (README "Forwarding"): ``bearer`` (RFC 6750), ``authtoken``
+    # Where clients put their token (docs/concepts/forwarding.md): ``bearer`` (RFC 6750), ``authtoken``
     # (Commvault's ``Authtoken`` header) or ``opstoken`` (VCF Operations' ``Authorization: OpsToken``).
     token_header: str = "bearer"
     headers: HeaderRules | None = None  # client headers the appliance may see, on top of the pack's
@@ -149,7 +150,7 @@ class Config:
     reload: ReloadSettings = field(default_factory=ReloadSettings)
     shutdown: ShutdownSettings = field(default_factory=ShutdownSettings)
     policy_paths: tuple[Path, ...] = ()  # the ``policies`` entries, resolved: what a reload watches
-    issuer: IssuerSettings | None = None  # labgate issues its own tokens (README "Token service")
+    issuer: IssuerSettings | None = None  # labgate issues its own tokens (docs/concepts/token-service.md)
 
     def upstream(self, name: str) -> Upstream | None:
         return next((u for u in self.upstreams if u.name == name), None)
@@ -173,9 +174,9 @@ def load_config(path: str | Path) -> Config:
     root = cast(LocatedDict, document)
     reader.expect_keys(root, TOP_KEYS, "the config")
     base = file.parent
-    packs = _read_policies(reader, root, base)
+    packs, broken_packs = _read_policies(reader, root, base)
     issuer = read_issuer(reader, root, base)
-    upstreams = _read_upstreams(reader, root, base, packs, issuer)
+    upstreams = _read_upstreams(reader, root, base, packs, issuer, broken_packs)
     config = Config(
         file=file,
         listen=_read_listen(reader, root, base),
@@ -295,9 +296,15 @@ def _read_file(reader: FieldReader, section: LocatedDict, key: str, base: Path, 
     return path
 
 
-def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> dict[str, CompiledPack]:
-    """Pack files, or folders whose ``*.yaml`` files (except ``*.tests.yaml``) are packs."""
+def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> tuple[dict[str, CompiledPack], dict[str, Path]]:
+    """Pack files, or folders whose ``*.yaml`` files (except ``*.tests.yaml``) are packs.
+
+    Also the packs that did not load, by the names they may go by, with their
+    files: an upstream naming one is told to fix that file, not that the pack
+    is unknown.
+    """
     packs: dict[str, CompiledPack] = {}
+    broken: dict[str, Path] = {}
     entries = reader.strings(root, "policies")
     if "policies" not in root:
         reader.error(root, None, "missing required key 'policies' (pack files or folders)")
@@ -316,12 +323,25 @@ def _read_policies(reader: FieldReader, root: LocatedDict, base: Path) -> dict[s
                 pack = load_pack_file(pack_file)
             except ConfigError as exc:
                 reader.problems.items.extend(exc.problems)
+                broken.update(dict.fromkeys(_pack_names_of(pack_file), pack_file))
                 continue
             if pack.name in packs:
                 reader.error(items, index, f"pack {pack.name!r} is defined twice ({packs[pack.name].pack.file} and {pack_file})")
                 continue
             packs[pack.name] = compile_pack(pack)
-    return packs
+    return packs, broken
+
+
+def _pack_names_of(pack_file: Path) -> set[str]:
+    """The names a pack file that failed to load may go by: its ``pack:`` value if readable, and its file stem."""
+    names = {pack_file.stem}
+    try:
+        document = load_yaml_file(pack_file)
+    except ConfigError:
+        return names
+    if isinstance(document, LocatedDict) and isinstance(document.get("pack"), str):
+        names.add(document["pack"])
+    return names
 
 
 def _read_limits(reader: FieldReader, root: LocatedDict) -> Limits:
@@ -380,7 +400,12 @@ TOKEN_HEADERS = ("bearer", "authtoken", "opstoken")
 
 
 def _read_upstreams(
-    reader: FieldReader, root: LocatedDict, base: Path, packs: Mapping[str, CompiledPack], issuer: IssuerSettings | None
+    reader: FieldReader,
+    root: LocatedDict,
+    base: Path,
+    packs: Mapping[str, CompiledPack],
+    issuer: IssuerSettings | None,
+    broken_packs: Mapping[str, Path],
 ) -> tuple[Upstream, ...]:
     items = reader.items(root, "upstreams", required=True)
     if items is None:
@@ -393,7 +418,7 @@ def _read_upstreams(
         if not isinstance(body, LocatedDict):
             reader.error(items, index, "each upstream must be a mapping")
             continue
-        upstream = _read_upstream(reader, body, base, packs, issuer)
+        upstream = _read_upstream(reader, body, base, packs, issuer, broken_packs)
         if upstream is None:
             continue
         if upstream.name in names:
@@ -404,7 +429,12 @@ def _read_upstreams(
 
 
 def _read_upstream(
-    reader: FieldReader, body: LocatedDict, base: Path, packs: Mapping[str, CompiledPack], issuer: IssuerSettings | None
+    reader: FieldReader,
+    body: LocatedDict,
+    base: Path,
+    packs: Mapping[str, CompiledPack],
+    issuer: IssuerSettings | None,
+    broken_packs: Mapping[str, Path],
 ) -> Upstream | None:
     reader.expect_keys(body, UPSTREAM_KEYS, "an upstream")
     name = reader.string(body, "name", required=True)
@@ -413,7 +443,7 @@ def _read_upstream(
     nodes = read_nodes(reader, body)
     if "nodes" in body and body.get("url") is not None:
         reader.error(body, "nodes", "give url (one node) or nodes, not both")
-    url = nodes.urls[0] if nodes is not None else None if "nodes" in body else _read_url(reader, body)
+    url = nodes.urls[0] if nodes is not None else None if "nodes" in body else read_upstream_url(reader, body)
     prefix = reader.string(body, "path_prefix")
     if prefix is not None:
         try:
@@ -421,12 +451,12 @@ def _read_upstream(
                 reader.error(body, "path_prefix", "path_prefix '/' would capture every path: omit it instead")
         except ValueError as exc:
             reader.error(body, "path_prefix", str(exc))
-    host = reader.string(body, "host")
-    if host is not None:
-        host = host.lower()
+    host = read_upstream_host(reader, body)
     pack_name = reader.string(body, "pack", required=True)
     pack = packs.get(pack_name or "")
-    if pack_name and pack is None:
+    if pack_name and pack_name in broken_packs:
+        reader.error(body, "pack", f"pack {pack_name!r} did not load: fix the problems reported in {broken_packs[pack_name]} first")
+    elif pack_name and pack is None:
         known = ", ".join(sorted(packs)) or "none loaded"
         reader.error(body, "pack", f"unknown pack {pack_name!r} (known: {known})")
     source = read_token_source(reader, body, base, pack, issuer)
@@ -436,30 +466,13 @@ def _read_upstream(
     transport = reader.choice(body, "transport", TRANSPORTS, default="http1")
     token_header = reader.choice(body, "token_header", TOKEN_HEADERS, default="bearer")
     headers = read_header_rules(reader, body)
+    rate_limit, in_flight = read_rate_limit(reader, body, upstream=True), read_in_flight(reader, body)
     if not (name and url and pack_name and source):
         return None
     return Upstream(
         name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential,
-        token_header, headers, read_rate_limit(reader, body, upstream=True), *read_in_flight(reader, body), nodes,
+        token_header, headers, rate_limit, *in_flight, nodes,
     )
-
-
-def _read_url(reader: FieldReader, body: LocatedDict) -> URL | None:
-    text = reader.string(body, "url", required=True)
-    if text is None:
-        return None
-    try:
-        url = URL(text)
-    except ValueError as exc:
-        reader.error(body, "url", f"bad url {text!r}: {exc}")
-        return None
-    if url.scheme not in ("http", "https") or not url.host:
-        reader.error(body, "url", f"url {text!r} must be http:// or https:// with a host")
-        return None
-    if url.query_string or url.fragment or url.user or url.password:
-        reader.error(body, "url", f"url {text!r} must not carry a query, fragment or credentials")
-        return None
-    return url.with_path(url.raw_path.rstrip("/") or "/", encoded=True)
 
 
 def _read_upstream_tls(reader: FieldReader, body: LocatedDict, base: Path) -> UpstreamTls:

@@ -22,6 +22,13 @@ ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
 # A forwarding chain longer than this is garbage or an attack, not a network.
 MAX_FORWARDED_HOPS = 64
 _RANGE_SEPARATOR = re.compile(r"\s*[-\u2013]\s*")  # hyphen or en dash, as vendors write them
+# Dashes that look like a range separator but are not one (word processors make
+# em dashes of hyphens): named in the error, with the range written as meant.
+_LOOKALIKE_DASHES = {
+    "\u2010": "a Unicode hyphen (U+2010)", "\u2011": "a non-breaking hyphen (U+2011)",
+    "\u2012": "a figure dash (U+2012)", "\u2014": "an em dash (U+2014)",
+    "\u2015": "a horizontal bar (U+2015)", "\u2212": "a minus sign (U+2212)", "\ufe63": "a small hyphen (U+FE63)",
+}
 _ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f.:]+")
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 
@@ -68,6 +75,7 @@ class AddressRange:
 def parse_entry(text: str) -> AddressRange:
     """``10.0.0.1``, ``10.0.0.0/8``, ``2001:db8::/32``, ``1.1.1.0 – 1.1.1.25`` or ``a - b``."""
     entry = text.strip()
+    _refuse_lookalike_dash(entry)
     parts = _RANGE_SEPARATOR.split(entry)
     if len(parts) == 2:
         first, last = parse_ip(parts[0]), parse_ip(parts[1])
@@ -84,6 +92,27 @@ def parse_entry(text: str) -> AddressRange:
     return AddressRange(address, address, entry)
 
 
+def _not_a_network(entry: str, address_text: str, exc: ValueError) -> str:
+    try:
+        widened = ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return f"{entry!r} is not a network: {exc}"
+    return (
+        f"{entry!r} has host bits set: write the network {str(widened)!r} "
+        f"(all of {widened.network_address} - {widened.broadcast_address}), or {address_text!r} for the one address"
+    )
+
+
+def _refuse_lookalike_dash(entry: str) -> None:
+    """A range written with the wrong dash is refused with the range written as meant."""
+    for dash, name in _LOOKALIKE_DASHES.items():
+        if dash in entry:
+            meant = _RANGE_SEPARATOR.sub(" - ", entry.replace(dash, "-"))
+            raise InvalidAddress(
+                f"{entry[:64]!r}: {name} does not separate a range; write a hyphen or an en dash, e.g. {meant[:64]!r}"
+            )
+
+
 def _parse_network(entry: str) -> AddressRange:
     address_text, _, prefix_text = entry.partition("/")
     parse_ip(address_text)  # the same strictness as single addresses
@@ -93,8 +122,8 @@ def _parse_network(entry: str) -> AddressRange:
         network = ipaddress.ip_network(entry, strict=True)
     except ValueError as exc:
         # strict=True: '10.0.0.5/8' has host bits set and is refused rather than
-        # silently widened to 10.0.0.0/8.
-        raise InvalidAddress(f"{entry!r} is not a network: {exc}") from None
+        # silently widened to 10.0.0.0/8; the message says what to write instead.
+        raise InvalidAddress(_not_a_network(entry, address_text, exc)) from None
     if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED_V4):
         return AddressRange(_unmapped(network.network_address), _unmapped(network.broadcast_address), entry)
     return AddressRange(network.network_address, network.broadcast_address, entry)

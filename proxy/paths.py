@@ -6,7 +6,7 @@ path parameters).  labgate does not normalize its way around that: a target
 that two servers could read differently is refused before any policy runs,
 and the one it accepts is forwarded byte for byte.
 
-Choices (documented in the README):
+Choices (documented in docs/concepts/path-contract.md):
 - repeated slashes (``/api//hosts``) are refused, not merged;
 - a trailing slash is kept and is a different path (``/api/hosts/`` does not
   match the route ``GET /api/hosts``);

@@ -12,6 +12,7 @@ from typing import Literal, cast
 
 from yarl import URL
 
+from proxy.upstream_address import host_problem
 from proxy.yamlsource import FieldReader, LocatedDict, LocatedList, parse_duration
 
 Balance = Literal["round_robin", "least_in_flight"]
@@ -122,6 +123,10 @@ def _node_url(reader: FieldReader, items: LocatedList, index: int, item: object)
         return None
     if url.scheme not in ("http", "https") or not url.host:
         reader.error(items, index, f"node url {item!r} must be http:// or https:// with a host")
+        return None
+    problem = host_problem(url.raw_host or url.host)
+    if problem is not None:
+        reader.error(items, index, f"node url {item!r}: {problem}")
         return None
     if url.query_string or url.fragment or url.user or url.password:
         reader.error(items, index, f"node url {item!r} must not carry a query, fragment or credentials")

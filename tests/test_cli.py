@@ -207,7 +207,7 @@ def test_test_passes_and_prints_a_summary(tmp_path: Path, capsys: pytest.Capture
     assert (code, err) == (0, "")
     assert out.splitlines() == [
         f"{folder / 'demo.yaml'}: pack 'demo': 2 cases, 0 failed; 2/2 rules covered",
-        "1 packs, 2 cases: 2 passed, 0 failed; 0 rules uncovered",
+        "1 pack, 2 cases: 2 passed, 0 failed; 0 rules uncovered",
     ]
 
 
@@ -229,7 +229,7 @@ def test_test_prints_each_failing_case_and_exits_1(tmp_path: Path, capsys: pytes
         "(rule demo/reader/routes), got deny query_param_not_allowed (rule demo/reader/query): "
         "query parameter 'sort' is not allowed"
     )
-    assert out.splitlines()[-1] == "1 packs, 2 cases: 1 passed, 1 failed; 0 rules uncovered"
+    assert out.splitlines()[-1] == "1 pack, 2 cases: 1 passed, 1 failed; 0 rules uncovered"
 
 
 def test_test_fails_on_an_uncovered_rule_unless_told_to_allow_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -351,3 +351,8 @@ def test_check_reports_bad_node_settings_with_file_and_line(
     code, _, err = run(capsys, "check", "--config", str(path))
     assert code == 1 and message in err, err
     assert any(line.startswith(f"{path}:") and message in line for line in err.splitlines()), err
+
+def test_check_summary_counts_in_words(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", "--config", str(QUICKSTART))
+    assert code == 0
+    assert "(1 upstream, 5 packs, " in out  # not "1 upstreams"

@@ -145,3 +145,20 @@ def test_reload_and_shutdown_settings(tmp_path: Path) -> None:
 def test_bad_reload_and_shutdown_settings(tmp_path: Path, override: dict[str, Any], expected: str) -> None:
     found = problems_for(tmp_path, lambda d: d.update(override))
     assert any(expected in p and p.startswith(f"{tmp_path / 'labgate.yaml'}:") for p in found), found
+
+
+def test_a_pack_that_fails_to_load_is_named_as_such_not_as_unknown(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    (tmp_path / "policies" / "demo.yaml").write_text("pack: demo\ntoken_types:\n  reader:\n    routes: [FETCH /x]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = [str(p) for p in caught.value.problems]
+    assert any("demo.yaml:4: route 'FETCH /x'" in p for p in problems)
+    assert not any("unknown pack" in p for p in problems)
+    pack_file = tmp_path / "policies" / "demo.yaml"
+    assert any(p.startswith(f"{path}:") and f"pack 'demo' did not load: fix the problems reported in {pack_file} first" in p for p in problems)
+
+
+def test_an_upstream_naming_a_pack_that_exists_nowhere_is_still_told(tmp_path: Path) -> None:
+    problems = problems_for(tmp_path, lambda d: d["upstreams"][0].update(pack="nope"))
+    assert any("unknown pack 'nope' (known: demo)" in p for p in problems)

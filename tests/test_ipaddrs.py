@@ -165,6 +165,31 @@ def test_forwarded_header_is_ignored_when_x_forwarded_for_is_configured() -> Non
     assert resolver.resolve("10.0.0.1", headers(Forwarded="for=1.1.1.5")) == ipaddress.ip_address("10.0.0.1")
 
 
+@pytest.mark.parametrize("dash", ["\u2014", "\u2012", "\u2212", "\u2011"])
+def test_a_range_with_a_lookalike_dash_says_which_dash_to_write(dash: str) -> None:
+    with pytest.raises(InvalidAddress) as refused:
+        parse_entry(f"10.0.0.1 {dash} 10.0.0.20")
+    message = str(refused.value)
+    assert "does not separate a range; write a hyphen or an en dash" in message
+    assert "e.g. '10.0.0.1 - 10.0.0.20'" in message
+
+
+def test_an_em_dash_range_is_named_as_such() -> None:
+    with pytest.raises(InvalidAddress, match=r"an em dash \(U\+2014\)"):
+        parse_entry("10.0.0.1\u201410.0.0.20")
+
+
+@pytest.mark.parametrize(
+    ("entry", "network", "single"),
+    [("10.0.0.5/24", "10.0.0.0/24", "10.0.0.5"), ("2001:db8::1/32", "2001:db8::/32", "2001:db8::1")],
+)
+def test_a_network_with_host_bits_suggests_the_network_and_the_address(entry: str, network: str, single: str) -> None:
+    with pytest.raises(InvalidAddress) as refused:
+        parse_entry(entry)
+    assert f"has host bits set: write the network '{network}'" in str(refused.value)
+    assert f"or '{single}' for the one address" in str(refused.value)
+
+
 @pytest.mark.parametrize(
     "values, expected",
     [

@@ -25,6 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from proxy.config import Upstream
 from proxy.gateway.transport import OutboundRequest, UpstreamError, UpstreamResponse, client_ssl
 from proxy.reasons import Reason
+from proxy.upstream_address import unreachable_detail
 
 # Bytes buffered from the appliance before reading from it pauses.
 HIGH_WATER = 256 * 1024
@@ -237,7 +238,7 @@ class Http1Transport:
     def error(self, exc: BaseException) -> UpstreamError:
         if isinstance(exc, asyncio.TimeoutError):
             return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time")
-        return UpstreamError(Reason.UPSTREAM_UNREACHABLE, f"upstream {self._name!r} is unreachable ({type(exc).__name__})")
+        return UpstreamError(Reason.UPSTREAM_UNREACHABLE, unreachable_detail(self._name, exc, self._host))
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
         head, chunked = self._head(request)

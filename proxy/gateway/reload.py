@@ -51,6 +51,8 @@ LISTENER_SETTINGS: tuple[tuple[str, Callable[[Config], object]], ...] = (
     ("limits.max_line_bytes", lambda c: c.limits.max_line_bytes),
     ("limits.max_header_bytes", lambda c: c.limits.max_header_bytes),
     ("limits.header_timeout", lambda c: c.limits.header_timeout),
+    ("limits.max_header_block_bytes", lambda c: c.limits.max_header_block_bytes),
+    ("limits.max_connections", lambda c: c.limits.max_connections),
 )
 # /readyz shows at most this many problems of a refused reload; the log has all of them.
 SHOWN_PROBLEMS = 20

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, AsyncIterator
 
 from aiohttp import web
 
 from proxy.gateway.client_token import ClientToken
+from proxy.gateway.exchange import Routed
+from proxy.gateway.forwarder import Forwarder, once
 from proxy.gateway.headers import response_headers
 from proxy.gateway.transport import ClientBodyError, UpstreamError, UpstreamResponse
 from proxy.paths import RequestTarget
@@ -37,8 +38,6 @@ from proxy.tokens.observe import (
     read_token_request,
 )
 
-if TYPE_CHECKING:
-    from proxy.gateway.app import Exchange, Gateway
 
 
 class AnswerTooLarge(Exception):
@@ -63,35 +62,34 @@ def is_revoke_request(source: ObserveSource, method: str, target: RequestTarget,
     return revoke is not None and method == revoke.method and _same_path(target, revoke.segments, case_insensitive)
 
 
-async def pass_token_request(gateway: Gateway, exchange: Exchange, source: ObserveSource) -> web.StreamResponse:
+async def pass_token_request(forwarder: Forwarder, routed: Routed, source: ObserveSource) -> web.StreamResponse:
     """Forward a token request and learn the token its answer carries."""
-    assert exchange.runtime is not None and exchange.target is not None
-    runtime, request = exchange.runtime, exchange.request
-    if exchange.target.raw_query is not None:
+    runtime, request, exchange, recorder = routed.runtime, routed.request, routed.exchange, forwarder.recorder
+    if routed.target.raw_query is not None:
         # Some servers merge query and body parameters: a grant_type in the
         # query could be the one the appliance reads while labgate read the body's.
-        return gateway._refuse(exchange, Reason.BAD_TOKEN_REQUEST, "token request parameters go in the body, not the query")
+        return recorder.refuse(exchange, Reason.BAD_TOKEN_REQUEST, "token request parameters go in the body, not the query")
     try:
-        body = b"".join([chunk async for chunk in gateway._request_body(request, MAX_TOKEN_REQUEST_BYTES)])
+        body = b"".join([chunk async for chunk in forwarder.request_body(request, MAX_TOKEN_REQUEST_BYTES)])
     except ClientBodyError as exc:
         if exc.reason is Reason.BODY_TOO_LARGE:
-            return gateway._refuse(exchange, Reason.BODY_TOO_LARGE, "a token request is a small form")
-        return gateway._refuse(exchange, exc.reason, "the token request body could not be read")
+            return recorder.refuse(exchange, Reason.BODY_TOO_LARGE, "a token request is a small form")
+        return recorder.refuse(exchange, exc.reason, "the token request body could not be read")
     try:
         token_request = read_token_request(
             body, request.headers.get("Content-Type", ""), basic_client_id(request.headers.get("Authorization"))
         )
         granted = await source.granted_as(token_request)
     except BadTokenRequest as exc:
-        return gateway._refuse(exchange, Reason.BAD_TOKEN_REQUEST, str(exc))
+        return recorder.refuse(exchange, Reason.BAD_TOKEN_REQUEST, str(exc))
     except StoreUnavailable:
-        return gateway._refuse(exchange, Reason.STORE_UNAVAILABLE, "token state cannot be recorded right now")
+        return recorder.refuse(exchange, Reason.STORE_UNAVAILABLE, "token state cannot be recorded right now")
     if granted is None or granted.token_type not in runtime.pack.token_types:
-        return gateway._refuse(exchange, Reason.GRANT_NOT_ALLOWED, "this grant yields no token type this upstream allows")
+        return recorder.refuse(exchange, Reason.GRANT_NOT_ALLOWED, "this grant yields no token type this upstream allows")
     decision = Decision(True, Reason.ALLOWED, f"{runtime.pack.name}/token_source/token_endpoint", granted.token_type)
     try:
         client_auth = _client_authentication(request.headers.get("Authorization"))
-        outbound = gateway._outbound(exchange, runtime, exchange.target, _once(body), client_auth, len(body))
+        outbound = forwarder.outbound(routed, once(body), client_auth, len(body))
         answer = await runtime.transport.send(outbound)
         try:
             status, headers = answer.status, response_headers(answer.headers, exchange.request_id)
@@ -99,42 +97,40 @@ async def pass_token_request(gateway: Gateway, exchange: Exchange, source: Obser
         finally:
             answer.release()
     except UpstreamError as exc:
-        gateway.metrics.upstream_errors.labels(runtime.upstream.name, exc.reason.code).inc()
-        return gateway._refuse(exchange, exc.reason, exc.detail, allowed=decision)
+        return recorder.upstream_failed(exchange, runtime, exc.reason, exc.detail, decision)
     except ClientBodyError as exc:
-        return gateway._refuse(exchange, exc.reason, exc.detail, allowed=decision)
+        return recorder.refuse(exchange, exc.reason, exc.detail, allowed=decision)
     except AnswerTooLarge:
-        return gateway._refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer is too large", allowed=decision)
+        return recorder.refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer is too large", allowed=decision)
     if status == 200:
         try:
             issued = read_token_answer(content)
             await source.remember(granted, issued)
         except StoreUnavailable:
-            return gateway._refuse(exchange, Reason.STORE_UNAVAILABLE, "the new token cannot be recorded right now", allowed=decision)
+            return recorder.refuse(exchange, Reason.STORE_UNAVAILABLE, "the new token cannot be recorded right now", allowed=decision)
         except (ValueError, RecursionError):
-            return gateway._refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer carries no token", allowed=decision)
-    gateway._record(exchange, decision, status)
+            return recorder.refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer carries no token", allowed=decision)
+    recorder.record(exchange, decision, status)
     return web.Response(status=status, body=content, headers=headers)
 
 
 async def pass_revoke_request(
-    gateway: Gateway, exchange: Exchange, source: ObserveSource, facts: TokenFacts
+    forwarder: Forwarder, routed: Routed, source: ObserveSource, facts: TokenFacts
 ) -> web.StreamResponse:
     """A token may always end itself: forget it everywhere, then tell the appliance.
 
     Forgotten first, so that a failure on the way to the appliance can never
     leave the token alive in labgate.
     """
-    assert exchange.runtime is not None and exchange.target is not None
+    exchange = routed.exchange
     presented = exchange.client_token
     assert isinstance(presented, ClientToken)  # facts exist only for a well-formed token
     try:
         await source.forget(presented.token, facts)
     except StoreUnavailable:
-        return gateway._refuse(exchange, Reason.STORE_UNAVAILABLE, "the token cannot be revoked right now")
-    runtime = exchange.runtime
-    decision = Decision(True, Reason.ALLOWED, f"{runtime.pack.name}/token_source/revoke_endpoint", facts.token_type)
-    return await gateway._forward(exchange, runtime, exchange.target, decision)
+        return forwarder.recorder.refuse(exchange, Reason.STORE_UNAVAILABLE, "the token cannot be revoked right now")
+    decision = Decision(True, Reason.ALLOWED, f"{routed.runtime.pack.name}/token_source/revoke_endpoint", facts.token_type)
+    return await forwarder.forward(routed, decision)
 
 
 def _client_authentication(value: str | None) -> tuple[str, str] | None:
@@ -156,10 +152,6 @@ def _client_authentication(value: str | None) -> tuple[str, str] | None:
     if b":" not in pair:
         return None
     return "Authorization", "Basic " + base64.b64encode(pair).decode("ascii")
-
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body
 
 
 async def _read_small(answer: UpstreamResponse) -> bytes:

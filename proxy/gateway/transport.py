@@ -20,6 +20,7 @@ from yarl import URL
 
 from proxy.config import Upstream
 from proxy.reasons import Reason
+from proxy.upstream_address import unreachable_detail
 
 CHUNK_SIZE = 64 * 1024
 
@@ -143,7 +144,7 @@ def upstream_error(name: str, exc: BaseException) -> UpstreamError:
     """aiohttp's and the OS's exceptions become :class:`UpstreamError`, here and only here."""
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {name!r} did not answer in time")
-    return UpstreamError(Reason.UPSTREAM_UNREACHABLE, f"upstream {name!r} is unreachable ({type(exc).__name__})")
+    return UpstreamError(Reason.UPSTREAM_UNREACHABLE, unreachable_detail(name, exc))
 
 
 def client_ssl(upstream: Upstream) -> ssl.SSLContext | bool:

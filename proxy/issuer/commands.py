@@ -35,16 +35,16 @@ def add_keys_commands(commands: Any) -> None:
     keys = commands.add_parser("keys", help="labgate's token-signing keys (the issuer section)")
     actions = keys.add_subparsers(required=True, metavar="ACTION")
     init = actions.add_parser("init", help="make the first signing key, unless the ring has an active one")
-    init.add_argument("--config", required=True)
+    init.add_argument("--config", required=True, help="config file (YAML) naming the store")
     init.set_defaults(run=_init)
     rotate = actions.add_parser("rotate", help="make a new active key; the old one verifies until its tokens expire")
-    rotate.add_argument("--config", required=True)
+    rotate.add_argument("--config", required=True, help="config file (YAML) naming the store")
     rotate.add_argument(
         "--drop-old", action="store_true", help="the old keys stop verifying at once (a leaked key): their tokens die"
     )
     rotate.set_defaults(run=_rotate)
     listing = actions.add_parser("list", help="show the keys: kid, algorithm, state, times (never private material)")
-    listing.add_argument("--config", required=True)
+    listing.add_argument("--config", required=True, help="config file (YAML) naming the store")
     listing.add_argument("--json", action="store_true", help="one JSON object per key instead of a table")
     listing.set_defaults(run=_list)
 

@@ -14,13 +14,14 @@ used); 2 usage or config errors, an unknown or existing name.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import sys
 import time
 from typing import Any, Awaitable, Callable, TextIO
 
-from proxy.config import Config
+from proxy.config import Config, load_config
 from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
 from proxy.issuer.audiences import NoSuchAudience, select_upstream
@@ -31,8 +32,9 @@ from proxy.issuer.records import NAME
 from proxy.issuer.ring import KeyRing
 from proxy.issuer.secrets_hash import hash_secret
 from proxy.store.base import Store, StoreUnavailable
+from proxy.tokens.dev_token import DEV_CLAIM, DevTokenRefused, DevTokenRequest, mint_dev_token, parse_claim
 from proxy.tokens.jwks import KeysUnavailable
-from proxy.yamlsource import parse_duration
+from proxy.yamlsource import ConfigError, parse_duration
 
 EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2
 BREAK_GLASS_CLIENT = "labgate-cli"  # the client_id claim of a token `labgate token issue` mints
@@ -49,26 +51,43 @@ def add_token_commands(commands: Any) -> None:
     _add_subject_commands(actions)
     _add_client_commands(actions)
     issue = actions.add_parser("issue", help="break-glass: mint an access token with the active key and print it once")
-    issue.add_argument("--config", required=True)
+    issue.add_argument("--config", required=True, help="config file (YAML) with an issuer section")
     issue.add_argument("--upstream", required=True, help="an upstream whose token_source is issuer (name or audience)")
     issue.add_argument("--subject", required=True, help="whom the token is for (its sub)")
     issue.add_argument("--token-type", required=True, help="a token type that upstream accepts")
     issue.add_argument("--lifetime", help="e.g. 30m (default: the type's ttl, or 1h; at most access_token_max_lifetime)")
     issue.set_defaults(run=_issue)
+    _add_dev_command(actions)
+
+
+def _add_dev_command(actions: Any) -> None:
+    dev = actions.add_parser(
+        "dev", help="development only: sign a token that a jwt source with a shared secret (HS256) accepts, and print it"
+    )
+    dev.add_argument("--config", required=True, help="config file (YAML)")
+    dev.add_argument("--upstream", required=True, help="the upstream whose token_source must accept the token")
+    dev.add_argument("--token-type", required=True, help="the token type the token is to be (a types rule of that source)")
+    dev.add_argument("--subject", default="dev", help="whom the token is for (default: dev)")
+    dev.add_argument("--lifetime", default="1h", help="how long it lives, e.g. 30m (default: 1h, at most 24h)")
+    dev.add_argument(
+        "--claim", action="append", default=[], metavar="NAME=VALUE",
+        help="an extra claim, VALUE as JSON when it parses (e.g. --claim 'path_prefixes=[\"/Client\"]'); repeatable",
+    )
+    dev.set_defaults(run=_dev)
 
 
 def _add_subject_commands(actions: Any) -> None:
     subjects = actions.add_parser("subjects", help="subjects: whom tokens are issued for")
     verbs = subjects.add_subparsers(required=True, metavar="VERB")
     add = verbs.add_parser("add", help="add a subject")
-    add.add_argument("name")
+    add.add_argument("name", help="the subject's name: what its tokens carry as sub")
     add.add_argument("--password", action="store_true", help="give it a password (read from stdin or a prompt)")
     listing = verbs.add_parser("list", help="list subjects (never a password or its hash)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     delete = verbs.add_parser("delete", help="delete a subject, its API clients and every token of either")
-    delete.add_argument("name")
+    delete.add_argument("name", help="the subject to delete")
     for verb, run in ((add, _subjects_add), (listing, _subjects_list), (delete, _subjects_delete)):
-        verb.add_argument("--config", required=True)
+        verb.add_argument("--config", required=True, help="config file (YAML) naming the store")
         verb.set_defaults(run=run)
 
 
@@ -76,17 +95,17 @@ def _add_client_commands(actions: Any) -> None:
     clients = actions.add_parser("clients", help="API clients: client_credentials logins for a subject")
     verbs = clients.add_subparsers(required=True, metavar="VERB")
     add = verbs.add_parser("add", help="add an API client; its secret is printed once")
-    add.add_argument("--name", required=True)
-    add.add_argument("--subject", required=True)
+    add.add_argument("--name", required=True, help="a name for people to recognise the client by")
+    add.add_argument("--subject", required=True, help="the subject its tokens are issued for")
     add.add_argument("--audience", help="limit it to one upstream (its name or audience)")
     listing = verbs.add_parser("list", help="list API clients (never a secret)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
     reset = verbs.add_parser("reset-secret", help="a new secret, printed once; every token of the client dies")
-    reset.add_argument("client_id")
+    reset.add_argument("client_id", help="the client whose secret to replace")
     delete = verbs.add_parser("delete", help="delete an API client; every token of it dies")
-    delete.add_argument("client_id")
+    delete.add_argument("client_id", help="the client to delete")
     for verb, run in ((add, _clients_add), (listing, _clients_list), (reset, _clients_reset), (delete, _clients_delete)):
-        verb.add_argument("--config", required=True)
+        verb.add_argument("--config", required=True, help="config file (YAML) naming the store")
         verb.set_defaults(run=run)
 
 
@@ -266,6 +285,38 @@ def _break_glass_grant(config: Config, args: argparse.Namespace) -> AccessTokenG
         except ValueError as exc:
             raise directory.DirectoryError("invalid", f"--lifetime: {exc}") from None
     return AccessTokenGrant(args.subject, BREAK_GLASS_CLIENT, args.token_type, source.audience[0], lifetime, (args.token_type,))
+
+
+def _dev(args: argparse.Namespace) -> int:
+    """Print a development token; the warning goes to stderr so ``TOKEN=$(...)`` keeps only the token."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print("\n".join(map(str, exc.problems)), file=sys.stderr)
+        return EXIT_USAGE
+    upstream = config.upstream(args.upstream)
+    try:
+        if upstream is None:
+            raise DevTokenRefused(f"unknown upstream {args.upstream!r} (known: {', '.join(u.name for u in config.upstreams)})")
+        request = DevTokenRequest(args.token_type, args.subject, _dev_lifetime(args.lifetime), dict(map(parse_claim, args.claim)))
+        token = asyncio.run(mint_dev_token(upstream.token_source, upstream.name, request))
+    except DevTokenRefused as exc:
+        print(f"no token made: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(token)
+    print(
+        f"development token ({DEV_CLAIM}: true) for {args.subject} as {args.token_type!r} on upstream {upstream.name!r}, "
+        f"expires {when(time.time() + request.lifetime)}: signed with the config's shared secret, never for production",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _dev_lifetime(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise DevTokenRefused(f"--lifetime: {exc}") from None
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str) -> None:

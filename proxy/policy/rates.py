@@ -63,7 +63,7 @@ def read_rate_limit(reader: FieldReader, parent: LocatedDict, *, upstream: bool)
         reader.error(parent, "rate_limit", "rate_limit must be like '60/min' or {requests: 600, per: 1h}")
         return None
     keys = ("requests", "per", "store_failure") if upstream else ("requests", "per", "by", "store_failure")
-    reader.expect_keys(value, keys, "rate_limit")
+    reader.expect_keys(value, keys, "an upstream's rate_limit" if upstream else "rate_limit")
     requests = _requests(reader, value)
     per = _period(reader, value)
     by = "upstream" if upstream else reader.choice(value, "by", TYPE_KEYS, default="token")

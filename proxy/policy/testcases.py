@@ -205,7 +205,7 @@ def _read_reason(reader: FieldReader, section: LocatedDict, decision: str | None
         return None
     reason = _REASONS.get(code)
     if reason is None:
-        reader.error(section, "reason", f"unknown reason {code!r} (see the reason table in the README)")
+        reader.error(section, "reason", f"unknown reason {code!r} (see docs/concepts/request-decision.md)")
         return None
     if decision in ("allow", "deny") and (decision == "allow") != (reason is Reason.ALLOWED):
         reader.error(section, "reason", f"reason {code!r} contradicts decision {decision!r}")

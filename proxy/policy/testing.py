@@ -26,6 +26,7 @@ from proxy.policy.offline import decide_offline
 from proxy.policy.testcases import TESTS_SUFFIX, TestCase, TestFile, load_test_file
 from proxy.tokens.facts import TokenFacts
 from proxy.yamlsource import ConfigError, LocatedDict, LocatedList, Problem, line_of, load_yaml_file
+from proxy.wording import plural
 
 
 class MissingPath(Exception):
@@ -265,11 +266,14 @@ def report(results: Sequence[PackResult], *, allow_uncovered: bool = False) -> t
     for pack in results:
         covered = pack.rules - len(pack.uncovered)
         lines.append(
-            f"{pack.file}: pack {pack.pack!r}: {len(pack.results)} cases, {len(pack.failures)} failed; "
+            f"{pack.file}: pack {pack.pack!r}: {plural(len(pack.results), 'case')}, {len(pack.failures)} failed; "
             f"{covered}/{pack.rules} rules covered"
         )
     cases = sum(len(pack.results) for pack in results)
     failed = sum(len(pack.failures) for pack in results)
     uncovered = sum(len(pack.uncovered) for pack in results)
-    lines.append(f"{len(results)} packs, {cases} cases: {cases - failed} passed, {failed} failed; {uncovered} rules uncovered")
+    lines.append(
+        f"{plural(len(results), 'pack')}, {plural(cases, 'case')}: {cases - failed} passed, {failed} failed; "
+        f"{plural(uncovered, 'rule')} uncovered"
+    )
     return lines, failed == 0 and (allow_uncovered or uncovered == 0)

@@ -199,11 +199,23 @@ async def test_a_401_from_the_appliance_is_never_passed_on_and_the_next_request_
     status, body, headers = await get(gateway, "/api/hosts", token)
     assert status == 502 and b"upstream_credential_rejected" in body
     assert first not in body.decode() and "WWW-Authenticate" not in headers  # the appliance's answer named it
+    assert b"the next request logs in again" in body
     assert (await get(gateway, "/api/hosts", token))[0] == 200
     assert len(appliance.logins) == 2
     [second] = appliance.valid
     assert appliance.calls == [[f"Bearer {first}"], [f"Bearer {first}"], [f"Bearer {second}"]]
     assert first not in caplog.text and second not in caplog.text and PASSWORD not in caplog.text
+
+
+async def test_a_refused_static_credential_says_the_operator_must_replace_it(
+    appliance: Appliance, start_gateway: GatewayStarter, tmp_path: Path
+) -> None:
+    gateway = await start_with(start_gateway, tmp_path, appliance.url, {"type": "bearer", "token_file": "appliance.token"})
+    status, body, _ = await get(gateway, "/api/hosts", mint())
+    assert status == 502 and b"upstream_credential_rejected" in body
+    described = json.loads(body)["error_description"]
+    assert "the operator must replace the upstream's credential in the config" in described
+    assert "logs in again" not in described and STATIC_TOKEN not in body.decode()
 
 
 async def test_an_issuer_upstream_never_receives_the_clients_token(

@@ -4,7 +4,7 @@ Every per-token structure in labgate (verified-token cache, last uses,
 revocation answers, live-token window, observed and introspected tokens) has
 a maximum size; this drives a real ``labgate serve`` process through real
 sockets and reads its peak resident memory from /proc.  The ceiling is the
-one the README documents.
+one docs/concepts/running.md documents.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tests.conftest import AUDIENCE, ISSUER, SECRET, RecordingUpstream, write_co
 from tests.labgate_process import labgate_serving
 from tests.redis_server import RedisServer
 
-# README "Bounded memory": the documented ceiling for this burst.
+# docs/concepts/running.md, "Bounded memory": the documented ceiling for this burst.
 PEAK_RSS_CEILING_MIB = 250
 TOKENS = 100_000
 CONNECTIONS = 8

@@ -120,8 +120,10 @@ async def test_a_fixed_config_after_a_refused_one_is_served(upstream: RecordingU
         (lambda d: d["listen"].update(port=free_port()), "listen.port"),
         (lambda d: d["listen"].update(address="localhost"), "listen.address"),
         (lambda d: d["limits"].update(header_timeout=5), "limits.header_timeout"),
+        (lambda d: d["limits"].update(max_header_block_bytes=32768), "limits.max_header_block_bytes"),
+        (lambda d: d["limits"].update(max_connections=10), "limits.max_connections"),
     ],
-    ids=["port", "address", "header_timeout"],
+    ids=["port", "address", "header_timeout", "max_header_block_bytes", "max_connections"],
 )
 async def test_a_config_that_changes_the_listener_is_refused_until_a_restart(
     upstream: RecordingUpstream, tmp_path: Path, change: Callable[[dict[str, Any]], None], setting: str

@@ -126,7 +126,7 @@ def test_cases_that_match_and_cover_every_rule_pass(tmp_path: Path) -> None:
     assert passed
     assert len(result.results) == 10 and not result.failures and not result.uncovered
     assert result.rules == 10
-    assert lines[-1] == "1 packs, 10 cases: 10 passed, 0 failed; 0 rules uncovered"
+    assert lines[-1] == "1 pack, 10 cases: 10 passed, 0 failed; 0 rules uncovered"
     assert lines[0] == f"{tmp_path / 'demo.yaml'}: pack 'demo': 10 cases, 0 failed; 10/10 rules covered"
 
 
@@ -143,7 +143,7 @@ def test_a_mismatch_names_the_case_its_line_what_was_expected_and_what_came(tmp_
         f"{tmp_path / 'demo.tests.yaml'}:11: case 'reader cannot sort': expected allow (rule demo/reader/routes/GET /api/hosts), "
         "got deny query_param_not_allowed (rule demo/reader/query): query parameter 'sort' is not allowed"
     )
-    assert lines[-1] == "1 packs, 10 cases: 9 passed, 1 failed; 0 rules uncovered"
+    assert lines[-1] == "1 pack, 10 cases: 9 passed, 1 failed; 0 rules uncovered"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,96 @@
+"""One request's way through the gateway, as plain data: what its answer and its record need.
+
+An :class:`Exchange` exists for every request, including those refused before
+any upstream was found; a :class:`Routed` exchange is one whose target passed
+the path contract and found its upstream, so the flow after routing carries
+no optional fields it must check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from proxy.config import Upstream
+from proxy.credentials.base import UpstreamCredential
+from proxy.gateway.client_token import ClientToken
+from proxy.gateway.transport import UpstreamTransport
+from proxy.ipaddrs import IPAddress
+from proxy.paths import RequestTarget
+from proxy.policy.compile import CompiledPack
+from proxy.policy.model import HeaderRules, Lifetimes
+from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.tokens.source import TokenSource
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@dataclass
+class UpstreamRuntime:
+    """What serving one upstream needs at run time."""
+
+    upstream: Upstream
+    pack: CompiledPack
+    source: TokenSource
+    transport: UpstreamTransport
+    base_path: str  # the upstream URL's /base/path ("" for none), before every checked target
+    upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
+    credential: UpstreamCredential | None = None  # replaces the client's Authorization (README "Upstream credentials")
+    client_authorization: bool = True  # the appliance issued the client's token and must see it
+    header_rules: HeaderRules = HeaderRules()  # which client headers the appliance may see (pack + upstream)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """What recording a use of a verified token needs (idle lifetimes, live-token counts)."""
+
+    key: str
+    facts: TokenFacts
+    lifetimes: Lifetimes
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Every request: what its answer and its decision-log line need, filled in as they are learnt.
+
+    ``runtime`` and ``target`` stay empty for a request refused before routing;
+    the record then names no upstream or path.
+    """
+
+    request: web.BaseRequest
+    request_id: str
+    started: float
+    runtime: UpstreamRuntime | None = None
+    target: RequestTarget | None = None
+    token: TokenFacts | TokenRejection | None = None
+    client_ip: IPAddress | None = None
+    method: str = ""  # the method decided on: the request's own, or the one a forward-auth question names
+    forward_auth: bool = False
+    client_token: ClientToken | None = None  # the token as presented, when it was well-formed
+    use: TokenUse | None = None  # recorded once the request reached the appliance
+    rate_headers: dict[str, str] | None = None  # RateLimit and RateLimit-Policy for the answer
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """An exchange whose target passed the path contract and found its upstream."""
+
+    exchange: Exchange
+    runtime: UpstreamRuntime
+    target: RequestTarget
+
+    @property
+    def request(self) -> web.BaseRequest:
+        return self.exchange.request
+
+
+def request_id_for(request: web.BaseRequest) -> str:
+    """The client's ``X-Request-ID`` when it sent exactly one sane one, else a fresh id."""
+    given = request.headers.getall("X-Request-ID", ())
+    if len(given) == 1 and _SANE_REQUEST_ID.fullmatch(given[0]):
+        return given[0]
+    return os.urandom(16).hex()  # as unique as a uuid4, a third of the cost
