@@ -90,6 +90,13 @@ def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type:
     return {"rate_limits": [{"policy": policy, **rate_limit_fields(limit)} for policy, limit in named]}
 
 
+def _budget_key(applied: AppliedLimit, facts: TokenFacts | None, token_key: str | None) -> str:
+    """The store key of the budget this request spends: the upstream's one, or its owner's."""
+    if applied.limit.by == "upstream":
+        return applied.key_prefix
+    return applied.key_prefix + _budget_owner(applied.limit, facts, token_key)
+
+
 def _budget_owner(limit: RateLimit, facts: TokenFacts | None, token_key: str | None) -> str:
     """Whose budget: the token's fingerprint, or a digest of the subject or client id (no names in store keys)."""
     if limit.by == "token":
@@ -121,11 +128,7 @@ class RateLimiter:
     async def check(
         self, upstream: str, token_type: str | None, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None
     ) -> RateOutcome:
-        checks = [
-            RateCheck(a.key_prefix + _budget_owner(a.limit, facts, token_key) if a.limit.by != "upstream" else a.key_prefix,
-                      a.limit.interval, a.limit.requests)
-            for a in plan.limits
-        ]
+        checks = [RateCheck(_budget_key(a, facts, token_key), a.limit.interval, a.limit.requests) for a in plan.limits]
         try:
             verdict = await self._store.rate_limit(checks, self._clock())
         except StoreUnavailable as exc:

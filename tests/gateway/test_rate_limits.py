@@ -33,6 +33,7 @@ token_types:
     routes: [GET /api/hosts]
   session:
     routes: [GET /api/hosts]
+    rate_limit: {requests: 1, per: 1h, by: client_id}
 """
 
 
@@ -92,6 +93,17 @@ async def test_a_limit_by_subject_is_shared_by_the_subjects_tokens(upstream: Rec
     first, second = mint({"role": "admin", "sub": "carol", "jti": "1"}), mint({"role": "admin", "sub": "carol", "jti": "2"})
     assert [(await call(gateway.url, t))[0] for t in (first, second, first)] == [200, 200, 429]
     assert (await call(gateway.url, mint({"role": "admin", "sub": "dave"})))[0] == 200
+
+
+async def test_a_limit_by_client_id_is_shared_by_the_clients_tokens(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    gateway = await start_gateway(upstream.url, pack_text=RATE_PACK)
+    first = mint({"role": "session", "sub": "erin", "client_id": "backup-script"})
+    second = mint({"role": "session", "sub": "frank", "azp": "backup-script"})  # azp names the client too
+    other = mint({"role": "session", "sub": "erin", "client_id": "inventory"})
+    assert [(await call(gateway.url, t))[0] for t in (first, second, other)] == [200, 429, 200]
+    # Tokens that name no client share one budget: many of them buy no more requests.
+    nameless = [mint({"role": "session", "sub": name}) for name in ("g", "h")]
+    assert [(await call(gateway.url, t))[0] for t in nameless] == [200, 429]
 
 
 async def test_a_type_without_a_rate_limit_gets_no_headers(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
