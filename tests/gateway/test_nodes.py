@@ -163,3 +163,35 @@ async def test_least_in_flight_sends_past_a_busy_node(start_gateway: GatewayStar
         assert len(busy.received) == 1
         a.hold.set()
         assert (await held)[0] == 200
+
+
+@contextlib.asynccontextmanager
+async def slamming_node() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """Reads a request, then closes the connection without a byte of an answer."""
+    seen: list[bytes] = []
+
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            seen.append(await reader.read(65536))
+        writer.close()
+
+    server = await asyncio.start_server(slam, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+
+
+async def test_a_bodiless_get_cut_before_any_answer_goes_to_another_node(start_http1_gateway: GatewayStarter) -> None:
+    async with node("a") as a, slamming_node() as (slammer, seen):
+        gateway = await start_http1_gateway(a.url, upstream={"url": None, "nodes": [slammer, a.url]})
+        assert await call(gateway.url) == (200, {"node": "a"})
+        assert len(seen) == 1 and [r[:2] for r in a.received] == [("GET", "/api/hosts")]
+
+
+async def test_a_post_cut_before_any_answer_is_never_sent_again(start_gateway: GatewayStarter) -> None:
+    async with node("a") as a, slamming_node() as (slammer, seen):
+        gateway = await start_gateway(a.url, upstream={"url": None, "nodes": [slammer, a.url]})
+        status, answer = await call(gateway.url, "POST", "/api/backups/b1/restore", b"{}")
+        assert (status, answer["reason"]) == (502, "upstream_unreachable")  # its body may have reached the node
+        assert len(seen) == 1 and a.received == []
