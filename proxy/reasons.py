@@ -2,8 +2,8 @@
 
 The HTTP layer, metrics, decision logs and ``labgate explain`` all use these
 values; nothing compares error messages.  Each reason carries the HTTP status it
-maps to and, for 401 answers, the RFC 6750 section 3.1 error code that goes into
-``WWW-Authenticate``.
+maps to and its OAuth error code: for 401 and 403 ``insufficient_scope`` answers,
+the RFC 6750 section 3.1 code that goes into ``WWW-Authenticate``.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ class Reason(enum.Enum):
     RENEWAL_ENDED = ("renewal_ended", 400, "invalid_grant")
     SCOPE_NOT_ALLOWED = ("scope_not_allowed", 400, "invalid_scope")
     UNKNOWN_AUDIENCE = ("unknown_audience", 400, "invalid_target")
+    TARGETS_DIFFER = ("targets_differ", 400, "invalid_target")  # audience and resource (RFC 8707) name different upstreams
 
     # The token service's management API.
     ADMIN_UNAUTHORIZED = ("admin_unauthorized", 401, "unauthorized")
@@ -129,6 +130,6 @@ class Reason(enum.Enum):
     INTERNAL_ERROR = ("internal_error", 500, "server_error")
 
     @property
-    def is_auth_failure(self) -> bool:
-        """401 answers carry ``WWW-Authenticate`` (RFC 6750 section 3)."""
-        return self.status == 401
+    def challenges_bearer(self) -> bool:
+        """401 answers, and 403 ``insufficient_scope`` ones, carry ``WWW-Authenticate: Bearer`` (RFC 6750 section 3)."""
+        return self.status == 401 or self.error == "insufficient_scope"

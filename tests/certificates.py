@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
@@ -29,3 +31,15 @@ def self_signed(key: Any, common_name: str, *, addresses: tuple[str, ...] = ()) 
         sans = [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(key, hashes.SHA256())
+
+
+def lab_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and ::1, as the README's openssl line makes."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = self_signed(key, name, addresses=("127.0.0.1", "::1"))
+    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file

@@ -16,7 +16,7 @@ WHEN: dict[Reason, str] = {
     Reason.BAD_QUERY: "the query string breaks the path contract",
     Reason.METHOD_NOT_SUPPORTED: "a method no route can name (`TRACE`, `CONNECT`, …)",
     Reason.NO_UPSTREAM: "no upstream serves this host and path",
-    Reason.MISSING_TOKEN: "no `Authorization` header",
+    Reason.MISSING_TOKEN: "no `Authorization` header (the challenge is a bare `Bearer realm=\"labgate\"`, RFC 6750 section 3.1)",
     Reason.MALFORMED_AUTHORIZATION: "not exactly one well-formed `Bearer` credential; token in the query",
     Reason.MALFORMED_TOKEN: "not a compact JWS, bad JSON, duplicate names in the JOSE header or the claims, `crit` header, bad claim types",
     Reason.BAD_SIGNATURE: "the signature does not verify",
@@ -79,7 +79,11 @@ WHEN: dict[Reason, str] = {
     Reason.REFRESH_TOKEN_REUSED: "a used refresh token presented again: its whole chain is revoked (`invalid_grant`)",
     Reason.RENEWAL_ENDED: "a refresh chain past its type's `refresh_until` (`invalid_grant`)",
     Reason.SCOPE_NOT_ALLOWED: "`scope` asks for more than the token type (`invalid_scope`)",
-    Reason.UNKNOWN_AUDIENCE: "`audience` names no upstream labgate issues tokens for (`invalid_target`)",
+    Reason.UNKNOWN_AUDIENCE: (
+        "`audience` or `resource` names no upstream labgate issues tokens for, or `resource` is not an absolute URI "
+        "(`invalid_target`)"
+    ),
+    Reason.TARGETS_DIFFER: "`audience` and `resource` (or two `resource` values) name different upstreams (`invalid_target`)",
     Reason.ADMIN_UNAUTHORIZED: (
         "management API: no or wrong administrator credentials (`WWW-Authenticate: Basic realm=\"labgate-admin\"`)"
     ),

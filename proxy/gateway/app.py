@@ -22,26 +22,23 @@ from typing import Callable, Mapping
 from aiohttp import web
 
 from proxy.config import Config, Upstream
-from proxy.credentials.open import forwards_client_authorization, open_credential
 from proxy.gateway.client_token import TokenProblem, client_token
 from proxy.gateway.discovery import discovery_endpoints
 from proxy.gateway.exchange import Exchange, Routed, TokenUse, UpstreamRuntime, request_id_for
 from proxy.gateway.forward_auth import OriginalRequest, forward_auth_answer, original_request
 from proxy.gateway.forwarder import Forwarder
-from proxy.gateway.http1 import Http1Transport
 from proxy.gateway.nodepool import NodePool
 from proxy.gateway.own_endpoints import OwnEndpoints
 from proxy.gateway.protect import Protection
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import shape_problem
 from proxy.gateway.routing import UpstreamRouter
+from proxy.gateway.runtime import Runtime, TransportFactory, transport_for
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
-from proxy.gateway.transport import AiohttpTransport, UpstreamTransport
 from proxy.ipaddrs import ClientIpResolver
 from proxy.issuer.admin import AdminApi, AdminContext
-from proxy.issuer.ring import KeyRing
 from proxy.issuer.settings import TOKEN_PATH
-from proxy.issuer.token_endpoint import TokenEndpoint
+from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.metrics import GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
 from proxy.policy.compile import CompiledPack
@@ -49,24 +46,13 @@ from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS, Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import Store
-from proxy.store.instrumented import InstrumentedStore
-from proxy.store.open import open_store
 from proxy.tokens.facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.observe import ObserveSource
-from proxy.tokens.source import SourceEvents, open_token_source
 from proxy.tokens.state import TokenStateGuard
 
 logger = logging.getLogger("labgate")
 
-TransportFactory = Callable[[Upstream], UpstreamTransport]
 _Found = tuple[Upstream, UpstreamRuntime, RequestTarget]
-
-
-def transport_for(upstream: Upstream) -> UpstreamTransport:
-    """The upstream's configured transport: the lean ``http1`` one unless it says ``aiohttp``."""
-    if upstream.transport == "aiohttp":
-        return AiohttpTransport(upstream)
-    return Http1Transport(upstream)
 
 
 class Gateway:
@@ -89,14 +75,12 @@ class Gateway:
         self.config = config
         self.metrics = metrics or GatewayMetrics()
         self.ip_resolver = ClientIpResolver(config.trusted_proxies, config.client_ip_header)
-        self._transport_factory = transport_factory
+        self.runtime = Runtime(config, self.metrics, store=store, token_state=token_state, transport_factory=transport_factory)
+        self.store, self.token_state, self.key_ring = self.runtime.store, self.runtime.token_state, self.runtime.key_ring
         self._runtimes: list[UpstreamRuntime] = []
         self.router: UpstreamRouter[UpstreamRuntime] = UpstreamRouter([])
         self._found: Callable[[str, str | None], _Found | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
-        self._owns_store = store is None
-        self.store: Store = InstrumentedStore(open_store(config.store), self.metrics) if store is None else store
-        self.token_state = token_state or TokenStateGuard(self.store)
         self.recorder = Recorder(config, self.metrics)
         # Rate limits and in-flight caps (README "Protecting the appliances").
         self.protection = Protection(self.store, self.metrics, self.recorder)
@@ -107,8 +91,6 @@ class Gateway:
         self._own: dict[str, Callable[[web.BaseRequest], object]] = dict(own.paths)
         if config.endpoints.forward_auth:
             self._own[config.endpoints.forward_auth] = self._forward_auth
-        # labgate's own signing keys: one ring for the JWKS and every issuer source (README "Token service").
-        self.key_ring = KeyRing(self.store, config.issuer) if config.issuer else None
         if self.key_ring is not None:
             self._own.update(discovery_endpoints(self.key_ring, request_id_for))
         # The token service's management API (README "Token service"), under its own prefix.
@@ -118,56 +100,17 @@ class Gateway:
         self.token_endpoint = TokenEndpoint(config, self.store, self.key_ring, self.token_state) if self.key_ring else None
 
     async def start(self) -> None:
-        for upstream in self.config.upstreams:
-            name = upstream.name
-            hits, misses = self.metrics.token_cache.labels(name, "hit"), self.metrics.token_cache.labels(name, "miss")
-            events = SourceEvents(
-                cache_lookup=lambda hit, hits=hits, misses=misses: (hits if hit else misses).inc(),
-                jwks_fetch=lambda result, name=name: self.metrics.jwks_fetches.labels(name, result).inc(),
-                introspection=lambda result, name=name: self.metrics.observe_introspection(name, result),
-                observed=lambda token_type, name=name: self.metrics.observed_token(name, token_type),
-            )
-            source = open_token_source(upstream.token_source, self.store, upstream=name, events=events, key_ring=self.key_ring)
-            self._runtimes.append(
-                UpstreamRuntime(
-                    upstream,
-                    self.config.packs[upstream.pack],
-                    source,
-                    self._upstream_transport(upstream),
-                    upstream.url.raw_path.rstrip("/"),
-                    self.metrics.upstream_duration.labels(name),
-                    open_credential(upstream),
-                    forwards_client_authorization(upstream),
-                    self.config.packs[upstream.pack].pack.headers.merged(upstream.headers),
-                )
-            )
+        self._runtimes = self.runtime.start()
         self.router = UpstreamRouter([(r.upstream, r) for r in self._runtimes])
         # Bounded: hosts and targets are client-controlled.
         self._found = functools.lru_cache(maxsize=4096)(self._parse_and_route)
         warn_about_client_ip_rules(self.config)
 
-    def _upstream_transport(self, upstream: Upstream) -> UpstreamTransport:
-        """The upstream's transport; with ``nodes``, a pool of one per node (README "Several nodes per upstream")."""
-        if upstream.nodes is None:
-            return self._transport_factory(upstream)
-        pool = NodePool(upstream, upstream.nodes, self.metrics, self._transport_factory)
-        pool.start_health_checks()
-        return pool
-
     def _node_states(self) -> dict[str, object]:
         return {r.upstream.name: r.transport.states() for r in self._runtimes if isinstance(r.transport, NodePool)}
 
     async def close(self) -> None:
-        for runtime in self._runtimes:
-            await runtime.transport.close()
-            await runtime.source.close()
-            if runtime.credential is not None:
-                await runtime.credential.close()
-        self._runtimes.clear()
-        if self.key_ring is not None:
-            await self.key_ring.close()
-        if self._owns_store:
-            await self.store.close()
+        await self.runtime.close()
 
     # -- the request flow ---------------------------------------------------------
 

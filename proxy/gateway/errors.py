@@ -1,7 +1,14 @@
 """Every error labgate answers with: JSON, a stable reason, never a token.
 
-Body: ``{"error", "error_description", "reason", "request_id"}``.  401 answers
-carry ``WWW-Authenticate: Bearer`` with the RFC 6750 section 3.1 error code.
+Body: ``{"error", "error_description", "reason", "request_id"}``.
+
+The ``WWW-Authenticate: Bearer`` challenge follows RFC 6750 section 3: every
+401 carries it, and so does every 403 ``insufficient_scope`` ("MUST include
+the HTTP WWW-Authenticate response header field" when a request fails the
+token's access); a request that sent no credentials at all gets the bare
+challenge, without an error code (section 3.1: it "SHOULD NOT include an
+error code or other error information").  Other answers carry none: a 400 or
+a 503 is not about the token.
 """
 
 from __future__ import annotations
@@ -28,16 +35,21 @@ def error_body(reason: Reason, detail: str, request_id: str) -> dict[str, str]:
     }
 
 
-def www_authenticate(reason: Reason, detail: str) -> str:
-    """RFC 6750 section 3: quoted-string values must not carry '"' or '\\'."""
+def www_authenticate(reason: Reason, detail: str) -> str | None:
+    """The Bearer challenge ``reason`` calls for, or None; quoted-string values never carry '"' or '\\'."""
+    if reason is Reason.MISSING_TOKEN:
+        return f'Bearer realm="{REALM}"'
+    if not reason.challenges_bearer:
+        return None
     safe = detail.replace("\\", "").replace('"', "'")
     return f'Bearer realm="{REALM}", error="{reason.error}", error_description="{safe}"'
 
 
 def error_response(reason: Reason, detail: str, request_id: str) -> web.Response:
     headers = {"X-Request-ID": request_id, "Cache-Control": "no-store"}
-    if reason.is_auth_failure:
-        headers["WWW-Authenticate"] = www_authenticate(reason, detail)
+    challenge = www_authenticate(reason, detail)
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
     return web.Response(
         status=reason.status,
         body=json.dumps(error_body(reason, detail, request_id)).encode(),

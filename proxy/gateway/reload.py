@@ -32,12 +32,12 @@ from typing import Callable
 from aiohttp import web
 
 from proxy.config import Config, load_config
-from proxy.gateway.app import Gateway, TransportFactory, transport_for
+from proxy.gateway.app import Gateway
+from proxy.gateway.runtime import TransportFactory, open_state_store, transport_for
 from proxy.gateway.config_watch import Fingerprint, fingerprint, watched_paths
 from proxy.metrics import GatewayMetrics
 from proxy.store.base import Store
-from proxy.store.instrumented import InstrumentedStore
-from proxy.store.open import StoreSettings, open_store
+from proxy.store.open import StoreSettings
 from proxy.tokens.state import TokenStateGuard
 from proxy.yamlsource import ConfigError
 
@@ -266,7 +266,7 @@ class ReloadingGateway:
         return ConfigVersion(number, gateway, self._clock(), state)
 
     def _open_store(self, settings: StoreSettings) -> _OpenStore:
-        store = InstrumentedStore(open_store(settings), self.metrics)
+        store = open_state_store(settings, self.metrics)
         return _OpenStore(settings, store, TokenStateGuard(store))
 
     async def _close_when_idle(self, version: ConfigVersion) -> None:

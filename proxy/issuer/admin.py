@@ -48,7 +48,7 @@ from proxy.issuer.accounts import AdminSettings
 from proxy.issuer.directory import DirectoryError
 from proxy.issuer.records import NAME
 from proxy.issuer.secrets_hash import verify_secret_async
-from proxy.issuer.small_body import read_small_body
+from proxy.gateway.token_service.small_body import read_small_body
 from proxy.paths import TargetError, parse_target
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable

@@ -18,6 +18,14 @@ from proxy.store.base import SigningKeyRecord
 GRANT_TYPES = ("password", "client_credentials", "refresh_token", "emergency")
 # RFC 6749 section 2.3.1: HTTP Basic, or the client's credentials in the form body.
 TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+# RFC 8414 section 2 requires response_types_supported, and section 3.2 forbids an
+# empty array ("Claims with zero elements MUST be omitted").  labgate has no
+# authorization endpoint, so it issues nothing in answer to any response_type:
+# "none" (OAuth 2.0 Multiple Response Type Encoding Practices, section 4, in
+# IANA's response-types registry) is the registered value that says exactly that
+# ("SHOULD NOT return an OAuth 2.0 Authorization Code, Access Token, Access Token
+# Type, or ID Token").  "code" or "token" would promise flows labgate lacks.
+RESPONSE_TYPES = ("none",)
 
 
 def jwks_document(keys: Iterable[SigningKeyRecord]) -> dict[str, Any]:
@@ -33,5 +41,5 @@ def metadata_document(settings: IssuerSettings) -> dict[str, Any]:
         "jwks_uri": settings.jwks_uri,
         "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": list(TOKEN_ENDPOINT_AUTH_METHODS),
-        "response_types_supported": [],  # required by section 2; without an authorization endpoint there are none
+        "response_types_supported": list(RESPONSE_TYPES),
     }

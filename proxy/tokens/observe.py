@@ -87,29 +87,41 @@ class TokenRequest:
     refresh_key: str | None = None
 
 
-def read_token_form(body: bytes, content_type: str) -> dict[str, str]:
+def read_token_form(body: bytes, content_type: str, *, repeatable: frozenset[str] = frozenset()) -> dict[str, str]:
     """The parameters of a form-encoded token request, each exactly once (RFC 6749 section 3.2).
 
     A parameter sent twice is refused ("MUST NOT be included more than
-    once"): two readers of the form could each take a different one.  Also
-    used by labgate's own token endpoint (:mod:`proxy.issuer.token_endpoint`).
+    once"): two readers of the form could each take a different one.  Names
+    in ``repeatable`` (RFC 8707's ``resource``, which "MAY" repeat) are left
+    out: the caller reads them with :func:`repeated_values`.  Also used by
+    labgate's own token endpoint (:mod:`proxy.issuer.token_endpoint`).
     """
+    fields: dict[str, str] = {}
+    for name, value in _form_pairs(body, content_type):
+        if name in repeatable:
+            continue
+        if name in fields:
+            raise BadTokenRequest(f"parameter {name[:32]!r} appears more than once")
+        fields[name] = value
+    return fields
+
+
+def repeated_values(body: bytes, content_type: str, name: str) -> tuple[str, ...]:
+    """Every value of a parameter that may appear more than once, in order."""
+    return tuple(value for key, value in _form_pairs(body, content_type) if key == name)
+
+
+def _form_pairs(body: bytes, content_type: str) -> list[tuple[str, str]]:
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/x-www-form-urlencoded":
         raise BadTokenRequest("a token request must be application/x-www-form-urlencoded")
     try:
-        pairs = urllib.parse.parse_qsl(
+        return urllib.parse.parse_qsl(
             body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body), errors="strict",
             max_num_fields=MAX_FORM_FIELDS,
         )
     except (UnicodeDecodeError, ValueError):
         raise BadTokenRequest("the token request body is not a valid form") from None
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        if name in fields:
-            raise BadTokenRequest(f"parameter {name[:32]!r} appears more than once")
-        fields[name] = value
-    return fields
 
 
 def read_token_request(body: bytes, content_type: str, basic_client_id: str | None) -> TokenRequest:

@@ -46,6 +46,34 @@ async def test_denied_query_never_reaches_the_upstream(upstream: RecordingUpstre
 
 
 @pytest.mark.parametrize(
+    "method, target, reason",
+    [("GET", "/demo/api/hosts?s%6Frt=name", "query_param_not_allowed"), ("GET", "/demo/api/admin", "route_not_allowed")],
+    ids=["query", "route"],
+)
+async def test_a_403_insufficient_scope_carries_the_bearer_challenge(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, method: str, target: str, reason: str
+) -> None:
+    """RFC 6750 section 3: "If the protected resource request does not include authentication
+    credentials or does not contain an access token that enables access to the protected resource,
+    the resource server MUST include the HTTP "WWW-Authenticate" response header field"; section 3.1:
+    insufficient_scope "SHOULD respond with the HTTP 403 (Forbidden) status code"."""
+    gateway = await start_gateway(upstream.url)
+    status, body, headers = await get(f"{gateway.url}{target}", mint(), method=method)
+    assert (status, body["reason"], body["error"]) == (403, reason, "insufficient_scope")
+    assert headers["WWW-Authenticate"].startswith('Bearer realm="labgate", error="insufficient_scope", error_description="')
+    assert upstream.received == []
+
+
+async def test_answers_that_are_not_about_the_token_carry_no_challenge(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter
+) -> None:
+    gateway = await start_gateway(upstream.url)
+    status, body, headers = await get(f"{gateway.url}/elsewhere/api/hosts", mint())
+    assert (status, body["reason"]) == (404, "no_upstream")
+    assert "WWW-Authenticate" not in headers
+
+
+@pytest.mark.parametrize(
     "target, reason",
     [
         ("/demo/api/hosts/%2e%2e/admin", "ambiguous_path"),
@@ -89,13 +117,12 @@ async def test_absolute_form_target_is_refused(upstream: RecordingUpstream, star
 @pytest.mark.parametrize(
     "headers, reason",
     [
-        ({}, "missing_token"),
         ({"Authorization": "Basic dXNlcjpwYXNz"}, "malformed_authorization"),
         ({"Authorization": "Bearer"}, "malformed_authorization"),
         ({"Authorization": "Bearer a b"}, "malformed_authorization"),
         ({"Authorization": "Bearer not-a-jwt"}, "malformed_token"),
     ],
-    ids=["missing", "basic", "empty_bearer", "two_words", "not_a_jwt"],
+    ids=["basic", "empty_bearer", "two_words", "not_a_jwt"],
 )
 async def test_bad_authorization_is_401_with_www_authenticate(
     upstream: RecordingUpstream, start_gateway: GatewayStarter, headers: dict[str, str], reason: str
@@ -105,6 +132,18 @@ async def test_bad_authorization_is_401_with_www_authenticate(
     assert status == 401
     assert body["reason"] == reason
     assert response_headers["WWW-Authenticate"].startswith('Bearer realm="labgate", error="invalid_')
+    assert upstream.received == []
+
+
+async def test_no_credentials_get_the_bare_challenge(upstream: RecordingUpstream, start_gateway: GatewayStarter) -> None:
+    """RFC 6750 section 3.1: "If the request lacks any authentication information (e.g., the client
+    was unaware that authentication is necessary or attempted using an unsupported authentication
+    method), the resource server SHOULD NOT include an error code or other error information."
+    """
+    gateway = await start_gateway(upstream.url)
+    status, body, response_headers = await get(f"{gateway.url}/demo/api/hosts")
+    assert (status, body["reason"], body["error"]) == (401, "missing_token", "invalid_request")
+    assert response_headers["WWW-Authenticate"] == 'Bearer realm="labgate"'
     assert upstream.received == []
 
 

@@ -123,6 +123,10 @@ async def test_denials_carry_the_gateways_status_reason_and_body(
     answer = await ask(gateway, nginx_asks(method, uri, token))
     assert (answer.status, answer.reason) == (status, reason)
     assert set(answer.json()) == ERROR_KEYS
+    if status in (401, 403):  # RFC 6750 section 3: the token did not allow the request
+        assert answer.headers["WWW-Authenticate"].startswith(f'Bearer realm="labgate", error="{answer.json()["error"]}"')
+    else:
+        assert "WWW-Authenticate" not in answer.headers
     assert answer.json()["reason"] == reason
     assert_no_token(answer, token)
     assert upstream.received == []
@@ -138,11 +142,12 @@ async def test_bad_token_answers_401_with_www_authenticate(upstream: RecordingUp
     assert upstream.received == []
 
 
-async def test_missing_token_answers_401_invalid_request(upstream: RecordingUpstream, start: GatewayStarter) -> None:
+async def test_missing_token_answers_401_with_the_bare_challenge(upstream: RecordingUpstream, start: GatewayStarter) -> None:
+    """RFC 6750 section 3.1: no credentials at all get no error code in the challenge."""
     gateway = await forward_auth_gateway(start, upstream)
     answer = await ask(gateway, nginx_asks("GET", "/demo/api/hosts"))
     assert (answer.status, answer.reason) == (401, "missing_token")
-    assert 'error="invalid_request"' in answer.headers["WWW-Authenticate"]
+    assert answer.headers["WWW-Authenticate"] == 'Bearer realm="labgate"'
     assert "X-Labgate-Token-Type" not in answer.headers
     assert upstream.received == []
 

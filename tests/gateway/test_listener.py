@@ -13,23 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.certificates import self_signed
+from tests.certificates import lab_certificate
 from tests.conftest import GatewayStarter, RecordingUpstream, free_port, mint, raw_request
-
-
-def lab_certificate(directory: Path, name: str) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and ::1, as the README's openssl line makes."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    certificate = self_signed(key, name, addresses=("127.0.0.1", "::1"))
-    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_file, key_file
 
 
 def bearer(token: str | None = None) -> dict[str, str]:

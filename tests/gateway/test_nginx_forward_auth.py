@@ -188,6 +188,8 @@ async def test_denied_request_gets_403_with_the_reason_and_never_reaches_the_ups
     assert headers["X-Labgate-Reason"] == "query_param_not_allowed"
     [request_id] = headers.getall("X-Request-ID")
     assert json.loads(body) == {"reason": "query_param_not_allowed", "request_id": request_id}
+    [challenge] = headers.getall("WWW-Authenticate")  # RFC 6750 section 3: MUST, when the token does not allow it
+    assert challenge.startswith('Bearer realm="labgate", error="insufficient_scope", error_description="')
     assert token.encode() not in body
     assert upstream.received == []
 
@@ -198,7 +200,7 @@ async def test_missing_token_gets_401_with_www_authenticate(upstream: RecordingU
     assert status == 401
     assert headers["X-Labgate-Reason"] == "missing_token"
     [challenge] = headers.getall("WWW-Authenticate")
-    assert challenge.startswith('Bearer realm="labgate", error="invalid_request"')
+    assert challenge == 'Bearer realm="labgate"'  # RFC 6750 section 3.1: no error code without credentials
     assert headers.getall("X-Labgate-Reason") == ["missing_token"]
     assert headers["Content-Type"] == "application/json"
     assert upstream.received == []

@@ -52,5 +52,17 @@ def test_the_metadata_names_the_issuer_its_token_endpoint_and_keys() -> None:
         "jwks_uri": "https://labgate.lab.example:8443/.well-known/jwks.json",
         "grant_types_supported": ["password", "client_credentials", "refresh_token", "emergency"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "response_types_supported": [],
+        "response_types_supported": ["none"],
     }
+
+
+def test_the_metadata_names_a_response_type_since_the_member_is_required_and_may_not_be_empty() -> None:
+    """RFC 8414 section 2: "response_types_supported REQUIRED.  JSON array containing a list of the
+    OAuth 2.0 "response_type" values that this authorization server supports."  Section 3.2: "Claims
+    with zero elements MUST be omitted from the response."  Without an authorization endpoint labgate
+    hands out nothing for any response_type: "none" (OAuth 2.0 Multiple Response Type Encoding
+    Practices, section 4) is the registered value that says so."""
+    document = metadata_document(issuer_settings())
+    assert document["response_types_supported"] == ["none"]
+    assert "authorization_endpoint" not in document
+    assert all(value != [] for value in document.values())

@@ -24,13 +24,13 @@ from proxy.issuer.keys import is_encrypted
 from proxy.issuer.ring import ensure_signing_key, rotate_signing_key
 from proxy.issuer.settings import IssuerSettings
 from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable
-from proxy.store.open import open_store
+from proxy.gateway.runtime import open_state_store
 from proxy.yamlsource import ConfigError
 
 EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2
 
 
-def add_keys_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Register ``keys`` and its subcommands on the CLI's subparsers."""
     keys = commands.add_parser("keys", help="labgate's token-signing keys (the issuer section)")
     actions = keys.add_subparsers(required=True, metavar="ACTION")
@@ -64,7 +64,7 @@ def issuer_config(path: str) -> tuple[Config, IssuerSettings] | None:
 
 def with_store(config: Config, work: Callable[[Store], Awaitable[Any]]) -> Any:
     async def run() -> Any:
-        store = open_store(config.store)
+        store = open_state_store(config.store)
         try:
             return await work(store)
         finally:

@@ -15,7 +15,7 @@ import pytest
 from proxy.cli import main
 from tests.conftest import mint, write_config
 
-QUICKSTART = Path(__file__).parent.parent / "deploy" / "examples" / "quickstart.yaml"
+QUICKSTART = Path(__file__).parent.parent.parent / "deploy" / "examples" / "quickstart.yaml"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -10,8 +10,9 @@ Grants (which token type each yields is the upstream's ``grants``,
   ``svtcli``): wrong credentials answer ``invalid_grant`` / "Invalid credentials";
 * ``refresh_token`` (section 6): renews a chain (:mod:`proxy.issuer.chains`).
 
-The upstream is the form's ``audience`` (its name, or one of its audiences),
-or the only upstream whose source is ``issuer``.  Errors follow section 5.2:
+The upstream is the form's ``audience`` (its name, or one of its audiences)
+and/or RFC 8707 ``resource`` (:mod:`proxy.issuer.audiences`), or the only
+upstream whose source is ``issuer``.  Errors follow section 5.2:
 400 with ``invalid_request``, ``invalid_grant``, ``unauthorized_client``,
 ``unsupported_grant_type``, ``invalid_scope`` (or RFC 8707's
 ``invalid_target``); 401 ``invalid_client`` with a Basic challenge.  Every
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -35,13 +37,13 @@ from aiohttp import web
 from proxy.gateway.errors import BodyTooLarge, error_response
 from proxy.issuer import chains, directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
-from proxy.issuer.audiences import NoSuchAudience, issuer_upstreams, select_upstream
+from proxy.issuer.audiences import NoSuchAudience, TargetsDiffer, issuer_upstreams, select_upstream
 from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME, RefreshRecord
 from proxy.issuer.secrets_hash import verify_secret_async
-from proxy.issuer.small_body import read_small_body
-from proxy.issuer.token_request import ClientAuthenticationFailed, ClientCredentials, TokenForm, read_token_endpoint_request
+from proxy.gateway.token_service.small_body import read_small_body
+from proxy.gateway.token_service.token_request import ClientAuthenticationFailed, ClientCredentials, TokenForm, read_token_endpoint_request
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
@@ -60,6 +62,10 @@ logger = logging.getLogger("labgate")
 PUBLIC_CLIENT_ID = "public"  # the client_id claim of a token whose client did not name itself
 INVALID_CREDENTIALS = "Invalid credentials"  # SimpliVity's words, for every wrong name or password
 TOKEN_REALM = "labgate"
+# RFC 6749 appendix A.1: client-id = *VSCHAR (%x20-7E); bounded, since it goes into tokens.
+PUBLIC_CLIENT_ID_SYNTAX = re.compile(r"[\x20-\x7e]{1,255}")
+# What RFC 6749 section 5.2 allows in error_description (no '"', no '\\'), bounded: room for any grant URN.
+GRANT_TYPE_ECHO = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,128}")
 
 
 class TokenRefused(Exception):
@@ -149,7 +155,7 @@ class TokenEndpoint:
             raise TokenRefused(Reason.CLIENT_AUTHENTICATION_FAILED, exc.detail, basic=exc.basic) from None
         grant = self._grants.get(form.grant_type)
         if grant is None:
-            raise TokenRefused(Reason.UNSUPPORTED_GRANT_TYPE, f"grant_type {form.grant_type[:32]!r} is not supported")
+            raise TokenRefused(Reason.UNSUPPORTED_GRANT_TYPE, _unsupported(form.grant_type))
         return await grant(form, self.clock())
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
@@ -228,6 +234,9 @@ class TokenEndpoint:
         if credentials.client_id is None:
             return Client(PUBLIC_CLIENT_ID, confidential=False, named=False)
         if not NAME.fullmatch(credentials.client_id):
+            # No registered client has this id (theirs are NAMEs); a public client may use any RFC 6749 client-id.
+            if credentials.secret is None and PUBLIC_CLIENT_ID_SYNTAX.fullmatch(credentials.client_id):
+                return Client(credentials.client_id, confidential=False, named=True)
             raise TokenRefused(Reason.CLIENT_AUTHENTICATION_FAILED, "the client id is not one labgate knows", basic=basic)
         record = await directory.get_client(self.store, credentials.client_id, now=now)
         if credentials.secret is None:
@@ -240,17 +249,23 @@ class TokenEndpoint:
 
     def _target_for(self, form: TokenForm, grant_type: str, client: Client) -> tuple[_Target, str]:
         """The upstream, the token type its ``grants`` give this grant, and the client's right to it."""
-        try:
-            upstream, source = select_upstream(self.config, form.get("audience"))
-        except NoSuchAudience as exc:
-            reason = Reason.UNKNOWN_AUDIENCE if form.get("audience") else Reason.BAD_TOKEN_REQUEST
-            raise TokenRefused(reason, str(exc)) from None
+        upstream, source = self._named_upstream(form)
         if client.audience is not None and client.audience != upstream.name and client.audience not in source.audience:
             raise TokenRefused(Reason.CLIENT_NOT_AUTHORIZED, "this client may not get tokens for this audience")
         token_type = source.token_type_for(grant_type)
         if token_type is None:
             raise TokenRefused(Reason.GRANT_NOT_ALLOWED, f"upstream {upstream.name!r} does not serve the {grant_type} grant")
         return _Target(upstream, source, self.config.packs[upstream.pack].token_types[token_type].spec.lifetimes), token_type
+
+    def _named_upstream(self, form: TokenForm) -> tuple[Upstream, IssuerSourceSettings]:
+        """The upstream ``audience`` and ``resource`` name (RFC 8707 ``invalid_target`` when they cannot)."""
+        try:
+            return select_upstream(self.config, form.get("audience"), form.resources)
+        except TargetsDiffer as exc:
+            raise TokenRefused(Reason.TARGETS_DIFFER, str(exc)) from None
+        except NoSuchAudience as exc:
+            named = form.get("audience") is not None or bool(form.resources)
+            raise TokenRefused(Reason.UNKNOWN_AUDIENCE if named else Reason.BAD_TOKEN_REQUEST, str(exc)) from None
 
     async def _issue(
         self, form: TokenForm, target: _Target, token_type: str, subject: str, client: Client, principal: str,
@@ -299,16 +314,23 @@ class TokenEndpoint:
                 raise TokenRefused(Reason.INVALID_GRANT, f"the refresh chain's {kind} was revoked")
         if not await self._principal_exists(record, now):
             raise TokenRefused(Reason.INVALID_GRANT, "the refresh chain's subject no longer exists")
-        found = next(((u, s) for u, s in issuer_upstreams(self.config) if u.name == record.upstream), None)
-        audience = form.get("audience")
-        if found is not None and audience is not None and audience != found[0].name and audience not in found[1].audience:
-            raise TokenRefused(Reason.UNKNOWN_AUDIENCE, "the refresh token is for another audience")
+        found = self._chain_upstream(form, record)
         if found is None or record.token_type not in found[1].token_types or record.audience not in found[1].audience:
             raise TokenRefused(Reason.INVALID_GRANT, "the refresh chain's upstream no longer takes its tokens")
         lifetimes = self.config.packs[found[0].pack].token_types[record.token_type].spec.lifetimes
         if lifetimes.refresh_until is None:
             raise TokenRefused(Reason.INVALID_GRANT, "the refresh chain's token type is no longer refreshable")
         return _Target(found[0], found[1], lifetimes)
+
+    def _chain_upstream(self, form: TokenForm, record: RefreshRecord) -> tuple[Upstream, IssuerSourceSettings] | None:
+        """The chain's upstream, if it still takes issuer tokens; a renewal naming another is ``invalid_target``."""
+        found = next(((u, s) for u, s in issuer_upstreams(self.config) if u.name == record.upstream), None)
+        if found is None or (form.get("audience") is None and not form.resources):
+            return found
+        named, _ = self._named_upstream(form)
+        if named.name != found[0].name:
+            raise TokenRefused(Reason.UNKNOWN_AUDIENCE, "the refresh token is for another audience")
+        return found
 
     async def _principal_exists(self, record: RefreshRecord, now: float) -> bool:
         if record.principal == "emergency":
@@ -324,6 +346,13 @@ class _Target:
     upstream: Upstream
     source: IssuerSourceSettings
     upstream_type_lifetimes: Lifetimes
+
+
+def _unsupported(grant_type: str) -> str:
+    """Names the grant in full when it is a short value RFC 6749 section 5.2 lets error_description carry."""
+    if GRANT_TYPE_ECHO.fullmatch(grant_type):
+        return f"grant_type '{grant_type}' is not supported"
+    return "the grant_type is not supported"
 
 
 def _credentials(form: TokenForm) -> tuple[str, str]:

@@ -9,6 +9,9 @@ joined by ``:`` (the RFC's own rule, so a ``:`` in a secret survives).
 
 A client without a secret (SimpliVity clients send ``simplivity:``) is a
 public client: it names itself, and proves nothing.
+
+RFC 8707's ``resource`` is the one parameter that may repeat ("Multiple
+resource parameters MAY be used"): its values are kept apart, in order.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
-from proxy.tokens.observe import BadTokenRequest, read_token_form
+from proxy.tokens.observe import BadTokenRequest, read_token_form, repeated_values
+
+RESOURCE = "resource"  # RFC 8707 section 2
 
 ClientAuthMethod = Literal["basic", "post", "none"]
 
@@ -52,6 +57,7 @@ class TokenForm:
 
     fields: Mapping[str, str] = field(repr=False)
     client: ClientCredentials
+    resources: tuple[str, ...] = ()  # RFC 8707 ``resource`` values (empty ones dropped)
 
     @property
     def grant_type(self) -> str:
@@ -64,7 +70,8 @@ class TokenForm:
 
 def read_token_endpoint_request(body: bytes, content_type: str, authorizations: list[str]) -> TokenForm:
     """Raises BadTokenRequest (``invalid_request``) or ClientAuthenticationFailed (``invalid_client``)."""
-    fields = read_token_form(body, content_type)
+    fields = read_token_form(body, content_type, repeatable=frozenset({RESOURCE}))
+    resources = tuple(value for value in repeated_values(body, content_type, RESOURCE) if value)
     if not fields.get("grant_type"):
         raise BadTokenRequest("the token request has no grant_type")
     if len(authorizations) > 1:
@@ -76,12 +83,12 @@ def read_token_endpoint_request(body: bytes, content_type: str, authorizations: 
         client_id, secret = _basic(authorizations[0])
         if body_id is not None and body_id != client_id:
             raise BadTokenRequest("the client id in the body differs from the one in HTTP Basic")
-        return TokenForm(fields, ClientCredentials("basic", client_id, secret or None))
+        return TokenForm(fields, ClientCredentials("basic", client_id, secret or None), resources)
     if body_secret is not None and not body_id:
         raise BadTokenRequest("client_secret without client_id")
     if body_id:
-        return TokenForm(fields, ClientCredentials("post" if body_secret else "none", body_id, body_secret or None))
-    return TokenForm(fields, ClientCredentials("none"))
+        return TokenForm(fields, ClientCredentials("post" if body_secret else "none", body_id, body_secret or None), resources)
+    return TokenForm(fields, ClientCredentials("none"), resources)
 
 
 def _basic(authorization: str) -> tuple[str, str]:

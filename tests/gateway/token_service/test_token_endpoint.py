@@ -14,7 +14,7 @@ from aiohttp import web
 from proxy.config import Config, load_config
 from proxy.issuer import directory
 from proxy.issuer.ring import KeyRing
-from proxy.issuer.token_endpoint import TokenEndpoint
+from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.store.base import Store
 from proxy.tokens.state import TokenStateGuard
 from tests.conftest import app_on_loopback, write_config

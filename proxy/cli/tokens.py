@@ -25,7 +25,7 @@ from proxy.config import Config, load_config
 from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
 from proxy.issuer.audiences import NoSuchAudience, select_upstream
-from proxy.issuer.commands import issuer_config, when, with_store
+from proxy.cli.keys import issuer_config, when, with_store
 from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME
@@ -40,7 +40,7 @@ EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2
 BREAK_GLASS_CLIENT = "labgate-cli"  # the client_id claim of a token `labgate token issue` mints
 
 
-def add_token_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Register ``token`` and its subcommands on the CLI's subparsers."""
     token = commands.add_parser("token", help="the token service: subjects, API clients, break-glass tokens, password hashes")
     actions = token.add_subparsers(required=True, metavar="ACTION")
