@@ -53,7 +53,7 @@ class Listen:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what a client may send (security rule 13)."""
+    """Bounds on what a client may send: header and line sizes, the whole head, bodies, parameters, time."""
 
     max_header_bytes: int = 16384
     max_line_bytes: int = 8190

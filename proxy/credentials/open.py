@@ -1,8 +1,8 @@
 """An upstream's configured credential, built; and whether a client's own token may reach it.
 
-PRODUCT.md: "The client's bearer token is not forwarded to an upstream whose
-source is ``issuer``": labgate's tokens are for labgate, and the appliance
-behind an ``issuer`` upstream only ever sees the credential labgate holds.
+The client's bearer token is never forwarded to an upstream whose source is
+``issuer``: labgate's tokens are for labgate, and the appliance behind an
+``issuer`` upstream only ever sees the credential labgate holds.
 """
 
 from __future__ import annotations

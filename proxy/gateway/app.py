@@ -93,7 +93,7 @@ class Gateway:
             self._own[config.endpoints.forward_auth] = self._forward_auth
         if self.key_ring is not None:
             self._own.update(discovery_endpoints(self.key_ring, request_id_for))
-        # The token service's management API (README "Token service"), under its own prefix.
+        # The token service's management API (docs/concepts/token-service.md), under its own prefix.
         self.admin: AdminApi | None = None
         if self.key_ring is not None and config.issuer is not None and config.issuer.admin is not None:
             self.admin = AdminApi(config.issuer.admin, AdminContext(config, self.store, self.key_ring, self.token_state))
@@ -188,7 +188,7 @@ class Gateway:
         return decide(RequestFacts(exchange.method, routed.target, exchange.client_ip), exchange.token, runtime.pack)
 
     async def _issue_tokens(self, exchange: Exchange) -> web.StreamResponse:
-        """labgate's own token endpoint (README "Token service"): counted and logged like every request."""
+        """labgate's own token endpoint (docs/concepts/token-service.md): counted and logged like every request."""
         assert self.token_endpoint is not None  # only called when there is one
         response, outcome = await self.token_endpoint.handle(exchange.request, exchange.request_id)
         exchange.runtime = next((r for r in self._runtimes if r.upstream.name == outcome.upstream), None)

@@ -39,7 +39,7 @@ class UpstreamRuntime:
     transport: UpstreamTransport
     base_path: str  # the upstream URL's /base/path ("" for none), before every checked target
     upstream_latency: Any  # this upstream's child of labgate_upstream_duration_seconds
-    credential: UpstreamCredential | None = None  # replaces the client's Authorization (README "Upstream credentials")
+    credential: UpstreamCredential | None = None  # replaces the client's Authorization (docs/how-to/upstream-credentials.md)
     client_authorization: bool = True  # the appliance issued the client's token and must see it
     header_rules: HeaderRules = HeaderRules()  # which client headers the appliance may see (pack + upstream)
 

@@ -6,7 +6,7 @@ labgate decides exactly as if it were forwarding the request: the same path
 contract, routing, token checks and policy (``Gateway._decide``).  This module
 reads the question and writes the answer; it never forwards anything.
 
-Reading the question (README "Forward-auth"):
+Reading the question (docs/how-to/forward-auth.md):
 
 - only a peer in ``trusted_proxies`` may ask: the headers describe another
   client's request, and only a proxy labgate trusts may say what it was.  The

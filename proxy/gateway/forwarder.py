@@ -1,6 +1,6 @@
 """Forwarding a decided request: the request the appliance receives, sent once, and its answer back.
 
-What reaches the appliance is built from what was decided (README "Forwarding"):
+What reaches the appliance is built from what was decided (docs/concepts/forwarding.md):
 the checked raw target, the client headers its kind lets pass, the one
 credential the appliance needs, and the client's body, streamed and bounded
 (form bodies checked for ``_method`` first).  Whose fault a failure is decides

@@ -62,7 +62,7 @@ class Runtime:
         self._owns_store = store is None
         self.store: Store = open_state_store(config.store, metrics) if store is None else store
         self.token_state = token_state or TokenStateGuard(self.store)
-        # labgate's own signing keys: one ring for the JWKS and every issuer source (docs: "Token service").
+        # labgate's own signing keys: one ring for the JWKS and every issuer source (docs/concepts/token-service.md).
         self.key_ring = KeyRing(self.store, config.issuer) if config.issuer else None
         self.upstreams: list[UpstreamRuntime] = []
         self._transport_factory = transport_factory

@@ -312,7 +312,7 @@ def make_runner(gateway: Served, config: Config) -> GatewayRunner:
 
 
 def c_parser_active() -> bool:
-    """Security rule 12: production runs aiohttp's C parser."""
+    """Production runs aiohttp's C parser: the pure-Python one accepts methods (``get``, ``FOO``) the C parser refuses."""
     from aiohttp import http_parser
 
     return http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy

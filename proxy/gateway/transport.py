@@ -164,7 +164,7 @@ class AiohttpTransport:
 
     Bodies pass as raw bytes both ways (``auto_decompress=False``) so
     ``Content-Length`` and ``Content-Encoding`` stay true; redirects are never
-    followed (security rule 13); aiohttp adds no headers of its own.
+    followed (a redirect would take the request somewhere no policy decided on); aiohttp adds no headers of its own.
     """
 
     def __init__(self, upstream: Upstream) -> None:

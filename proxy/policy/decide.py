@@ -1,7 +1,7 @@
 """The decision: request facts + token facts + compiled pack -> allowed or why not.
 
 A pure function, no I/O: the gateway, ``labgate explain`` and the policy test
-runner all call it the same way.  Checks run in PRODUCT.md's order and the first
+runner all call it the same way.  Checks run in this order (docs/concepts/request-decision.md) and the first
 failure decides:
 
 1. no or malformed ``Authorization: Bearer``      -> 401 invalid_request

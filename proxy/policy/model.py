@@ -15,7 +15,7 @@ from proxy.paths import normalize_query_name
 from proxy.policy.rates import RateLimit
 
 # Methods a route may name.  TRACE and CONNECT are refused outright by the
-# gateway (rule 11: no cross-site tracing, no tunnels through an API proxy).
+# gateway: no cross-site tracing, no tunnels through an API proxy.
 ROUTE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 ANY_METHOD = "*"
 # Methods whose request may not carry a body unless a pack's ``bodies`` lists the route:
@@ -145,7 +145,7 @@ class Lifetimes:
 
 @dataclass(frozen=True)
 class TokenType:
-    """A named set of restrictions; see PRODUCT.md "Token type"."""
+    """A named set of restrictions (docs/concepts/policy-packs.md): routes, prefixes, denials, query, IPs, lifetimes."""
 
     name: str
     description: str = ""

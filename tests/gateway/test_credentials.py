@@ -221,7 +221,7 @@ async def test_a_refused_static_credential_says_the_operator_must_replace_it(
 async def test_an_issuer_upstream_never_receives_the_clients_token(
     upstream: RecordingUpstream, start_gateway: GatewayStarter, tmp_path: Path
 ) -> None:
-    """PRODUCT.md: the client's bearer token is not forwarded to an upstream whose source is issuer."""
+    """The client's bearer token is not forwarded to an upstream whose source is issuer: labgate's tokens are for labgate."""
     gateway = await start_gateway(
         upstream.url, upstream={"token_source": {"type": "issuer"}}, issuer={"url": "https://labgate.lab.example"}
     )
