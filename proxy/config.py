@@ -125,13 +125,13 @@ class Upstream:
     # (Commvault's ``Authtoken`` header) or ``opstoken`` (VCF Operations' ``Authorization: OpsToken``).
     token_header: str = "bearer"
     headers: HeaderRules | None = None  # client headers the appliance may see, on top of the pack's
-    # Protecting the appliance (README "Protecting the appliances"): one budget for every client
+    # Protecting the appliance (docs/concepts/protecting-appliances.md): one budget for every client
     # together, and at most ``max_in_flight`` requests at the appliance at once, the rest waiting
     # up to ``queue_timeout`` seconds for a place.
     rate_limit: RateLimit | None = None
     max_in_flight: int | None = None
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
-    # Several nodes (``nodes`` instead of ``url``; ``url`` is then the first): README "Several nodes".
+    # Several nodes (``nodes`` instead of ``url``; ``url`` is then the first): docs/concepts/protecting-appliances.md.
     nodes: NodeSettings | None = None
 
 

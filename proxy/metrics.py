@@ -175,7 +175,7 @@ class GatewayMetrics:
         )
 
     def _add_protection_families(self) -> None:
-        """What protects the appliances: rate limits and in-flight caps (README "Protecting the appliances")."""
+        """What protects the appliances: rate limits and in-flight caps (docs/concepts/protecting-appliances.md)."""
         self.rate_limited_requests = Counter(
             "labgate_rate_limited",
             "Requests refused with 429 rate_limited (never forwarded), by upstream and token type.",
@@ -211,7 +211,7 @@ class GatewayMetrics:
         )
 
     def _add_node_families(self) -> None:
-        """Several nodes per upstream (README "Several nodes per upstream")."""
+        """Several nodes per upstream (docs/concepts/protecting-appliances.md)."""
         self.node_up = Gauge(
             "labgate_upstream_node_up",
             "1 when a node of the upstream takes requests, 0 while it is left out (back-off or failed health check).",

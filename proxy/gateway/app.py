@@ -82,7 +82,7 @@ class Gateway:
         self._found: Callable[[str, str | None], _Found | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
         self.recorder = Recorder(config, self.metrics)
-        # Rate limits and in-flight caps (README "Protecting the appliances").
+        # Rate limits and in-flight caps (docs/concepts/protecting-appliances.md).
         self.protection = Protection(self.store, self.metrics, self.recorder)
         self.forwarder = Forwarder(config, self.recorder, self.token_state, self.protection)
         own = OwnEndpoints(

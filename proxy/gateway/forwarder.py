@@ -53,7 +53,7 @@ class Forwarder:
         self.recorder = recorder
         self._metrics = recorder.metrics
         self._token_state = token_state
-        self.protection = protection  # rate limits and in-flight caps (README "Protecting the appliances")
+        self.protection = protection  # rate limits and in-flight caps (docs/concepts/protecting-appliances.md)
 
     async def forward(self, routed: Routed, decision: Decision) -> web.StreamResponse:
         """An allowed request: its body and credential prepared, then sent once."""

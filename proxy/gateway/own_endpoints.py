@@ -28,7 +28,7 @@ class OwnEndpoints:
         node_states: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
         """``upstreams``: the names served once started (empty before); ``readiness`` adds the config version;
-        ``node_states`` each node of the upstreams that have several (README "Several nodes per upstream")."""
+        ``node_states`` each node of the upstreams that have several (docs/concepts/protecting-appliances.md)."""
         self._store_kind = config.store.kind
         self._store = store
         self._metrics = metrics

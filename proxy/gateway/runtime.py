@@ -96,7 +96,7 @@ class Runtime:
         )
 
     def _transport(self, upstream: Upstream) -> UpstreamTransport:
-        """The upstream's transport; with ``nodes``, a pool of one per node (docs: "Several nodes per upstream")."""
+        """The upstream's transport; with ``nodes``, a pool of one per node (docs/concepts/protecting-appliances.md)."""
         if upstream.nodes is None:
             return self._transport_factory(upstream)
         pool = NodePool(upstream, upstream.nodes, self.metrics, self._transport_factory)
