@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
+from proxy.errors import LabgateError
 from proxy.reasons import Reason
 
 # RFC 3986 pchar minus ';' (path parameters) plus '/'; '%' is checked apart.
@@ -37,13 +38,11 @@ _QUERY_NAME = re.compile(r"[A-Za-z0-9_.\-$:~\[\]]+")
 _FORBIDDEN_DECODED = frozenset(b"/\\%.;?#") | frozenset(range(0x20)) | frozenset(range(0x7F, 0x100))
 
 
-class TargetError(Exception):
+class TargetError(LabgateError):
     """Why a target was refused: a stable reason and a safe detail."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
 
 
 @dataclass(frozen=True)

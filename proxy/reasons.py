@@ -128,6 +128,8 @@ class Reason(enum.Enum):
     UPSTREAM_CREDENTIAL_UNAVAILABLE = ("upstream_credential_unavailable", 503, "temporarily_unavailable")
     UPSTREAM_CREDENTIAL_REJECTED = ("upstream_credential_rejected", 502, "bad_gateway")
     INTERNAL_ERROR = ("internal_error", 500, "server_error")
+    # Not a request's reason: a config, pack or command line labgate cannot use (reload refused, check, CLI).
+    CONFIG_PROBLEM = ("config_problem", 500, "server_error")
 
     @property
     def challenges_bearer(self) -> bool:

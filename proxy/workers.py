@@ -29,7 +29,9 @@ from pathlib import Path
 from types import FrameType
 
 from proxy.config import Config
+from proxy.errors import LabgateError
 from proxy.metrics import mark_worker_dead
+from proxy.reasons import Reason
 
 logger = logging.getLogger("labgate")
 
@@ -42,8 +44,10 @@ POLL_SECONDS = 0.2
 STOP_MARGIN_SECONDS = 10.0
 
 
-class WorkersRefused(Exception):
+class WorkersRefused(LabgateError):
     """The config cannot be served by several workers; the message says why."""
+
+    reason = Reason.CONFIG_PROBLEM
 
 
 def check_workers_allowed(config: Config, workers: int) -> None:

@@ -16,6 +16,9 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
+
 
 class LocatedDict(dict[str, Any]):
     """A mapping that knows the line of itself and of each of its keys."""
@@ -43,8 +46,10 @@ class Problem:
         return f"{self.file}:{self.line}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(LabgateError):
     """Raised when a file has problems; carries every one of them."""
+
+    reason = Reason.CONFIG_PROBLEM
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))

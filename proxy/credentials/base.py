@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
 
-class CredentialUnavailable(Exception):
+
+class CredentialUnavailable(LabgateError):
     """No credential to forward with right now (the login failed, or waits before it is tried again)."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    reason = Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE
 
 
 class UpstreamCredential(Protocol):

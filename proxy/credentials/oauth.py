@@ -40,6 +40,8 @@ import aiohttp
 
 from proxy.credentials.base import CredentialUnavailable
 from proxy.credentials.settings import OAuthCredentialSettings
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
 
 logger = logging.getLogger("labgate")
 
@@ -61,12 +63,10 @@ class HeldToken:
     expires_at: float
 
 
-class LoginFailed(Exception):
+class LoginFailed(LabgateError):
     """The token endpoint could not be asked, refused, or answered something unusable; never says what was sent."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    reason = Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE
 
 
 class OAuthCredential:

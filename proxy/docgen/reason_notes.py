@@ -115,4 +115,5 @@ WHEN: dict[Reason, str] = {
     ),
     Reason.UPSTREAM_CREDENTIAL_REJECTED: "the appliance answered 401 to labgate's credential; its answer is not passed on",
     Reason.INTERNAL_ERROR: "an unexpected error in labgate itself (logged with its traceback); the connection is closed",
+    Reason.CONFIG_PROBLEM: "never a request's answer: a config, pack or command line labgate cannot use (labgate check, a refused reload in /readyz, the CLI's exit codes)",
 }

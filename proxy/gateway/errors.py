@@ -17,13 +17,16 @@ import json
 
 from aiohttp import web
 
+from proxy.errors import LabgateError
 from proxy.reasons import Reason
 
 REALM = "labgate"
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(LabgateError):
     """The client sent more body than allowed (``limits.max_body_bytes``, or a token request's cap)."""
+
+    reason = Reason.BODY_TOO_LARGE
 
 
 def error_body(reason: Reason, detail: str, request_id: str) -> dict[str, str]:

@@ -20,14 +20,16 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
+from proxy.errors import LabgateError
 from proxy.metrics import GatewayMetrics
+from proxy.reasons import Reason
 
 
-class UpstreamBusy(Exception):
+class UpstreamBusy(LabgateError):
     """No place under a cap within the queue time."""
 
     def __init__(self, cap: str, waited: float, retry_after: int) -> None:
-        super().__init__(f"{cap} is full")
+        super().__init__(f"{cap} is full", Reason.UPSTREAM_BUSY)
         self.cap = cap
         self.waited = waited
         self.retry_after = retry_after

@@ -14,6 +14,7 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
+from proxy.errors import LabgateError
 from proxy.gateway.exchange import Routed
 from proxy.gateway.inflight import InFlightCap, InFlightGates, UpstreamBusy
 from proxy.gateway.ratelimit import RateLimiter
@@ -25,11 +26,11 @@ from proxy.store.base import Store
 from proxy.tokens.facts import TokenFacts
 
 
-class Busy(Exception):
+class Busy(LabgateError):
     """The 503 ``upstream_busy`` answer, already recorded: send it instead of forwarding."""
 
     def __init__(self, response: web.Response) -> None:
-        super().__init__("upstream busy")
+        super().__init__("upstream busy", Reason.UPSTREAM_BUSY)
         self.response = response
 
 

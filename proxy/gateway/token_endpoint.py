@@ -17,6 +17,7 @@ import binascii
 
 from aiohttp import web
 
+from proxy.errors import LabgateError
 from proxy.gateway.client_token import ClientToken
 from proxy.gateway.exchange import Routed
 from proxy.gateway.forwarder import Forwarder, once
@@ -39,9 +40,10 @@ from proxy.tokens.observe import (
 )
 
 
-
-class AnswerTooLarge(Exception):
+class AnswerTooLarge(LabgateError):
     """The appliance's token answer is larger than any token answer should be."""
+
+    reason = Reason.TOKEN_ANSWER_UNREADABLE
 
 
 def _same_path(target: RequestTarget, path: tuple[str | None, ...], case_insensitive: bool) -> bool:

@@ -19,6 +19,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy.config import Upstream
+from proxy.errors import LabgateError
 from proxy.reasons import Reason
 from proxy.upstream_address import unreachable_detail
 
@@ -65,7 +66,7 @@ class UpstreamTransport(Protocol):
     async def close(self) -> None: ...
 
 
-class UpstreamError(Exception):
+class UpstreamError(LabgateError):
     """The appliance could not be reached or did not answer in time.
 
     What a node pool may do next (:mod:`proxy.gateway.nodepool`): ``nothing_sent``, the
@@ -76,14 +77,12 @@ class UpstreamError(Exception):
     """
 
     def __init__(self, reason: Reason, detail: str, *, nothing_sent: bool = False, resend_safe: bool = False) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
         self.nothing_sent = nothing_sent
         self.resend_safe = resend_safe or nothing_sent
 
 
-class ClientBodyError(Exception):
+class ClientBodyError(LabgateError):
     """The client's side of the exchange failed while its body was being sent upstream.
 
     Not an appliance failure: it must never count as one (``upstream_unreachable``
@@ -92,9 +91,7 @@ class ClientBodyError(Exception):
     """
 
     def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
 
 
 def client_side_cause(exc: BaseException) -> ClientBodyError | None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import urllib.parse
 from typing import TYPE_CHECKING
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
 from proxy.tokens.issuer_source import IssuerSourceSettings
 
 if TYPE_CHECKING:
@@ -22,12 +24,16 @@ if TYPE_CHECKING:
 Candidate = tuple["Upstream", IssuerSourceSettings]
 
 
-class NoSuchAudience(LookupError):
+class NoSuchAudience(LabgateError, LookupError):
     """The named audience is not an issuer upstream's, or none was named where several exist."""
+
+    reason = Reason.UNKNOWN_AUDIENCE
 
 
 class TargetsDiffer(NoSuchAudience):
     """``audience`` and ``resource`` (or two ``resource`` values) name different upstreams."""
+
+    reason = Reason.TARGETS_DIFFER
 
 
 def issuer_upstreams(config: Config) -> list[Candidate]:

@@ -20,6 +20,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
 from proxy.store.base import SigningKeyRecord
 from proxy.tokens.jwks import VerificationKey, load_static_key
 
@@ -28,8 +30,10 @@ RSA_KEY_BITS = 3072  # RS256 keys: beyond the 2048-bit minimum, good past 2030 (
 _THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}
 
 
-class SigningKeyUnusable(Exception):
+class SigningKeyUnusable(LabgateError):
     """A stored private key cannot be loaded (encrypted without a passphrase, wrong passphrase, damaged)."""
+
+    reason = Reason.KEYS_UNAVAILABLE
 
 
 def new_signing_key(algorithm: str, *, now: float, passphrase: bytes | None) -> SigningKeyRecord:

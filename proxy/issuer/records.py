@@ -22,13 +22,15 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
+from proxy.errors import LabgateError
+
 R = TypeVar("R", bound="_Record")
 # Subject names, client ids, audiences: what may sit in a path segment and a log line as is
 # (never "." or "..", which a path could resolve).
 NAME = re.compile(r"(?!\.\.?\Z)[A-Za-z0-9._@+-]{1,128}")
 
 
-class MalformedRecord(ValueError):
+class MalformedRecord(LabgateError, ValueError):
     """A stored record that is not what its kind says: treated as absent, never trusted."""
 
 

@@ -26,6 +26,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from proxy.errors import LabgateError
+
 SCHEME = "scrypt"
 N, R, P = 2**14, 8, 1
 SALT_BYTES = 16
@@ -37,7 +39,7 @@ MAX_SECRET_BYTES = 1024
 CONCURRENT_VERIFICATIONS = 4
 
 
-class MalformedHash(ValueError):
+class MalformedHash(LabgateError, ValueError):
     """Not a hash this module writes; the message never quotes it."""
 
 

@@ -18,19 +18,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from proxy.errors import LabgateError
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.decide import Decision
 from proxy.policy.load import load_pack_file
 from proxy.policy.model import RouteTemplate
 from proxy.policy.offline import decide_offline
 from proxy.policy.testcases import TESTS_SUFFIX, TestCase, TestFile, load_test_file
+from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts
-from proxy.yamlsource import ConfigError, LocatedDict, LocatedList, Problem, line_of, load_yaml_file
 from proxy.wording import plural
+from proxy.yamlsource import (
+    ConfigError,
+    LocatedDict,
+    LocatedList,
+    Problem,
+    line_of,
+    load_yaml_file,
+)
 
 
-class MissingPath(Exception):
+class MissingPath(LabgateError):
     """A PATH given to ``labgate test`` that is neither a file nor a folder."""
+
+    reason = Reason.CONFIG_PROBLEM
 
 
 @dataclass(frozen=True)

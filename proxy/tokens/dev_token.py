@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import jwt
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts
 from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSourceSettings
@@ -37,8 +39,10 @@ DEFAULT_LIFETIME = 3600.0
 MAX_LIFETIME = 86400.0
 
 
-class DevTokenRefused(Exception):
+class DevTokenRefused(LabgateError):
     """No development token can be made for this upstream and type; the message says what to do instead."""
+
+    reason = Reason.CONFIG_PROBLEM
 
 
 @dataclass(frozen=True)

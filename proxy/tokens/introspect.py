@@ -28,10 +28,20 @@ import aiohttp
 from cachetools import TLRUCache
 from yarl import URL
 
+from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
+from proxy.tokens.facts import (
+    TokenFacts,
+    TokenRejection,
+    short_token_hash,
+    token_fingerprint,
+)
 from proxy.tokens.matchers import TypeRule, pick_token_type
-from proxy.tokens.narrowing import MalformedNarrowing, client_ips_claim, path_prefixes_claim
+from proxy.tokens.narrowing import (
+    MalformedNarrowing,
+    client_ips_claim,
+    path_prefixes_claim,
+)
 
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_OPAQUE_TOKEN_LENGTH = 8192
@@ -75,8 +85,10 @@ class IntrospectSourceSettings:
             raise ValueError("cache size and timeout must be positive; cache times must not be negative")
 
 
-class _Unavailable(Exception):
+class _Unavailable(LabgateError):
     """The endpoint could not be asked, or answered something that is not an introspection answer."""
+
+    reason = Reason.INTROSPECTION_UNAVAILABLE
 
 
 class IntrospectSource:

@@ -21,6 +21,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
+
 logger = logging.getLogger("labgate")
 
 ALGORITHM_FAMILIES: Mapping[str, str] = {
@@ -48,8 +51,10 @@ class VerificationKey:
     key: Any
 
 
-class KeysUnavailable(Exception):
+class KeysUnavailable(LabgateError):
     """No key set has ever been fetched: verification cannot happen (fail closed, 503)."""
+
+    reason = Reason.KEYS_UNAVAILABLE
 
 
 class KeySet(Protocol):

@@ -29,11 +29,27 @@ import jwt
 from cachetools import TLRUCache
 from yarl import URL
 
+from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
-from proxy.tokens.jwks import ALGORITHM_FAMILIES, JwksCache, KeySet, KeysUnavailable, VerificationKey
+from proxy.tokens.facts import (
+    TokenFacts,
+    TokenRejection,
+    short_token_hash,
+    token_fingerprint,
+)
+from proxy.tokens.jwks import (
+    ALGORITHM_FAMILIES,
+    JwksCache,
+    KeySet,
+    KeysUnavailable,
+    VerificationKey,
+)
 from proxy.tokens.matchers import TypeRule, pick_token_type
-from proxy.tokens.narrowing import MalformedNarrowing, client_ips_claim, path_prefixes_claim
+from proxy.tokens.narrowing import (
+    MalformedNarrowing,
+    client_ips_claim,
+    path_prefixes_claim,
+)
 
 DEFAULT_MAX_TOKEN_BYTES = 4096
 # RFC 7515 section 7.1 compact serialization, unpadded base64url (section 2).  The
@@ -97,11 +113,11 @@ class JwtSourceSettings:
             raise ValueError("cache size must be positive; cache max_seconds and leeway must not be negative")
 
 
-class _Rejected(Exception):
+class _Rejected(LabgateError):
     """Ends verification early; carries the rejection (whose detail never quotes the token)."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
+        super().__init__(detail, reason)
         self.rejection = TokenRejection(reason, detail)
 
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
+from proxy.errors import LabgateError
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
+from proxy.reasons import Reason
 
 
-class MalformedNarrowing(ValueError):
+class MalformedNarrowing(LabgateError, ValueError):
     """The claim exists but cannot be read safely; the message names the claim, never its value."""
+
+    reason = Reason.MALFORMED_TOKEN
 
 
 # A path and nothing else: '%' could hide '/' or '..' from a prefix comparison on

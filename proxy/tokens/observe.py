@@ -27,10 +27,16 @@ from typing import Callable, Mapping
 
 from cachetools import TLRUCache
 
+from proxy.errors import LabgateError
 from proxy.policy.model import RouteTemplate, parse_path_template
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable, TokenRecord
-from proxy.tokens.facts import TokenFacts, TokenRejection, short_token_hash, token_fingerprint
+from proxy.tokens.facts import (
+    TokenFacts,
+    TokenRejection,
+    short_token_hash,
+    token_fingerprint,
+)
 from proxy.tokens.matchers import TypeRule, pick_token_type
 
 # Form fields a ``types`` matcher may look at: never a password, secret or token.
@@ -71,8 +77,10 @@ class ObserveSourceSettings:
             raise ValueError("cache size must be positive and cache max_seconds not negative")
 
 
-class BadTokenRequest(ValueError):
+class BadTokenRequest(LabgateError, ValueError):
     """The token request cannot be read unambiguously; the message never quotes a value."""
+
+    reason = Reason.BAD_TOKEN_REQUEST
 
 
 @dataclass(frozen=True)

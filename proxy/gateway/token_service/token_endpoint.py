@@ -34,16 +34,27 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 import aiohttp
 from aiohttp import web
 
+from proxy.errors import LabgateError
 from proxy.gateway.errors import BodyTooLarge, error_response
+from proxy.gateway.token_service.small_body import read_small_body
+from proxy.gateway.token_service.token_request import (
+    ClientAuthenticationFailed,
+    ClientCredentials,
+    TokenForm,
+    read_token_endpoint_request,
+)
 from proxy.issuer import chains, directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
-from proxy.issuer.audiences import NoSuchAudience, TargetsDiffer, issuer_upstreams, select_upstream
+from proxy.issuer.audiences import (
+    NoSuchAudience,
+    TargetsDiffer,
+    issuer_upstreams,
+    select_upstream,
+)
 from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME, RefreshRecord
 from proxy.issuer.secrets_hash import verify_secret_async
-from proxy.gateway.token_service.small_body import read_small_body
-from proxy.gateway.token_service.token_request import ClientAuthenticationFailed, ClientCredentials, TokenForm, read_token_endpoint_request
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
@@ -68,13 +79,11 @@ PUBLIC_CLIENT_ID_SYNTAX = re.compile(r"[\x20-\x7e]{1,255}")
 GRANT_TYPE_ECHO = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,128}")
 
 
-class TokenRefused(Exception):
+class TokenRefused(LabgateError):
     """A section 5.2 error; ``detail`` is safe to show (never a secret)."""
 
     def __init__(self, reason: Reason, detail: str, *, basic: bool = False) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
         self.basic = basic
 
 

@@ -22,6 +22,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
 from proxy.tokens.observe import BadTokenRequest, read_token_form, repeated_values
 
 RESOURCE = "resource"  # RFC 8707 section 2
@@ -29,12 +31,13 @@ RESOURCE = "resource"  # RFC 8707 section 2
 ClientAuthMethod = Literal["basic", "post", "none"]
 
 
-class ClientAuthenticationFailed(Exception):
+class ClientAuthenticationFailed(LabgateError):
     """Unreadable client credentials: RFC 6749 ``invalid_client``; ``basic`` when they came by HTTP Basic."""
+
+    reason = Reason.CLIENT_AUTHENTICATION_FAILED
 
     def __init__(self, detail: str, *, basic: bool) -> None:
         super().__init__(detail)
-        self.detail = detail
         self.basic = basic
 
 
