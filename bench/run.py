@@ -151,8 +151,12 @@ def our_cpu(pids: list[int]) -> float:
 # -- what labgate runs --------------------------------------------------------
 
 
-def bench_pack() -> dict[str, Any]:
-    """The shipped SimpliVity types; emergency grows an IP allowlist, deny rules and 1,000 more routes."""
+def bench_pack(rate_limit: bool = False) -> dict[str, Any]:
+    """The shipped SimpliVity types; emergency grows an IP allowlist, deny rules and 1,000 more routes.
+
+    ``rate_limit``: emergency also gets a rate limit the load never reaches, so every
+    request pays for checking and spending its budget and none is refused.
+    """
     shipped = yaml.safe_load((ROOT / "policies" / "simplivity.yaml").read_text())
     types = {name: dict(body) for name, body in shipped["token_types"].items()}
     emergency = types["emergency"]
@@ -161,6 +165,8 @@ def bench_pack() -> dict[str, Any]:
     ]
     emergency["client_ips"] = ["127.0.0.0/8", "10.0.0.0 - 10.0.0.255"]
     emergency["deny"] = ["* /api/backups/{bkpId}/delete", "DELETE /api/hosts/{id}"]
+    if rate_limit:
+        emergency["rate_limit"] = {"requests": 1_000_000_000, "per": "1h"}
     return {
         "pack": "bench",
         "description": "benchmark pack: SimpliVity with a realistic-size emergency type",
@@ -169,8 +175,10 @@ def bench_pack() -> dict[str, Any]:
     }
 
 
-def write_labgate_config(directory: Path, port: int, upstream_url: str) -> Path:
-    (directory / "bench.yaml").write_text(yaml.safe_dump(bench_pack(), sort_keys=False))
+def write_labgate_config(
+    directory: Path, port: int, upstream_url: str, *, rate_limit: bool = False, store: str = "sqlite"
+) -> Path:
+    (directory / "bench.yaml").write_text(yaml.safe_dump(bench_pack(rate_limit), sort_keys=False))
     (directory / "hs256.secret").write_text(SECRET)
     config = {
         "listen": {"address": "127.0.0.1", "port": port},
@@ -178,6 +186,7 @@ def write_labgate_config(directory: Path, port: int, upstream_url: str) -> Path:
         # Denials only: the realistic production setting (allowed requests are
         # counted in metrics, not logged one line each).
         "decision_log": "denials",
+        "store": {"type": store},
         "upstreams": [
             {
                 "name": "simplivity",
@@ -312,6 +321,9 @@ def main() -> int:
                         help="the Python upstream when nginx is not installed (default: httptools when installed)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
     parser.add_argument("--check", action="store_true", help=f"exit 1 unless labgate reaches {BAR}x the bare proxy")
+    parser.add_argument("--rate-limit", action="store_true",
+                        help="give the emergency type a rate limit the load never reaches (the limiter's cost)")
+    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite", help="labgate's store (default sqlite)")
     args = parser.parse_args()
     if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
         parser.error("--rounds, --duration and --connections must be positive")
@@ -355,7 +367,7 @@ def main() -> int:
         pids[BARE] = bare.pid
 
         log = directory / "labgate.out"
-        config = write_labgate_config(directory, labgate_port, upstream_url)
+        config = write_labgate_config(directory, labgate_port, upstream_url, rate_limit=args.rate_limit, store=args.store)
         labgate = stack.enter_context(process(labgate_command(config), PROXY_CPU, log))
         labgate_url = f"http://127.0.0.1:{labgate_port}"
         wait_until_up(labgate_url + "/healthz", labgate, log)
@@ -432,6 +444,7 @@ def median_round(runs: list[dict[str, float]]) -> dict[str, Any]:
     chosen["non_2xx"] = sum(r["non_2xx"] for r in runs)
     chosen["errors"] = sum(r["errors"] for r in runs)
     chosen["cpu_us_per_request"] = median_or_nan([r["cpu_us_per_request"] for r in runs])
+    chosen["rounds_cpu_us_per_request"] = [r["cpu_us_per_request"] for r in runs]
     chosen["rounds_rps"] = [round(r["requests_per_second"]) for r in runs]
     return chosen
 

@@ -22,8 +22,10 @@ from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issue
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set, read_header_rules
 from proxy.policy.model import HeaderRules, parse_path_template
+from proxy.policy.rates import DEFAULT_QUEUE_TIMEOUT, RateLimit, read_in_flight, read_rate_limit
 from proxy.store.config_section import read_store
 from proxy.store.open import StoreSettings
+from proxy.upstream_nodes import NodeSettings, read_nodes
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.upstream_address import read_upstream_host, read_upstream_url
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
@@ -124,6 +126,14 @@ class Upstream:
     # (Commvault's ``Authtoken`` header) or ``opstoken`` (VCF Operations' ``Authorization: OpsToken``).
     token_header: str = "bearer"
     headers: HeaderRules | None = None  # client headers the appliance may see, on top of the pack's
+    # Protecting the appliance (docs/concepts/protecting-appliances.md): one budget for every client
+    # together, and at most ``max_in_flight`` requests at the appliance at once, the rest waiting
+    # up to ``queue_timeout`` seconds for a place.
+    rate_limit: RateLimit | None = None
+    max_in_flight: int | None = None
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    # Several nodes (``nodes`` instead of ``url``; ``url`` is then the first): docs/concepts/protecting-appliances.md.
+    nodes: NodeSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -363,7 +373,8 @@ def _check_endpoint_path(reader: FieldReader, section: LocatedDict, key: str, va
 
 UPSTREAM_KEYS = (
     "name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source", "credential",
-    "token_header", "headers",
+    "token_header", "headers", "rate_limit", "max_in_flight", "queue_timeout",
+    "nodes", "balance", "node_backoff", "health",
 )
 TRANSPORTS = ("http1", "aiohttp")
 TOKEN_HEADERS = ("bearer", "authtoken", "opstoken")
@@ -410,7 +421,10 @@ def _read_upstream(
     name = reader.string(body, "name", required=True)
     if name and not NAME.fullmatch(name):
         reader.error(body, "name", f"upstream name {name!r} must be lowercase letters, digits, '-' or '_'")
-    url = read_upstream_url(reader, body)
+    nodes = read_nodes(reader, body)
+    if "nodes" in body and body.get("url") is not None:
+        reader.error(body, "nodes", "give url (one node) or nodes, not both")
+    url = nodes.urls[0] if nodes is not None else None if "nodes" in body else read_upstream_url(reader, body)
     prefix = reader.string(body, "path_prefix")
     if prefix is not None:
         try:
@@ -433,11 +447,12 @@ def _read_upstream(
     transport = reader.choice(body, "transport", TRANSPORTS, default="http1")
     token_header = reader.choice(body, "token_header", TOKEN_HEADERS, default="bearer")
     headers = read_header_rules(reader, body)
+    rate_limit, in_flight = read_rate_limit(reader, body, upstream=True), read_in_flight(reader, body)
     if not (name and url and pack_name and source):
         return None
     return Upstream(
         name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential,
-        token_header, headers,
+        token_header, headers, rate_limit, *in_flight, nodes,
     )
 
 

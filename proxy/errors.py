@@ -12,6 +12,7 @@ LabgateError
 │   ├── UpstreamError               (proxy.gateway.transport: the appliance failed)
 │   ├── ClientBodyError             (proxy.gateway.transport: the client's body failed)
 │   │   └── FormOverride            (proxy.gateway.request_shape)
+│   ├── UpstreamBusy, Busy          (proxy.gateway.inflight, proxy.gateway.protect: max_in_flight full)
 │   ├── BodyTooLarge                (proxy.gateway.errors)
 │   └── AnswerTooLarge              (proxy.gateway.token_endpoint)
 ├── tokens and keys

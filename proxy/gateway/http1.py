@@ -235,10 +235,10 @@ class Http1Transport:
         self._slots = asyncio.Semaphore(limit)
         self._closing = False
 
-    def error(self, exc: BaseException) -> UpstreamError:
+    def error(self, exc: BaseException, **flags: bool) -> UpstreamError:  # flags: UpstreamError's nothing_sent, resend_safe
         if isinstance(exc, asyncio.TimeoutError):
-            return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time")
-        return UpstreamError(Reason.UPSTREAM_UNREACHABLE, unreachable_detail(self._name, exc, self._host))
+            return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time", **flags)
+        return UpstreamError(Reason.UPSTREAM_UNREACHABLE, unreachable_detail(self._name, exc, self._host), **flags)
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
         head, chunked = self._head(request)
@@ -272,7 +272,7 @@ class Http1Transport:
             except (OSError, httptools.HttpParserError) as exc:
                 connection.close()
                 if not (attempt == 1 and _resendable(request, connection, exchange, exc)):
-                    raise self.error(exc) from exc
+                    raise self.error(exc, resend_safe=_safe_elsewhere(request, exchange, exc)) from exc
                 continue
             except BaseException:
                 connection.close()
@@ -312,7 +312,7 @@ class Http1Transport:
                     server_hostname=self._host if self._ssl is not None else None,
                 )
         except (OSError, asyncio.TimeoutError) as exc:
-            raise self.error(exc) from exc
+            raise self.error(exc, nothing_sent=True) from exc  # no connection: not a byte was sent
         return protocol
 
     def _head(self, request: OutboundRequest) -> tuple[bytes, bool]:
@@ -376,9 +376,13 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 def _resendable(request: OutboundRequest, connection: _Connection, exchange: _Exchange, exc: BaseException) -> bool:
     """A stale keep-alive connection, closed by the appliance before it answered a bodiless idempotent request."""
+    return connection.reused and _safe_elsewhere(request, exchange, exc)
+
+
+def _safe_elsewhere(request: OutboundRequest, exchange: _Exchange, exc: BaseException) -> bool:
+    """Broken before any answer on a bodiless idempotent request: safe to send again, on this node or another."""
     return (
-        connection.reused
-        and not exchange.received_any
+        not exchange.received_any
         and request.body is None
         and request.method in IDEMPOTENT_METHODS
         and isinstance(exc, ConnectionError)  # reset or closed, not a parse error or a timeout

@@ -91,7 +91,7 @@ def decide(request: RequestFacts, token: TokenFacts | TokenRejection, pack: Comp
     rule = _allowing_rule(request, tt)
     if rule is None:
         return _enforced(_no_route(request, tt), tt)
-    failure = _check_token_prefixes(request, token, tt) or _check_query(request, tt)
+    failure = _check_token_prefixes(request, token, tt) or _check_query(request, tt, rule)
     if failure is not None:
         return _enforced(failure, tt)
     return Decision(True, Reason.ALLOWED, rule, tt.spec.name)
@@ -157,14 +157,17 @@ def _check_token_prefixes(request: RequestFacts, token: TokenFacts, tt: Compiled
     return _deny(tt, Reason.PREFIX_NOT_ALLOWED, "token_path_prefixes", "the path is outside the token's allowed endpoints")
 
 
-def _check_query(request: RequestFacts, tt: CompiledTokenType) -> Decision | None:
-    rule = tt.spec.query
+def _check_query(request: RequestFacts, tt: CompiledTokenType, allowing: str) -> Decision | None:
+    """The allowing route's own query rule when it has one (it replaces the type's), else the type's."""
+    route_rule = tt.route_queries.get(allowing)
+    rule = route_rule if route_rule is not None else tt.spec.query
     if rule is None:
         return None
     bad = rule.first_violation(request.target.query_names)
     if bad is None:
         return None
-    return _deny(tt, Reason.QUERY_PARAM_NOT_ALLOWED, "query", f"query parameter {bad!r} is not allowed")
+    part = "query" if route_rule is None else "query/" + allowing.removeprefix(tt.rule_id("routes/"))
+    return _deny(tt, Reason.QUERY_PARAM_NOT_ALLOWED, part, f"query parameter {bad!r} is not allowed")
 
 
 def _deny(tt: CompiledTokenType, reason: Reason, part: str, detail: str) -> Decision:

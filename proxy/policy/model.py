@@ -12,6 +12,7 @@ from typing import Literal, Mapping
 
 from proxy.ipaddrs import AddressSet
 from proxy.paths import normalize_query_name
+from proxy.policy.rates import RateLimit
 
 # Methods a route may name.  TRACE and CONNECT are refused outright by the
 # gateway: no cross-site tracing, no tunnels through an API proxy.
@@ -157,6 +158,9 @@ class TokenType:
     # Not an allow: an allowing rule must still admit the request.
     deny_except: tuple[RouteTemplate, ...] = ()
     query: QueryRule | None = None
+    # A route's own query rule (a ``routes`` entry written as a mapping with ``query``):
+    # on that route it replaces ``query``, so one route's parameter is not allowed on all.
+    route_queries: tuple[tuple[RouteTemplate, QueryRule], ...] = ()
     client_ips: AddressSet | None = None
     requires_token_prefixes: bool = False
     # How a token's own endpoint entries open paths (proxy.policy.endpoints):
@@ -166,6 +170,10 @@ class TokenType:
     # Rolling out a stricter policy: client IP, operation and query denials are
     # logged and counted but the request is forwarded.  Token checks still deny.
     shadow: bool = False
+    # Requests per period for this type's tokens (per token, subject or client id); None: no limit, no cost.
+    rate_limit: RateLimit | None = None
+    # At most this many of the type's requests at the appliance at once (on top of the upstream's cap).
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol, Sequence
 
+from proxy.store.gcra import RateCheck, RateVerdict
+
 RevocationKind = Literal["token", "subject", "client", "chain"]
 REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
 
@@ -156,6 +158,15 @@ class Store(Protocol):
 
     async def get_record(self, kind: str, key: str, now: float) -> str | None:
         """The record's text, or None when unknown or past its ``expires_at``."""
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        """GCRA (:mod:`proxy.store.gcra`) for every check at once, atomically.
+
+        Allowed only when every check allows; then each key's budget is spent,
+        otherwise nothing is written.  A key is forgotten once its budget is full again.
+        Redis shares budgets across workers and replicas; the memory and SQLite
+        stores keep them in this process (:class:`~proxy.store.gcra.LocalRates`).
+        """
 
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
         """Every live record of ``kind`` as (key, value), sorted by key.

@@ -15,6 +15,7 @@ from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import RevocationKind, SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.gcra import RateCheck, RateVerdict
 
 T = TypeVar("T")
 logger = logging.getLogger("labgate")
@@ -119,6 +120,9 @@ class InstrumentedStore:
 
     async def take_record(self, kind: str, key: str, now: float) -> str | None:
         return await self._timed("take_record", self.inner.take_record(kind, key, now))
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        return await self._timed("rate_limit", self.inner.rate_limit(checks, now))
 
     async def ping(self) -> None:
         await self._timed("ping", self.inner.ping())

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, TokenRecord, signing_key_order
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 
 class MemoryStore:
@@ -15,6 +16,7 @@ class MemoryStore:
         self._revocations: dict[tuple[str, str], tuple[float, float | None]] = {}
         self._signing_keys: dict[str, SigningKeyRecord] = {}
         self._records: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self._rates = LocalRates()
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         self._tokens[key] = record
@@ -110,6 +112,9 @@ class MemoryStore:
             return None
         value, expires_at = found
         return None if expires_at is not None and expires_at <= now else value
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        return self._rates.check(checks, now)
 
     async def ping(self) -> None:
         return None

@@ -21,12 +21,38 @@ from redis.exceptions import RedisError
 from proxy.store import redis_scripts as scripts
 from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord, signing_key_order
 from proxy.store.redis_connect import RedisTarget, open_clients
+from proxy.store.gcra import RateCheck, RateVerdict, apply
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0
 # As many as labgate's default limits.max_connections: every client connection may have a store call
 # in flight.  Connections open only as a burst needs them; Redis allows 10,000 clients by default.
 DEFAULT_MAX_CONNECTIONS = 1024
+
+# GCRA (proxy/store/gcra.py, the same arithmetic) over every key at once: KEYS are the
+# limits' keys, ARGV[1] is now, then interval and capacity per key.  Writes every new
+# TAT only when every key allows; answers the verdict and the TATs it read, from which
+# the caller works out each limit's remaining budget exactly as the other backends do.
+_RATE_LIMIT = """
+local now = tonumber(ARGV[1])
+local allowed = 1
+local read, new = {}, {}
+for i = 1, #KEYS do
+  local raw = redis.call('GET', KEYS[i])
+  local interval, capacity = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local current = now
+  if raw and tonumber(raw) > now then current = tonumber(raw) end
+  new[i] = current + interval
+  if now + 1e-9 < new[i] - interval * capacity then allowed = 0 end
+  read[i] = raw or ''
+end
+if allowed == 1 then
+  for i = 1, #KEYS do
+    redis.call('SET', KEYS[i], string.format('%.17g', new[i]), 'PXAT', math.ceil(new[i] * 1000) + 1000)
+  end
+end
+return {allowed, unpack(read)}
+"""
 
 
 class RedisStore:
@@ -49,6 +75,7 @@ class RedisStore:
         self._put_record = self._client.register_script(scripts.PUT_RECORD)
         self._add_record = self._client.register_script(scripts.ADD_RECORD)
         self._take_record = self._client.register_script(scripts.TAKE_RECORD)
+        self._rate_limit = self._client.register_script(_RATE_LIMIT)
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
 
     def _key(self, *parts: str) -> str:
@@ -169,6 +196,16 @@ class RedisStore:
     async def take_record(self, kind: str, key: str, now: float) -> str | None:
         raw = await self._run(lambda: self._take_record(keys=self._record_keys(kind, key), args=[key]))
         return _live_record(raw, now)
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        arguments: list[str] = [repr(now)]
+        for check in checks:
+            arguments += [repr(check.interval), str(check.capacity)]
+        keys = [self._key("rate", c.key) for c in checks]
+        answer = await self._run(lambda: self._rate_limit(keys=keys, args=arguments))
+        read = [float(raw) if raw not in (b"", "") else None for raw in answer[1:]]
+        verdict, _ = apply(read, checks, now)
+        return verdict if verdict.allowed == (int(answer[0]) == 1) else RateVerdict(int(answer[0]) == 1, verdict.states)
 
     async def ping(self) -> None:
         """On connections of its own: answers whether Redis is reachable, however busy the main pool is."""

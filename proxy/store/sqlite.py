@@ -19,6 +19,7 @@ from typing import Callable, Sequence, TypeVar
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord
 from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 T = TypeVar("T")
 SWEEP_INTERVAL = 60.0
@@ -31,6 +32,7 @@ class SqliteStore:
         self.timeout = timeout
         self._connections = Connections(path, readers, timeout)
         self._next_sweep = 0.0
+        self._rates = LocalRates()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """``work`` on a writer or reader connection, answered within the timeout however busy the file is.
@@ -199,6 +201,10 @@ class SqliteStore:
         if not rows or (rows[0][1] is not None and rows[0][1] <= now):
             return None
         return str(rows[0][0])
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        """Budgets in this process, not in the file (:class:`~proxy.store.gcra.LocalRates`): each worker keeps its own."""
+        return self._rates.check(checks, now)
 
     async def forget_expired(self, now: float) -> int:
         """Delete what no longer matters; returns the number of rows removed."""

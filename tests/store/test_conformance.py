@@ -457,3 +457,68 @@ async def test_many_replicas_adding_one_record_leave_exactly_one_winner(store: S
         for other in others:
             if other is not store:
                 await other.close()
+
+
+# -- rate limits (GCRA, proxy/store/gcra.py) ------------------------------------------
+
+from proxy.store.gcra import RateCheck  # noqa: E402 - grouped with the tests that use it
+
+
+def per_minute(key: str, requests: int) -> RateCheck:
+    return RateCheck(key, 60.0 / requests, requests)
+
+
+async def test_a_rate_limit_lets_its_whole_budget_go_then_refuses(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-burst", 3)
+    answers = [await store.rate_limit([check], now) for _ in range(4)]
+    assert [a.allowed for a in answers] == [True, True, True, False]
+    assert [a.states[0].remaining for a in answers] == [2, 1, 0, 0]
+    assert answers[3].retry_after == pytest.approx(20.0)  # one request every 20 s
+    assert answers[3].states[0].reset == pytest.approx(60.0)
+
+
+async def test_a_rate_limit_refills_one_request_per_interval(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-refill", 3)
+    for _ in range(3):
+        assert (await store.rate_limit([check], now)).allowed
+    assert not (await store.rate_limit([check], now + 19.9)).allowed
+    refilled = await store.rate_limit([check], now + 20.0)
+    assert refilled.allowed and refilled.states[0].remaining == 0
+    after_quiet = await store.rate_limit([check], now + 20.0 + 60.0)
+    assert after_quiet.allowed and after_quiet.states[0].remaining == 2
+
+
+async def test_a_refused_request_spends_no_budget(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-unspent", 1)
+    assert (await store.rate_limit([check], now)).allowed
+    for second in range(1, 59):
+        assert not (await store.rate_limit([check], now + second)).allowed
+    assert (await store.rate_limit([check], now + 60.0)).allowed  # the refusals did not push it back
+
+
+async def test_several_limits_spend_all_or_nothing(store: Store) -> None:
+    now = time.time()
+    narrow, wide = per_minute("rl-narrow", 1), per_minute("rl-wide", 10)
+    assert (await store.rate_limit([wide, narrow], now)).allowed
+    refused = await store.rate_limit([wide, narrow], now)
+    assert not refused.allowed
+    assert [s.remaining for s in refused.states] == [9, 0]  # the wide budget was not spent by the refusal
+    alone = await store.rate_limit([wide], now)
+    assert alone.allowed and alone.states[0].remaining == 8
+
+
+async def test_rate_limit_keys_are_independent(store: Store) -> None:
+    now = time.time()
+    assert (await store.rate_limit([per_minute("rl-a", 1)], now)).allowed
+    assert (await store.rate_limit([per_minute("rl-b", 1)], now)).allowed
+    assert not (await store.rate_limit([per_minute("rl-a", 1)], now)).allowed
+
+
+async def test_concurrent_rate_limit_checks_never_overspend(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-race", 5)
+    answers = await asyncio.gather(*(store.rate_limit([check], now) for _ in range(20)))
+    assert sum(a.allowed for a in answers) == 5

@@ -10,6 +10,7 @@ import pytest
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.gcra import RateCheck
 from proxy.store.instrumented import ERROR_LOG_INTERVAL, InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
@@ -46,6 +47,7 @@ async def exercise(store: Store) -> None:
     await store.take_record("subject", "alice", now)
     await store.delete_record("subject", "alice")
     await store.ping()
+    await store.rate_limit([RateCheck("rl", 1.0, 5)], now)
 
 
 def test_every_store_operation_is_instrumented() -> None:
