@@ -243,8 +243,15 @@ class Http1Transport:
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
         head, chunked = self._head(request)
         if self._slots.locked():  # every connection busy: wait, but not forever
-            async with asyncio.timeout(self._connect_timeout):
-                await self._slots.acquire()
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:  # mapped here, at the boundary: never a bare error past the transport
+                raise UpstreamError(
+                    Reason.UPSTREAM_BUSY,
+                    f"every connection to upstream {self._name!r} stayed busy for {self._connect_timeout:g} s",
+                    nothing_sent=True,
+                ) from None
         else:
             await self._slots.acquire()
         try:
