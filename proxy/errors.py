@@ -19,7 +19,8 @@ LabgateError
 │   ├── KeysUnavailable             (proxy.tokens.jwks)
 │   ├── BadTokenRequest             (proxy.tokens.observe)
 │   ├── MalformedNarrowing          (proxy.tokens.narrowing)
-│   └── DevTokenRefused             (proxy.tokens.dev_token)
+│   ├── DevTokenRefused             (proxy.tokens.dev_token)
+│   └── InvalidAddress              (proxy.ipaddrs: an address labgate will not interpret)
 ├── state and credentials
 │   ├── StoreUnavailable            (proxy.store.base)
 │   ├── CredentialUnavailable       (proxy.credentials.base)
@@ -29,7 +30,11 @@ LabgateError
 │   ├── ClientAuthenticationFailed  (proxy.gateway.token_service.token_request)
 │   ├── NoSuchAudience, TargetsDiffer (proxy.issuer.audiences)
 │   ├── SigningKeyUnusable          (proxy.issuer.keys)
-│   └── MalformedRecord, MalformedHash (proxy.issuer.records, proxy.issuer.secrets_hash)
+│   ├── MalformedRecord, MalformedHash (proxy.issuer.records, proxy.issuer.secrets_hash)
+│   ├── AdminError                  (proxy.issuer.admin: the management API refuses)
+│   ├── DirectoryError              (proxy.issuer.directory)
+│   ├── EmergencyClientProblem      (proxy.issuer.emergency_clients)
+│   └── ServiceAccountProblem, NotWithinAllowlist (proxy.issuer.service_accounts, .account_allowlists)
 └── configuration and the CLI
     ├── ConfigError                 (proxy.yamlsource)
     ├── MissingPath                 (proxy.policy.testing)

@@ -16,6 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Sequence
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
 
@@ -33,8 +36,10 @@ _ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f.:]+")
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
-class InvalidAddress(ValueError):
-    """An address, network or range that labgate will not interpret."""
+class InvalidAddress(LabgateError, ValueError):
+    """An address, network or range that labgate will not interpret (an IP rule then denies: never a guess)."""
+
+    reason = Reason.CLIENT_IP_UNKNOWN
 
 
 @functools.lru_cache(maxsize=4096)

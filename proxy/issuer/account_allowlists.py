@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import json
 
+from proxy.errors import LabgateError
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
 from proxy.issuer.records import MalformedRecord
+from proxy.reasons import Reason
 from proxy.store.base import Store
 
 RECORD_KIND = "service-account-allowlist"
 
 
-class NotWithinAllowlist(ValueError):
+class NotWithinAllowlist(LabgateError, ValueError):
     """A token's own list reaches beyond its account's; the message names the first entry that does."""
+
+    reason = Reason.BAD_ADMIN_REQUEST
 
 
 def within(entries: tuple[str, ...], allowlist: tuple[str, ...]) -> bool:

@@ -43,12 +43,13 @@ import aiohttp
 from aiohttp import web
 from cachetools import TTLCache
 
+from proxy.errors import LabgateError
 from proxy.gateway.errors import BodyTooLarge, error_response
+from proxy.gateway.token_service.small_body import read_small_body
 from proxy.issuer.accounts import AdminSettings
 from proxy.issuer.directory import DirectoryError
 from proxy.issuer.records import NAME
 from proxy.issuer.secrets_hash import verify_secret_async
-from proxy.gateway.token_service.small_body import read_small_body
 from proxy.paths import TargetError, parse_target
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
@@ -70,13 +71,11 @@ PARAM_VALUE = NAME
 _PARAM_TEMPLATE = re.compile(r"\{([a-z_]+)\}")
 
 
-class AdminError(Exception):
+class AdminError(LabgateError):
     """A refusal a handler raises; the router answers it as JSON.  ``detail`` never quotes a secret."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
+        super().__init__(detail, reason)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from proxy.issuer import admin_service_accounts as tokens
 from proxy.issuer.account_allowlists import account_allowlist, drop_account_allowlist, set_account_allowlist, within
 from proxy.issuer.admin import AdminCall, AdminError, AdminRouter, expect_fields
 from proxy.issuer.records import MalformedRecord
-from proxy.issuer.service_accounts import RequestProblem, check_allowlist, lines_of
+from proxy.issuer.service_accounts import ServiceAccountProblem, check_allowlist, lines_of
 from proxy.reasons import Reason
 
 PATH = "/service-accounts/{name}/ip-allowlist"
@@ -37,9 +37,9 @@ async def replace(call: AdminCall) -> web.StreamResponse:
     try:
         entries = lines_of(body, "ipAllowlist")
         if not entries:
-            raise RequestProblem("ipAllowlist needs at least one entry (DELETE the allowlist to lift it)")
+            raise ServiceAccountProblem("ipAllowlist needs at least one entry (DELETE the allowlist to lift it)")
         check_allowlist(entries)
-    except RequestProblem as exc:
+    except ServiceAccountProblem as exc:
         raise AdminError(Reason.BAD_ADMIN_REQUEST, str(exc)) from None
     revoked = []
     for record in await tokens.records_of(context, name, now):

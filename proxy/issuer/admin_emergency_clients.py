@@ -29,7 +29,7 @@ from proxy.issuer.admin_issuing import configured_upstream, mint, offering_upstr
 from proxy.issuer.emergency_clients import (
     RECORD_KIND,
     EmergencyClientRecord,
-    RequestProblem,
+    EmergencyClientProblem,
     max_ttl_minutes,
     parse_new_client,
     parse_roles,
@@ -62,7 +62,7 @@ async def create(call: AdminCall) -> web.StreamResponse:
         token_type = source.emergency_clients.token_type_for(parse_roles(body.get("roles")))
         most = max_ttl_minutes(source.issuer, context.config.packs[upstream.pack], (token_type,))
         new = parse_new_client(body, most)
-    except RequestProblem as exc:
+    except EmergencyClientProblem as exc:
         raise AdminError(Reason.BAD_ADMIN_REQUEST, str(exc)) from None
     if await context.store.get_record(RECORD_KIND, new.client_id, now) is not None:
         raise AdminError(Reason.ALREADY_EXISTS, f"an emergency client {new.client_id!r} exists already")

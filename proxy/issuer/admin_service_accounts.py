@@ -36,7 +36,7 @@ from proxy.issuer.admin_issuing import mint, offering_upstream, signing_key
 from proxy.issuer.records import MalformedRecord, RefreshRecord
 from proxy.issuer.service_accounts import (
     RECORD_KIND,
-    RequestProblem,
+    ServiceAccountProblem,
     ServiceTokenRecord,
     TokenPlan,
     parse_new_token,
@@ -72,7 +72,7 @@ async def create(call: AdminCall) -> web.StreamResponse:
         token_type = scopes.token_type(new.scope)
         assert token_type is not None  # parse_new_token takes offered scopes only
         plan = plan_token(new, token_type, context.config.packs[upstream.pack], source.issuer, now)
-    except (RequestProblem, NotWithinAllowlist) as exc:
+    except (ServiceAccountProblem, NotWithinAllowlist) as exc:
         raise AdminError(Reason.BAD_ADMIN_REQUEST, str(exc)) from None
     token_id = secrets.token_hex(TOKEN_ID_BYTES)
     audience = source.audience[0]

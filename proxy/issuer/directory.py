@@ -26,8 +26,10 @@ import secrets
 import uuid
 from typing import Awaitable, Callable, TypeVar
 
+from proxy.errors import LabgateError
 from proxy.issuer.records import NAME, ClientRecord, MalformedRecord, SubjectRecord
 from proxy.issuer.secrets_hash import hash_secret_async
+from proxy.reasons import Reason
 from proxy.store.base import RevocationKind, Store
 
 Revoke = Callable[[RevocationKind, str, float, float | None], Awaitable[None]]
@@ -36,11 +38,12 @@ CLIENT_SECRET_BYTES = 32
 R = TypeVar("R", SubjectRecord, ClientRecord)
 
 
-class DirectoryError(ValueError):
+class DirectoryError(LabgateError, ValueError):
     """A request the directory refuses; ``kind`` is ``invalid``, ``not_found`` or ``exists``."""
 
     def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
+        reason = {"not_found": Reason.NOT_FOUND, "exists": Reason.ALREADY_EXISTS}.get(kind, Reason.BAD_ADMIN_REQUEST)
+        super().__init__(message, reason)
         self.kind = kind
 
 

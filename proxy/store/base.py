@@ -12,14 +12,18 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol, Sequence
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
 from proxy.store.gcra import RateCheck, RateVerdict
 
 RevocationKind = Literal["token", "subject", "client", "chain"]
 REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(LabgateError):
     """The store cannot be reached or answered with an error: fail closed."""
+
+    reason = Reason.STORE_UNAVAILABLE
 
 
 @dataclass(frozen=True)

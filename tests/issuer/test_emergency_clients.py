@@ -11,7 +11,7 @@ from proxy.config import Config, load_config
 from proxy.issuer.emergency_clients import (
     EmergencyClientRecord,
     EmergencyClientTypes,
-    RequestProblem,
+    EmergencyClientProblem,
     RoleType,
     max_ttl_minutes,
     parse_new_client,
@@ -161,7 +161,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("body, expected", [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
 def test_bad_create_requests_are_refused_with_what_to_send(body: Any, expected: str) -> None:
-    with pytest.raises(RequestProblem) as caught:
+    with pytest.raises(EmergencyClientProblem) as caught:
         parse_new_client(body, 1440)
     assert expected in str(caught.value)
 
