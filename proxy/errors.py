@@ -31,7 +31,7 @@ LabgateError
 │   ├── NoSuchAudience, TargetsDiffer (proxy.issuer.audiences)
 │   ├── SigningKeyUnusable          (proxy.issuer.keys)
 │   ├── MalformedRecord, MalformedHash (proxy.issuer.records, proxy.issuer.secrets_hash)
-│   ├── AdminError                  (proxy.issuer.admin: the management API refuses)
+│   ├── AdminError                  (proxy.gateway.token_service.admin.router)
 │   ├── DirectoryError              (proxy.issuer.directory)
 │   ├── EmergencyClientProblem      (proxy.issuer.emergency_clients)
 │   └── ServiceAccountProblem, NotWithinAllowlist (proxy.issuer.service_accounts, .account_allowlists)

@@ -36,7 +36,8 @@ from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.runtime import Runtime, TransportFactory, transport_for
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
 from proxy.ipaddrs import ClientIpResolver
-from proxy.issuer.admin import AdminApi, AdminContext
+from proxy.gateway.token_service.admin.api import AdminApi
+from proxy.gateway.token_service.admin.router import AdminContext
 from proxy.issuer.settings import TOKEN_PATH
 from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.metrics import GatewayMetrics

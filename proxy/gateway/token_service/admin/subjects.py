@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminRouter,
+    directory_errors,
+    expect_fields,
+)
 from proxy.issuer import directory
 from proxy.issuer.account_allowlists import drop_account_allowlist
-from proxy.issuer.admin import AdminCall, AdminRouter, directory_errors, expect_fields
 
 
 def register(router: AdminRouter) -> None:

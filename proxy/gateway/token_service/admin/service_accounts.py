@@ -10,7 +10,7 @@ access token of it dead on its next request and its refresh token unable to
 renew.
 
 A service account is a subject (``POST /subjects``): deleting the subject
-kills its tokens.  Its IP allowlist (:mod:`proxy.issuer.admin_account_allowlists`)
+kills its tokens.  Its IP allowlist (:mod:`proxy.gateway.token_service.admin.account_allowlists`)
 is the account's: a token created without ``ipAllowlist`` carries the
 account's list, and one with its own must stay inside it.  Each token's ``client_id`` claim is its
 ``accessTokenId``, which is what revoking it revokes, so a renewed token
@@ -28,11 +28,24 @@ import secrets
 
 from aiohttp import web
 
+from proxy.gateway.token_service.admin.issuing import (
+    mint,
+    offering_upstream,
+    signing_key,
+)
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminContext,
+    AdminError,
+    AdminRouter,
+)
 from proxy.issuer import chains, directory
-from proxy.issuer.account_allowlists import NotWithinAllowlist, account_allowlist, token_allowlist
 from proxy.issuer.access_tokens import AccessTokenGrant
-from proxy.issuer.admin import AdminCall, AdminContext, AdminError, AdminRouter
-from proxy.issuer.admin_issuing import mint, offering_upstream, signing_key
+from proxy.issuer.account_allowlists import (
+    NotWithinAllowlist,
+    account_allowlist,
+    token_allowlist,
+)
 from proxy.issuer.records import MalformedRecord, RefreshRecord
 from proxy.issuer.service_accounts import (
     RECORD_KIND,

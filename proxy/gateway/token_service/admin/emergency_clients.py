@@ -22,14 +22,24 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from proxy.gateway.token_service.admin.issuing import (
+    configured_upstream,
+    mint,
+    offering_upstream,
+    signing_key,
+)
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminContext,
+    AdminError,
+    AdminRouter,
+)
 from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, MintedToken
-from proxy.issuer.admin import AdminCall, AdminContext, AdminError, AdminRouter
-from proxy.issuer.admin_issuing import configured_upstream, mint, offering_upstream, signing_key
 from proxy.issuer.emergency_clients import (
     RECORD_KIND,
-    EmergencyClientRecord,
     EmergencyClientProblem,
+    EmergencyClientRecord,
     max_ttl_minutes,
     parse_new_client,
     parse_roles,

@@ -13,11 +13,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy.issuer import admin_service_accounts as tokens
-from proxy.issuer.account_allowlists import account_allowlist, drop_account_allowlist, set_account_allowlist, within
-from proxy.issuer.admin import AdminCall, AdminError, AdminRouter, expect_fields
+from proxy.gateway.token_service.admin import service_accounts as tokens
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminError,
+    AdminRouter,
+    expect_fields,
+)
+from proxy.issuer.account_allowlists import (
+    account_allowlist,
+    drop_account_allowlist,
+    set_account_allowlist,
+    within,
+)
 from proxy.issuer.records import MalformedRecord
-from proxy.issuer.service_accounts import ServiceAccountProblem, check_allowlist, lines_of
+from proxy.issuer.service_accounts import (
+    ServiceAccountProblem,
+    check_allowlist,
+    lines_of,
+)
 from proxy.reasons import Reason
 
 PATH = "/service-accounts/{name}/ip-allowlist"
