@@ -34,8 +34,12 @@ def labgate_name(store: str) -> str:
 # -- what labgate runs --------------------------------------------------------
 
 
-def bench_pack() -> dict[str, Any]:
-    """The shipped SimpliVity types; emergency grows an IP allowlist, deny rules and 1,000 more routes."""
+def bench_pack(rate_limit: bool = False) -> dict[str, Any]:
+    """The shipped SimpliVity types; emergency grows an IP allowlist, deny rules and 1,000 more routes.
+
+    ``rate_limit``: emergency also gets a rate limit the load never reaches, so every
+    request pays for checking and spending its budget and none is refused.
+    """
     shipped = yaml.safe_load((ROOT / "policies" / "simplivity.yaml").read_text())
     types = {name: dict(body) for name, body in shipped["token_types"].items()}
     emergency = types["emergency"]
@@ -44,6 +48,8 @@ def bench_pack() -> dict[str, Any]:
     ]
     emergency["client_ips"] = ["127.0.0.0/8", "10.0.0.0 - 10.0.0.255"]
     emergency["deny"] = ["* /api/backups/{bkpId}/delete", "DELETE /api/hosts/{id}"]
+    if rate_limit:
+        emergency["rate_limit"] = {"requests": 1_000_000_000, "per": "1h"}
     return {
         "pack": "bench",
         "description": "benchmark pack: SimpliVity with a realistic-size emergency type",
@@ -85,8 +91,8 @@ def store_service(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
 
 
 def write_labgate_config(directory: Path, port: int, upstream_url: str, store: dict[str, Any] | None = None,
-                         name: str = "labgate.yaml") -> Path:
-    (directory / "bench.yaml").write_text(yaml.safe_dump(bench_pack(), sort_keys=False))
+                         name: str = "labgate.yaml", rate_limit: bool = False) -> Path:
+    (directory / "bench.yaml").write_text(yaml.safe_dump(bench_pack(rate_limit), sort_keys=False))
     (directory / "hs256.secret").write_text(SECRET)
     config: dict[str, Any] = {
         "listen": {"address": "127.0.0.1", "port": port},

@@ -22,7 +22,10 @@ from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issue
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set, read_header_rules
 from proxy.policy.model import HeaderRules, parse_path_template
-from proxy.store.open import STORE_KINDS, StoreSettings
+from proxy.policy.rates import DEFAULT_QUEUE_TIMEOUT, RateLimit, read_in_flight, read_rate_limit
+from proxy.store.config_section import read_store
+from proxy.store.open import StoreSettings
+from proxy.upstream_nodes import NodeSettings, read_nodes
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.upstream_address import read_upstream_host, read_upstream_url
 from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
@@ -123,6 +126,14 @@ class Upstream:
     # (Commvault's ``Authtoken`` header) or ``opstoken`` (VCF Operations' ``Authorization: OpsToken``).
     token_header: str = "bearer"
     headers: HeaderRules | None = None  # client headers the appliance may see, on top of the pack's
+    # Protecting the appliance (docs/concepts/protecting-appliances.md): one budget for every client
+    # together, and at most ``max_in_flight`` requests at the appliance at once, the rest waiting
+    # up to ``queue_timeout`` seconds for a place.
+    rate_limit: RateLimit | None = None
+    max_in_flight: int | None = None
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    # Several nodes (``nodes`` instead of ``url``; ``url`` is then the first): docs/concepts/protecting-appliances.md.
+    nodes: NodeSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,7 @@ def load_config(path: str | Path) -> Config:
     packs, broken_packs = _read_policies(reader, root, base)
     issuer = read_issuer(reader, root, base)
     upstreams = _read_upstreams(reader, root, base, packs, issuer, broken_packs)
+    limits = _read_limits(reader, root)
     config = Config(
         file=file,
         listen=_read_listen(reader, root, base),
@@ -177,10 +189,10 @@ def load_config(path: str | Path) -> Config:
             ForwardedHeader,
             reader.choice(root, "client_ip_header", ("x-forwarded-for", "forwarded"), default="x-forwarded-for"),
         ),
-        limits=_read_limits(reader, root),
+        limits=limits,
         endpoints=_read_endpoints(reader, root),
         decision_log=reader.choice(root, "decision_log", ("all", "denials", "off"), default="all"),
-        store=_read_store(reader, root, base),
+        store=read_store(reader, root, base, limits.max_connections),
         reload=_read_reload(reader, root),
         shutdown=_read_shutdown(reader, root),
         policy_paths=tuple(
@@ -229,27 +241,6 @@ def _read_listen(reader: FieldReader, root: LocatedDict, base: Path) -> Listen:
             "or 'allow_plaintext: true' when a TLS-terminating proxy sits in front",
         )
     return listen
-
-
-def _read_store(reader: FieldReader, root: LocatedDict, base: Path) -> StoreSettings:
-    """Token state: an SQLite file next to the config unless said otherwise."""
-    section = reader.section(root, "store")
-    if section is None:
-        return StoreSettings("sqlite", (base / "labgate.db").resolve())
-    kind = reader.choice(section, "type", STORE_KINDS, default="sqlite")
-    allowed = {"sqlite": ("type", "path"), "redis": ("type", "url", "prefix"), "memory": ("type",)}[kind]
-    reader.expect_keys(section, allowed, f"a {kind} store")
-    if kind == "redis":
-        url = reader.string(section, "url", required=True) or ""
-        if url and not url.startswith(("redis://", "rediss://", "unix://")):
-            reader.error(section, "url", f"redis url {url!r} must start with redis://, rediss:// or unix://")
-        return StoreSettings("redis", url=url, prefix=reader.string(section, "prefix", default="labgate:") or "labgate:")
-    if kind == "memory":
-        return StoreSettings("memory")
-    path = (base / os.path.expanduser(reader.string(section, "path", default="labgate.db") or "labgate.db")).resolve()
-    if not path.parent.is_dir():
-        reader.error(section, "path", f"the folder for the sqlite store does not exist ({path.parent})")
-    return StoreSettings("sqlite", path)
 
 
 def _read_reload(reader: FieldReader, root: LocatedDict) -> ReloadSettings:
@@ -382,7 +373,8 @@ def _check_endpoint_path(reader: FieldReader, section: LocatedDict, key: str, va
 
 UPSTREAM_KEYS = (
     "name", "url", "path_prefix", "host", "pack", "tls", "timeouts", "transport", "token_source", "credential",
-    "token_header", "headers",
+    "token_header", "headers", "rate_limit", "max_in_flight", "queue_timeout",
+    "nodes", "balance", "node_backoff", "health",
 )
 TRANSPORTS = ("http1", "aiohttp")
 TOKEN_HEADERS = ("bearer", "authtoken", "opstoken")
@@ -429,7 +421,10 @@ def _read_upstream(
     name = reader.string(body, "name", required=True)
     if name and not NAME.fullmatch(name):
         reader.error(body, "name", f"upstream name {name!r} must be lowercase letters, digits, '-' or '_'")
-    url = read_upstream_url(reader, body)
+    nodes = read_nodes(reader, body)
+    if "nodes" in body and body.get("url") is not None:
+        reader.error(body, "nodes", "give url (one node) or nodes, not both")
+    url = nodes.urls[0] if nodes is not None else None if "nodes" in body else read_upstream_url(reader, body)
     prefix = reader.string(body, "path_prefix")
     if prefix is not None:
         try:
@@ -452,11 +447,12 @@ def _read_upstream(
     transport = reader.choice(body, "transport", TRANSPORTS, default="http1")
     token_header = reader.choice(body, "token_header", TOKEN_HEADERS, default="bearer")
     headers = read_header_rules(reader, body)
+    rate_limit, in_flight = read_rate_limit(reader, body, upstream=True), read_in_flight(reader, body)
     if not (name and url and pack_name and source):
         return None
     return Upstream(
         name, url, pack_name, source, prefix, host, tls, connect_timeout, read_timeout, transport, credential,
-        token_header, headers,
+        token_header, headers, rate_limit, *in_flight, nodes,
     )
 
 

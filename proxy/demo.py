@@ -210,10 +210,10 @@ async def _commvault(lab: Lab, session: aiohttp.ClientSession, upstream: Upstrea
                               json={"tokenName": "clients", "scope": "Custom", "apiEndpoints": "/Client", "upstream": upstream.name})
     info = answer.get("tokenInfo", {}) if isinstance(answer, dict) else {}
     token = info.get("accessToken", "") if isinstance(info, dict) else ""
-    clients, groups = lab.at(upstream, "/Client"), lab.at(upstream, "/ClientGroup")
+    clients, plans = lab.at(upstream, "/Client"), lab.at(upstream, "/V2/Plan")
     allowed = Step("allowed: list clients", f"curl -s -H \"Authorization: Bearer $CV\" {clients}", 200)
-    denied = Step("denied: /Client never opens /ClientGroup", f"curl -s -H \"Authorization: Bearer $CV\" {groups}", 403, "prefix_not_allowed")
-    return [made, got, *await _with_token(session, token, (allowed, "GET", clients, None), (denied, "GET", groups, None))]
+    denied = Step("denied: /Client does not open /V2/Plan", f"curl -s -H \"Authorization: Bearer $CV\" {plans}", 403, "prefix_not_allowed")
+    return [made, got, *await _with_token(session, token, (allowed, "GET", clients, None), (denied, "GET", plans, None))]
 
 
 WALKS: dict[str, Callable[[Lab, aiohttp.ClientSession, Upstream], Awaitable[list[Outcome]]]] = {

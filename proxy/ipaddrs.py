@@ -16,6 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Literal, Mapping, Sequence
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ForwardedHeader = Literal["x-forwarded-for", "forwarded"]
 
@@ -33,8 +36,10 @@ _ADDRESS_CHARS = re.compile(r"[0-9A-Fa-f.:]+")
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
-class InvalidAddress(ValueError):
-    """An address, network or range that labgate will not interpret."""
+class InvalidAddress(LabgateError, ValueError):
+    """An address, network or range that labgate will not interpret (an IP rule then denies: never a guess)."""
+
+    reason = Reason.CLIENT_IP_UNKNOWN
 
 
 @functools.lru_cache(maxsize=4096)
@@ -168,6 +173,12 @@ class AddressSet:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def covers(self, other: AddressRange) -> bool:
+        """Whether every address of ``other`` is in the set (merged intervals: it lies inside one)."""
+        version, first, last = other.version, int(other.first), int(other.last)
+        index = bisect.bisect_right(self._starts[version], first) - 1
+        return index >= 0 and last <= self._ends[version][index]
 
     def __repr__(self) -> str:
         return f"AddressSet({list(self.entries)!r})"

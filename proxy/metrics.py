@@ -34,7 +34,8 @@ MULTIPROCESS_READ_TRIES = 5
 STORE_OPERATIONS = (
     "put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at", "revocations",
     "signing_keys", "add_first_signing_key", "rotate_signing_key",
-    "put_record", "get_record", "list_records", "delete_record", "take_record", "ping",
+    "put_record", "add_record", "get_record", "list_records", "delete_record", "take_record", "ping",
+    "rate_limit",
 )
 
 
@@ -105,6 +106,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._add_token_and_operation_families()
+        self._add_protection_families()
+        self._add_node_families()
 
         # Label children resolved once per label combination: ``labels()`` costs
         # microseconds on every request otherwise.
@@ -170,6 +173,62 @@ class GatewayMetrics:
             ("upstream", "token_type", "reason"),
             registry=self.registry,
         )
+
+    def _add_protection_families(self) -> None:
+        """What protects the appliances: rate limits and in-flight caps (docs/concepts/protecting-appliances.md)."""
+        self.rate_limited_requests = Counter(
+            "labgate_rate_limited",
+            "Requests refused with 429 rate_limited (never forwarded), by upstream and token type.",
+            ("upstream", "token_type"),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "labgate_upstream_in_flight",
+            "Requests being forwarded to the appliance now, by upstream.",
+            ("upstream",),
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "labgate_upstream_queued",
+            "Requests waiting for a place under the upstream's max_in_flight, by upstream.",
+            ("upstream",),
+            multiprocess_mode="livesum",
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "labgate_upstream_queue_wait_seconds",
+            "Time requests waited for a place under max_in_flight (those given up on included), by upstream.",
+            ("upstream",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.busy_refusals = Counter(
+            "labgate_upstream_busy",
+            "Requests refused with 503 upstream_busy after waiting out the queue time, by upstream and token type.",
+            ("upstream", "token_type"),
+            registry=self.registry,
+        )
+
+    def _add_node_families(self) -> None:
+        """Several nodes per upstream (docs/concepts/protecting-appliances.md)."""
+        self.node_up = Gauge(
+            "labgate_upstream_node_up",
+            "1 when a node of the upstream takes requests, 0 while it is left out (back-off or failed health check).",
+            ("upstream", "node"),
+            multiprocess_mode="min",
+            registry=self.registry,
+        )
+        self.node_failovers = Counter(
+            "labgate_upstream_failovers",
+            "Requests sent to another node after one failed without anything reaching it, by upstream.",
+            ("upstream",),
+            registry=self.registry,
+        )
+
+    def rate_limited(self, upstream: str, token_type: str) -> None:
+        """A request was refused by a rate limit (``labgate_rate_limited_total``)."""
+        self._child(self.rate_limited_requests, upstream, token_type).inc()
 
     def _child(self, family: Any, *labels: str) -> Any:
         """``family.labels(*labels)``, resolved once per combination."""

@@ -118,6 +118,9 @@ class Reason(enum.Enum):
     # The client's side failed while its body streamed upstream: never counted as an appliance error.
     BODY_TIMEOUT = ("body_timeout", 408, "invalid_request")
     CLIENT_ABORTED = ("client_aborted", 499, "client_closed_request")
+    # Protecting the appliances: a rate limit reached (never forwarded), or max_in_flight full past the queue time.
+    RATE_LIMITED = ("rate_limited", 429, "too_many_requests")
+    UPSTREAM_BUSY = ("upstream_busy", 503, "temporarily_unavailable")
     UPSTREAM_UNREACHABLE = ("upstream_unreachable", 502, "bad_gateway")
     UPSTREAM_TIMEOUT = ("upstream_timeout", 504, "gateway_timeout")
     # The credential labgate holds for an appliance (an upstream's ``credential``): its login
@@ -125,6 +128,9 @@ class Reason(enum.Enum):
     UPSTREAM_CREDENTIAL_UNAVAILABLE = ("upstream_credential_unavailable", 503, "temporarily_unavailable")
     UPSTREAM_CREDENTIAL_REJECTED = ("upstream_credential_rejected", 502, "bad_gateway")
     INTERNAL_ERROR = ("internal_error", 500, "server_error")
+    # Still in flight when the shutdown's drain deadline ran out: the connection was closed
+    # without an answer (logged with this reason; a client sees no status at all).
+    SHUTDOWN_CUT = ("shutdown_cut", 503, "temporarily_unavailable")
     # Not a request's reason: a config, pack or command line labgate cannot use (reload refused, check, CLI).
     CONFIG_PROBLEM = ("config_problem", 500, "server_error")
 

@@ -137,13 +137,16 @@ async def upstream() -> AsyncIterator[RecordingUpstream]:
     await runner.cleanup()
 
 
-def write_config(tmp_path: Path, upstream_url: str, *, upstream: dict[str, Any] | None = None, **overrides: Any) -> Path:
+def write_config(
+    tmp_path: Path, upstream_url: str, *, upstream: dict[str, Any] | None = None, pack_text: str = TEST_PACK, **overrides: Any
+) -> Path:
     """A config (and pack, and key) in tmp_path.
 
-    ``upstream`` entries replace keys of the one upstream; ``overrides`` replace top-level keys.
+    ``upstream`` entries replace keys of the one upstream; ``overrides`` replace top-level keys;
+    ``pack_text`` is the ``demo`` pack (TEST_PACK unless a test needs another).
     """
     (tmp_path / "policies").mkdir(exist_ok=True)
-    (tmp_path / "policies" / "demo.yaml").write_text(TEST_PACK)
+    (tmp_path / "policies" / "demo.yaml").write_text(pack_text)
     (tmp_path / "hs256.secret").write_text(SECRET)
     source = {
         "type": "jwt",
@@ -195,9 +198,11 @@ async def gateway_starter(tmp_path: Path, transport: str) -> AsyncIterator[Gatew
     """Start labgate (in this process, real sockets) on written configs; stop them all at the end."""
     runners: list[web.BaseRunner] = []
 
-    async def start(upstream_url: str, *, upstream: dict[str, Any] | None = None, **overrides: Any) -> RunningGateway:
+    async def start(
+        upstream_url: str, *, upstream: dict[str, Any] | None = None, pack_text: str = TEST_PACK, **overrides: Any
+    ) -> RunningGateway:
         upstream = {"transport": transport, **(upstream or {})}
-        config = load_config(write_config(tmp_path, upstream_url, upstream=upstream, **overrides))
+        config = load_config(write_config(tmp_path, upstream_url, upstream=upstream, pack_text=pack_text, **overrides))
         runner = make_runner(Gateway(config), config)
         await runner.setup()
         site = web.TCPSite(runner, config.listen.address, config.listen.port, ssl_context=server_ssl(config))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,18 +17,27 @@ import yaml
 
 @asynccontextmanager
 async def labgate_serving(
-    config: Path, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    config: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    log: Path | None = None,
+    log_level: str = "warning",
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
     """Start labgate on ``config``, wait for /healthz (up to 10 s), stop it afterwards.
 
-    ``env`` adds to (or replaces in) this process's environment; ``args`` go after ``serve``.
+    ``env`` adds to (or replaces in) this process's environment; ``args`` go after ``serve``;
+    ``log`` is a file that gets labgate's log (its stderr) at ``log_level``.
     """
     port = yaml.safe_load(config.read_text())["listen"]["port"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", "warning", *args],
-        # labgate serves only on aiohttp's C parser, whatever parser this test run uses.
-        env={**{k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}, **(env or {})},
-    )
+    with contextlib.ExitStack() as files:
+        stderr = files.enter_context(log.open("ab")) if log is not None else None
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config), "--log-level", log_level, *args],
+            # labgate serves only on aiohttp's C parser, whatever parser this test run uses.
+            env={**{k: v for k, v in os.environ.items() if k != "AIOHTTP_NO_EXTENSIONS"}, **(env or {})},
+            stderr=stderr,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         await wait_until_up(url, process)

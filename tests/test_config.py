@@ -98,7 +98,15 @@ def test_problem_names_the_line_of_the_bad_key(tmp_path: Path) -> None:
     "store, expected",
     [
         ({"type": "mongo"}, "'type' must be one of sqlite, redis, memory"),
-        ({"type": "redis"}, "missing required key 'url'"),
+        ({"type": "redis"}, "a redis store needs 'url', or 'sentinels' and 'service_name'"),
+        ({"type": "redis", "sentinels": ["127.0.0.1:26379"]}, "needs 'url', or 'sentinels' and 'service_name'"),
+        ({"type": "redis", "url": "redis://x", "service_name": "m"}, "either 'url' or 'sentinels'"),
+        ({"type": "redis", "sentinels": ["127.0.0.1"], "service_name": "m"}, "a sentinel is host:port, not '127.0.0.1'"),
+        ({"type": "redis", "url": "redis://x", "cluster": True}, "Redis Cluster is not supported"),
+        ({"type": "redis", "url": "redis+cluster://x:7000"}, "Redis Cluster is not supported"),
+        ({"type": "redis", "url": "redis://x", "max_connections": 0}, "'max_connections' must be at least 1"),
+        ({"type": "redis", "url": "redis://x", "timeout": 0}, "'timeout' must be at least 0.05"),
+        ({"type": "sqlite", "timeout": "5s"}, "'timeout' must be a number"),
         ({"type": "redis", "url": "http://x"}, "must start with redis://"),
         ({"type": "sqlite", "path": "nowhere/labgate.db"}, "the folder for the sqlite store does not exist"),
         ({"type": "memory", "path": "x.db"}, "unknown key 'path' in a memory store"),
@@ -107,6 +115,18 @@ def test_problem_names_the_line_of_the_bad_key(tmp_path: Path) -> None:
 def test_bad_store_settings(tmp_path: Path, store: dict[str, Any], expected: str) -> None:
     found = problems_for(tmp_path, lambda d: d.update(store=store))
     assert any(expected in p for p in found), found
+
+
+def test_a_sentinel_store_is_read_with_its_bounds(tmp_path: Path) -> None:
+    store = {
+        "type": "redis", "sentinels": ["127.0.0.1:26379", "[::1]:26380"], "service_name": "labgate",
+        "db": 2, "timeout": 1.5, "max_connections": 200,
+    }
+    settings = load_config(write_config(tmp_path, "http://127.0.0.1:9", store=store)).store
+    assert settings.sentinels == (("127.0.0.1", 26379), ("::1", 26380))
+    assert (settings.url, settings.service_name, settings.db, settings.timeout, settings.max_connections) == (
+        None, "labgate", 2, 1.5, 200
+    )
 
 
 def test_forward_auth_is_off_by_default_and_loads_when_set(tmp_path: Path) -> None:

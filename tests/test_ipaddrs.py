@@ -191,6 +191,16 @@ def test_a_network_with_host_bits_suggests_the_network_and_the_address(entry: st
 
 
 @pytest.mark.parametrize(
+    "entry, covered",
+    [("10.1.1.5", True), ("10.1.1.0/24", True), ("10.1.1.250 – 10.1.2.0", True), ("10.1.2.1", False),
+     ("10.1.0.0/16", False), ("::ffff:10.1.1.7", True), ("2001:db8::1", False), ("10.1.3.0 - 10.1.3.255", True)],
+)
+def test_a_set_covers_a_range_only_when_every_address_of_it_is_inside(entry: str, covered: bool) -> None:
+    allowlist = AddressSet.parse(["10.1.1.0/24", "10.1.2.0", "10.1.3.0 – 10.1.3.255"])
+    assert allowlist.covers(parse_entry(entry)) is covered
+
+
+@pytest.mark.parametrize(
     "values, expected",
     [
         # Quoted forms (RFC 7239 section 6: a port or an IPv6 address needs quoting).

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proxy.gateway.ratelimit import explain_limits
 from proxy.cli.common import CONFIG_HELP, EXIT_DENIED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, load
 from proxy.config import Config, Upstream
 from proxy.gateway.runtime import open_state_store
@@ -89,7 +90,11 @@ def _explain(args: argparse.Namespace) -> int:
     else:
         token = asyncio.run(_verify(config, upstream, args.token))
     decision = _explain_decision(args.method, args.target, client_ip, token, pack, config)
-    print(json.dumps(decision.as_explanation()))
+    explanation = decision.as_explanation()
+    if decision.allowed:
+        compiled = pack.token_types.get(decision.token_type or "")
+        explanation.update(explain_limits(upstream, compiled.spec.rate_limit if compiled else None, decision.token_type))
+    print(json.dumps(explanation))
     if decision.shadow:
         print(
             f"shadow mode: forwarded, but {decision.token_type} would be denied with "

@@ -32,7 +32,10 @@ WHEN: dict[Reason, str] = {
     Reason.TTL_EXPIRED: "the type's `ttl` lifetime since issue (`iat`) has passed",
     Reason.IDLE_EXPIRED: "the token was not used within the type's `idle` lifetime",
     Reason.ABSOLUTE_EXPIRED: "the type's `absolute` lifetime since issue (`iat`) has passed",
-    Reason.STORE_UNAVAILABLE: "the store cannot be reached to check revocations and lifetimes (fail closed)",
+    Reason.STORE_UNAVAILABLE: (
+        "the store cannot be reached, or did not answer within its `timeout`, to check revocations and lifetimes "
+        "(fail closed), or a rate limit (unless every limit of the request says `store_failure: open`)"
+    ),
     Reason.REVOKED: (
         "the token, its subject, its client id (`client_id`/`azp` claim) or its refresh chain "
         "(`chain` claim, labgate's own tokens) was revoked at or after its issue"
@@ -53,7 +56,9 @@ WHEN: dict[Reason, str] = {
     Reason.ROUTE_NOT_ALLOWED: "no route matched",
     Reason.PREFIX_NOT_ALLOWED: "no prefix matched (a type with prefixes only), or the token's own prefixes exclude the path",
     Reason.TOKEN_SCOPE_MISSING: "the type requires the token's own endpoint list (`requires_token_prefixes`) and the token has none",
-    Reason.QUERY_PARAM_NOT_ALLOWED: "a query parameter the type's `query` rule does not allow (a `public` route takes none)",
+    Reason.QUERY_PARAM_NOT_ALLOWED: (
+        "a query parameter the type's `query` rule (or the allowing route's own) does not allow (a `public` route takes none)"
+    ),
     Reason.BAD_TOKEN_REQUEST: (
         "`observe` token endpoint: not a form, a parameter twice, no `grant_type`, parameters in the query, two "
         "different client ids; labgate's own token endpoint: the same, a missing parameter, two ways of client authentication"
@@ -96,6 +101,13 @@ WHEN: dict[Reason, str] = {
     Reason.BODY_TOO_LARGE: "body beyond `limits.max_body_bytes` (by `Content-Length`, or counted while streaming)",
     Reason.BODY_TIMEOUT: "the client took longer than `limits.body_timeout` between two pieces of its body (not an appliance error)",
     Reason.CLIENT_ABORTED: "the client went away while sending its body or receiving the answer: logged and counted as the client's, never as an appliance error",
+    Reason.RATE_LIMITED: (
+        "an allowed request past its token type's or its upstream's `rate_limit`; never forwarded "
+        "([Protecting the appliances](../concepts/protecting-appliances.md))"
+    ),
+    Reason.UPSTREAM_BUSY: (
+        "`max_in_flight` requests were already at the appliance for the whole `queue_timeout`; never forwarded"
+    ),
     Reason.UPSTREAM_UNREACHABLE: "the appliance refused or reset the connection, or its host does not resolve",
     Reason.UPSTREAM_TIMEOUT: "the appliance did not connect or answer in time",
     Reason.UPSTREAM_CREDENTIAL_UNAVAILABLE: (
@@ -103,5 +115,6 @@ WHEN: dict[Reason, str] = {
     ),
     Reason.UPSTREAM_CREDENTIAL_REJECTED: "the appliance answered 401 to labgate's credential; its answer is not passed on",
     Reason.INTERNAL_ERROR: "an unexpected error in labgate itself (logged with its traceback); the connection is closed",
+    Reason.SHUTDOWN_CUT: "decision log only: still in flight at the shutdown's drain deadline; the connection was closed without an answer",
     Reason.CONFIG_PROBLEM: "never a request's answer: a config, pack or command line labgate cannot use (labgate check, a refused reload in /readyz, the CLI's exit codes)",
 }

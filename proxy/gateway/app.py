@@ -27,14 +27,17 @@ from proxy.gateway.discovery import discovery_endpoints
 from proxy.gateway.exchange import Exchange, Routed, TokenUse, UpstreamRuntime, request_id_for
 from proxy.gateway.forward_auth import OriginalRequest, forward_auth_answer, original_request
 from proxy.gateway.forwarder import Forwarder
+from proxy.gateway.nodepool import NodePool
 from proxy.gateway.own_endpoints import OwnEndpoints
+from proxy.gateway.protect import Protection
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import shape_problem
 from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.runtime import Runtime, TransportFactory, transport_for
 from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
 from proxy.ipaddrs import ClientIpResolver
-from proxy.issuer.admin import AdminApi, AdminContext
+from proxy.gateway.token_service.admin.api import AdminApi
+from proxy.gateway.token_service.admin.router import AdminContext
 from proxy.issuer.settings import TOKEN_PATH
 from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.metrics import GatewayMetrics
@@ -80,8 +83,12 @@ class Gateway:
         self._found: Callable[[str, str | None], _Found | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
         self.recorder = Recorder(config, self.metrics)
-        self.forwarder = Forwarder(config, self.recorder, self.token_state)
-        own = OwnEndpoints(config, self.store, self.metrics, lambda: [r.upstream.name for r in self._runtimes], readiness)
+        # Rate limits and in-flight caps (docs/concepts/protecting-appliances.md).
+        self.protection = Protection(self.store, self.metrics, self.recorder)
+        self.forwarder = Forwarder(config, self.recorder, self.token_state, self.protection)
+        own = OwnEndpoints(
+            config, self.store, self.metrics, lambda: [r.upstream.name for r in self._runtimes], readiness, self._node_states
+        )
         self._own: dict[str, Callable[[web.BaseRequest], object]] = dict(own.paths)
         if config.endpoints.forward_auth:
             self._own[config.endpoints.forward_auth] = self._forward_auth
@@ -99,6 +106,9 @@ class Gateway:
         # Bounded: hosts and targets are client-controlled.
         self._found = functools.lru_cache(maxsize=4096)(self._parse_and_route)
         warn_about_client_ip_rules(self.config)
+
+    def _node_states(self) -> dict[str, object]:
+        return {r.upstream.name: r.transport.states() for r in self._runtimes if isinstance(r.transport, NodePool)}
 
     async def close(self) -> None:
         await self.runtime.close()
@@ -150,6 +160,9 @@ class Gateway:
             return self.recorder.refuse_decided(exchange, decision)
         if decision.shadow:
             self.recorder.shadowed(runtime, decision)
+        limited = await self.protection.spend(routed, decision)  # after the decision: a denial spends nothing
+        if limited is not None:
+            return limited
         return await self.forwarder.forward(routed, decision)
 
     def _route(self, exchange: Exchange, method: str, raw_target: str, host: str | None) -> Routed | Decision:

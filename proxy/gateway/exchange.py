@@ -72,6 +72,7 @@ class Exchange:
     forward_auth: bool = False
     client_token: ClientToken | None = None  # the token as presented, when it was well-formed
     use: TokenUse | None = None  # recorded once the request reached the appliance
+    rate_headers: dict[str, str] | None = None  # RateLimit and RateLimit-Policy for the answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from proxy.credentials.base import CredentialUnavailable
 from proxy.gateway.client_token import reemitted
 from proxy.gateway.exchange import Exchange, Routed, UpstreamRuntime
 from proxy.gateway.headers import outbound_headers, response_headers
+from proxy.gateway.protect import Busy, Protection
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import (
     MAX_FORM_BYTES, FormOverride, form_kind, multipart_boundary, urlencoded_overrides, without_multipart_override,
@@ -44,12 +45,15 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 class Forwarder:
     """Sends decided requests to their appliances for one config version."""
 
-    def __init__(self, config: Config, recorder: Recorder, token_state: TokenStateGuard) -> None:
+    def __init__(
+        self, config: Config, recorder: Recorder, token_state: TokenStateGuard, protection: Protection | None = None
+    ) -> None:
         self._limits = config.limits
         self._proto = "https" if config.listen.tls else "http"
         self.recorder = recorder
         self._metrics = recorder.metrics
         self._token_state = token_state
+        self.protection = protection  # rate limits and in-flight caps (docs/concepts/protecting-appliances.md)
 
     async def forward(self, routed: Routed, decision: Decision) -> web.StreamResponse:
         """An allowed request: its body and credential prepared, then sent once."""
@@ -75,9 +79,25 @@ class Forwarder:
             return self.recorder.refuse(
                 routed.exchange, Reason.QUERY_PARAM_NOT_ALLOWED, "a public route takes no query parameters"
             )
+        if self.protection is not None:
+            limited = await self.protection.spend(routed, decision)  # the upstream's limit only: no token type
+            if limited is not None:
+                return limited
         return await self.send(routed, self.outbound(routed, None, None), decision)
 
     async def send(self, routed: Routed, outbound: OutboundRequest, decision: Decision) -> web.StreamResponse:
+        """Send a decided request once, under the in-flight caps when there are any, and pass the answer back."""
+        caps = self.protection.caps(routed, decision) if self.protection is not None else ()
+        if not caps:
+            return await self._send_once(routed, outbound, decision)
+        assert self.protection is not None
+        try:
+            async with self.protection.hold(routed, decision, caps):
+                return await self._send_once(routed, outbound, decision)
+        except Busy as busy:
+            return busy.response  # 503 upstream_busy, recorded; nothing was sent
+
+    async def _send_once(self, routed: Routed, outbound: OutboundRequest, decision: Decision) -> web.StreamResponse:
         """Send a decided request once and pass the appliance's answer back."""
         exchange, runtime = routed.exchange, routed.runtime
         try:
@@ -96,7 +116,9 @@ class Forwarder:
                 runtime.credential.rejected(sent)
                 detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; {runtime.credential.after_rejection}"
                 return self.recorder.upstream_failed(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
-            response, failure = await self._answer(routed.request, answer, exchange.request_id, runtime.upstream.name)
+            response, failure = await self._answer(
+                routed.request, answer, exchange.request_id, runtime.upstream.name, exchange.rate_headers
+            )
         except UpstreamError as exc:
             return self.recorder.upstream_failed(exchange, runtime, exc.reason, exc.detail, decision)
         finally:
@@ -198,10 +220,16 @@ class Forwarder:
         return body, length
 
     async def _answer(
-        self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str
+        self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str,
+        rate_headers: dict[str, str] | None = None,
     ) -> tuple[web.StreamResponse, Reason | None]:
-        """Send the appliance's answer on to the client; the reason when streaming it was cut."""
+        """Send the appliance's answer on to the client; the reason when streaming it was cut.
+
+        ``rate_headers`` (labgate's own limits) replace any the appliance sent under the same names.
+        """
         headers = response_headers(answer.headers, request_id)
+        if rate_headers:
+            headers.update(rate_headers)
         if _small_answer(request.method, answer.status, headers):
             # Read whole, then headers and body leave in one send: most API
             # answers are a few KiB (a prepared StreamResponse takes two).

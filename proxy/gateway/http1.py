@@ -249,16 +249,23 @@ class Http1Transport:
         self._slots = asyncio.Semaphore(limit)
         self._closing = False
 
-    def error(self, exc: BaseException) -> UpstreamError:
+    def error(self, exc: BaseException, **flags: bool) -> UpstreamError:  # flags: UpstreamError's nothing_sent, resend_safe
         if isinstance(exc, asyncio.TimeoutError):
-            return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time")
-        return UpstreamError(Reason.UPSTREAM_UNREACHABLE, unreachable_detail(self._name, exc, self._host))
+            return UpstreamError(Reason.UPSTREAM_TIMEOUT, f"upstream {self._name!r} did not answer in time", **flags)
+        return UpstreamError(Reason.UPSTREAM_UNREACHABLE, unreachable_detail(self._name, exc, self._host), **flags)
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
         head, chunked = self._head(request)
         if self._slots.locked():  # every connection busy: wait, but not forever
-            async with asyncio.timeout(self._connect_timeout):
-                await self._slots.acquire()
+            try:
+                async with asyncio.timeout(self._connect_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:  # mapped here, at the boundary: never a bare error past the transport
+                raise UpstreamError(
+                    Reason.UPSTREAM_BUSY,
+                    f"every connection to upstream {self._name!r} stayed busy for {self._connect_timeout:g} s",
+                    nothing_sent=True,
+                ) from None
         else:
             await self._slots.acquire()
         try:
@@ -286,7 +293,7 @@ class Http1Transport:
             except (OSError, httptools.HttpParserError) as exc:
                 connection.close()
                 if not (attempt == 1 and _resendable(request, connection, exchange, exc)):
-                    raise self.error(exc) from exc
+                    raise self.error(exc, resend_safe=_safe_elsewhere(request, exchange, exc)) from exc
                 continue
             except BaseException:
                 connection.close()
@@ -326,7 +333,7 @@ class Http1Transport:
                     server_hostname=self._host if self._ssl is not None else None,
                 )
         except (OSError, asyncio.TimeoutError) as exc:
-            raise self.error(exc) from exc
+            raise self.error(exc, nothing_sent=True) from exc  # no connection: not a byte was sent
         return protocol
 
     def _head(self, request: OutboundRequest) -> tuple[bytes, bool]:
@@ -390,9 +397,13 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 def _resendable(request: OutboundRequest, connection: _Connection, exchange: _Exchange, exc: BaseException) -> bool:
     """A stale keep-alive connection, closed by the appliance before it answered a bodiless idempotent request."""
+    return connection.reused and _safe_elsewhere(request, exchange, exc)
+
+
+def _safe_elsewhere(request: OutboundRequest, exchange: _Exchange, exc: BaseException) -> bool:
+    """Broken before any answer on a bodiless idempotent request: safe to send again, on this node or another."""
     return (
-        connection.reused
-        and not exchange.received_any
+        not exchange.received_any
         and request.body is None
         and request.method in IDEMPOTENT_METHODS
         and isinstance(exc, ConnectionError)  # reset or closed, not a parse error or a timeout

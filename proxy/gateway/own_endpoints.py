@@ -25,13 +25,16 @@ class OwnEndpoints:
         metrics: GatewayMetrics,
         upstreams: Callable[[], list[str]],
         readiness: Callable[[], Mapping[str, object]] | None = None,
+        node_states: Callable[[], Mapping[str, object]] | None = None,
     ) -> None:
-        """``upstreams``: the names served once started (empty before); ``readiness`` adds the config version."""
+        """``upstreams``: the names served once started (empty before); ``readiness`` adds the config version;
+        ``node_states`` each node of the upstreams that have several (docs/concepts/protecting-appliances.md)."""
         self._store_kind = config.store.kind
         self._store = store
         self._metrics = metrics
         self._upstreams = upstreams
         self._readiness = readiness
+        self._node_states = node_states
         self.paths = {
             config.endpoints.health: self.healthz,
             config.endpoints.ready: self.readyz,
@@ -52,6 +55,9 @@ class OwnEndpoints:
                 logger.warning("not ready: %s", exc)
                 status = "store_unavailable"
         body: dict[str, object] = {"status": status, "upstreams": upstreams, "store": self._store_kind}
+        nodes = self._node_states() if self._node_states is not None else {}
+        if nodes:
+            body["nodes"] = nodes  # each node's state; a node left out does not make labgate unready
         if self._readiness is not None:
             body["config"] = self._readiness()
         return web.json_response(body, status=200 if status == "ready" else 503)

@@ -15,6 +15,7 @@ from proxy.config import Config, Upstream
 from proxy.credentials.open import forwards_client_authorization, open_credential
 from proxy.gateway.exchange import UpstreamRuntime
 from proxy.gateway.http1 import Http1Transport
+from proxy.gateway.nodepool import NodePool
 from proxy.gateway.transport import AiohttpTransport, UpstreamTransport
 from proxy.issuer.ring import KeyRing
 from proxy.metrics import GatewayMetrics
@@ -86,13 +87,21 @@ class Runtime:
             upstream,
             pack,
             open_token_source(upstream.token_source, self.store, upstream=name, events=events, key_ring=self.key_ring),
-            self._transport_factory(upstream),
+            self._transport(upstream),
             upstream.url.raw_path.rstrip("/"),
             metrics.upstream_duration.labels(name),
             open_credential(upstream),
             forwards_client_authorization(upstream),
             pack.pack.headers.merged(upstream.headers),
         )
+
+    def _transport(self, upstream: Upstream) -> UpstreamTransport:
+        """The upstream's transport; with ``nodes``, a pool of one per node (docs/concepts/protecting-appliances.md)."""
+        if upstream.nodes is None:
+            return self._transport_factory(upstream)
+        pool = NodePool(upstream, upstream.nodes, self.metrics, self._transport_factory)
+        pool.start_health_checks()
+        return pool
 
     async def close(self) -> None:
         for runtime in self.upstreams:

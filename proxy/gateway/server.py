@@ -9,8 +9,9 @@ Two things aiohttp does not do on its own:
   default settings such a connection stays open for at least 30 seconds);
 * a drain deadline at shutdown: aiohttp waits its ``shutdown_timeout`` once for
   requests in flight and then again after cancelling them, and a timeout of 0
-  means no limit at all; labgate waits ``shutdown.drain_seconds`` itself and
-  then lets aiohttp cut what is left within about a second.
+  means no limit at all; labgate waits ``shutdown.drain_seconds`` itself,
+  then lets aiohttp cut what is left (each cut request gets a decision-log
+  line, reason ``shutdown_cut``) and exits within a second of the deadline.
 
 SIGHUP reloads the config (:mod:`proxy.gateway.reload`); SIGTERM and SIGINT
 stop accepting, drain and close upstream pools and the store.
@@ -24,7 +25,7 @@ import logging
 import signal
 import ssl
 import time
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
@@ -32,6 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import Config
 from proxy.gateway.errors import error_body, error_response
+from proxy.gateway.in_flight import Handler, InFlight
 from proxy.gateway.reload import ReloadingGateway
 from proxy.reasons import Reason
 
@@ -205,41 +207,10 @@ class Served(Protocol):
     async def close(self) -> None: ...
 
 
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-
 # After the drain deadline: how long aiohttp waits for a handler before and after cancelling it.
-CUT_GRACE_SECONDS = 0.5
-
-
-class InFlight:
-    """Requests being handled, so that a shutdown can wait for them to finish."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def counting(self, handler: Handler) -> Handler:
-        async def counted(request: web.BaseRequest) -> web.StreamResponse:
-            self.count += 1
-            self._idle.clear()
-            try:
-                return await handler(request)
-            finally:
-                self.count -= 1
-                if self.count == 0:
-                    self._idle.set()
-
-        return counted
-
-    async def wait_idle(self, seconds: float) -> bool:
-        """True when every request finished within ``seconds``."""
-        try:
-            async with asyncio.timeout(seconds):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+CUT_GRACE_SECONDS = 0.25
+# The whole shutdown, closing upstream pools and the store included, ends this long after the drain deadline.
+EXIT_GRACE_SECONDS = 0.9
 
 
 class GatewayRunner(web.BaseRunner):
@@ -256,7 +227,8 @@ class GatewayRunner(web.BaseRunner):
     ) -> None:
         super().__init__(handle_signals=False, shutdown_timeout=CUT_GRACE_SECONDS)
         self.gateway = gateway
-        self.in_flight = InFlight()
+        self.in_flight = InFlight(lambda: gateway.config.decision_log)
+        self._closing_by: float | None = None  # loop time the whole shutdown must end by
         self._header_timeout = header_timeout
         self._max_header_block = max_header_block
         self._max_connections = max_connections
@@ -276,13 +248,21 @@ class GatewayRunner(web.BaseRunner):
     async def shutdown(self) -> None:
         """Give requests in flight until the drain deadline (read from the config now serving)."""
         deadline = self.gateway.config.shutdown.drain_seconds
+        self._closing_by = asyncio.get_running_loop().time() + deadline + EXIT_GRACE_SECONDS
         if self.in_flight.count:
             logger.info("waiting up to %gs for %d requests in flight", deadline, self.in_flight.count)
         if not await self.in_flight.wait_idle(deadline):
             logger.warning("cutting %d requests still in flight after %gs", self.in_flight.count, deadline)
+            self.in_flight.cutting = True  # aiohttp cancels them next; each is logged as it goes
 
     async def _cleanup_server(self) -> None:
-        await self.gateway.close()
+        """Close upstream pools and the store, but never past the shutdown's end: the process must exit."""
+        left = None if self._closing_by is None else max(0.05, self._closing_by - asyncio.get_running_loop().time())
+        try:
+            async with asyncio.timeout(left):
+                await self.gateway.close()
+        except TimeoutError:
+            logger.warning("closing upstream connections and the store took over %.2fs: exiting anyway", left)
 
 
 def server_ssl(config: Config) -> ssl.SSLContext | None:

@@ -56,7 +56,8 @@ def _same_path(target: RequestTarget, path: tuple[str | None, ...], case_insensi
 
 
 def is_token_request(source: ObserveSource, method: str, target: RequestTarget, case_insensitive: bool) -> bool:
-    return method == "POST" and _same_path(target, source.token_endpoint_segments, case_insensitive)
+    """POST to the token endpoint, written with or without its trailing slash."""
+    return method == "POST" and any(_same_path(target, path, case_insensitive) for path in source.token_endpoint_spellings)
 
 
 def is_revoke_request(source: ObserveSource, method: str, target: RequestTarget, case_insensitive: bool) -> bool:

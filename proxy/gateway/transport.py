@@ -67,10 +67,19 @@ class UpstreamTransport(Protocol):
 
 
 class UpstreamError(LabgateError):
-    """The appliance could not be reached or did not answer in time."""
+    """The appliance could not be reached or did not answer in time.
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    What a node pool may do next (:mod:`proxy.gateway.nodepool`): ``nothing_sent``, the
+    connection never opened, so not a byte reached the appliance; ``resend_safe``, the
+    connection broke before any answer on a bodiless idempotent request (the rule the
+    ``http1`` transport resends a stale keep-alive request by).  A timeout after sending
+    is neither: the appliance may be working on the request.
+    """
+
+    def __init__(self, reason: Reason, detail: str, *, nothing_sent: bool = False, resend_safe: bool = False) -> None:
         super().__init__(detail, reason)
+        self.nothing_sent = nothing_sent
+        self.resend_safe = resend_safe or nothing_sent
 
 
 class ClientBodyError(LabgateError):
@@ -194,7 +203,10 @@ class AiohttpTransport:
             client_failure = client_side_cause(exc)
             if client_failure is not None:
                 raise client_failure from None
-            raise upstream_error(self._name, exc) from exc
+            error = upstream_error(self._name, exc)
+            # aiohttp raises these before a connection exists: nothing was sent.
+            error.nothing_sent = error.resend_safe = isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+            raise error from exc
         return _AiohttpResponse(response, self._name)
 
     async def close(self) -> None:

@@ -26,8 +26,10 @@ import secrets
 import uuid
 from typing import Awaitable, Callable, TypeVar
 
+from proxy.errors import LabgateError
 from proxy.issuer.records import NAME, ClientRecord, MalformedRecord, SubjectRecord
 from proxy.issuer.secrets_hash import hash_secret_async
+from proxy.reasons import Reason
 from proxy.store.base import RevocationKind, Store
 
 Revoke = Callable[[RevocationKind, str, float, float | None], Awaitable[None]]
@@ -36,11 +38,12 @@ CLIENT_SECRET_BYTES = 32
 R = TypeVar("R", SubjectRecord, ClientRecord)
 
 
-class DirectoryError(ValueError):
+class DirectoryError(LabgateError, ValueError):
     """A request the directory refuses; ``kind`` is ``invalid``, ``not_found`` or ``exists``."""
 
     def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
+        reason = {"not_found": Reason.NOT_FOUND, "exists": Reason.ALREADY_EXISTS}.get(kind, Reason.BAD_ADMIN_REQUEST)
+        super().__init__(message, reason)
         self.kind = kind
 
 
@@ -62,7 +65,8 @@ async def add_subject(store: Store, name: str, password: str | None, *, now: flo
     except ValueError as exc:
         raise DirectoryError("invalid", str(exc)) from None
     record = SubjectRecord(name, password_hash, now)
-    await store.put_record(SubjectRecord.KIND, name, record.to_json())
+    if not await store.add_record(SubjectRecord.KIND, name, record.to_json(), now):
+        raise DirectoryError("exists", f"subject {name!r} exists already")  # added meanwhile, elsewhere
     return record
 
 
@@ -106,7 +110,8 @@ async def add_client(
         raise DirectoryError("invalid", f"no subject {subject!r}: create it first")
     secret = secrets.token_urlsafe(CLIENT_SECRET_BYTES)
     record = ClientRecord(str(uuid.uuid4()), await hash_secret_async(secret), subject, name, audience, now)
-    await store.put_record(ClientRecord.KIND, record.client_id, record.to_json())
+    if not await store.add_record(ClientRecord.KIND, record.client_id, record.to_json(), now):
+        raise DirectoryError("exists", f"API client {record.client_id!r} exists already")  # never overwrite one
     return record, secret
 
 

@@ -27,9 +27,11 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
+from proxy.errors import LabgateError
 from proxy.issuer.records import NAME, MalformedRecord
 from proxy.issuer.settings import IssuerSettings
 from proxy.policy.compile import CompiledPack
+from proxy.reasons import Reason
 from proxy.yamlsource import FieldReader, LocatedDict
 
 RECORD_KIND = "emergency-client"
@@ -126,8 +128,10 @@ def _check_type(
 # -- the API's input ---------------------------------------------------------------------
 
 
-class RequestProblem(ValueError):
+class EmergencyClientProblem(LabgateError, ValueError):
     """A create request labgate refuses; the message says what to send instead, never echoes a secret."""
+
+    reason = Reason.BAD_ADMIN_REQUEST
 
 
 @dataclass(frozen=True)
@@ -151,27 +155,31 @@ def max_ttl_minutes(issuer: IssuerSettings, pack: CompiledPack, token_types: Ite
 
 
 def parse_new_client(body: Any, max_minutes: int) -> NewEmergencyClient:
-    """A VCF ``EmergencyClient`` create body; RequestProblem says what is wrong with it."""
+    """A VCF ``EmergencyClient`` create body; EmergencyClientProblem says what is wrong with it."""
     if not isinstance(body, dict):
-        raise RequestProblem("the body must be a JSON object (an EmergencyClient)")
+        raise EmergencyClientProblem("the body must be a JSON object (an EmergencyClient)")
     for name in body:
         if name in SERVER_FIELDS:
-            raise RequestProblem(f"{name} is set by labgate, not by the request")
+            raise EmergencyClientProblem(f"{name} is set by labgate, not by the request")
         if name not in CREATE_FIELDS:
-            raise RequestProblem(f"unknown field {str(name)[:64]!r} (known: {', '.join(CREATE_FIELDS)})")
+            raise EmergencyClientProblem(f"unknown field {str(name)[:64]!r} (known: {', '.join(CREATE_FIELDS)})")
     client_id = body.get("clientId")
     if not isinstance(client_id, str) or not CLIENT_ID_SHAPE.fullmatch(client_id):
-        raise RequestProblem(
+        raise EmergencyClientProblem(
             "clientId is required: 1 to 128 letters, digits and . _ @ + - (it names the client in paths)"
         )
     name = _text(body, "clientName", MAX_NAME, required=True)
     assert name is not None
     description = _text(body, "clientDescription", MAX_DESCRIPTION, required=False)
     ttl = body.get("accessTokenTtl")
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= max_minutes:
-        raise RequestProblem(
-            f"accessTokenTtl is required: the token's lifetime in whole minutes, from 1 to {max_minutes} "
-            f"(labgate signs no longer token: issuer.access_token_max_lifetime and the token type's lifetimes bound it)"
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
+        raise EmergencyClientProblem(f"accessTokenTtl is required: the token's lifetime in whole minutes, from 1 to {max_minutes}")
+    if ttl > max_minutes:
+        # VCF's own example asks for 259200 minutes (180 days); the config decides whether labgate signs that long.
+        raise EmergencyClientProblem(
+            f"accessTokenTtl {ttl} minutes ({ttl / 1440:g} days) is longer than labgate signs tokens here: at most "
+            f"{max_minutes} minutes ({max_minutes / 1440:g} days), set by issuer.access_token_max_lifetime and the "
+            f"token type's lifetimes"
         )
     return NewEmergencyClient(client_id, name, description, ttl, parse_roles(body.get("roles")))
 
@@ -182,7 +190,7 @@ def _text(body: dict[str, Any], key: str, limit: int, *, required: bool) -> str 
         return None
     if not isinstance(value, str) or not value or len(value) > limit or _CONTROL.search(value):
         need = "is required: " if required else "must be "
-        raise RequestProblem(f"{key} {need}a non-empty string of at most {limit} characters, without control characters")
+        raise EmergencyClientProblem(f"{key} {need}a non-empty string of at most {limit} characters, without control characters")
     return value
 
 
@@ -191,12 +199,12 @@ def parse_roles(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or len(value) > MAX_ROLES:
-        raise RequestProblem(f"roles must be an array of at most {MAX_ROLES} roles")
+        raise EmergencyClientProblem(f"roles must be an array of at most {MAX_ROLES} roles")
     names: list[str] = []
     for role in value:
         name = role.get("roleName") if isinstance(role, dict) and set(role) == {"roleName"} else role
         if not isinstance(name, str) or not name or len(name) > MAX_ROLE_NAME or _CONTROL.search(name):
-            raise RequestProblem('each role is {"roleName": "<name>"} (or the name alone), a non-empty name')
+            raise EmergencyClientProblem('each role is {"roleName": "<name>"} (or the name alone), a non-empty name')
         if name not in names:
             names.append(name)
     return tuple(names)

@@ -10,9 +10,13 @@ token_source:
 
 A grant it does not map is refused (``unsupported_grant_type``).  A
 ``refresh_token`` grant keeps the type of the chain it renews.  Lifetimes
-come from the pack's type: ``lifetimes.ttl`` is the access token's lifetime
-(:data:`DEFAULT_ACCESS_TOKEN_LIFETIME` without one; never beyond the type's
-``absolute`` nor the issuer's ``access_token_max_lifetime``), and
+come from the pack's type: ``lifetimes.ttl`` is the access token's lifetime;
+a type without one but with an ``absolute`` lifetime gets that (SimpliVity:
+"Tokens expire either after ten minutes of inactivity or after 24 hours even
+with continuous activity" -- the idle limit is checked on every request, so
+the token itself lives the 24 hours); a type with neither gets
+:data:`DEFAULT_ACCESS_TOKEN_LIFETIME`.  Never beyond the type's ``absolute``
+nor the issuer's ``access_token_max_lifetime``.  And
 ``lifetimes.refresh_until`` makes the type refreshable: its refresh chains may
 be renewed until that long after they began.  A type without it never gets a
 refresh token, and neither does ``client_credentials`` (RFC 6749 section 4.4.3).
@@ -69,7 +73,7 @@ class TokenTerms:
 
 def token_terms(lifetimes: Lifetimes, issuer: IssuerSettings) -> TokenTerms:
     """A token is never minted to outlive what the type or the issuer allows, so expires_in tells the truth."""
-    lifetime = lifetimes.ttl if lifetimes.ttl is not None else DEFAULT_ACCESS_TOKEN_LIFETIME
+    lifetime = next((t for t in (lifetimes.ttl, lifetimes.absolute) if t is not None), DEFAULT_ACCESS_TOKEN_LIFETIME)
     bounds = [lifetime, issuer.access_token_max_lifetime]
     if lifetimes.absolute is not None:
         bounds.append(lifetimes.absolute)

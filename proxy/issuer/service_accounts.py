@@ -1,11 +1,12 @@
 """Service-account access tokens (Commvault-style): scopes, what a create request may say, and the record.
 
-Seed 004 and the vendor API notes (section 5): a service account gets access
-tokens with a name, an expiry or a renewable period, one scope and an IP
-allowlist.
+Commvault's documentation ('Creating an access token for a service
+account'): a service account gets access tokens with a name, an expiry or a
+renewable period, one scope and an IP allowlist.
 
 * Scopes: All, Custom (the token's own endpoint list, "each endpoint on a new
-  line"; labgate matches them on whole segments), Hyperscale, 1-Touch
+  line"; the commvault pack reads them as Commvault does, "/plans" opening
+  the APIs starting with /plan), Hyperscale, 1-Touch
   recovery (exactly /Client, /MediaAgent, /ClientGroup, /V4/ServerGroup,
   /FirewallSummary) and Microsoft SCIM.  The upstream's
   ``token_source.service_accounts`` maps each scope it offers to a pack type.
@@ -20,7 +21,9 @@ allowlist.
   default is cut to it.
 * The IP allowlist takes every form the Commvault document lists (10.0.0.1,
   full or compressed IPv6, 1.1.1.0/24, 2001:0db8:85a3::/64, "1.1.1.0 –
-  1.1.1.25" with an en dash, "2001:db8::1 - 2001:db8::ffff").
+  1.1.1.25" with an en dash, "2001:db8::1 - 2001:db8::ffff").  It belongs to
+  the service account (:mod:`proxy.issuer.account_allowlists`): a token's own
+  list may only narrow the account's.
 
 The token carries its endpoint list and allowlist as the ``path_prefixes`` and
 ``client_ips`` claims, so every request is narrowed by them.  Timestamps are
@@ -35,12 +38,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from proxy.errors import LabgateError
 from proxy.ipaddrs import InvalidAddress, parse_entry
 from proxy.issuer.grants import token_terms
 from proxy.issuer.records import MalformedRecord
 from proxy.issuer.settings import DAY, IssuerSettings
 from proxy.policy.compile import CompiledPack
 from proxy.policy.model import Lifetimes
+from proxy.reasons import Reason
 from proxy.tokens.narrowing import MalformedNarrowing, path_prefixes_claim
 from proxy.yamlsource import FieldReader, LocatedDict
 
@@ -109,8 +114,10 @@ def read_service_accounts(
 # -- the API's input ---------------------------------------------------------------------
 
 
-class RequestProblem(ValueError):
+class ServiceAccountProblem(LabgateError, ValueError):
     """A create request labgate refuses; the message says what to send instead."""
+
+    reason = Reason.BAD_ADMIN_REQUEST
 
 
 @dataclass(frozen=True)
@@ -128,26 +135,26 @@ class NewServiceToken:
 def parse_new_token(body: Any, offered: tuple[str, ...]) -> NewServiceToken:
     """A create body; ``offered``: the scopes the upstream maps to token types."""
     if not isinstance(body, dict):
-        raise RequestProblem("the body must be a JSON object")
+        raise ServiceAccountProblem("the body must be a JSON object")
     for field in body:
         if field in SERVER_FIELDS:
-            raise RequestProblem(f"{field} is set by labgate, not by the request")
+            raise ServiceAccountProblem(f"{field} is set by labgate, not by the request")
         if field not in CREATE_FIELDS:
-            raise RequestProblem(f"unknown field {str(field)[:64]!r} (known: {', '.join(CREATE_FIELDS)})")
+            raise ServiceAccountProblem(f"unknown field {str(field)[:64]!r} (known: {', '.join(CREATE_FIELDS)})")
     name = body.get("tokenName")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME or not name.isprintable():
-        raise RequestProblem(f"tokenName is required: a printable name of at most {MAX_NAME} characters")
+        raise ServiceAccountProblem(f"tokenName is required: a printable name of at most {MAX_NAME} characters")
     scope = _scope(body.get("scope", ALL), offered)
-    endpoints = _lines(body, "apiEndpoints")
+    endpoints = lines_of(body, "apiEndpoints")
     if scope == CUSTOM and not endpoints:
-        raise RequestProblem("the Custom scope needs apiEndpoints: the endpoints the token may call, one per line")
+        raise ServiceAccountProblem("the Custom scope needs apiEndpoints: the endpoints the token may call, one per line")
     if scope != CUSTOM and endpoints is not None:
-        raise RequestProblem(f"apiEndpoints belong to the Custom scope; a {scope} token's endpoints are fixed by its scope")
+        raise ServiceAccountProblem(f"apiEndpoints belong to the Custom scope; a {scope} token's endpoints are fixed by its scope")
     if endpoints:
         _check_endpoints(endpoints)
-    allowlist = _lines(body, "ipAllowlist")
+    allowlist = lines_of(body, "ipAllowlist")
     if allowlist:
-        _check_allowlist(allowlist)
+        check_allowlist(allowlist)
     return NewServiceToken(
         name, scope, endpoints or None, allowlist or None,
         _timestamp(body, "tokenExpiryTimestamp"), _timestamp(body, "renewableUntilTimestamp"),
@@ -158,13 +165,13 @@ def _scope(value: Any, offered: tuple[str, ...]) -> str:
     """A scope by its Commvault name, in any letter case."""
     found = next((s for s in SCOPES if isinstance(value, str) and value.casefold() == s.casefold()), None)
     if found is None:
-        raise RequestProblem(f"scope must be one of {', '.join(SCOPES)}")
+        raise ServiceAccountProblem(f"scope must be one of {', '.join(SCOPES)}")
     if found not in offered:
-        raise RequestProblem(f"this upstream offers no {found} tokens (offered: {', '.join(offered)})")
+        raise ServiceAccountProblem(f"this upstream offers no {found} tokens (offered: {', '.join(offered)})")
     return found
 
 
-def _lines(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
+def lines_of(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
     """A list of strings, or one string with an entry per line (as Commvault's form takes them)."""
     value = body.get(key)
     if value is None:
@@ -173,9 +180,9 @@ def _lines(body: dict[str, Any], key: str) -> tuple[str, ...] | None:
         value = [line.strip() for line in value.splitlines()]
         value = [line for line in value if line]
     if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise RequestProblem(f"{key} must be a list of non-empty strings, or a string with one entry per line")
+        raise ServiceAccountProblem(f"{key} must be a list of non-empty strings, or a string with one entry per line")
     if len(value) > MAX_ENTRIES:
-        raise RequestProblem(f"{key} holds at most {MAX_ENTRIES} entries")
+        raise ServiceAccountProblem(f"{key} holds at most {MAX_ENTRIES} entries")
     return tuple(v.strip() for v in value)
 
 
@@ -186,18 +193,18 @@ def _check_endpoints(endpoints: tuple[str, ...]) -> None:
                 raise MalformedNarrowing("too long")
             path_prefixes_claim({"e": [endpoint]}, "e")
         except MalformedNarrowing:
-            raise RequestProblem(
+            raise ServiceAccountProblem(
                 f"apiEndpoints entry {number} is not a path labgate can match: it must start with '/', "
                 f"without '%', '?', '#', '\\\\', spaces, empty, '.' or '..' segments, at most {MAX_ENDPOINT} characters"
             ) from None
 
 
-def _check_allowlist(entries: tuple[str, ...]) -> None:
+def check_allowlist(entries: tuple[str, ...]) -> None:
     for number, entry in enumerate(entries, 1):
         try:
             parse_entry(entry)
         except InvalidAddress as exc:
-            raise RequestProblem(
+            raise ServiceAccountProblem(
                 f"ipAllowlist entry {number}: {exc}; write an address (10.0.0.1, 2001:db8::7334), a CIDR "
                 f"(1.1.1.0/24, 2001:db8::/64) or a range (1.1.1.0 – 1.1.1.25, 2001:db8::1 - 2001:db8::ffff)"
             ) from None
@@ -208,7 +215,7 @@ def _timestamp(body: dict[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise RequestProblem(f"{key} must be a time in epoch seconds")
+        raise ServiceAccountProblem(f"{key} must be a time in epoch seconds")
     return value
 
 
@@ -224,19 +231,19 @@ class TokenPlan:
 
 
 def plan_token(new: NewServiceToken, token_type: str, pack: CompiledPack, issuer: IssuerSettings, now: float) -> TokenPlan:
-    """Lifetimes for ``new`` from its scope, its type's lifetimes and the issuer's bound; RequestProblem if out of bounds."""
+    """Lifetimes for ``new`` from its scope, its type's lifetimes and the issuer's bound; ServiceAccountProblem if out of bounds."""
     lifetimes = pack.token_types[token_type].spec.lifetimes
     prefixes = ONE_TOUCH_PREFIXES if new.scope == ONE_TOUCH else new.api_endpoints
     if new.scope in FIXED_LIFETIMES or lifetimes.refresh_until is None:
         if new.renewable_until is not None:
-            raise RequestProblem(
+            raise ServiceAccountProblem(
                 f"{new.scope} tokens (type {token_type!r}) are not renewable: give tokenExpiryTimestamp, not renewableUntilTimestamp"
             )
         return TokenPlan(token_type, _fixed_lifetime(new, lifetimes, issuer, now), None, prefixes, new.ip_allowlist)
     access = token_terms(lifetimes, issuer).lifetime  # what each renewal at the token endpoint mints too
     if new.token_expiry is not None:
         if not now < new.token_expiry <= now + access:
-            raise RequestProblem(
+            raise ServiceAccountProblem(
                 f"tokenExpiryTimestamp must lie within the access token's lifetime ({access:g} s from now): "
                 f"a {new.scope} token is kept alive by renewing it, until renewableUntilTimestamp"
             )
@@ -245,7 +252,7 @@ def plan_token(new: NewServiceToken, token_type: str, pack: CompiledPack, issuer
     # Whole seconds, as renewableUntilTimestamp shows it: renewing at the shown second is already too late.
     until = float(new.renewable_until) if new.renewable_until is not None else float(math.floor(most))
     if not now < until <= most:
-        raise RequestProblem(
+        raise ServiceAccountProblem(
             f"renewableUntilTimestamp must be in the future and at most {lifetimes.refresh_until / DAY:g} days "
             f"from now (token type {token_type!r}: lifetimes.refresh_until); labgate renews no token forever"
         )
@@ -263,7 +270,7 @@ def _fixed_lifetime(new: NewServiceToken, lifetimes: Lifetimes, issuer: IssuerSe
     if new.token_expiry is None:
         return min(default, most)
     if not now < new.token_expiry <= now + most:
-        raise RequestProblem(
+        raise ServiceAccountProblem(
             f"tokenExpiryTimestamp must be in the future and at most {most / DAY:g} days from now "
             f"(the token type's ttl and issuer.access_token_max_lifetime bound it)"
         )

@@ -1,6 +1,7 @@
 """A mock Commvault REST API (Command Center / web console), faithful to what clients see.
 
-What it mirrors (seed 004, ``shared/reference/vendor-apis.md`` section 5):
+What it mirrors (Commvault's documentation, 'Creating an access token for a service
+account' and its REST API reference; cvpysdk's source for what the SDK reads):
 
 * ``POST <base>/Login`` ``{"username", "password": <base64>}`` →
   ``{"token": "QSDK …", "userName", …}``, sent back as ``Authtoken: QSDK …``;
@@ -13,13 +14,18 @@ What it mirrors (seed 004, ``shared/reference/vendor-apis.md`` section 5):
   renewableUntilTimestamp, userId}}``; ``PUT``/``DELETE /V4/AccessToken/{id}``;
   ``GET /V4/AccessToken/?userId=``; ``POST /V4/AccessToken/Renew``
   ``{"accessToken", "refreshToken"}``.  Access tokens are used as
-  ``Authorization: Bearer``, within their scope (All, Custom prefixes,
-  1-Touch's five endpoints, SCIM), from an address on the service account's
-  IP allowlist if it has one, and never to create, edit or delete access
-  tokens (the vendor's own rule).
-* ``GET /Client``, ``/ClientGroup``, ``/V4/ServerGroup``, ``/V2/Plan``,
-  ``/MediaAgent``, ``/FirewallSummary`` and ``DELETE /Client/{id}`` with the
-  documented shapes.  Paths are case-insensitive (``/client``,
+  ``Authorization: Bearer`` (cvpysdk sends them as ``Authtoken: Bearer …``,
+  which the mock takes too), within their scope (All; Custom entries read
+  "starting with" as the documentation's ``/plans`` example has it;
+  1-Touch's five endpoints; Hyperscale; SCIM: :mod:`proxy.mocks.commvault_scope`),
+  from an address on the service account's IP allowlist if it has one, and
+  never to create, edit or delete access tokens (the vendor's own rule).
+* the resources cvpysdk lists when it connects with a token
+  (:mod:`proxy.mocks.commvault_resources`): the unauthenticated ``GET <base>/``
+  probe, ``POST /WhoAmI``, ``/Client`` (hidden and virtualization clients
+  too), ``/VSAClientAndClientGroupList``, ``/ClientGroup``, ``/V4/ServerGroup``,
+  ``/V2/Plan``, ``/V2/MediaAgents``, ``/MediaAgent``, ``/FirewallSummary`` and
+  ``DELETE /Client/{id}``.  Paths are case-insensitive (``/client``,
   ``/v4/accesstoken/renew``), under a base path (``/commandcenter/api`` by
   default; ``/webconsole/api`` on older installs).
 
@@ -39,53 +45,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from aiohttp import web
 
-from proxy.mocks.commvault_tokens import (
-    ALL,
-    CUSTOM,
-    DEFAULT_ACCESS_LIFETIME,
-    MS_SCIM,
-    ONE_TOUCH,
-    AccessTokenBook,
-    Refusal,
-    TokenChain,
-)
+from proxy.mocks.commvault_resources import Caller, Handler, ResourceHandlers
+from proxy.mocks.commvault_scope import IpEntry, ip_allowed, ip_entry, scope_allows
+from proxy.mocks.commvault_tokens import ALL, DEFAULT_ACCESS_LIFETIME, AccessTokenBook, Refusal, TokenChain
 from proxy.mocks.recording import bearer_of, recording_middleware
 
 LOGIN_IDLE = 30 * 60
-ONE_TOUCH_ENDPOINTS = ("/client", "/mediaagent", "/clientgroup", "/v4/servergroup", "/firewallsummary")
-SCIM_PREFIX = "/scim"
 ACCESS_TOKEN_ADMIN = "An access token cannot be used to create, edit or delete access tokens"
-
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+OUT_OF_SCOPE = "This access token's scope does not include this API"
 
 
 @dataclass
 class _Login:
     username: str
     expires_at: float
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling: a login (``Authtoken``) or an access token (``Bearer``)."""
-
-    username: str
-    user_id: int
-    chain: TokenChain | None = None
-
-
-Handler = Callable[[web.Request, Caller, re.Match[str]], Awaitable[web.Response]]
 
 
 class CommvaultAppliance:
@@ -107,22 +89,16 @@ class CommvaultAppliance:
         self.clock = clock
         self.tokens = AccessTokenBook(access_lifetime=access_token_lifetime, clock=clock)
         self.logins: dict[str, _Login] = {}
-        self.ip_allowlists: dict[str, list[IpNetwork | tuple[IpAddress, IpAddress]]] = {}
+        self.ip_allowlists: dict[str, list[IpEntry]] = {}
         self.received: list[tuple[str, str]] = []  # (method, raw path with query) of every request
-        self.clients = [_client(i) for i in range(1, 4)]
+        self.resources = ResourceHandlers()
         self._routes: list[tuple[str, re.Pattern[str], Handler | None]] = [
             ("POST", re.compile(r"/v4/accesstoken/renew"), None),  # the pair in the body authenticates it
             ("POST", re.compile(r"/v4/accesstoken"), self._create_token),
             ("GET", re.compile(r"/v4/accesstoken/?"), self._list_tokens),
             ("PUT", re.compile(r"/v4/accesstoken/(\d+)"), self._edit_token),
             ("DELETE", re.compile(r"/v4/accesstoken/(\d+)"), self._delete_token),
-            ("GET", re.compile(r"/client"), self._list_clients),
-            ("DELETE", re.compile(r"/client/(\d+)"), self._delete_client),
-            ("GET", re.compile(r"/clientgroup"), self._static({"groups": [{"Id": 1, "name": "Laptop Clients"}, {"Id": 2, "name": "Servers"}]})),
-            ("GET", re.compile(r"/v4/servergroup"), self._static({"serverGroups": [{"id": 1, "name": "Servers"}]})),
-            ("GET", re.compile(r"/v2/plan"), self._static({"plans": [{"plan": {"planId": 1, "planName": "Server plan"}}]})),
-            ("GET", re.compile(r"/mediaagent"), self._static({"response": [{"entityInfo": {"id": 2, "name": "ma01"}, "osInfo": {"OsDisplayInfo": {"OSName": "Linux"}}}]})),
-            ("GET", re.compile(r"/firewallsummary"), self._static({"firewallSummary": {"configuredClients": 0, "firewallConfigs": []}})),
+            *self.resources.routes(),
         ]
 
     def add_standing_token(self, access: str, username: str = "admin") -> None:
@@ -142,7 +118,7 @@ class CommvaultAppliance:
 
     def set_ip_allowlist(self, username: str, entries: list[str]) -> None:
         """The service account may then be used only from these addresses, CIDRs and ranges ("a – b" or "a - b")."""
-        self.ip_allowlists[username] = [_ip_entry(e) for e in entries]
+        self.ip_allowlists[username] = [ip_entry(e) for e in entries]
 
     # -- routing (case-insensitive, as the appliance is) ----------------------------
 
@@ -152,6 +128,8 @@ class CommvaultAppliance:
         if not path.startswith(base + "/"):
             return _error(404, "Not found")
         path = path[len(base):]
+        if path == "/" and request.method == "GET":
+            return web.json_response({"service": "Commvault REST API", "basePath": self.base_path})  # cvpysdk's probe
         if request.method == "POST" and path in ("/login", "/renewlogintoken", "/logout"):
             return await {"/login": self._login, "/renewlogintoken": self._renew_login, "/logout": self._logout}[path](request)
         matching = [(m, p, h) for m, p, h in self._routes if p.fullmatch(path)]
@@ -223,12 +201,15 @@ class CommvaultAppliance:
 
     def _caller(self, request: web.Request) -> Caller | web.Response:
         authtoken = request.headers.get("Authtoken")
+        token = bearer_of(request)
+        scheme, _, value = (authtoken or "").partition(" ")
+        if scheme.casefold() == "bearer":  # Commvault's convention for access tokens: "Authtoken: Bearer <token>"
+            authtoken, token = None, value.strip() or None
         if authtoken is not None:
             login = self._live_login(authtoken)
             if login is None:
                 return _error(401, "Access denied")
             return Caller(login.username, self.user_ids[login.username])
-        token = bearer_of(request)
         chain = self.tokens.current(token) if token is not None else None
         if chain is None:
             return _error(401, "Access denied")
@@ -241,19 +222,11 @@ class CommvaultAppliance:
         if chain is None:
             return None
         allowlist = self.ip_allowlists.get(chain.username)
-        if allowlist and not _allowed(self._client_ip(request), allowlist):
+        if allowlist and not ip_allowed(self._client_ip(request), allowlist):
             return _error(403, "Requests for this account are not allowed from this IP address")
         if path.startswith("/v4/accesstoken") and request.method in ("POST", "PUT", "DELETE"):
             return _error(403, ACCESS_TOKEN_ADMIN)
-        if chain.token_type == CUSTOM:
-            allowed = any(path.startswith(e.casefold()) for e in chain.api_endpoints)
-        elif chain.token_type == ONE_TOUCH:
-            allowed = any(path == e or path.startswith(e + "/") for e in ONE_TOUCH_ENDPOINTS)
-        elif chain.token_type == MS_SCIM:
-            allowed = path == SCIM_PREFIX or path.startswith(SCIM_PREFIX + "/")
-        else:
-            allowed = True
-        return None if allowed else _error(403, "This access token's scope does not include this API")
+        return None if scope_allows(chain.token_type, chain.api_endpoints, path) else _error(403, OUT_OF_SCOPE)
 
     def _client_ip(self, request: web.Request) -> str | None:
         if self.trust_forwarded_for and "X-Forwarded-For" in request.headers:
@@ -266,7 +239,7 @@ class CommvaultAppliance:
         created = self.tokens.create(caller.username, caller.user_id, await _json_or_none(request))
         if isinstance(created, Refusal):
             return _error(created.status, created.message)
-        return web.json_response({"tokenInfo": created.info(secrets_too=True)})
+        return web.json_response({"error": {"errorCode": 0}, "tokenInfo": created.info(secrets_too=True)})
 
     async def _list_tokens(self, request: web.Request, caller: Caller, match: re.Match[str]) -> web.Response:
         wanted = request.query.get("userId", str(caller.user_id))
@@ -305,27 +278,6 @@ class CommvaultAppliance:
             return _error(renewed.status, renewed.message)
         return web.json_response({"tokenInfo": renewed.info(secrets_too=True)})
 
-    # -- resources ------------------------------------------------------------------------
-
-    def _static(self, body: dict[str, Any]) -> Handler:
-        async def handler(request: web.Request, caller: Caller, match: re.Match[str]) -> web.Response:
-            return web.json_response(body)
-
-        return handler
-
-    async def _list_clients(self, request: web.Request, caller: Caller, match: re.Match[str]) -> web.Response:
-        return web.json_response({"clientProperties": [{"client": {"clientEntity": c}} for c in self.clients]})
-
-    async def _delete_client(self, request: web.Request, caller: Caller, match: re.Match[str]) -> web.Response:
-        client_id = int(match.group(1))
-        found = next((c for c in self.clients if c["clientId"] == client_id), None)
-        if found is None:
-            return web.json_response({"response": [{"errorCode": 2, "errorString": f"Client [{client_id}] not found"}]})
-        self.clients.remove(found)
-        entity = {"clientId": client_id, "clientName": found["clientName"], "_type_": 3}
-        return web.json_response({"response": [{"errorCode": 0, "entity": entity}]})
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"errorCode": status, "errorMessage": message}, status=status)
 
@@ -344,37 +296,3 @@ def _b64(value: Any) -> str | None:
         return base64.b64decode(value, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None
-
-
-def _ip_entry(text: str) -> IpNetwork | tuple[IpAddress, IpAddress]:
-    """One allowlist entry: an address, a CIDR, or a range with a hyphen or an en dash."""
-    for dash in ("–", "-"):
-        if dash in text:
-            low, high = (ipaddress.ip_address(part.strip()) for part in text.split(dash, 1))
-            if low.version != high.version or low > high:  # type: ignore[operator]
-                raise ValueError(f"not a range: {text!r}")
-            return (low, high)
-    return ipaddress.ip_network(text.strip(), strict=False)
-
-
-def _allowed(address: str | None, allowlist: list[IpNetwork | tuple[IpAddress, IpAddress]]) -> bool:
-    if address is None:
-        return False
-    try:
-        ip: IpAddress = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    for entry in allowlist:
-        if isinstance(entry, tuple):
-            low, high = entry
-            if ip.version == low.version and low <= ip <= high:  # type: ignore[operator]
-                return True
-        elif ip.version == entry.version and ip in entry:
-            return True
-    return False
-
-
-def _client(i: int) -> dict[str, Any]:
-    return {"clientId": i, "clientName": f"client{i:02d}", "hostName": f"client{i:02d}.lab.local", "displayName": f"client{i:02d}"}

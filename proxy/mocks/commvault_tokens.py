@@ -1,10 +1,12 @@
 """Commvault service-account access tokens: scopes, lifetimes and the renewal chain, for the mock Commvault.
 
-The rules (seed 004, ``shared/reference/vendor-apis.md`` section 5):
+The rules (Commvault's documentation, 'Creating an access token for a service
+account', and its access-token REST API):
 
 * ``tokenType`` 0 or 2 is scope All, 1 Microsoft SCIM, 3 Custom (the token's
-  own ``apiEndpoints``), 4 1-Touch recovery.
-* All and Custom tokens come with a refresh token.  The access token lives 30
+  own ``apiEndpoints``), 4 1-Touch recovery, 5 Hyperscale (cvpysdk's
+  ``create_access_token`` lists these values).
+* All, Custom and Hyperscale tokens come with a refresh token.  The access token lives 30
   minutes (2 hours in 11.44: a parameter); renewing hands out a new pair, up to
   14 days after the access token expired and never after
   ``renewableUntilTimestamp`` (default 90 days after creation; 0 means forever).
@@ -23,8 +25,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH = 0, 1, 2, 3, 4
-RENEWABLE_TYPES = (ALL, ALL_TOO, CUSTOM)
+ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH, HYPERSCALE = 0, 1, 2, 3, 4, 5
+TOKEN_TYPES = (ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH, HYPERSCALE)
+RENEWABLE_TYPES = (ALL, ALL_TOO, CUSTOM, HYPERSCALE)
 FIXED_LIFETIMES = {MS_SCIM: (30 * 86400, 365 * 86400), ONE_TOUCH: (7 * 86400, 14 * 86400)}  # default, most
 DAY = 86400
 RENEW_GRACE = 14 * DAY
@@ -98,8 +101,8 @@ class AccessTokenBook:
         name, kind = request.get("tokenName"), request.get("tokenType", ALL)
         if not isinstance(name, str) or not name.strip():
             return Refusal(400, "tokenName is required")
-        if isinstance(kind, bool) or kind not in (ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH):
-            return Refusal(400, "tokenType must be 0 or 2 (All), 1 (Microsoft SCIM), 3 (Custom) or 4 (1-Touch recovery)")
+        if isinstance(kind, bool) or kind not in TOKEN_TYPES:
+            return Refusal(400, "tokenType must be 0 or 2 (All), 1 (Microsoft SCIM), 3 (Custom), 4 (1-Touch recovery) or 5 (Hyperscale)")
         endpoints = request.get("apiEndpoints", [])
         if not isinstance(endpoints, list) or not all(isinstance(e, str) and e.startswith("/") for e in endpoints):
             return Refusal(400, "apiEndpoints must be a list of paths starting with /")

@@ -1,6 +1,7 @@
 """A mock HPE SimpliVity (OmniStack) REST API, faithful to what clients see.
 
-What it mirrors (``shared/reference/vendor-apis.md`` section 1):
+What it mirrors (HPE's "Requesting authentication by emergency grant" and the
+SimpliVity REST API as its clients use it):
 
 * ``POST /api/oauth/token``: form ``grant_type=password|emergency``,
   ``username``, ``password``, HTTP Basic client ``simplivity`` with an empty
@@ -15,9 +16,25 @@ What it mirrors (``shared/reference/vendor-apis.md`` section 1):
   paging), ``GET /api/hosts/{id}``, ``DELETE /api/backups/{id}``,
   ``POST /api/backups/{bkpId}/restore`` (a task), ``GET /api/tasks/{id}``,
   and the unauthenticated ``GET /api/version``.
+* "Tokens expire either after ten minutes of inactivity or after 24 hours
+  even with continuous activity": every token, both grants; an expired one
+  answers 401 ``{"error": "invalid_token", "message": "Access token expired
+  due to inactivity: <token>"}`` or ``"Access token expired: <token>"``.
+* The emergency grant's limits, enforced here as the appliance does: "clients
+  can only access" ``GET /hosts``, ``/omnistack_clusters``, ``/backups``,
+  ``/datastores``, ``/virtual_machines`` and ``POST /backups/{bkpId}/restore``
+  (so not ``/api/hosts/{id}``, not ``DELETE`` on a backup, not
+  ``/api/tasks/{id}``), and "the REST API does not support sorting and
+  filtering GET requests or querying for optional properties": any query
+  parameter but ``offset`` and ``limit`` (and the restore call's
+  ``restore_original``) is refused.
 
-The mock enforces the emergency restrictions itself too, as the appliance
-does; labgate's tests check that labgate refuses first (``received``).
+labgate's tests check that labgate refuses first (``received``).
+
+Not in the sources, chosen here: an emergency token outside its operations
+gets 403 with the Spring-style body (``"error": "Forbidden"``, ``"message":
+"Access is denied"``), and sorting or filtering with one gets 400 (``"error":
+"Bad Request"``); password tokens may page but their filters are not applied.
 """
 
 from __future__ import annotations
@@ -25,12 +42,15 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from aiohttp import web
 
 CLIENT_BASIC = "Basic c2ltcGxpdml0eTo="  # simplivity: (empty secret)
 EXPIRES_IN = 86400
+IDLE = 600  # "after ten minutes of inactivity"
+ABSOLUTE = 86400  # "or after 24 hours even with continuous activity"
+EMERGENCY_QUERY = frozenset({"offset", "limit"})
 
 
 @dataclass
@@ -45,13 +65,16 @@ class SimplivityAccounts:
 class _Token:
     grant: str
     username: str
+    issued_at: float
+    last_used: float
 
 
 class SimplivityAppliance:
     """The mock's state; ``app()`` builds the aiohttp application serving it."""
 
-    def __init__(self, accounts: SimplivityAccounts | None = None) -> None:
+    def __init__(self, accounts: SimplivityAccounts | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.accounts = accounts or SimplivityAccounts()
+        self.clock = clock
         self.tokens: dict[str, _Token] = {}
         self.received: list[tuple[str, str]] = []  # (method, raw path with query) of every request
         self.backups = [_backup(i) for i in range(3)]
@@ -92,22 +115,42 @@ class SimplivityAppliance:
             return web.json_response({"error": "unsupported_grant_type", "error_description": f"Unsupported grant type: {str(grant)[:64]}"}, status=400)
         if not isinstance(username, str) or accounts.get(username) != password:
             return web.json_response({"error": "invalid_grant", "error_description": "Invalid credentials"}, status=400)
-        token = str(uuid.uuid4())
-        self.tokens[token] = _Token(str(grant), username)
+        token, now = str(uuid.uuid4()), self.clock()
+        self.tokens[token] = _Token(str(grant), username, now, now)
         return web.json_response(
             {
                 "access_token": token,
                 "token_type": "bearer",
                 "expires_in": EXPIRES_IN,
                 "scope": "read write",
-                "updated_at": int(time.time() * 1000),
+                "updated_at": int(now * 1000),
             },
             headers={"Cache-Control": "no-store"},
         )
 
-    def _caller(self, request: web.Request) -> _Token | None:
+    def _caller(self, request: web.Request) -> _Token | web.Response:
+        """The live token presented, or the 401 the appliance answers (unknown, idle or past 24 hours)."""
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        return self.tokens.get(token) if scheme.lower() == "bearer" else None
+        found = self.tokens.get(token) if scheme.lower() == "bearer" else None
+        if found is None:
+            return _unauthorized(request)
+        now = self.clock()
+        if now >= found.issued_at + ABSOLUTE:
+            return _expired(f"Access token expired: {token}")
+        if now >= found.last_used + IDLE:
+            return _expired(f"Access token expired due to inactivity: {token}")
+        found.last_used = now
+        return found
+
+    def _emergency_refusal(self, request: web.Request, caller: _Token, *, allowed: bool, query: frozenset[str] = EMERGENCY_QUERY) -> web.Response | None:
+        """An emergency token outside its six operations, or sorting, filtering or asking for optional fields."""
+        if caller.grant != "emergency":
+            return None
+        if not allowed:
+            return _refused(request, 403, "Forbidden", "Access is denied")
+        if any(name not in query for name in request.query):
+            return _refused(request, 400, "Bad Request", "Sorting, filtering and optional properties are not supported with an emergency token")
+        return None
 
     async def _revoke(self, request: web.Request) -> web.Response:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -123,8 +166,11 @@ class SimplivityAppliance:
     def _collection(self, name: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
             caller = self._caller(request)
-            if caller is None:
-                return _unauthorized(request)
+            if isinstance(caller, web.Response):
+                return caller
+            refused = self._emergency_refusal(request, caller, allowed=True)
+            if refused is not None:
+                return refused
             items = {"hosts": self.hosts, "backups": self.backups}.get(name, [])
             offset = int(request.query.get("offset", "0"))
             limit = min(int(request.query.get("limit", "500")), 5000)
@@ -135,8 +181,11 @@ class SimplivityAppliance:
 
     async def _host(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
-        if caller is None or caller.grant == "emergency":
-            return _unauthorized(request)
+        if isinstance(caller, web.Response):
+            return caller
+        refused = self._emergency_refusal(request, caller, allowed=False)
+        if refused is not None:
+            return refused
         found = [h for h in self.hosts if h["id"] == request.match_info["id"]]
         if not found:
             return web.json_response({"message": "Host not found"}, status=404)
@@ -144,25 +193,45 @@ class SimplivityAppliance:
 
     async def _delete_backup(self, request: web.Request) -> web.Response:
         caller = self._caller(request)
-        if caller is None or caller.grant == "emergency":
-            return _unauthorized(request)
+        if isinstance(caller, web.Response):
+            return caller
+        refused = self._emergency_refusal(request, caller, allowed=False)
+        if refused is not None:
+            return refused
         self.backups = [b for b in self.backups if b["id"] != request.match_info["id"]]
         return web.json_response({"task": _task(str(uuid.uuid4()), "COMPLETED")})
 
     async def _restore(self, request: web.Request) -> web.Response:
-        if self._caller(request) is None:
-            return _unauthorized(request)
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            return caller
+        refused = self._emergency_refusal(request, caller, allowed=True, query=frozenset({"restore_original"}))
+        if refused is not None:
+            return refused
         task = _task(str(uuid.uuid4()), "IN_PROGRESS")
         self.tasks[task["id"]] = task
         return web.json_response({"task": task}, status=202)
 
     async def _task(self, request: web.Request) -> web.Response:
-        if self._caller(request) is None:
-            return _unauthorized(request)
+        caller = self._caller(request)
+        if isinstance(caller, web.Response):
+            return caller
+        refused = self._emergency_refusal(request, caller, allowed=False)  # polling the restore task is not among the six
+        if refused is not None:
+            return refused
         task = self.tasks.get(request.match_info["id"])
         if task is None:
             return web.json_response({"message": "Task not found"}, status=404)
         return web.json_response({"task": task})
+
+
+def _expired(message: str) -> web.Response:
+    return web.json_response({"error": "invalid_token", "message": message}, status=401)
+
+
+def _refused(request: web.Request, status: int, error: str, message: str) -> web.Response:
+    body = {"timestamp": int(time.time() * 1000), "status": status, "error": error, "message": message, "path": request.path}
+    return web.json_response(body, status=status)
 
 
 def _unauthorized(request: web.Request) -> web.Response:

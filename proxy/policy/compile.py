@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from proxy.policy.model import ANY_METHOD, PARAM_VALUE, Pack, RouteTemplate, TokenType
+from proxy.policy.model import ANY_METHOD, PARAM_VALUE, Pack, QueryRule, RouteTemplate, TokenType
 
 
 def fold_segment(segment: str, case_insensitive: bool) -> str:
@@ -164,6 +164,20 @@ class CompiledTokenType:
     prefixes: PrefixTrie
     deny: RouteTrie
     case_insensitive: bool
+    deny_except: RouteTrie | None = None
+
+    def excepted(self, method: str, segments: tuple[str, ...]) -> bool:
+        """Whether ``deny_except`` names exactly this operation (a trailing slash aside).
+
+        Its ``{params}`` bind one segment of :data:`PARAM_VALUE`, as in routes.
+        """
+        if self.deny_except is None:
+            return False
+        if segments and segments[-1] == "":
+            segments = segments[:-1]
+        return self.deny_except.match(method, segments).rule is not None
+    # The allowing route's rule id -> that route's own query rule (replaces the type's).
+    route_queries: Mapping[str, QueryRule] = field(default_factory=dict)
 
     def rule_id(self, part: str) -> str:
         return f"{self.pack}/{self.spec.name}/{part}"
@@ -183,7 +197,14 @@ class CompiledPack:
 
 def compile_token_type(pack: Pack, spec: TokenType) -> CompiledTokenType:
     ci = pack.case_insensitive_paths
-    compiled = CompiledTokenType(spec, pack.name, RouteTrie(ci), PrefixTrie(ci), RouteTrie(ci, for_deny=True), ci)
+    exceptions = RouteTrie(ci) if spec.deny_except else None
+    for route in spec.deny_except:
+        assert exceptions is not None
+        exceptions.add(route, f"deny_except/{route.text}")
+    route_queries = {f"{pack.name}/{spec.name}/routes/{route.text}": rule for route, rule in spec.route_queries}
+    compiled = CompiledTokenType(
+        spec, pack.name, RouteTrie(ci), PrefixTrie(ci), RouteTrie(ci, for_deny=True), ci, exceptions, route_queries
+    )
     for route in spec.routes:
         compiled.routes.add(route, compiled.rule_id(f"routes/{route.text}"))
     for prefix in spec.path_prefixes:

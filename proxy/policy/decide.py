@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 
 from proxy.ipaddrs import IPAddress
 from proxy.paths import RequestTarget
-from proxy.policy.compile import CompiledPack, CompiledTokenType, prefix_matches
+from proxy.policy.compile import CompiledPack, CompiledTokenType
+from proxy.policy.endpoints import entry_opens
 from proxy.reasons import Reason
 from proxy.tokens.facts import TokenFacts, TokenRejection
 
@@ -90,7 +91,7 @@ def decide(request: RequestFacts, token: TokenFacts | TokenRejection, pack: Comp
     rule = _allowing_rule(request, tt)
     if rule is None:
         return _enforced(_no_route(request, tt), tt)
-    failure = _check_token_prefixes(request, token, tt) or _check_query(request, tt)
+    failure = _check_token_prefixes(request, token, tt) or _check_query(request, tt, rule)
     if failure is not None:
         return _enforced(failure, tt)
     return Decision(True, Reason.ALLOWED, rule, tt.spec.name)
@@ -117,7 +118,7 @@ def _check_client_ip(request: RequestFacts, token: TokenFacts, tt: CompiledToken
 
 def _check_deny(request: RequestFacts, tt: CompiledTokenType) -> Decision | None:
     denied = tt.deny.match(request.method, request.target.segments)
-    if denied.rule is None:
+    if denied.rule is None or tt.excepted(request.method, request.target.segments):
         return None
     return deny(
         Reason.OPERATION_FORBIDDEN,
@@ -150,20 +151,23 @@ def _check_token_prefixes(request: RequestFacts, token: TokenFacts, tt: Compiled
         if tt.spec.requires_token_prefixes:
             return _deny(tt, Reason.TOKEN_SCOPE_MISSING, "token_path_prefixes", "this token type needs the token's own endpoint list")
         return None
-    segments = request.target.segments
-    if any(prefix_matches(p, segments, tt.case_insensitive) for p in token.path_prefixes):
+    segments, mode = request.target.segments, tt.spec.token_prefix_match
+    if any(entry_opens(mode, p, segments, tt.case_insensitive) for p in token.path_prefixes):
         return None
     return _deny(tt, Reason.PREFIX_NOT_ALLOWED, "token_path_prefixes", "the path is outside the token's allowed endpoints")
 
 
-def _check_query(request: RequestFacts, tt: CompiledTokenType) -> Decision | None:
-    rule = tt.spec.query
+def _check_query(request: RequestFacts, tt: CompiledTokenType, allowing: str) -> Decision | None:
+    """The allowing route's own query rule when it has one (it replaces the type's), else the type's."""
+    route_rule = tt.route_queries.get(allowing)
+    rule = route_rule if route_rule is not None else tt.spec.query
     if rule is None:
         return None
     bad = rule.first_violation(request.target.query_names)
     if bad is None:
         return None
-    return _deny(tt, Reason.QUERY_PARAM_NOT_ALLOWED, "query", f"query parameter {bad!r} is not allowed")
+    part = "query" if route_rule is None else "query/" + allowing.removeprefix(tt.rule_id("routes/"))
+    return _deny(tt, Reason.QUERY_PARAM_NOT_ALLOWED, part, f"query parameter {bad!r} is not allowed")
 
 
 def _deny(tt: CompiledTokenType, reason: Reason, part: str, detail: str) -> Decision:

@@ -13,9 +13,11 @@ from typing import Any, Literal, cast
 
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
 from proxy.policy.compile import CompiledPack, compile_pack
+from proxy.policy.rates import read_max_in_flight, read_rate_limit
 from proxy.header_names import header_key, header_kind
+from proxy.policy.endpoints import MATCH_MODES, WHOLE_SEGMENTS
 from proxy.policy.model import BODILESS_METHODS, HeaderRules, Lifetimes, Pack, QueryRule, RouteTemplate, TokenType, parse_path_template
-from proxy.yamlsource import FieldReader, LocatedDict, Problems, line_of, load_yaml_file, load_yaml_text
+from proxy.yamlsource import FieldReader, LocatedDict, LocatedList, Problems, _kind as type_name, line_of, load_yaml_file, load_yaml_text
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_.$:~-]+")
@@ -27,11 +29,15 @@ TOKEN_TYPE_KEYS = (
     "routes",
     "path_prefixes",
     "deny",
+    "deny_except",
     "query",
     "client_ips",
     "requires_token_prefixes",
+    "token_prefix_match",
     "lifetimes",
     "shadow",
+    "rate_limit",
+    "max_in_flight",
 )
 LIFETIME_KEYS = ("ttl", "idle", "absolute", "refresh_until")
 
@@ -123,8 +129,9 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
         reader.error(parent, name, f"token type {name!r} must be a mapping")
         return None
     reader.expect_keys(body, TOKEN_TYPE_KEYS, f"token type {name!r}")
-    routes = _read_routes(reader, body, "routes", allow_any_method=False)
+    routes, route_queries = _read_type_routes(reader, body)
     deny = _read_routes(reader, body, "deny", allow_any_method=True)
+    deny_except = _read_exceptions(reader, body)
     prefixes = _read_prefixes(reader, body)
     requires_token_prefixes = reader.boolean(body, "requires_token_prefixes", default=False)
     if not routes and not prefixes and not (body.get("routes") or body.get("path_prefixes")):
@@ -135,19 +142,42 @@ def _read_token_type(reader: FieldReader, parent: LocatedDict, name: str, body: 
         routes=routes,
         path_prefixes=prefixes,
         deny=deny,
+        deny_except=deny_except,
         query=_read_query(reader, body),
+        route_queries=route_queries,
         client_ips=read_address_set(reader, body, "client_ips"),
         requires_token_prefixes=requires_token_prefixes,
+        token_prefix_match=reader.choice(body, "token_prefix_match", MATCH_MODES, default=WHOLE_SEGMENTS),
         lifetimes=_read_lifetimes(reader, body),
         shadow=reader.boolean(body, "shadow", default=False),
+        rate_limit=read_rate_limit(reader, body, upstream=False),
+        max_in_flight=read_max_in_flight(reader, body),
     )
 
 
+_REPORTED = object()  # an item whose problem was already reported
+
+
 def _read_routes(reader: FieldReader, body: LocatedDict, key: str, *, allow_any_method: bool) -> tuple[RouteTemplate, ...]:
+    items = reader.items(body, key)
+    if items is None:
+        return ()
+    return _parse_route_items(reader, key, list(items), items, allow_any_method=allow_any_method)[0]
+
+
+def _parse_route_items(
+    reader: FieldReader, key: str, texts: list[Any], items: LocatedList, *, allow_any_method: bool
+) -> tuple[tuple[RouteTemplate, ...], list[int]]:
+    """The routes written as ``texts`` (the items of ``items``) and the index each came from."""
     routes: list[RouteTemplate] = []
+    kept: list[int] = []
     seen: set[tuple[str, tuple[str | None, ...], bool]] = set()
-    items = body.get(key)
-    for index, (text, _line) in enumerate(reader.strings(body, key)):
+    for index, text in enumerate(texts):
+        if text is _REPORTED:
+            continue
+        if not isinstance(text, str) or not text.strip():
+            reader.error(items, index, f"items of {key!r} must be non-empty strings, not {type_name(text)}")
+            continue
         try:
             route = RouteTemplate.parse(text, allow_any_method=allow_any_method)
         except ValueError as exc:
@@ -159,7 +189,44 @@ def _read_routes(reader: FieldReader, body: LocatedDict, key: str, *, allow_any_
             continue
         seen.add(identity)
         routes.append(route)
-    return tuple(routes)
+        kept.append(index)
+    return tuple(routes), kept
+
+
+def _read_type_routes(
+    reader: FieldReader, body: LocatedDict
+) -> tuple[tuple[RouteTemplate, ...], tuple[tuple[RouteTemplate, QueryRule], ...]]:
+    """A type's ``routes``: each item a ``"METHOD /path"`` string or ``{route: ..., query: {...}}``.
+
+    The mapping form gives that one route its own query rule, which replaces the
+    type's ``query`` on it; the string form leaves the type's rule in force.
+    """
+    items = reader.items(body, "routes")
+    if items is None:
+        return (), ()
+    texts: list[Any] = []
+    queries: dict[int, QueryRule] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, LocatedDict):
+            texts.append(item)
+            continue
+        reader.expect_keys(item, ("route", "query"), "a route entry")
+        texts.append(item.get("route") if isinstance(item.get("route"), str) else _REPORTED)
+        if not isinstance(item.get("route"), str) or "query" not in item:
+            reader.error(items, index, "a route written as a mapping needs 'route' (a string, 'METHOD /path') and 'query'")
+        rule = _read_query(reader, item)
+        if rule is not None:
+            queries[index] = rule
+    routes, kept = _parse_route_items(reader, "routes", texts, items, allow_any_method=False)
+    return routes, tuple((route, queries[index]) for route, index in zip(routes, kept) if index in queries)
+
+
+def _read_exceptions(reader: FieldReader, body: LocatedDict) -> tuple[RouteTemplate, ...]:
+    """``deny_except``: exact operations (one method, no '/**'), so an exception never opens more than it names."""
+    routes = _read_routes(reader, body, "deny_except", allow_any_method=False)
+    if routes and not body.get("deny"):
+        reader.error(body, "deny_except", "deny_except makes exceptions to 'deny' rules: this type has none")
+    return routes
 
 
 def _read_prefixes(reader: FieldReader, body: LocatedDict) -> tuple[str, ...]:

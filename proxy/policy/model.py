@@ -12,6 +12,7 @@ from typing import Literal, Mapping
 
 from proxy.ipaddrs import AddressSet
 from proxy.paths import normalize_query_name
+from proxy.policy.rates import RateLimit
 
 # Methods a route may name.  TRACE and CONNECT are refused outright by the
 # gateway: no cross-site tracing, no tunnels through an API proxy.
@@ -151,13 +152,28 @@ class TokenType:
     routes: tuple[RouteTemplate, ...] = ()
     path_prefixes: tuple[str, ...] = ()
     deny: tuple[RouteTemplate, ...] = ()
+    # Exact operations (one method, {params} bind one plain segment) the deny
+    # rules do not cover (Commvault: renewing is POST /V4/AccessToken/Renew,
+    # under a denied /V4/AccessToken/**; VCF: reading an emergency client).
+    # Not an allow: an allowing rule must still admit the request.
+    deny_except: tuple[RouteTemplate, ...] = ()
     query: QueryRule | None = None
+    # A route's own query rule (a ``routes`` entry written as a mapping with ``query``):
+    # on that route it replaces ``query``, so one route's parameter is not allowed on all.
+    route_queries: tuple[tuple[RouteTemplate, QueryRule], ...] = ()
     client_ips: AddressSet | None = None
     requires_token_prefixes: bool = False
+    # How a token's own endpoint entries open paths (proxy.policy.endpoints):
+    # "whole-segments", or Commvault's "starting-with" ("/plans" opens /PlanSummary).
+    token_prefix_match: str = "whole-segments"
     lifetimes: Lifetimes = field(default_factory=Lifetimes)
     # Rolling out a stricter policy: client IP, operation and query denials are
     # logged and counted but the request is forwarded.  Token checks still deny.
     shadow: bool = False
+    # Requests per period for this type's tokens (per token, subject or client id); None: no limit, no cost.
+    rate_limit: RateLimit | None = None
+    # At most this many of the type's requests at the appliance at once (on top of the upstream's cap).
+    max_in_flight: int | None = None
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,9 @@ def rule_lines(pack: CompiledPack, document: Any) -> dict[str, int]:
             lines[compiled.rule_id(f"path_prefixes/{prefix}")] = written.get(prefix, line_of(body, "path_prefixes"))
         if spec.query is not None:
             lines[compiled.rule_id("query")] = line_of(body, "query")
+        written = _item_lines(body, "routes", lambda text: RouteTemplate.parse(text).text)
+        for route, _rule in spec.route_queries:
+            lines[compiled.rule_id(f"query/{route.text}")] = written.get(route.text, line_of(body, "routes"))
         if spec.client_ips is not None:
             lines[compiled.rule_id("client_ips")] = line_of(body, "client_ips")
         if spec.requires_token_prefixes:
@@ -180,6 +183,8 @@ def _item_lines(body: Any, key: str, canonical: Callable[[str], str]) -> dict[st
         return {}
     found: dict[str, int] = {}
     for index, item in enumerate(items):
+        if isinstance(item, LocatedDict):
+            item = item.get("route")  # a route with its own query rule: {route: ..., query: ...}
         if isinstance(item, str):
             try:
                 found.setdefault(canonical(item), line_of(items, index))

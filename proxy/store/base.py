@@ -12,12 +12,18 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol, Sequence
 
+from proxy.errors import LabgateError
+from proxy.reasons import Reason
+from proxy.store.gcra import RateCheck, RateVerdict
+
 RevocationKind = Literal["token", "subject", "client", "chain"]
 REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(LabgateError):
     """The store cannot be reached or answered with an error: fail closed."""
+
+    reason = Reason.STORE_UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -146,8 +152,25 @@ class Store(Protocol):
         ``key`` is any text.
         """
 
+    async def add_record(self, kind: str, key: str, value: str, now: float, expires_at: float | None = None) -> bool:
+        """Store like :meth:`put_record` unless a live record is there already (then False, nothing written).
+
+        Atomic put-if-absent: of several callers (replicas, processes on one
+        file) adding the same (kind, key) at once, exactly one gets True.  A
+        record past its ``expires_at`` at ``now`` counts as absent.
+        """
+
     async def get_record(self, kind: str, key: str, now: float) -> str | None:
         """The record's text, or None when unknown or past its ``expires_at``."""
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        """GCRA (:mod:`proxy.store.gcra`) for every check at once, atomically.
+
+        Allowed only when every check allows; then each key's budget is spent,
+        otherwise nothing is written.  A key is forgotten once its budget is full again.
+        Redis shares budgets across workers and replicas; the memory and SQLite
+        stores keep them in this process (:class:`~proxy.store.gcra.LocalRates`).
+        """
 
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
         """Every live record of ``kind`` as (key, value), sorted by key.

@@ -1,19 +1,25 @@
 """Any store, timed: every call feeds ``labgate_store_operation_duration_seconds``.
 
 A call that raises :class:`StoreUnavailable` is counted in
-``labgate_store_errors_total{operation}`` and raised on unchanged: the caller
-still fails closed.  Backends stay unaware of metrics.
+``labgate_store_errors_total{operation}``, logged with its cause (at most one
+line every ``ERROR_LOG_INTERVAL`` seconds, saying how many failed since) and
+raised on unchanged: the caller still fails closed.  Backends stay unaware of
+metrics.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Coroutine, Sequence, TypeVar
+from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import RevocationKind, SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.gcra import RateCheck, RateVerdict
 
 T = TypeVar("T")
+logger = logging.getLogger("labgate")
+ERROR_LOG_INTERVAL = 10.0  # seconds between two log lines about store errors
 
 
 class _Operation:
@@ -26,20 +32,40 @@ class _Operation:
         self.errors = metrics.store_errors.labels(name)
 
 
+class _ErrorLog:
+    """One log line per interval at most: an outage under load must not flood the log."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._quiet_until = float("-inf")
+        self._unreported = 0
+
+    def failed(self, operation: str, error: StoreUnavailable) -> None:
+        now = self._clock()
+        if now < self._quiet_until:
+            self._unreported += 1
+            return
+        since = f" ({self._unreported} more store errors since the last line)" if self._unreported else ""
+        logger.warning("store error in %s: %s%s", operation, error, since)
+        self._quiet_until, self._unreported = now + ERROR_LOG_INTERVAL, 0
+
+
 class InstrumentedStore:
     """Implements :class:`proxy.store.base.Store` around ``inner``."""
 
-    def __init__(self, inner: Store, metrics: GatewayMetrics) -> None:
+    def __init__(self, inner: Store, metrics: GatewayMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self._ops = {name: _Operation(metrics, name) for name in STORE_OPERATIONS}
+        self._errors = _ErrorLog(clock)
 
     async def _timed(self, operation: str, call: Coroutine[Any, Any, T]) -> T:
         metric = self._ops[operation]
         started = time.perf_counter()
         try:
             return await call
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
             metric.errors.inc()
+            self._errors.failed(operation, exc)
             raise
         finally:
             metric.duration.observe(time.perf_counter() - started)
@@ -80,6 +106,9 @@ class InstrumentedStore:
     async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
         await self._timed("put_record", self.inner.put_record(kind, key, value, expires_at))
 
+    async def add_record(self, kind: str, key: str, value: str, now: float, expires_at: float | None = None) -> bool:
+        return await self._timed("add_record", self.inner.add_record(kind, key, value, now, expires_at))
+
     async def get_record(self, kind: str, key: str, now: float) -> str | None:
         return await self._timed("get_record", self.inner.get_record(kind, key, now))
 
@@ -91,6 +120,9 @@ class InstrumentedStore:
 
     async def take_record(self, kind: str, key: str, now: float) -> str | None:
         return await self._timed("take_record", self.inner.take_record(kind, key, now))
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        return await self._timed("rate_limit", self.inner.rate_limit(checks, now))
 
     async def ping(self) -> None:
         await self._timed("ping", self.inner.ping())

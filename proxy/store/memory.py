@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Sequence
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, TokenRecord, signing_key_order
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 
 class MemoryStore:
@@ -15,6 +16,7 @@ class MemoryStore:
         self._revocations: dict[tuple[str, str], tuple[float, float | None]] = {}
         self._signing_keys: dict[str, SigningKeyRecord] = {}
         self._records: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self._rates = LocalRates()
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         self._tokens[key] = record
@@ -79,6 +81,12 @@ class MemoryStore:
     async def put_record(self, kind: str, key: str, value: str, expires_at: float | None = None) -> None:
         self._records[(kind, key)] = (value, expires_at)
 
+    async def add_record(self, kind: str, key: str, value: str, now: float, expires_at: float | None = None) -> bool:
+        if await self.get_record(kind, key, now) is not None:  # drops an expired one; no await yields in between
+            return False
+        self._records[(kind, key)] = (value, expires_at)
+        return True
+
     async def get_record(self, kind: str, key: str, now: float) -> str | None:
         found = self._records.get((kind, key))
         if found is None:
@@ -104,6 +112,9 @@ class MemoryStore:
             return None
         value, expires_at = found
         return None if expires_at is not None and expires_at <= now else value
+
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        return self._rates.check(checks, now)
 
     async def ping(self) -> None:
         return None

@@ -1,73 +1,77 @@
 """The embedded default: one SQLite file that survives restarts.
 
-sqlite3 is blocking, so every call runs in a worker thread, one at a time on
-one connection (WAL mode lets ``labgate serve --workers`` processes share the
-file).  Any SQLite error is :class:`StoreUnavailable`: fail closed.
+sqlite3 is blocking, so every call runs on the store's own threads: writes one
+at a time on one connection, reads on a few reader connections beside it.  In
+WAL mode readers see the last commit while a writer, of this process or
+another (``labgate serve --workers``, ``labgate token``), holds the write lock,
+so a slow or locked writer never stalls token checks.  Every call is answered
+within the timeout; any SQLite error, or a lock not released in time, is
+:class:`StoreUnavailable`: fail closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord
+from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
 SWEEP_INTERVAL = 60.0
-WAL_SWITCH_TRIES = 100  # 20 ms apart: two seconds at most
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at REAL);
-CREATE TABLE IF NOT EXISTS uses (key TEXT PRIMARY KEY, at REAL NOT NULL, until REAL);
-CREATE TABLE IF NOT EXISTS revocations (
-    kind TEXT NOT NULL, value TEXT NOT NULL, at REAL NOT NULL, until REAL, PRIMARY KEY (kind, value)
-);
-CREATE TABLE IF NOT EXISTS signing_keys (
-    kid TEXT PRIMARY KEY, material TEXT NOT NULL, created_at REAL NOT NULL, retired_at REAL, usable_until REAL
-);
-CREATE TABLE IF NOT EXISTS records (
-    kind TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at REAL, PRIMARY KEY (kind, key)
-);
-"""
+BUSY_SLICE = 0.1  # seconds SQLite waits for another process's lock before labgate looks at its own deadline
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = DEFAULT_TIMEOUT, readers: int = READERS) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        self.timeout = timeout
+        self._connections = Connections(path, readers, timeout)
         self._next_sweep = 0.0
+        self._rates = LocalRates()
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            _create_private(self.path)
-            db = sqlite3.connect(self.path, check_same_thread=False, timeout=5.0, isolation_level=None)
-            _switch_to_wal(db)
-            db.execute("PRAGMA synchronous=NORMAL")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                db.close()
-                raise StoreUnavailable(f"{self.path} was written by a newer labgate (schema {version})")
-            db.executescript(SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            self._db = db
-        return self._db
+    async def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """``work`` on a writer or reader connection, answered within the timeout however busy the file is.
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            with self._lock:
+        The work runs on the store's own threads, never the event loop's or
+        the shared default pool.  A call still queued when its time is up is
+        not run at all; a write waits for another process's lock only as long
+        as its caller still waits.
+        """
+        deadline = time.monotonic() + self.timeout
+
+        def call(db: sqlite3.Connection) -> T:
+            # A locked file is waited for in short slices: a closing store stops waiting at once.
+            # A statement that met the lock changed nothing, so trying the work again is safe.
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._connections.closing:
+                    raise StoreUnavailable(f"sqlite store {self.path}: the file stayed locked for {self.timeout:g} s")
                 try:
-                    return work(self._connection())
+                    if write:
+                        db.execute(f"PRAGMA busy_timeout = {max(1, int(min(left, BUSY_SLICE) * 1000))}")
+                    return work(db)
+                except sqlite3.OperationalError as exc:
+                    if not (write and _locked(exc)):
+                        raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
                 except sqlite3.Error as exc:
                     raise StoreUnavailable(f"sqlite store {self.path}: {exc}") from exc
 
-        return await asyncio.to_thread(call)
+        future = self._connections.submit(call, write=write)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            future.cancel()
+            raise StoreUnavailable(f"sqlite store {self.path}: no answer within {self.timeout:g} s") from None
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """A read, on a reader connection: WAL lets it see the last commit while a writer (any process) writes."""
+        return await self._run(work, write=False)
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         await self._run(lambda db: db.execute(
@@ -76,7 +80,7 @@ class SqliteStore:
         ))
 
     async def get_token(self, key: str, now: float) -> TokenRecord | None:
-        row = await self._run(lambda db: db.execute(
+        row = await self._read(lambda db: db.execute(
             "SELECT record FROM tokens WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)", (key, now)
         ).fetchone())
         return TokenRecord.from_json(row[0]) if row else None
@@ -100,7 +104,7 @@ class SqliteStore:
         await self._run(write)
 
     async def last_used(self, key: str) -> float | None:
-        row = await self._run(lambda db: db.execute("SELECT at FROM uses WHERE key = ?", (key,)).fetchone())
+        row = await self._read(lambda db: db.execute("SELECT at FROM uses WHERE key = ?", (key,)).fetchone())
         return float(row[0]) if row else None
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
@@ -109,7 +113,7 @@ class SqliteStore:
         ))
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
-        row = await self._run(lambda db: db.execute(
+        row = await self._read(lambda db: db.execute(
             "SELECT at FROM revocations WHERE kind = ? AND value = ? AND (until IS NULL OR until > ?)", (kind, value, now)
         ).fetchone())
         return float(row[0]) if row else None
@@ -125,10 +129,10 @@ class SqliteStore:
             ]
             return [float(row[0]) if row else None for row in rows]
 
-        return await self._run(read)  # one trip to the store's thread for all of them
+        return await self._read(read)  # one trip to the store's thread for all of them
 
     async def signing_keys(self, now: float) -> list[SigningKeyRecord]:
-        rows = await self._run(lambda db: db.execute(
+        rows = await self._read(lambda db: db.execute(
             "SELECT material, retired_at, usable_until FROM signing_keys WHERE usable_until IS NULL OR usable_until > ? "
             "ORDER BY created_at, kid",
             (now,),
@@ -161,15 +165,24 @@ class SqliteStore:
             (kind, key, value, expires_at),
         ))
 
+    async def add_record(self, kind: str, key: str, value: str, now: float, expires_at: float | None = None) -> bool:
+        # One statement: inserts, or replaces only a record already past its expiry.
+        return await self._run(lambda db: db.execute(
+            "INSERT INTO records (kind, key, value, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at "
+            "WHERE records.expires_at IS NOT NULL AND records.expires_at <= ?",
+            (kind, key, value, expires_at, now),
+        ).rowcount > 0)
+
     async def get_record(self, kind: str, key: str, now: float) -> str | None:
-        row = await self._run(lambda db: db.execute(
+        row = await self._read(lambda db: db.execute(
             "SELECT value FROM records WHERE kind = ? AND key = ? AND (expires_at IS NULL OR expires_at > ?)",
             (kind, key, now),
         ).fetchone())
         return str(row[0]) if row else None
 
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
-        rows = await self._run(lambda db: db.execute(
+        rows = await self._read(lambda db: db.execute(
             "SELECT key, value FROM records WHERE kind = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY key",
             (kind, now),
         ).fetchall())
@@ -189,6 +202,10 @@ class SqliteStore:
             return None
         return str(rows[0][0])
 
+    async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
+        """Budgets in this process, not in the file (:class:`~proxy.store.gcra.LocalRates`): each worker keeps its own."""
+        return self._rates.check(checks, now)
+
     async def forget_expired(self, now: float) -> int:
         """Delete what no longer matters; returns the number of rows removed."""
         return await self._run(lambda db: _sweep(db, now))
@@ -200,16 +217,15 @@ class SqliteStore:
             _sweep(db, now)
 
     async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
-        def close() -> None:
-            with self._lock:
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
+        await asyncio.to_thread(self._connections.close)
 
-        await asyncio.to_thread(close)
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY (another connection holds the lock), extended codes included."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _sweep(db: sqlite3.Connection, now: float) -> int:
@@ -219,31 +235,6 @@ def _sweep(db: sqlite3.Connection, now: float) -> int:
     removed += db.execute("DELETE FROM signing_keys WHERE usable_until IS NOT NULL AND usable_until <= ?", (now,)).rowcount
     removed += db.execute("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)).rowcount
     return int(removed)
-
-
-def _switch_to_wal(db: sqlite3.Connection) -> None:
-    """Processes opening a new file together race to switch it to WAL.
-
-    The switch needs the file to itself and fails with SQLITE_BUSY at once,
-    without waiting out the busy timeout: try again, a bounded number of times.
-    """
-    for attempt in range(WAL_SWITCH_TRIES):
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or attempt == WAL_SWITCH_TRIES - 1:
-                raise
-            time.sleep(0.02)
-
-
-def _create_private(path: Path) -> None:
-    """A new store file is readable by its owner only: it may hold labgate's private signing keys.
-
-    SQLite gives its -wal and -shm files the database file's permissions.
-    """
-    with contextlib.suppress(OSError):  # exists already, or no folder: sqlite3 reports the latter itself
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _in_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -3,7 +3,10 @@
 A source lists ``types`` in order; the first whose conditions all hold wins.
 Conditions compare claims strictly: ``true`` never equals ``1``, and a
 ``contains`` on an OAuth ``scope`` string matches whole words only, so
-``scope: "admin-lite"`` does not contain ``admin``.
+``scope: "admin-lite"`` does not contain ``admin``.  ``equals_any_case`` and
+``in_any_case`` compare ASCII text in any letter case, for names an appliance
+itself reads case-insensitively (HCP's realm: ``Local``, ``local``, ``LOCAL``);
+non-ASCII text never matches them (``"ſ".upper() == "S"`` must not pick a type).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 _MISSING = object()
-_OPERATORS = ("equals", "contains", "in", "present")
+_OPERATORS = ("equals", "contains", "in", "present", "equals_any_case", "in_any_case")
 _SCALARS = (str, int, float, bool)
 
 
@@ -54,6 +57,9 @@ class Condition:
             return same(found, self.value)
         if self.operator == "in":
             return any(same(found, option) for option in self.value)
+        if self.operator in ("equals_any_case", "in_any_case"):
+            options = self.value if self.operator == "in_any_case" else (self.value,)
+            return isinstance(found, str) and found.isascii() and found.lower() in options
         # contains: a list claim, or a space-separated string (RFC 6749 section 3.3 scope)
         if isinstance(found, str):
             return isinstance(self.value, str) and self.value in found.split(" ")
@@ -89,6 +95,13 @@ def _condition(claim: str, spec: Any) -> Condition:
         if not isinstance(value, list) or not value or not all(isinstance(v, _SCALARS) for v in value):
             raise ValueError(f"claim {claim!r}: in takes a non-empty list of values")
         value = tuple(value)
+    elif operator in ("equals_any_case", "in_any_case"):
+        texts = value if operator == "in_any_case" and isinstance(value, list) else [value]
+        if not texts or not all(isinstance(v, str) and v.isascii() for v in texts) or (operator == "in_any_case") != isinstance(value, list):
+            what = "a non-empty list of ASCII texts" if operator == "in_any_case" else "one ASCII text"
+            raise ValueError(f"claim {claim!r}: {operator} takes {what}")
+        folded = tuple(v.lower() for v in texts)
+        value = folded if operator == "in_any_case" else folded[0]
     elif not isinstance(value, _SCALARS):
         raise ValueError(f"claim {claim!r}: {operator} takes a single value")
     return Condition(claim, operator, value)

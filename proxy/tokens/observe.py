@@ -195,6 +195,14 @@ def token_endpoint_segments(path: str) -> tuple[str | None, ...]:
     return parse_path_template(path.rstrip("/") or "/", what="token_endpoint", params=False) + trailing
 
 
+def token_endpoint_spellings(segments: tuple[str | None, ...]) -> tuple[tuple[str | None, ...], ...]:
+    """The endpoint with and without a trailing slash: the same appliance endpoint, so either teaches labgate the token."""
+    if not segments:
+        return (segments,)
+    bare = segments[:-1] if segments[-1] == "" else segments
+    return (bare, bare + ("",))
+
+
 def _seconds(value: object) -> float | None:
     """A positive ``expires_in``; some appliances send the number as a string."""
     if isinstance(value, str) and value.isdigit():
@@ -222,6 +230,8 @@ class ObserveSource:
         self._clock = clock
         self._on_observed = on_observed
         self.token_endpoint_segments = token_endpoint_segments(settings.token_endpoint)
+        # HCP documents POST /auth/oauth and its clients send /auth/oauth/ too: both are the token endpoint.
+        self.token_endpoint_spellings = token_endpoint_spellings(self.token_endpoint_segments)
         # Known tokens, briefly: revocations are checked on every request anyway
         # (proxy.tokens.state), and an entry never outlives the token's record.
         self._known: TLRUCache[str, TokenFacts] = TLRUCache(

@@ -259,6 +259,99 @@ def test_test_without_packs_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert str(target) in err
 
 
+LIMITED_PACK = (
+    "pack: demo\ntoken_types:\n"
+    "  reader:\n    routes: [GET /api/hosts]\n    rate_limit: {requests: 600, per: 1h, by: subject}\n"
+    "  admin: {path_prefixes: [/api]}\n  office: {routes: [GET /api/hosts]}\n  session: {routes: [GET /api/hosts]}\n"
+)
+
+
+def test_explain_names_the_rate_limits_an_allowed_request_spends(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9", pack_text=LIMITED_PACK, upstream={"rate_limit": "1000/hour"})
+    code, out, _ = run(capsys, "explain", "--config", str(path), "--upstream", "demo", "--token-type", "reader", "GET", "/api/hosts")
+    assert code == 0
+    assert json.loads(out)["rate_limits"] == [
+        {"policy": "type:reader", "requests": 600, "per_seconds": 3600.0, "by": "subject", "store_failure": "closed"},
+        {"policy": "upstream:demo", "requests": 1000, "per_seconds": 3600.0, "by": "upstream", "store_failure": "closed"},
+    ]
+    code, out, _ = run(capsys, "explain", "--config", str(path), "--upstream", "demo", "--token-type", "reader", "DELETE", "/api/hosts")
+    assert code == 3 and "rate_limits" not in json.loads(out)  # a denied request spends no budget
+
+
+BAD_UPSTREAM_PROTECTION = [
+    ({"rate_limit": "lots"}, "rate_limit 'lots' must be like '60/min'"),
+    ({"rate_limit": "0/min"}, "the number of requests must be from 1"),
+    ({"rate_limit": "10/fortnight"}, "must be like '60/min'"),
+    ({"rate_limit": {"requests": 10}}, "missing required key 'per'"),
+    ({"rate_limit": {"requests": -1, "per": "1m"}}, "rate_limit requests must be a whole number"),
+    ({"rate_limit": {"requests": 10, "per": "soon"}}, "rate_limit per: bad duration"),
+    ({"rate_limit": {"requests": 10, "per": "1m", "by": "subject"}}, "unknown key 'by'"),
+    ({"rate_limit": {"requests": 10, "per": "1m", "store_failure": "maybe"}}, "'store_failure' must be one of closed, open"),
+    ({"max_in_flight": 0}, "max_in_flight must be a whole number from 1"),
+    ({"max_in_flight": True}, "max_in_flight must be a whole number from 1"),
+    ({"max_in_flight": 4, "queue_timeout": "forever"}, "queue_timeout: bad duration"),
+    ({"max_in_flight": 4, "queue_timeout": "2m"}, "queue_timeout must be at most 60s"),
+    ({"queue_timeout": "1s"}, "queue_timeout has no effect without max_in_flight"),
+]
+
+
+@pytest.mark.parametrize("upstream, message", BAD_UPSTREAM_PROTECTION, ids=[m for _, m in BAD_UPSTREAM_PROTECTION])
+def test_check_reports_bad_protection_values_at_their_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], upstream: dict[str, object], message: str
+) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9", upstream=upstream)
+    code, _, err = run(capsys, "check", "--config", str(path))
+    assert code == 1 and message in err, err
+    key = next(iter(upstream)) if len(upstream) == 1 else "queue_timeout"
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.strip().startswith(f"{key}:"))
+    assert f"{path}:" in err and any(f"{path}:{n}:" in err for n in range(line, line + 4)), err
+
+
+BAD_TYPE_PROTECTION = [
+    ("rate_limit: 60/minutes", ":5: rate_limit '60/minutes' must be like"),
+    ("rate_limit: {requests: 5, per: 1m, by: ip}", ":5: 'by' must be one of token, subject, client_id"),
+    ("rate_limit: {requests: 5.5, per: 1m}", ":5: rate_limit requests must be a whole number"),
+    ("rate_limit: [60, min]", ":5: rate_limit must be like '60/min'"),
+    ("max_in_flight: -3", ":5: max_in_flight must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("entry, message", BAD_TYPE_PROTECTION, ids=[e for e, _ in BAD_TYPE_PROTECTION])
+def test_check_reports_bad_type_protection_at_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str, message: str
+) -> None:
+    pack = f"pack: demo\ntoken_types:\n  reader:\n    routes: [GET /api/hosts]\n    {entry}\n"
+    path = write_config(tmp_path, "http://127.0.0.1:9", pack_text=pack)
+    code, _, err = run(capsys, "check", "--config", str(path))
+    assert code == 1 and f"{tmp_path / 'policies' / 'demo.yaml'}{message}" in err, err
+
+
+BAD_NODES = [
+    ({"nodes": ["http://127.0.0.1:9"]}, "give url (one node) or nodes, not both"),
+    ({"url": None, "nodes": ["ftp://10.0.0.1"]}, "must be http:// or https:// with a host"),
+    ({"url": None, "nodes": ["http://10.0.0.1/api", "http://10.0.0.2/other"]}, "same base path as the first"),
+    ({"url": None, "nodes": ["http://10.0.0.1", "https://10.0.0.2"]}, "same scheme as the first"),
+    ({"url": None, "nodes": ["http://10.0.0.1", "http://10.0.0.1"]}, "is listed twice"),
+    ({"url": None, "nodes": []}, "nodes must list from 1 to 64 URLs"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "balance": "random"}, "'balance' must be one of round_robin, least_in_flight"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "node_backoff": "a while"}, "node_backoff: bad duration"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"path": "/h", "interval": "5s", "timeout": "5s"}}, "health timeout must be shorter"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"path": "h"}}, "health path 'h' must start with '/'"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"path": "/h", "expect": [700]}}, "health expect must be a status code"),
+    ({"url": None, "nodes": ["http://10.0.0.1"], "health": {"interval": "5s"}}, "missing required key 'path'"),
+    ({"balance": "least_in_flight"}, "balance is for an upstream with nodes"),
+]
+
+
+@pytest.mark.parametrize("upstream, message", BAD_NODES, ids=[m for _, m in BAD_NODES])
+def test_check_reports_bad_node_settings_with_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], upstream: dict[str, object], message: str
+) -> None:
+    path = write_config(tmp_path, "http://127.0.0.1:9", upstream=upstream)
+    code, _, err = run(capsys, "check", "--config", str(path))
+    assert code == 1 and message in err, err
+    assert any(line.startswith(f"{path}:") and message in line for line in err.splitlines()), err
+
 def test_check_summary_counts_in_words(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check", "--config", str(QUICKSTART))
     assert code == 0

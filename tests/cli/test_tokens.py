@@ -157,7 +157,7 @@ def test_issue_mints_a_token_of_the_type_and_prints_it_once(tmp_path: Path, caps
     token = out.strip()
     claims = jwt.decode(token, options={"verify_signature": False})
     assert (claims["sub"], claims["aud"], claims["token_type"], claims["client_id"]) == ("oncall", "demo", "emergency", "labgate-cli")
-    assert claims["exp"] - claims["iat"] == 3600 and token not in err
+    assert claims["exp"] - claims["iat"] == 86400 and token not in err  # the type's absolute 24h (no ttl)
     code, out, _ = run(capsys, "token", "issue", "--config", config, "--upstream", "demo", "--subject", "oncall",
                        "--token-type", "operator", "--lifetime", "5m")
     assert code == 0

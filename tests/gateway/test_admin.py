@@ -148,6 +148,18 @@ async def test_a_trailing_slash_names_the_same_resource(running: RunningGateway)
 # -- subjects ------------------------------------------------------------------
 
 
+async def test_simultaneous_creates_of_one_subject_give_one_subject(running: RunningGateway) -> None:
+    """Both pass the "exists already?" check while their passwords hash; put-if-absent lets one in."""
+    answers = await asyncio.gather(*(
+        admin_call(running, "POST", "/subjects", body={"name": "twin", "password": f"password {n}"}) for n in range(2)
+    ))
+    assert sorted(status for status, _, _ in answers) == [201, 409], answers
+    (refused,) = [body for status, _, body in answers if status == 409]
+    assert refused["reason"] == "already_exists" and "password" not in refused["error_description"]
+    status, _, listing = await admin_call(running, "GET", "/subjects")
+    assert [s["name"] for s in listing["subjects"]] == ["twin"]
+
+
 async def test_subjects_are_created_listed_shown_and_deleted(running: RunningGateway, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG):
         status, headers, created = await admin_call(running, "POST", "/subjects", body={"name": "alice", "password": "alice-pw"})

@@ -102,10 +102,10 @@ SCOPES = [
     pytest.param("All", {}, [("GET", "/Client", 200), ("GET", "/v2/plan", 200), ("GET", "/MediaAgent", 200),
                              ("GET", "/clientgroup", 200), ("DELETE", "/Client/3", 200)],
                  [("POST", "/V4/AccessToken", "operation_forbidden")], id="all"),
-    pytest.param("Custom", {"apiEndpoints": "/v2/PLAN\n/CLIENT"},
-                 [("GET", "/V2/Plan", 200), ("GET", "/client", 200), ("GET", "/Client", 200), ("DELETE", "/client/2", 200)],
-                 [("GET", "/ClientGroup", "prefix_not_allowed"), ("GET", "/clientgroup", "prefix_not_allowed"),
-                  ("GET", "/MediaAgent", "prefix_not_allowed"), ("GET", "/V2/Plans", "prefix_not_allowed")], id="custom"),
+    pytest.param("Custom", {"apiEndpoints": "/PLANS\n/CLIENTGroup"},
+                 [("GET", "/V2/Plan", 200), ("GET", "/clientgroup", 200), ("GET", "/ClientGroup", 200)],
+                 [("GET", "/Client", "prefix_not_allowed"), ("DELETE", "/client/2", "prefix_not_allowed"),
+                  ("GET", "/MediaAgent", "prefix_not_allowed"), ("GET", "/V4/ServerGroup", "prefix_not_allowed")], id="custom"),
     pytest.param("Hyperscale", {}, [("GET", "/V4/Storage/HyperScale/Nodes", 404)],  # forwarded; the mock has no Hyperscale API
                  [("GET", "/Client", "route_not_allowed"), ("GET", "/V2/Plan", "route_not_allowed")], id="hyperscale"),
     pytest.param("1-Touch recovery", {}, [("GET", path, 200) for path in ONE_TOUCH] + [("GET", "/v4/servergroup", 200)],
@@ -148,13 +148,29 @@ async def test_what_labgate_lets_through_the_appliance_allows_the_scopes_own_tok
             assert status == 403, path
 
 
-async def test_client_never_opens_client_group_unless_listed(commvault: CommvaultLab) -> None:
+async def test_plans_opens_every_plan_api_as_the_documentation_says(commvault: CommvaultLab) -> None:
+    """"If you enter /plans, you can execute all plan operation REST APIs starting with /plan." (Commvault's
+    documentation, 'Creating an access token for a service account'.)  labgate and the appliance read it alike."""
+    plans = (await commvault.create(scope="Custom", apiEndpoints=["/plans"]))["accessToken"]
+    opened, closed = ("/V2/Plan", "/v2/plan", "/Plan", "/PlanSummary", "/Plans/3"), ("/Client", "/V2/Client", "/ServerPlan", "/Subclient/Plan")
+    for path in opened:
+        assert (await commvault.call("GET", path, plans))[0] != 403, path  # forwarded: 200 where the mock serves it, else 404
+    for path in closed:
+        assert_refused(*await commvault.call("GET", path, plans), (403, "prefix_not_allowed"))
+    assert [p for _, p in commvault.forwarded()] == list(opened)
+    native = await native_token(commvault, "Custom", ["/plans"])
+    for path in opened:
+        assert (await direct(commvault.url, "GET", BASE + path, native))[0] != 403, path
+    for path in closed:
+        assert (await direct(commvault.url, "GET", BASE + path, native))[0] in (403, 404), path
+
+
+async def test_client_opens_client_group_as_it_starts_with_client(commvault: CommvaultLab) -> None:
     only_client = (await commvault.create(scope="Custom", apiEndpoints=["/Client"]))["accessToken"]
-    both = (await commvault.create(tokenName="both", scope="Custom", apiEndpoints=["/Client", "/clientGROUP"]))["accessToken"]
-    assert_refused(*await commvault.call("GET", "/ClientGroup", only_client), (403, "prefix_not_allowed"))
-    assert commvault.forwarded() == []
-    status, body = await commvault.call("GET", "/ClientGroup", both)
+    only_groups = (await commvault.create(tokenName="groups", scope="Custom", apiEndpoints=["/clientGROUP"]))["accessToken"]
+    status, body = await commvault.call("GET", "/ClientGroup", only_client)
     assert status == 200 and [g["name"] for g in body["groups"]] == ["Laptop Clients", "Servers"]
+    assert_refused(*await commvault.call("GET", "/Client", only_groups), (403, "prefix_not_allowed"))
     assert commvault.forwarded() == [("GET", "/ClientGroup")]
 
 
@@ -204,7 +220,7 @@ async def test_the_ip_allowlist_admits_only_its_addresses_as_the_appliance_would
 async def test_access_tokens_live_30_minutes_and_renew_until_90_days_after_creation_and_not_after(commvault: CommvaultLab) -> None:
     clock = Clock()
     move_clocks(commvault.lab, clock)
-    info = await commvault.create(scope="Custom", apiEndpoints=["/Client"])
+    info = await commvault.create(scope="Custom", apiEndpoints=["/ClientGroup"])
     created = info["createdTimestamp"]
     assert info["renewableUntilTimestamp"] == created + 90 * DAY
     first = jwt.decode(info["accessToken"], options={"verify_signature": False})
@@ -212,8 +228,8 @@ async def test_access_tokens_live_30_minutes_and_renew_until_90_days_after_creat
 
     status, renewed = await renew(commvault, info["refreshToken"])
     assert status == 200 and renewed["expires_in"] == 1800
-    assert (await commvault.call("GET", "/client", renewed["access_token"]))[0] == 200  # the renewed token reaches the appliance
-    assert_refused(*await commvault.call("GET", "/ClientGroup", renewed["access_token"]), (403, "prefix_not_allowed"))
+    assert (await commvault.call("GET", "/clientgroup", renewed["access_token"]))[0] == 200  # the renewed token reaches the appliance
+    assert_refused(*await commvault.call("GET", "/Client", renewed["access_token"]), (403, "prefix_not_allowed"))
     refresh = renewed["refresh_token"]
 
     clock.advance(created + 90 * DAY - 1 - clock.now)  # a second before renewableUntilTimestamp
@@ -223,7 +239,7 @@ async def test_access_tokens_live_30_minutes_and_renew_until_90_days_after_creat
     assert late["exp"] - late["iat"] == 1800 and late["client_id"] == info["accessTokenId"]
     clock.advance(2)  # past 90 days after creation: no more
     assert_refused(*await renew(commvault, renewed["refresh_token"]), (400, "renewal_ended"))
-    assert commvault.forwarded() == [("GET", "/client")]
+    assert commvault.forwarded() == [("GET", "/clientgroup")]
 
 
 async def renew(commvault: CommvaultLab, refresh_token: str) -> tuple[int, Any]:

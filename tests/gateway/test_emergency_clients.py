@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -115,6 +116,20 @@ async def test_a_client_id_is_taken_once(lab: Labgate) -> None:
     status, _, body = await create(lab, clientName="Another")
     assert_refused(status, body, (409, "already_exists"))
     assert "accessToken" not in str(body)
+
+
+async def test_simultaneous_creates_of_one_client_id_give_one_client(lab: Labgate) -> None:
+    """Both pass the "exists already?" check at once; the store's put-if-absent lets exactly one in."""
+    answers = await asyncio.gather(*(create(lab, clientName=f"Creator {n}") for n in range(2)))
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [201, 409], answers
+    (winner,) = [body for status, _, body in answers if status == 201]
+    (loser,) = [body for status, _, body in answers if status == 409]
+    assert_refused(409, loser, (409, "already_exists"))
+    assert "accessToken" not in str(loser)
+    _, _, shown = await admin_call(lab.running, "GET", "/emergency-clients/break-glass")
+    assert shown["clientName"] == winner["clientName"]
+    assert (await get(f"{lab.running.url}/vcf/suite-api/api/resources", winner["accessToken"]))[0] == 200
 
 
 @pytest.mark.parametrize("method, path", [("GET", "/emergency-clients/nobody"), ("DELETE", "/emergency-clients/nobody"),

@@ -391,3 +391,33 @@ async def test_upstream_base_path_is_prepended(upstream: RecordingUpstream, star
     status, _, _ = await get(f"{gateway.url}/demo/api/hosts?limit=1", mint())
     assert status == 200
     assert [r.raw_path for r in upstream.received] == ["/appliance/v1/api/hosts?limit=1"]
+
+
+ROUTE_QUERY_PACK = """
+pack: demo
+token_types:
+  reader:
+    routes:
+      - GET /api/hosts
+      - route: POST /api/backups/{bkpId}/restore
+        query: {allow: [restore_original]}
+    query:
+      allow: [offset, limit]
+  admin: {path_prefixes: [/api]}
+  office: {routes: [GET /api/hosts]}
+  session: {routes: [GET /api/hosts]}
+"""
+
+
+async def test_a_route_query_rule_allows_its_parameter_on_that_route_alone(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter
+) -> None:
+    gateway = await start_gateway(upstream.url, pack_text=ROUTE_QUERY_PACK)
+    token = mint({"role": "reader"})
+    status, _, _ = await get(f"{gateway.url}/demo/api/backups/b1/restore?restore_original=false", token, method="POST")
+    assert status == 200
+    status, body, _ = await get(f"{gateway.url}/demo/api/hosts?restore_original=true", token)
+    assert (status, body["reason"]) == (403, "query_param_not_allowed")
+    status, body, _ = await get(f"{gateway.url}/demo/api/backups/b1/restore?offset=1", token, method="POST")
+    assert (status, body["reason"]) == (403, "query_param_not_allowed")
+    assert [(r.method, r.raw_path) for r in upstream.received] == [("POST", "/api/backups/b1/restore?restore_original=false")]

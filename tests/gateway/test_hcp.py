@@ -32,7 +32,7 @@ OBSERVE = {
         # The local admin (realm omitted, or Local in any case) and the realms this site
         # lets through share the pack's one type: HCP checks each user's own permissions.
         {"token_type": "password", "match": {"grant_type": "password", "realm": {"present": False}}},
-        {"token_type": "password", "match": {"grant_type": "password", "realm": {"in": ["Local", "local", "marketingUsers"]}}},
+        {"token_type": "password", "match": {"grant_type": "password", "realm": {"in_any_case": ["Local", "marketingUsers"]}}},
     ],
 }
 CLIENT = {"client_id": "my-client", "client_secret": "my-secret", "scope": "*"}
@@ -53,9 +53,9 @@ async def start(start_gateway: GatewayStarter, url: str) -> RunningGateway:
     )
 
 
-async def token_call(gateway: RunningGateway, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+async def token_call(gateway: RunningGateway, form: dict[str, str], path: str = "/auth/oauth/") -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as client:
-        async with client.post(f"{gateway.url}/hcp/auth/oauth/", data=form) as response:
+        async with client.post(f"{gateway.url}/hcp{path}", data=form) as response:
             return response.status, await response.json(content_type=None)
 
 
@@ -102,7 +102,7 @@ async def test_a_realm_user_password_grant_reaches_the_object_storage_mapi(
     assert (record.token_type, record.subject, record.client_id) == ("password", "user1", "my-client")
 
 
-@pytest.mark.parametrize("realm", [None, "Local", "local"], ids=["omitted", "Local", "local"])
+@pytest.mark.parametrize("realm", [None, "Local", "local", "LOCAL"], ids=["omitted", "Local", "local", "LOCAL"])
 async def test_an_omitted_or_local_realm_is_the_local_admin(
     hcp: tuple[HcpAppliance, str], start_gateway: GatewayStarter, realm: str | None
 ) -> None:
@@ -114,6 +114,33 @@ async def test_an_omitted_or_local_realm_is_the_local_admin(
     assert record is not None and (record.token_type, record.subject) == ("password", "admin")
     status, setup = await call(gateway, "GET", "/api/admin/setup", tokens["access_token"])
     assert status == 200 and "marketingUsers" in [r["name"] for r in setup["realms"]]
+
+
+@pytest.mark.parametrize("path", ["/auth/oauth", "/auth/oauth/"])
+async def test_the_documented_token_path_is_the_token_endpoint_with_or_without_its_slash(
+    hcp: tuple[HcpAppliance, str], start_gateway: GatewayStarter, path: str
+) -> None:
+    """HCP: "you must request an authentication token from the system. To do this, you send an HTTP POST
+    request to the method /auth/oauth." labgate is configured with /auth/oauth/ and takes both."""
+    mock, url = hcp
+    gateway = await start(start_gateway, url)
+    status, tokens = await token_call(gateway, REALM_USER, path)
+    assert status == 200, tokens
+    assert ("POST", path) in mock.received
+    assert (await call(gateway, "POST", "/mapi/v1/user/list", tokens["access_token"]))[0] == 200
+
+
+async def test_a_realm_in_another_letter_case_is_for_hcp_to_judge(
+    hcp: tuple[HcpAppliance, str], start_gateway: GatewayStarter
+) -> None:
+    """Realms are matched in any letter case: labgate forwards MarketingUsers, and HCP answers for its realm."""
+    mock, url = hcp
+    gateway = await start(start_gateway, url)
+    status, body = await token_call(gateway, {**REALM_USER, "realm": "MarketingUsers"})
+    assert mock.received == [("POST", "/auth/oauth/")]  # not refused by labgate: the form reached HCP
+    assert "reason" not in body  # HCP's own answer (this mock knows the realm only as marketingUsers)
+    status, body = await token_call(gateway, {**REALM_USER, "realm": "ſales"})  # non-ASCII look-alikes never match
+    assert (status, body["reason"]) == (400, "grant_not_allowed")
 
 
 async def test_expires_in_7200_is_how_long_labgate_remembers_the_token(

@@ -274,3 +274,40 @@ async def test_answers_arriving_whole_or_in_pieces_pass_whole_on_one_connection(
                 seen.append((response.status, await response.read()))
     assert seen == [(200, b"first answer, sent in two pieces"), (200, b"second, whole"), (200, b"third, whole")]
     assert raw.connections == 1
+
+
+async def test_a_full_pool_answers_upstream_busy_after_the_connect_timeout(appliance: Start) -> None:
+    """Every connection busy past the wait: an error value of the transport's own, never a bare timeout (a 500)."""
+    from proxy.config import load_config
+    from proxy.gateway.http1 import Http1Transport
+    from proxy.gateway.transport import OutboundRequest, UpstreamError
+    from multidict import CIMultiDict
+
+    hold = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await hold.wait()
+        writer.close()
+
+    server = await asyncio.start_server(slow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    import tempfile
+    from pathlib import Path
+    from tests.conftest import write_config
+
+    with tempfile.TemporaryDirectory() as folder:
+        config = load_config(write_config(Path(folder), f"http://127.0.0.1:{port}", upstream={"timeouts": {"connect": 0.3, "read": 5}}))
+    transport = Http1Transport(config.upstreams[0], limit=1)
+    request = OutboundRequest("GET", "/api/hosts", CIMultiDict(), None)
+    first = asyncio.create_task(transport.send(request))
+    await asyncio.sleep(0.1)
+    with pytest.raises(UpstreamError) as refused:
+        await transport.send(request)
+    assert refused.value.reason.code == "upstream_busy" and refused.value.nothing_sent
+    hold.set()
+    with pytest.raises(UpstreamError):
+        await first
+    await transport.close()
+    server.close()
+    await server.wait_closed()

@@ -139,8 +139,8 @@ async def test_a_custom_token_reaches_only_its_endpoints(lab: Labgate, upstream:
     token = (await create(lab, scope="Custom", apiEndpoints="/Client\n/V2/Plan\n"))[1]["tokenInfo"]["accessToken"]
     for path in ("/Client", "/client/5", "/V2/Plan"):
         assert await call(lab, path, token) == (200, {"path": path, "received_bytes": 0})
-    for path, reason in (("/ClientGroup", "prefix_not_allowed"), ("/MediaAgent", "prefix_not_allowed"),
-                         ("/V4/AccessToken", "operation_forbidden")):
+    for path, reason in (("/Job/1", "prefix_not_allowed"), ("/MediaAgent", "prefix_not_allowed"),
+                         ("/V4/AccessToken/7", "operation_forbidden")):
         status, body = await call(lab, path, token)
         assert (status, body["reason"]) == (403, reason)
     assert [r.raw_path for r in upstream.received] == ["/Client", "/client/5", "/V2/Plan"]
@@ -172,16 +172,16 @@ async def test_the_ip_allowlist_admits_only_its_addresses(lab: Labgate, upstream
 
 async def test_a_renewed_token_keeps_its_scope_endpoints_allowlist_and_renew_until(lab: Labgate) -> None:
     until = int(time.time()) + 10 * DAY
-    info = (await create(lab, scope="Custom", apiEndpoints=["/Client"], ipAllowlist=["10.1.1.0/24"],
+    info = (await create(lab, scope="Custom", apiEndpoints=["/ClientGroup"], ipAllowlist=["10.1.1.0/24"],
                          renewableUntilTimestamp=until))[1]["tokenInfo"]
     status, renewed = await renew(lab, info["refreshToken"])
     assert status == 200 and renewed["token_type"] == "Bearer" and renewed["expires_in"] == 1800
     first, second = claims(info["accessToken"]), claims(renewed["access_token"])
     for claim in ("sub", "client_id", "aud", "token_type", "path_prefixes", "client_ips", "chain"):
         assert first[claim] == second[claim], claim
-    assert (second["path_prefixes"], second["client_ips"]) == (["/Client"], ["10.1.1.0/24"])
-    assert (await call(lab, "/Client", renewed["access_token"], client_ip="10.1.1.9"))[0] == 200
-    assert (await call(lab, "/ClientGroup", renewed["access_token"], client_ip="10.1.1.9"))[1]["reason"] == "prefix_not_allowed"
+    assert (second["path_prefixes"], second["client_ips"]) == (["/ClientGroup"], ["10.1.1.0/24"])
+    assert (await call(lab, "/ClientGroup", renewed["access_token"], client_ip="10.1.1.9"))[0] == 200
+    assert (await call(lab, "/Client", renewed["access_token"], client_ip="10.1.1.9"))[1]["reason"] == "prefix_not_allowed"
     assert renewed["refresh_token"] != info["refreshToken"]
 
 

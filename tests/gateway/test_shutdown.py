@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import aiohttp
@@ -80,3 +82,32 @@ async def test_sigterm_with_nothing_in_flight_exits_at_once(tmp_path: Path) -> N
             assert (await get(f"{url}/demo/api/hosts", mint()))[0] == 200
             process.send_signal(signal.SIGTERM)
             assert await exit_code(process) == 0  # the hour-long deadline is never waited for
+
+
+async def test_a_request_cut_at_the_drain_deadline_is_logged_and_the_process_exits_within_a_second(tmp_path: Path) -> None:
+    log, token = tmp_path / "labgate.log", mint()
+    async with GatedUpstream() as appliance:
+        config = write_config(tmp_path, appliance.url, upstream=SLOW_APPLIANCE, shutdown={"drain_seconds": 1})
+        async with labgate_serving(config, log=log, log_level="info") as (url, process):
+            slow = asyncio.create_task(get_with_id(f"{url}/demo/api/slow", token, "cut-me"))
+            await asyncio.wait_for(appliance.arrived.wait(), 5)
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert await exit_code(process) == 0
+            took = time.monotonic() - sent
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(slow, 10)
+    assert took <= 1 + 1, f"exited {took:.2f}s after SIGTERM with drain_seconds: 1"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    (cut,) = [line for line in lines if line.get("reason") == "shutdown_cut"]
+    assert (cut["request_id"], cut["method"], cut["path"], cut["decision"], cut["status"]) == (
+        "cut-me", "GET", "/demo/api/slow", "deny", 503
+    )
+    assert token not in log.read_text()
+
+
+async def get_with_id(url: str, token: str, request_id: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {token}", "X-Request-ID": request_id}
+        async with session.get(url, headers=headers) as response:
+            return response.status

@@ -101,7 +101,7 @@ async def test_emergency_grant_simplivity_style(running: RunningGateway) -> None
     form = {"grant_type": "emergency", "username": EMERGENCY[0], "password": EMERGENCY[1]}
     status, _, body = await token_call(running, form, authorization=basic("simplivity", ""))
     assert status == 200 and "refresh_token" not in body  # the emergency type is not refreshable
-    assert body["expires_in"] == 3600  # no ttl in the type: the documented default
+    assert body["expires_in"] == 86400  # SimpliVity: "after 24 hours even with continuous activity" (idle: per request)
     said = claims(body["access_token"])
     assert (said["sub"], said["client_id"], said["token_type"]) == ("svtcli", "simplivity", "emergency")
     assert (await api_get(running, "/demo/api/hosts", body["access_token"]))[0] == 200

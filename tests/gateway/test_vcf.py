@@ -172,6 +172,27 @@ async def test_a_roles_claim_narrows_what_reaches_the_appliance(
     assert vcf.authorization_seen == [f"Bearer {STANDING}"] * len(allowed)
 
 
+IAM = "/suite-api/api/fleet-management/iam"
+MINTING = [  # every credential-minting IAM operation Create Emergency Client's page lists
+    ("POST", f"{IAM}/ssorealms"), ("DELETE", f"{IAM}/ssorealms/realm-1"),
+    ("POST", f"{IAM}/ssorealms/realm-1/api-clients"), ("PATCH", f"{IAM}/ssorealms/realm-1/api-clients/c1"),
+    ("POST", f"{IAM}/ssorealms/realm-1/api-tokens"), ("POST", f"{IAM}/ssorealms/realm-1/api-tokens/t1/regenerate"),
+    ("POST", f"{IAM}/ssorealms/realm-1/oauth-apps"), ("POST", f"{IAM}/ssorealms/realm-1/oauth-apps/a1/rotate-secret"),
+    ("POST", f"{REALM_CLIENTS}"), ("POST", f"{REALM_CLIENTS}/other/regenerate"),
+    ("POST", f"{IAM}/identity-providers"), ("POST", f"{IAM}/identity-providers/idp-1/directories/d1/sync-client"),
+]
+
+
+@pytest.mark.parametrize("roles", [[{"roleName": "iam-admin"}], [{"roleName": "auditor"}]], ids=["iam-admin", "ceiling"])
+async def test_no_emergency_client_mints_or_kills_a_credential(vcf: VcfLab, roles: list[Any]) -> None:
+    """A credential does not mint or kill credentials: refused before the appliance, whatever the client's roles."""
+    made = await vcf.create(roles=roles)
+    for method, path in MINTING:
+        status, body = await vcf.call(method, path, made["accessToken"], body={} if method in ("POST", "PATCH") else None)
+        assert_refused(status, body, (403, "operation_forbidden"))
+    assert vcf.mock.received == []
+
+
 async def test_regenerate_kills_the_old_token_on_its_next_request(vcf: VcfLab) -> None:
     old = (await vcf.create())["accessToken"]
     assert (await vcf.call("GET", "/suite-api/api/resources", old))[0] == 200

@@ -11,7 +11,7 @@ from proxy.config import Config, load_config
 from proxy.issuer.emergency_clients import (
     EmergencyClientRecord,
     EmergencyClientTypes,
-    RequestProblem,
+    EmergencyClientProblem,
     RoleType,
     max_ttl_minutes,
     parse_new_client,
@@ -146,6 +146,9 @@ REFUSED = [
     ("string_ttl", {**GOOD, "accessTokenTtl": "60"}, "whole minutes"),
     ("bool_ttl", {**GOOD, "accessTokenTtl": True}, "whole minutes"),
     ("ttl_beyond_the_issuers_bound", {**GOOD, "accessTokenTtl": 1441}, "issuer.access_token_max_lifetime"),
+    # VCF's own example, under a 24h bound: said as what it is, never "is required".
+    ("vcf_example_beyond_a_day", {**GOOD, "accessTokenTtl": 259200},
+     "accessTokenTtl 259200 minutes (180 days) is longer than labgate signs tokens here: at most 1440 minutes (1 days)"),
     ("roles_not_a_list", {**GOOD, "roles": "viewer"}, "roles must be an array"),
     ("role_object_without_name", {**GOOD, "roles": [{"name": "viewer"}]}, '{"roleName": "<name>"}'),
     ("role_empty", {**GOOD, "roles": [""]}, '{"roleName": "<name>"}'),
@@ -158,9 +161,20 @@ REFUSED = [
 
 @pytest.mark.parametrize("body, expected", [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
 def test_bad_create_requests_are_refused_with_what_to_send(body: Any, expected: str) -> None:
-    with pytest.raises(RequestProblem) as caught:
+    with pytest.raises(EmergencyClientProblem) as caught:
         parse_new_client(body, 1440)
     assert expected in str(caught.value)
+
+
+def test_the_documents_own_example_is_taken_under_the_shipped_bound() -> None:
+    """VCF's Create Emergency Client example sends ``"accessTokenTtl" : 259200``; the shipped configs sign that long."""
+    example = {"clientId": "emergency-client-id", "clientName": "Emergency Access Client",
+               "clientDescription": "API client for emergency access purposes", "accessTokenTtl": 259200}
+    for example_config in ("issuer.yaml", "lab.yaml"):
+        shipped = load_config(Path(__file__).resolve().parents[2] / "deploy" / "examples" / example_config)
+        assert shipped.issuer is not None
+        longest = max_ttl_minutes(shipped.issuer, shipped.packs["vcf"], TYPES.token_types)
+        assert parse_new_client(example, longest).ttl_minutes == 259200
 
 
 def test_the_longest_ttl_is_the_issuers_bound_and_the_types_lifetimes(tmp_path: Path) -> None:

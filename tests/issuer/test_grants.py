@@ -9,10 +9,12 @@ import pytest
 
 from proxy.config import load_config
 from proxy.issuer.grants import DEFAULT_ACCESS_TOKEN_LIFETIME, token_terms
+from proxy.policy.load import load_compiled_pack
 from proxy.policy.model import Lifetimes
 from proxy.tokens.issuer_source import IssuerSourceSettings
 from tests.conftest import write_config
 from tests.issuer.issuing import issuer_settings
+from tests.issuer.shipped import POLICIES
 from tests.test_config import problems_for
 
 ISSUER = {"url": "https://labgate.lab.example"}
@@ -68,10 +70,23 @@ ISSUER_SETTINGS = issuer_settings(access_token_max_lifetime=7200.0)
         (Lifetimes(ttl=1800, refresh_until=90 * 86400), 1800, 90 * 86400),
         (Lifetimes(), DEFAULT_ACCESS_TOKEN_LIFETIME, None),
         (Lifetimes(idle=600, absolute=1200), 1200, None),
+        (Lifetimes(ttl=600, absolute=1200), 600, None),
         (Lifetimes(ttl=14 * 86400), 7200, None),
     ],
-    ids=["commvault-all", "no-ttl-default", "absolute-shorter", "beyond-the-issuer-maximum"],
+    ids=["commvault-all", "no-ttl-default", "absolute-without-ttl", "ttl-within-absolute", "beyond-the-issuer-maximum"],
 )
 def test_token_terms(lifetimes: Lifetimes, lifetime: float, refresh_until: float | None) -> None:
     terms = token_terms(lifetimes, ISSUER_SETTINGS)
     assert (terms.lifetime, terms.refresh_until) == (lifetime, refresh_until)
+
+
+def test_simplivity_tokens_live_24_hours_and_die_after_ten_idle_minutes() -> None:
+    """SimpliVity: "Tokens expire either after ten minutes of inactivity or after 24 hours even with
+    continuous activity." The token lives the 24 hours; the idle limit is checked at every request."""
+    simplivity = load_compiled_pack(POLICIES / "simplivity.yaml")
+    for token_type in ("emergency", "password"):
+        lifetimes = simplivity.token_types[token_type].spec.lifetimes
+        assert (lifetimes.idle, lifetimes.absolute) == (600, 86400)
+        assert token_terms(lifetimes, issuer_settings(access_token_max_lifetime=365 * 86400.0)).lifetime == 86400
+        assert token_terms(lifetimes, issuer_settings(access_token_max_lifetime=86400.0)).lifetime == 86400  # labgate's default bound
+        assert token_terms(lifetimes, issuer_settings(access_token_max_lifetime=600.0)).lifetime == 600  # never past the issuer's

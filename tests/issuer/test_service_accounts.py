@@ -13,7 +13,7 @@ from proxy.issuer.service_accounts import (
     ONE_TOUCH_PREFIXES,
     SCOPES,
     NewServiceToken,
-    RequestProblem,
+    ServiceAccountProblem,
     ServiceAccountScopes,
     ServiceTokenRecord,
     parse_new_token,
@@ -148,13 +148,13 @@ REFUSED: list[tuple[str, Any, str]] = [
 
 @pytest.mark.parametrize("body, expected", [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
 def test_bad_create_requests_are_refused_with_what_to_send(body: Any, expected: str) -> None:
-    with pytest.raises(RequestProblem) as caught:
+    with pytest.raises(ServiceAccountProblem) as caught:
         parse_new_token(body, SCOPES)
     assert expected in str(caught.value)
 
 
 def test_a_scope_the_upstream_does_not_offer_is_refused() -> None:
-    with pytest.raises(RequestProblem, match=r"this upstream offers no Hyperscale tokens \(offered: All, Custom\)"):
+    with pytest.raises(ServiceAccountProblem, match=r"this upstream offers no Hyperscale tokens \(offered: All, Custom\)"):
         parse_new_token({"tokenName": "t", "scope": "Hyperscale"}, ("All", "Custom"))
 
 
@@ -188,13 +188,13 @@ def test_renewal_may_end_sooner_never_later(config: Config) -> None:
     assert plan(config, new_token("Hyperscale", renewable_until=NOW + DAY)).renewable_until == NOW + DAY
     assert plan(config, new_token(renewable_until=NOW + 90 * DAY)).renewable_until == NOW + 90 * DAY
     for until in (NOW + 90 * DAY + 1, NOW, NOW - 5):
-        with pytest.raises(RequestProblem, match="at most 90 days from now"):
+        with pytest.raises(ServiceAccountProblem, match="at most 90 days from now"):
             plan(config, new_token(renewable_until=until))
 
 
 def test_a_renewable_tokens_first_access_token_may_expire_sooner(config: Config) -> None:
     assert plan(config, new_token(token_expiry=NOW + 600)).access_lifetime == 600
-    with pytest.raises(RequestProblem, match="within the access token's lifetime"):
+    with pytest.raises(ServiceAccountProblem, match="within the access token's lifetime"):
         plan(config, new_token(token_expiry=NOW + 1801))
 
 
@@ -208,31 +208,31 @@ def test_a_one_touch_token_carries_exactly_the_five_prefixes_and_lives_7_days(co
     assert planned.path_prefixes == ONE_TOUCH_PREFIXES == ("/Client", "/MediaAgent", "/ClientGroup", "/V4/ServerGroup", "/FirewallSummary")
     assert (planned.token_type, planned.access_lifetime, planned.renewable_until) == ("one-touch", 7 * DAY, None)
     assert plan(config, new_token("1-Touch recovery", token_expiry=NOW + 14 * DAY)).access_lifetime == 14 * DAY
-    with pytest.raises(RequestProblem, match="at most 14 days from now"):
+    with pytest.raises(ServiceAccountProblem, match="at most 14 days from now"):
         plan(config, new_token("1-Touch recovery", token_expiry=NOW + 14 * DAY + 1))
 
 
 def test_a_scim_token_lives_30_days_at_most_365(config: Config) -> None:
     assert plan(config, new_token("Microsoft SCIM")).access_lifetime == 30 * DAY
     assert plan(config, new_token("Microsoft SCIM", token_expiry=NOW + 365 * DAY), 366 * DAY).access_lifetime == 365 * DAY
-    with pytest.raises(RequestProblem, match="at most 365 days"):
+    with pytest.raises(ServiceAccountProblem, match="at most 365 days"):
         plan(config, new_token("Microsoft SCIM", token_expiry=NOW + 366 * DAY), 366 * DAY)
 
 
 def test_the_issuers_bound_cuts_the_default_and_refuses_beyond(config: Config) -> None:
     assert plan(config, new_token("Microsoft SCIM"), DAY).access_lifetime == DAY
-    with pytest.raises(RequestProblem, match="at most 1 days from now"):
+    with pytest.raises(ServiceAccountProblem, match="at most 1 days from now"):
         plan(config, new_token("1-Touch recovery", token_expiry=NOW + 2 * DAY), DAY)
 
 
 @pytest.mark.parametrize("scope", ["1-Touch recovery", "Microsoft SCIM"])
 def test_one_touch_and_scim_tokens_do_not_renew(config: Config, scope: str) -> None:
-    with pytest.raises(RequestProblem, match="are not renewable"):
+    with pytest.raises(ServiceAccountProblem, match="are not renewable"):
         plan(config, new_token(scope, renewable_until=NOW + DAY))
 
 
 def test_an_expiry_in_the_past_is_refused(config: Config) -> None:
-    with pytest.raises(RequestProblem, match="must be in the future"):
+    with pytest.raises(ServiceAccountProblem, match="must be in the future"):
         plan(config, new_token("Microsoft SCIM", token_expiry=NOW))
 
 
@@ -261,7 +261,7 @@ def test_a_renewable_scope_mapped_to_a_type_without_refresh_until_gets_one_token
     issuer = issuer_settings(access_token_max_lifetime=30 * DAY)
     planned = plan_token(new_token("All"), "one-touch", config.packs["commvault"], issuer, NOW)
     assert (planned.access_lifetime, planned.renewable_until) == (14 * DAY, None)  # the type's ttl; no refresh token
-    with pytest.raises(RequestProblem, match=r"All tokens \(type 'one-touch'\) are not renewable"):
+    with pytest.raises(ServiceAccountProblem, match=r"All tokens \(type 'one-touch'\) are not renewable"):
         plan_token(new_token("All", renewable_until=NOW + DAY), "one-touch", config.packs["commvault"], issuer, NOW)
 
 
@@ -270,3 +270,18 @@ def test_the_default_renew_until_is_the_whole_second_the_token_shows(config: Con
     issuer = issuer_settings(access_token_max_lifetime=30 * DAY)
     planned = plan_token(new_token(), SCOPE_TYPES["All"], config.packs["commvault"], issuer, NOW + 0.75)
     assert planned.renewable_until == math.floor(NOW + 0.75 + 90 * DAY)
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+
+
+@pytest.mark.parametrize("example", ["issuer.yaml", "lab.yaml"])
+def test_the_shipped_configs_give_1_touch_7_days_and_scim_30_days(example: str) -> None:
+    """Commvault: SCIM tokens live 30 days (at most 365) and 1-Touch tokens 7 days (at most 14), not renewable.
+    The shipped configs sign that long; a config whose issuer bound is shorter cuts the default to it."""
+    shipped = load_config(EXAMPLES / example)
+    assert shipped.issuer is not None
+    commvault = shipped.packs["commvault"]
+    for scope, days in (("1-Touch recovery", 7), ("Microsoft SCIM", 30)):
+        planned = plan_token(new_token(scope), SCOPE_TYPES[scope], commvault, shipped.issuer, NOW)
+        assert planned.access_lifetime == days * DAY and planned.renewable_until is None

@@ -316,3 +316,25 @@ async def test_every_request_is_recorded_before_any_check(commvault: tuple[Commv
     mock, url = commvault
     await call(url, "GET", "/Client?x=1")
     assert mock.received == [("GET", f"{BASE}/Client?x=1")]
+
+
+async def test_a_hyperscale_token_reaches_only_the_hyperscale_apis_and_renews(commvault: tuple[CommvaultAppliance, str]) -> None:
+    """"Hyperscale: Executes Hyperscale REST APIs." — tokenType 5 (cvpysdk's number), renewable like All and Custom."""
+    _, url = commvault
+    info = await create(url, await login(url), tokenType=5)
+    assert info["tokenType"] == 5 and "refreshToken" in info
+    for path in ("/Client", "/V2/Plan", "/MediaAgent", "/ClientGroup"):
+        status, body = await call(url, "GET", path, bearer=info["accessToken"])
+        assert (status, body["errorMessage"]) == (403, "This access token's scope does not include this API"), path
+    status, renewed = await renew(url, info)
+    assert status == 200 and renewed["tokenInfo"]["accessToken"] != info["accessToken"]
+
+
+async def test_an_access_token_may_arrive_in_the_authtoken_header_as_bearer(commvault: tuple[CommvaultAppliance, str]) -> None:
+    """Commvault's own SDK sends access tokens as ``Authtoken: Bearer <token>``."""
+    _, url = commvault
+    info = await create(url, await login(url), tokenType=3, apiEndpoints=["/plans"])
+    assert (await call(url, "GET", "/V2/Plan", headers={"Authtoken": f"Bearer {info['accessToken']}"}))[0] == 200
+    status, body = await call(url, "GET", "/Client", headers={"Authtoken": f"Bearer {info['accessToken']}"})
+    assert (status, body["errorCode"]) == (403, 403)
+    assert (await call(url, "GET", "/V2/Plan", headers={"Authtoken": "Bearer nope"}))[0] == 401

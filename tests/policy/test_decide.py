@@ -297,3 +297,42 @@ def test_a_subtree_deny_rule_covers_its_path_and_everything_below(method: str, t
 def test_a_subtree_deny_rule_stops_at_its_own_path_and_method(method: str, target: str) -> None:
     decision = decide(RequestFacts(method, parse_target(target), None), TokenFacts("all", "h"), SUBTREE)
     assert decision.allowed, decision
+
+
+ROUTE_QUERIES = compile_pack(
+    load_pack_text(
+        """
+pack: rq
+token_types:
+  emergency:
+    routes:
+      - GET /api/hosts
+      - route: POST /api/backups/{bkpId}/restore
+        query: {allow: [restore_original]}
+      - route: GET /api/tasks
+        query: {deny: [sort]}
+    query:
+      allow: [offset, limit]
+""",
+        "rq.yaml",
+    )
+)
+
+
+@pytest.mark.parametrize(
+    "method, target, reason, rule",
+    [
+        ("POST", "/api/backups/b1/restore?restore_original=true", Reason.ALLOWED, "rq/emergency/routes/POST /api/backups/{bkpId}/restore"),
+        ("GET", "/api/hosts?restore_original=true", Reason.QUERY_PARAM_NOT_ALLOWED, "rq/emergency/query"),
+        ("GET", "/api/hosts?offset=5", Reason.ALLOWED, "rq/emergency/routes/GET /api/hosts"),
+        # The route's rule replaces the type's: paging is not a parameter of the restore call.
+        ("POST", "/api/backups/b1/restore?offset=5", Reason.QUERY_PARAM_NOT_ALLOWED, "rq/emergency/query/POST /api/backups/{bkpId}/restore"),
+        ("POST", "/api/backups/b1/restore?RESTORE_ORIGINAL=1", Reason.ALLOWED, "rq/emergency/routes/POST /api/backups/{bkpId}/restore"),
+        # A deny-mode route rule replaces the type's allowlist on that route only.
+        ("GET", "/api/tasks?state=done", Reason.ALLOWED, "rq/emergency/routes/GET /api/tasks"),
+        ("GET", "/api/tasks?s%6Frt=name", Reason.QUERY_PARAM_NOT_ALLOWED, "rq/emergency/query/GET /api/tasks"),
+    ],
+)
+def test_a_route_query_rule_replaces_the_types_on_that_route_only(method: str, target: str, reason: Reason, rule: str) -> None:
+    decision = decide(request(method, target), token("emergency"), ROUTE_QUERIES)
+    assert (decision.reason, decision.rule) == (reason, rule)

@@ -77,6 +77,14 @@ BAD_PACKS = [
     ("subtree_in_an_allow_route", "pack: p\ntoken_types:\n  t:\n    routes: ['GET /a/**']\n", "pack.yaml:4: route 'GET /a/**': '/**' (everything below) is for deny rules only"),
     ("subtree_not_at_the_end", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    deny: ['* /a/**/b']\n", "pack.yaml:5:"),
     ("subtree_twice", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    deny: ['* /a/**', '* /a/**']\n", "listed twice"),
+    ("route_mapping_without_query", "pack: p\ntoken_types:\n  t:\n    routes:\n      - {route: GET /a}\n", "pack.yaml:5: a route written as a mapping needs 'route'"),
+    ("route_mapping_without_route", "pack: p\ntoken_types:\n  t:\n    routes:\n      - GET /b\n      - {query: {allow: [a]}}\n", "pack.yaml:6: a route written as a mapping needs 'route'"),
+    ("route_mapping_unknown_key", "pack: p\ntoken_types:\n  t:\n    routes:\n      - route: GET /a\n        query: {allow: [a]}\n        limit: 5\n", "pack.yaml:7: unknown key 'limit'"),
+    ("route_mapping_bad_route", "pack: p\ntoken_types:\n  t:\n    routes:\n      - {route: FETCH /a, query: {allow: [a]}}\n", "pack.yaml:5: route 'FETCH /a': method must be one of"),
+    ("route_mapping_bad_query_name", "pack: p\ntoken_types:\n  t:\n    routes:\n      - route: GET /a\n        query:\n          allow:\n            - 'so rt'\n", "pack.yaml:8: query parameter name"),
+    ("route_mapping_both_modes", "pack: p\ntoken_types:\n  t:\n    routes:\n      - route: GET /a\n        query: {allow: [a], deny: [b]}\n", "pack.yaml:6: query needs exactly one of"),
+    ("route_mapping_twice", "pack: p\ntoken_types:\n  t:\n    routes:\n      - GET /a/{x}\n      - {route: 'GET /a/{y}', query: {allow: []}}\n", "pack.yaml:6: routes: 'GET /a/{y}' is listed twice"),
+    ("route_mapping_in_deny", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    deny:\n      - {route: GET /b, query: {allow: []}}\n", "pack.yaml:6: items of 'deny' must be non-empty strings, not a mapping"),
     ("shadow_not_a_boolean", "pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n    shadow: yes please\n", "pack.yaml:5: 'shadow' must be true or false"),
 ]
 
@@ -85,6 +93,18 @@ BAD_PACKS = [
 def test_bad_pack_is_refused_with_file_and_line(text: str, expected: str) -> None:
     found = problems(text)
     assert any(expected in p for p in found), found
+
+
+def test_a_route_may_carry_its_own_query_rule() -> None:
+    pack = load_pack_text(
+        "pack: p\ntoken_types:\n  t:\n    routes:\n      - GET /a\n"
+        "      - route: POST /b/{id}/restore\n        query: {allow: [restore_original]}\n"
+        "    query: {allow: [offset]}\n"
+    )
+    spec = pack.token_types["t"]
+    assert [r.text for r in spec.routes] == ["GET /a", "POST /b/{id}/restore"]
+    assert [(r.text, q.names) for r, q in spec.route_queries] == [("POST /b/{id}/restore", frozenset({"restore_original"}))]
+    assert spec.query is not None and spec.query.names == frozenset({"offset"})
 
 
 def test_every_problem_is_reported_at_once() -> None:
@@ -96,3 +116,27 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_shadow_mode_is_off_unless_a_type_asks_for_it() -> None:
     pack = load_pack_text("pack: p\ntoken_types:\n  strict: {routes: [GET /a]}\n  rollout: {routes: [GET /a], shadow: true}\n")
     assert (pack.token_types["strict"].shadow, pack.token_types["rollout"].shadow) == (False, True)
+
+
+def test_deny_except_names_exact_operations_under_deny_rules() -> None:
+    pack = load_pack_text(
+        'pack: p\ntoken_types:\n  t:\n    path_prefixes: [/]\n    deny: ["* /V4/AccessToken/**"]\n'
+        "    deny_except: [POST /V4/AccessToken/Renew]\n    token_prefix_match: starting-with\n"
+    )
+    assert [r.text for r in pack.token_types["t"].deny_except] == ["POST /V4/AccessToken/Renew"]
+    assert pack.token_types["t"].token_prefix_match == "starting-with"
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('    deny: ["* /a/**"]\n    deny_except: ["GET /a/**"]\n', "'/**' (everything below) is for deny rules only"),
+        ('    deny_except: ["POST /a/b"]\n', "deny_except makes exceptions to 'deny' rules: this type has none"),
+        ('    deny: ["* /a/**"]\n    deny_except: ["* /a/b"]\n', "method must be one of"),
+        ("    token_prefix_match: prefix\n", "'token_prefix_match' must be one of whole-segments, starting-with"),
+    ],
+    ids=["subtree", "no-deny", "any-method", "unknown-reading"],
+)
+def test_bad_exceptions_and_readings_are_refused(body: str, expected: str) -> None:
+    found = problems("pack: p\ntoken_types:\n  t:\n    path_prefixes: [/]\n" + body)
+    assert any(expected in p for p in found), found

@@ -96,4 +96,11 @@ def test_commvault_paths_are_case_insensitive_and_one_touch_has_exactly_five_pre
 def test_simplivity_emergency_allows_paging_and_nothing_else_in_the_query() -> None:
     query = pack("simplivity").token_types["emergency"].spec.query
     assert query is not None and query.mode == "allow"
-    assert query.names == frozenset({"offset", "limit", "restore_original"})
+    assert query.names == frozenset({"offset", "limit"})
+
+
+def test_simplivity_restore_original_belongs_to_the_restore_route_alone() -> None:
+    route_queries = pack("simplivity").token_types["emergency"].spec.route_queries
+    assert [(route.text, rule.mode, rule.names) for route, rule in route_queries] == [
+        ("POST /api/backups/{bkpId}/restore", "allow", frozenset({"restore_original"})),
+    ]

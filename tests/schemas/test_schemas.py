@@ -69,6 +69,8 @@ CONFIG_PLACES: dict[str, tuple[str, ...]] = {
     "an oauth credential": ("/$defs/oauthCredential",),
     "credential.tls": ("/$defs/oauthCredential/properties/tls",),
     "headers": ("/$defs/upstream/properties/headers",),
+    "an upstream's rate_limit": ("/$defs/upstream/properties/rate_limit/oneOf/1",),
+    "health": ("/$defs/upstream/properties/health",),
 }
 PACK_PLACES: dict[str, tuple[str, ...]] = {
     "a policy pack": ("",),
@@ -76,6 +78,8 @@ PACK_PLACES: dict[str, tuple[str, ...]] = {
     "query": ("/$defs/tokenType/properties/query",),
     "lifetimes": ("/$defs/tokenType/properties/lifetimes",),
     "headers": ("/properties/headers",),
+    "a route entry": ("/$defs/tokenType/properties/routes/items/else",),
+    "rate_limit": ("/$defs/rateLimit/oneOf/1",),
 }
 # Policy test files (*.tests.yaml) have no schema: labgate test reads them.
 NOT_IN_A_SCHEMA = ("proxy/policy/testcases.py",)

@@ -266,7 +266,7 @@ async def test_replicas_starting_together_make_one_first_key(store: Store) -> No
     if isinstance(store, SqliteStore):
         other = SqliteStore(store.path)
     elif isinstance(store, RedisStore):
-        other = RedisStore(store.url, prefix=store.prefix)  # the same keys, another connection
+        other = RedisStore(store.target, prefix=store.prefix)  # the same keys, another connection
     try:
         now = time.time()
         results = await asyncio.gather(*(
@@ -374,7 +374,7 @@ def other_client(store: Store) -> Store:
     if isinstance(store, SqliteStore):
         return SqliteStore(store.path)
     if isinstance(store, RedisStore):
-        return RedisStore(store.url, prefix=store.prefix)
+        return RedisStore(store.target, prefix=store.prefix)
     return store
 
 
@@ -421,3 +421,104 @@ async def test_redis_keeps_no_index_entries_for_records_long_expired(redis_serve
         assert await store.list_records("refresh", now) == [("new", "y")]
     finally:
         await store.close()
+
+
+async def test_adding_a_record_writes_it_only_when_absent(store: Store) -> None:
+    now = time.time()
+    assert await store.add_record("subject", "alice", "first", now) is True
+    assert await store.add_record("subject", "alice", "second", now) is False
+    assert await store.get_record("subject", "alice", now) == "first"
+    assert await store.list_records("subject", now) == [("alice", "first")]
+
+
+async def test_adding_over_an_expired_record_replaces_it(store: Store) -> None:
+    now = time.time()
+    await store.put_record("emergency-client", "c1", "old", expires_at=now + 5)
+    assert await store.add_record("emergency-client", "c1", "new", now + 1) is False
+    assert await store.add_record("emergency-client", "c1", "new", now + 5, expires_at=now + 60) is True
+    assert await store.get_record("emergency-client", "c1", now + 6) == "new"
+    assert await store.list_records("emergency-client", now + 6) == [("c1", "new")]
+
+
+async def test_many_replicas_adding_one_record_leave_exactly_one_winner(store: Store) -> None:
+    """Creating a subject or client rests on this: two simultaneous creates give one success."""
+    others = [other_client(store) for _ in range(3)]
+    try:
+        now = time.time()
+        for round_ in range(5):
+            adders = [store, *others] * 4
+            results = await asyncio.gather(
+                *(adder.add_record("subject", f"s{round_}", f"by {n}", now) for n, adder in enumerate(adders))
+            )
+            assert results.count(True) == 1
+            winner = results.index(True)
+            assert await store.get_record("subject", f"s{round_}", now) == f"by {winner}"
+    finally:
+        for other in others:
+            if other is not store:
+                await other.close()
+
+
+# -- rate limits (GCRA, proxy/store/gcra.py) ------------------------------------------
+
+from proxy.store.gcra import RateCheck  # noqa: E402 - grouped with the tests that use it
+
+
+def per_minute(key: str, requests: int) -> RateCheck:
+    return RateCheck(key, 60.0 / requests, requests)
+
+
+async def test_a_rate_limit_lets_its_whole_budget_go_then_refuses(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-burst", 3)
+    answers = [await store.rate_limit([check], now) for _ in range(4)]
+    assert [a.allowed for a in answers] == [True, True, True, False]
+    assert [a.states[0].remaining for a in answers] == [2, 1, 0, 0]
+    assert answers[3].retry_after == pytest.approx(20.0)  # one request every 20 s
+    assert answers[3].states[0].reset == pytest.approx(60.0)
+
+
+async def test_a_rate_limit_refills_one_request_per_interval(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-refill", 3)
+    for _ in range(3):
+        assert (await store.rate_limit([check], now)).allowed
+    assert not (await store.rate_limit([check], now + 19.9)).allowed
+    refilled = await store.rate_limit([check], now + 20.0)
+    assert refilled.allowed and refilled.states[0].remaining == 0
+    after_quiet = await store.rate_limit([check], now + 20.0 + 60.0)
+    assert after_quiet.allowed and after_quiet.states[0].remaining == 2
+
+
+async def test_a_refused_request_spends_no_budget(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-unspent", 1)
+    assert (await store.rate_limit([check], now)).allowed
+    for second in range(1, 59):
+        assert not (await store.rate_limit([check], now + second)).allowed
+    assert (await store.rate_limit([check], now + 60.0)).allowed  # the refusals did not push it back
+
+
+async def test_several_limits_spend_all_or_nothing(store: Store) -> None:
+    now = time.time()
+    narrow, wide = per_minute("rl-narrow", 1), per_minute("rl-wide", 10)
+    assert (await store.rate_limit([wide, narrow], now)).allowed
+    refused = await store.rate_limit([wide, narrow], now)
+    assert not refused.allowed
+    assert [s.remaining for s in refused.states] == [9, 0]  # the wide budget was not spent by the refusal
+    alone = await store.rate_limit([wide], now)
+    assert alone.allowed and alone.states[0].remaining == 8
+
+
+async def test_rate_limit_keys_are_independent(store: Store) -> None:
+    now = time.time()
+    assert (await store.rate_limit([per_minute("rl-a", 1)], now)).allowed
+    assert (await store.rate_limit([per_minute("rl-b", 1)], now)).allowed
+    assert not (await store.rate_limit([per_minute("rl-a", 1)], now)).allowed
+
+
+async def test_concurrent_rate_limit_checks_never_overspend(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-race", 5)
+    answers = await asyncio.gather(*(store.rate_limit([check], now) for _ in range(20)))
+    assert sum(a.allowed for a in answers) == 5

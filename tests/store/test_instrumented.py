@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 
 import pytest
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord
-from proxy.store.instrumented import InstrumentedStore
+from proxy.store.gcra import RateCheck
+from proxy.store.instrumented import ERROR_LOG_INTERVAL, InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
 from tests.conftest import free_port
@@ -39,11 +41,13 @@ async def exercise(store: Store) -> None:
     await store.rotate_signing_key(SigningKeyRecord("kid2", "ES256", now + 1, "public", "private"), now + 60)
     await store.signing_keys(now)
     await store.put_record("subject", "alice", "{}", now + 60)
+    await store.add_record("subject", "bob", "{}", now)
     await store.get_record("subject", "alice", now)
     await store.list_records("subject", now)
     await store.take_record("subject", "alice", now)
     await store.delete_record("subject", "alice")
     await store.ping()
+    await store.rate_limit([RateCheck("rl", 1.0, 5)], now)
 
 
 def test_every_store_operation_is_instrumented() -> None:
@@ -82,3 +86,22 @@ async def test_an_unreachable_store_is_counted_per_operation_and_still_raises() 
         assert errors(metrics, operation) == 1, operation
         assert count(metrics, operation) == 1, operation  # failed calls are timed too
     assert errors(metrics, "get_token") == 0
+
+
+async def test_store_errors_are_logged_with_their_cause_at_most_once_an_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """A failing store is visible in the log, not only in a counter, and a burst of failures is one line."""
+    moments = iter([100.0, 101.0, 102.0, 100.0 + ERROR_LOG_INTERVAL + 1])
+    store = InstrumentedStore(
+        RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=1.0), GatewayMetrics(), clock=lambda: next(moments)
+    )
+    try:
+        with caplog.at_level(logging.WARNING, logger="labgate"):
+            for _ in range(4):
+                with pytest.raises(StoreUnavailable):
+                    await store.revoked_at("token", "f" * 64, time.time())
+    finally:
+        await store.close()
+    lines = [r.getMessage() for r in caplog.records if "store error" in r.getMessage()]
+    assert len(lines) == 2
+    assert "revoked_at" in lines[0] and "ConnectionError" in lines[0] and "127.0.0.1" in lines[0]
+    assert "2 more store errors" in lines[1]

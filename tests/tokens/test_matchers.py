@@ -58,6 +58,15 @@ P = pytest.param
         P({}, {"anything": 1}, True, id="empty_match_matches_all"),
         P({"a": "x", "b": "y"}, {"a": "x", "b": "y"}, True, id="all_hold"),
         P({"a": "x", "b": "y"}, {"a": "x", "b": "z"}, False, id="one_fails"),
+        # HCP reads the realm Local in any letter case ("omit the realm option for the request, or
+        # specify a realm value of Local"; its own example sends realm=local).
+        P({"realm": {"in_any_case": ["Local", "marketingUsers"]}}, {"realm": "LOCAL"}, True, id="in_any_case_upper"),
+        P({"realm": {"in_any_case": ["Local", "marketingUsers"]}}, {"realm": "MarketingUsers"}, True, id="in_any_case_mixed"),
+        P({"realm": {"in_any_case": ["Local"]}}, {"realm": "Locals"}, False, id="in_any_case_other_name"),
+        P({"realm": {"in_any_case": ["sales"]}}, {"realm": "ſales"}, False, id="in_any_case_non_ascii_lookalike"),
+        P({"realm": {"in_any_case": ["1"]}}, {"realm": 1}, False, id="in_any_case_not_text"),
+        P({"realm": {"equals_any_case": "Local"}}, {"realm": "local"}, True, id="equals_any_case"),
+        P({"realm": {"equals_any_case": "Local"}}, {}, False, id="equals_any_case_absent"),
     ],
 )
 def test_conditions(match: dict[str, Any], claims: dict[str, Any], expected: bool) -> None:
@@ -83,6 +92,11 @@ def test_conditions(match: dict[str, Any], claims: dict[str, Any], expected: boo
         P({".a": "x"}, "dotted path", id="leading_dot"),
         P({"": "x"}, "dotted path", id="empty_name"),
         P({7: "x"}, "dotted path", id="name_not_a_string"),
+        P({"realm": {"in_any_case": "Local"}}, "non-empty list of ASCII texts", id="in_any_case_not_a_list"),
+        P({"realm": {"in_any_case": []}}, "non-empty list of ASCII texts", id="in_any_case_empty"),
+        P({"realm": {"in_any_case": ["ſales"]}}, "non-empty list of ASCII texts", id="in_any_case_non_ascii"),
+        P({"realm": {"equals_any_case": ["a"]}}, "one ASCII text", id="equals_any_case_list"),
+        P({"realm": {"equals_any_case": 1}}, "one ASCII text", id="equals_any_case_number"),
     ],
 )
 def test_bad_matchers_are_refused(match: dict[Any, Any], message: str) -> None:

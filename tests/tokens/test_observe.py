@@ -20,6 +20,7 @@ from proxy.tokens.observe import (
     read_token_answer,
     read_token_request,
     token_endpoint_segments,
+    token_endpoint_spellings,
 )
 from tests.clock import Clock
 from tests.conftest import free_port
@@ -86,8 +87,16 @@ def test_the_basic_client_id_joins_the_grant() -> None:
     [("/auth/oauth/", ("auth", "oauth", "")), ("/auth/oauth", ("auth", "oauth")), ("/api/oauth/token", ("api", "oauth", "token"))],
 )
 def test_a_token_endpoint_keeps_its_trailing_slash(path: str, segments: tuple[str, ...]) -> None:
-    """HCP documents /auth/oauth/: with and without the slash are different paths, as everywhere in labgate."""
+    """The configured spelling is kept as written, as everywhere in labgate."""
     assert token_endpoint_segments(path) == segments
+
+
+@pytest.mark.parametrize("configured", ["/auth/oauth/", "/auth/oauth"])
+def test_the_token_endpoint_is_taken_with_or_without_its_trailing_slash(configured: str) -> None:
+    """HCP: "you send an HTTP POST request to the method /auth/oauth" -- and its clients send /auth/oauth/ too."""
+    spellings = token_endpoint_spellings(token_endpoint_segments(configured))
+    assert set(spellings) == {("auth", "oauth"), ("auth", "oauth", "")}
+    assert token_endpoint_spellings(token_endpoint_segments("/")) == ((),)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 ``POST /subjects`` {name, password?} -> 201; ``GET /subjects``;
 ``GET /subjects/{name}``; ``DELETE /subjects/{name}`` -> 204, after which every
-token of the subject and of its API clients is dead and the clients are gone.
+token of the subject and of its API clients is dead, the clients are gone, and
+so is its IP allowlist as a service account.
 A password is never shown back, nor its hash.
 """
 
@@ -10,8 +11,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminRouter,
+    directory_errors,
+    expect_fields,
+)
 from proxy.issuer import directory
-from proxy.issuer.admin import AdminCall, AdminRouter, directory_errors, expect_fields
+from proxy.issuer.account_allowlists import drop_account_allowlist
 
 
 def register(router: AdminRouter) -> None:
@@ -47,5 +54,6 @@ async def delete(call: AdminCall) -> web.StreamResponse:
     with directory_errors():
         now = context.clock()
         await directory.delete_subject(context.store, context.token_state.revoke, call.params["name"], now=now)
+    await drop_account_allowlist(context.store, call.params["name"])  # a subject made again under the name starts without it
     await directory.revocation_settled(now, context.clock)
     return call.no_content()

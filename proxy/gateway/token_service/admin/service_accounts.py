@@ -10,7 +10,9 @@ access token of it dead on its next request and its refresh token unable to
 renew.
 
 A service account is a subject (``POST /subjects``): deleting the subject
-kills its tokens.  Each token's ``client_id`` claim is its
+kills its tokens.  Its IP allowlist (:mod:`proxy.gateway.token_service.admin.account_allowlists`)
+is the account's: a token created without ``ipAllowlist`` carries the
+account's list, and one with its own must stay inside it.  Each token's ``client_id`` claim is its
 ``accessTokenId``, which is what revoking it revokes, so a renewed token
 (minted by ``POST /oauth/token`` with ``grant_type=refresh_token``, from the
 refresh record that keeps its type, endpoints, IP allowlist and renew-until)
@@ -21,18 +23,33 @@ the whole chain.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 
 from aiohttp import web
 
+from proxy.gateway.token_service.admin.issuing import (
+    mint,
+    offering_upstream,
+    signing_key,
+)
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminContext,
+    AdminError,
+    AdminRouter,
+)
 from proxy.issuer import chains, directory
 from proxy.issuer.access_tokens import AccessTokenGrant
-from proxy.issuer.admin import AdminCall, AdminContext, AdminError, AdminRouter
-from proxy.issuer.admin_issuing import mint, offering_upstream, signing_key
+from proxy.issuer.account_allowlists import (
+    NotWithinAllowlist,
+    account_allowlist,
+    token_allowlist,
+)
 from proxy.issuer.records import MalformedRecord, RefreshRecord
 from proxy.issuer.service_accounts import (
     RECORD_KIND,
-    RequestProblem,
+    ServiceAccountProblem,
     ServiceTokenRecord,
     TokenPlan,
     parse_new_token,
@@ -57,17 +74,18 @@ def _offers(source: IssuerSourceSettings) -> bool:
 
 async def create(call: AdminCall) -> web.StreamResponse:
     context, now = call.context, call.context.clock()
-    name = await _account(call)
+    name = await account_of(call)
     body = dict(await call.json_body())
     upstream, source = offering_upstream(context, body.pop("upstream", None), _offers, WHAT)
     scopes = source.service_accounts
     assert scopes is not None
     try:
         new = parse_new_token(body, scopes.scopes)
+        new = dataclasses.replace(new, ip_allowlist=token_allowlist(new.ip_allowlist, await _account_list(call, name)))
         token_type = scopes.token_type(new.scope)
         assert token_type is not None  # parse_new_token takes offered scopes only
         plan = plan_token(new, token_type, context.config.packs[upstream.pack], source.issuer, now)
-    except RequestProblem as exc:
+    except (ServiceAccountProblem, NotWithinAllowlist) as exc:
         raise AdminError(Reason.BAD_ADMIN_REQUEST, str(exc)) from None
     token_id = secrets.token_hex(TOKEN_ID_BYTES)
     audience = source.audience[0]
@@ -95,24 +113,34 @@ async def create(call: AdminCall) -> web.StreamResponse:
 
 
 async def listing(call: AdminCall) -> web.StreamResponse:
-    context, now = call.context, call.context.clock()
-    name = await _account(call)
+    records = await records_of(call.context, await account_of(call), call.context.clock())
+    return call.answer({"accessTokens": [r.view() for r in records]})
+
+
+async def records_of(context: AdminContext, name: str, now: float) -> list[ServiceTokenRecord]:
+    """The account's token records, oldest first (an unreadable one names no account it could be under)."""
     records = []
     for _, text in await context.store.list_records(RECORD_KIND, now):
         try:
             record = ServiceTokenRecord.from_json(text)
         except MalformedRecord:
-            continue  # names no account it could be listed under
+            continue
         if record.subject == name:
             records.append(record)
     records.sort(key=lambda r: (r.created_at, r.token_id))
-    return call.answer({"accessTokens": [r.view() for r in records]})
+    return records
+
+
+async def revoke_record(context: AdminContext, record: ServiceTokenRecord, now: float) -> None:
+    """Every access token of it dead on its next request, its refresh chain unable to renew, its record gone."""
+    await context.token_state.revoke("client", record.token_id, now, _forget_at(record, context))
+    await context.store.delete_record(RECORD_KIND, record.token_id)
 
 
 async def delete(call: AdminCall) -> web.StreamResponse:
     """Revoke the token by its id (the ``client_id`` of every access token of it) and forget it."""
     context, now = call.context, call.context.clock()
-    name, token_id = await _account(call), call.params["token_id"]
+    name, token_id = await account_of(call), call.params["token_id"]
     text = await context.store.get_record(RECORD_KIND, token_id, now)
     if text is None:
         raise AdminError(Reason.NOT_FOUND, f"service account {name!r} has no access token {token_id!r}")
@@ -124,12 +152,18 @@ async def delete(call: AdminCall) -> web.StreamResponse:
         return call.no_content()
     if record.subject != name:
         raise AdminError(Reason.NOT_FOUND, f"service account {name!r} has no access token {token_id!r}")
-    await context.token_state.revoke("client", token_id, now, _forget_at(record, context))
-    await context.store.delete_record(RECORD_KIND, token_id)
+    await revoke_record(context, record, now)
     return call.no_content()
 
 
-async def _account(call: AdminCall) -> str:
+async def _account_list(call: AdminCall, name: str) -> tuple[str, ...] | None:
+    try:
+        return await account_allowlist(call.context.store, name, call.context.clock())
+    except MalformedRecord:
+        raise AdminError(Reason.STORE_UNAVAILABLE, "the account's IP allowlist cannot be read: PUT it again") from None
+
+
+async def account_of(call: AdminCall) -> str:
     """The service account named in the path: a subject of the directory."""
     name = call.params["name"]
     if await directory.get_subject(call.context.store, name, now=call.context.clock()) is None:

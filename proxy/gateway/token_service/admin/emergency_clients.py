@@ -22,14 +22,24 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from proxy.gateway.token_service.admin.issuing import (
+    configured_upstream,
+    mint,
+    offering_upstream,
+    signing_key,
+)
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminContext,
+    AdminError,
+    AdminRouter,
+)
 from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, MintedToken
-from proxy.issuer.admin import AdminCall, AdminContext, AdminError, AdminRouter
-from proxy.issuer.admin_issuing import configured_upstream, mint, offering_upstream, signing_key
 from proxy.issuer.emergency_clients import (
     RECORD_KIND,
+    EmergencyClientProblem,
     EmergencyClientRecord,
-    RequestProblem,
     max_ttl_minutes,
     parse_new_client,
     parse_roles,
@@ -62,7 +72,7 @@ async def create(call: AdminCall) -> web.StreamResponse:
         token_type = source.emergency_clients.token_type_for(parse_roles(body.get("roles")))
         most = max_ttl_minutes(source.issuer, context.config.packs[upstream.pack], (token_type,))
         new = parse_new_client(body, most)
-    except RequestProblem as exc:
+    except EmergencyClientProblem as exc:
         raise AdminError(Reason.BAD_ADMIN_REQUEST, str(exc)) from None
     if await context.store.get_record(RECORD_KIND, new.client_id, now) is not None:
         raise AdminError(Reason.ALREADY_EXISTS, f"an emergency client {new.client_id!r} exists already")
@@ -70,7 +80,10 @@ async def create(call: AdminCall) -> web.StreamResponse:
         new.client_id, new.client_name, new.client_description, new.ttl_minutes, new.roles, upstream.name, token_type, now
     )
     record, token = await _with_new_token(context, record, source, now)
-    await context.store.put_record(RECORD_KIND, record.client_id, record.to_json())
+    if not await context.store.add_record(RECORD_KIND, record.client_id, record.to_json(), now):
+        # Created meanwhile by a simultaneous request (here or on another replica): the token
+        # just signed is dropped unseen, and only that request's client exists.
+        raise AdminError(Reason.ALREADY_EXISTS, f"an emergency client {new.client_id!r} exists already")
     return call.answer({**record.view(source.issuer, now), "accessToken": token.token}, status=201)
 
 

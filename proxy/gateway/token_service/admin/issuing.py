@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
+from proxy.gateway.token_service.admin.router import AdminContext, AdminError
 from proxy.issuer.access_tokens import AccessTokenGrant, MintedToken, mint_access_token
-from proxy.issuer.admin import AdminContext, AdminError
 from proxy.issuer.audiences import issuer_upstreams
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.ring import SigningKey

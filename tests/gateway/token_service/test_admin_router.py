@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from proxy.issuer.admin import AdminCall, AdminError, AdminRouter
+from proxy.gateway.token_service.admin.router import AdminCall, AdminError, AdminRouter
 from proxy.reasons import Reason
 
 

@@ -12,8 +12,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from proxy.gateway.token_service.admin.router import (
+    AdminCall,
+    AdminError,
+    AdminRouter,
+    directory_errors,
+    expect_fields,
+)
 from proxy.issuer import directory
-from proxy.issuer.admin import AdminCall, AdminError, AdminRouter, directory_errors, expect_fields
 from proxy.issuer.audiences import NoSuchAudience, select_upstream
 from proxy.reasons import Reason
 

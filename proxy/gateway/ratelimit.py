@@ -1,0 +1,164 @@
+"""Rate limits on forwarded requests: which budgets a request spends, and the headers that say so.
+
+Checked after the decision and right before forwarding, so a denied request
+never spends budget and a limited one never reaches the appliance.  A request
+spends the budgets of its token type (per token, subject or client id) and of
+its upstream (every client together) in one store operation: all or none
+(:mod:`proxy.store.gcra`).  Shared across workers and replicas through the Redis
+store; the memory and SQLite stores keep budgets per process.
+
+Answers carry the fields of the IETF HTTPAPI working group's draft "RateLimit
+header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers, version -11),
+in their structured-field forms: ``RateLimit-Policy`` lists each policy with
+its quota ``q`` and window ``w`` in seconds, ``RateLimit`` its remaining quota
+``r`` and the seconds ``t`` until the whole quota is back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from proxy.config import Upstream
+from proxy.metrics import GatewayMetrics
+from proxy.policy.rates import RateLimit, rate_limit_fields
+from proxy.reasons import Reason
+from proxy.store.base import Store, StoreUnavailable
+from proxy.store.gcra import RateCheck, RateVerdict
+from proxy.tokens.facts import TokenFacts
+
+logger = logging.getLogger("labgate")
+
+# Tokens without the subject or client id a limit is kept by share one budget:
+# stricter than a budget per token, which a caller holding many tokens could multiply.
+UNNAMED = "-"
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedLimit:
+    """One limit that applies to requests of a type on an upstream, named as in ``RateLimit-Policy``."""
+
+    policy: str  # "type:<token type>" or "upstream:<upstream name>"
+    limit: RateLimit
+    key_prefix: str  # the store key, less whose budget it is
+
+
+@dataclass(frozen=True, slots=True)
+class LimitPlan:
+    """The limits of one token type on one upstream, type's first: built once, used by every request."""
+
+    limits: tuple[AppliedLimit, ...]
+    policy_header: str  # RateLimit-Policy: the same on every answer
+
+
+@dataclass(frozen=True, slots=True)
+class RateOutcome:
+    """What the limits said: ``refusal`` is None when the request may go on."""
+
+    headers: dict[str, str]
+    refusal: Reason | None = None
+    detail: str = ""
+
+
+def limit_plan(upstream: Upstream, token_type: str | None, type_limit: RateLimit | None) -> LimitPlan | None:
+    """The limits a request of ``token_type`` spends; None when none applies (then nothing costs)."""
+    applied: list[AppliedLimit] = []
+    if type_limit is not None and token_type is not None:
+        applied.append(AppliedLimit(f"type:{token_type}", type_limit, f"{upstream.name}:{token_type}:{type_limit.by}:"))
+    if upstream.rate_limit is not None:
+        applied.append(AppliedLimit(f"upstream:{upstream.name}", upstream.rate_limit, f"{upstream.name}:*"))
+    if not applied:
+        return None
+    header = ", ".join(f'"{a.policy}";q={a.limit.requests};w={_whole(a.limit.per)}' for a in applied)
+    return LimitPlan(tuple(applied), header)
+
+
+def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type: str | None) -> dict[str, object]:
+    """What ``labgate explain`` adds for an allowed request: the limits it would spend, in checking order.
+
+    Empty when none applies; a denied request spends no budget, so it is asked only for allowed ones.
+    """
+    named = [(f"type:{token_type}", type_limit)] if type_limit is not None and token_type else []
+    if upstream.rate_limit is not None:
+        named.append((f"upstream:{upstream.name}", upstream.rate_limit))
+    if not named:
+        return {}
+    return {"rate_limits": [{"policy": policy, **rate_limit_fields(limit)} for policy, limit in named]}
+
+
+def _budget_key(applied: AppliedLimit, facts: TokenFacts | None, token_key: str | None) -> str:
+    """The store key of the budget this request spends: the upstream's one, or its owner's."""
+    if applied.limit.by == "upstream":
+        return applied.key_prefix
+    return applied.key_prefix + _budget_owner(applied.limit, facts, token_key)
+
+
+def _budget_owner(limit: RateLimit, facts: TokenFacts | None, token_key: str | None) -> str:
+    """Whose budget: the token's fingerprint, or a digest of the subject or client id (no names in store keys)."""
+    if limit.by == "token":
+        return token_key or UNNAMED
+    value = None
+    if facts is not None:
+        value = facts.subject if limit.by == "subject" else facts.claims.get("client_id", facts.claims.get("azp"))
+    if not isinstance(value, str) or not value:
+        return UNNAMED
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+class RateLimiter:
+    """Spends budgets through the store; counts refusals in ``labgate_rate_limited_total``."""
+
+    def __init__(self, store: Store, metrics: GatewayMetrics, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._plans: dict[tuple[str, str | None], LimitPlan | None] = {}
+
+    def plan(self, upstream: Upstream, token_type: str | None, type_limit: RateLimit | None) -> LimitPlan | None:
+        """:func:`limit_plan`, built once per upstream and type (a config version's limits never change)."""
+        key = (upstream.name, token_type)
+        if key not in self._plans:
+            self._plans[key] = limit_plan(upstream, token_type, type_limit)
+        return self._plans[key]
+
+    async def check(
+        self, upstream: str, token_type: str | None, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None
+    ) -> RateOutcome:
+        checks = [RateCheck(_budget_key(a, facts, token_key), a.limit.interval, a.limit.requests) for a in plan.limits]
+        try:
+            verdict = await self._store.rate_limit(checks, self._clock())
+        except StoreUnavailable as exc:
+            return self._store_failed(plan.limits, exc)
+        headers = {"RateLimit-Policy": plan.policy_header, "RateLimit": rate_state(plan.limits, verdict)}
+        if verdict.allowed:
+            return RateOutcome(headers)
+        self._metrics.rate_limited(upstream, token_type or "none")
+        retry = max(1, math.ceil(verdict.retry_after))
+        headers["Retry-After"] = str(retry)
+        names = ", ".join(a.policy for a, s in zip(plan.limits, verdict.states) if s.retry_after > 0)
+        return RateOutcome(headers, Reason.RATE_LIMITED, f"rate limit {names} reached; retry in {retry} s")
+
+    def _store_failed(self, limits: tuple[AppliedLimit, ...], exc: StoreUnavailable) -> RateOutcome:
+        """Closed (503, nothing forwarded) unless every limit here says ``store_failure: open``."""
+        if all(a.limit.store_failure == "open" for a in limits):
+            logger.warning("rate limits not checked, forwarding (store_failure: open): %s", exc)
+            return RateOutcome({})
+        logger.warning("rate limits could not be checked: %s", exc)
+        return RateOutcome({}, Reason.STORE_UNAVAILABLE, "the rate limit could not be checked")
+
+
+def rate_state(limits: tuple[AppliedLimit, ...], verdict: RateVerdict) -> str:
+    """The ``RateLimit`` field: a structured-field list, one item per limit, remaining ``r`` and reset ``t``."""
+    return ", ".join(
+        f'"{a.policy}";r={s.remaining};t={math.ceil(s.reset - 1e-9) if s.reset > 0 else 0}'
+        for a, s in zip(limits, verdict.states)
+    )
+
+
+def _whole(seconds: float) -> int:
+    """Structured-field integers: whole seconds, rounded up so a client never comes back too early."""
+    return max(0, math.ceil(seconds - 1e-9))

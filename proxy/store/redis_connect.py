@@ -1,0 +1,92 @@
+"""How labgate connects to Redis: one primary by URL, or whichever primary Sentinel names.
+
+The pool is bounded and *blocking*: when every connection is busy, a call
+waits (at most the store timeout) for one to come back instead of failing at
+once, so a burst of requests queues briefly rather than being told the store
+is down.  Idle connections are pinged before reuse once they have sat for
+``HEALTH_CHECK_INTERVAL`` seconds, and a connection that fails is dropped and
+reopened (redis-py's retry on connection errors), so connections killed by a
+Redis restart are replaced instead of failing requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+HEALTH_CHECK_INTERVAL = 1  # seconds a pooled connection may sit idle before it is pinged on reuse
+PING_CONNECTIONS = 2  # /readyz asks on connections of its own: a busy pool is not an unreachable store
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where the primary is: ``url``, or ``service_name`` as told by ``sentinels`` (host, port)."""
+
+    url: str | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service_name: str | None = None
+    db: int = 0
+
+    def describe(self) -> str:
+        if self.url is not None:
+            return _without_password(self.url)
+        return f"sentinel service {self.service_name!r}"
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's primary discovery with the blocking pool's bounded wait for a free connection."""
+
+
+@dataclass(frozen=True)
+class RedisClients:
+    """The store's client, the small one for health pings, and the Sentinel connections behind both."""
+
+    main: aioredis.Redis
+    pinger: aioredis.Redis
+    sentinel: Sentinel | None = None
+
+    async def aclose(self) -> None:
+        await self.main.aclose()
+        await self.pinger.aclose()
+        if self.sentinel is not None:
+            for client in self.sentinel.sentinels:
+                await client.aclose()
+
+
+def open_clients(target: RedisTarget, *, timeout: float, max_connections: int) -> RedisClients:
+    """Clients on ``target``: connections open on first use, so an unreachable Redis is reported, not fatal."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "timeout": timeout,  # the longest wait for a free connection
+    }
+    if target.url is not None:
+        return RedisClients(
+            aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=max_connections, **options)),
+            aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=PING_CONNECTIONS, **options)),
+        )
+    assert target.service_name is not None
+    sentinel = Sentinel(
+        list(target.sentinels), sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    )
+
+    def primary(size: int) -> aioredis.Redis:
+        return sentinel.master_for(
+            target.service_name, connection_pool_class=_BlockingSentinelPool, db=target.db, max_connections=size, **options
+        )
+
+    return RedisClients(primary(max_connections), primary(PING_CONNECTIONS), sentinel)
+
+
+def _without_password(url: str) -> str:
+    """The URL as a log line may show it: a password in it is replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.partition(':')[0]}:***@{host}"
