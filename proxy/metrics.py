@@ -17,7 +17,15 @@ import struct
 import time
 from typing import Any, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from proxy.live_tokens import LiveTokens
@@ -250,7 +258,7 @@ class GatewayMetrics:
     def token_used(self, upstream: str, token_type: str, fingerprint: str) -> None:
         """A request carried this verified token: counted in ``labgate_live_tokens`` for 10 minutes.
 
-        ``fingerprint`` is the token's sha256 (:func:`proxy.tokens.facts.token_fingerprint`).
+        ``fingerprint`` is the token's sha256 (:func:`proxy.token_facts.token_fingerprint`).
         Cheap on the hot path: a repeat within 10 seconds is one set lookup.
         """
         self.live_tokens.seen(upstream, token_type, fingerprint)

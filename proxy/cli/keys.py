@@ -20,11 +20,11 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from proxy.config import Config, load_config
+from proxy.gateway.runtime import open_state_store
 from proxy.issuer.keys import is_encrypted
 from proxy.issuer.ring import ensure_signing_key, rotate_signing_key
 from proxy.issuer.settings import IssuerSettings
 from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable
-from proxy.gateway.runtime import open_state_store
 from proxy.yamlsource import ConfigError
 
 EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2

@@ -82,7 +82,7 @@ class OAuthCredential:
         tls: ssl.SSLContext | bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``tls``: how to verify the token endpoint (see :func:`proxy.credentials.open.token_endpoint_tls`)."""
+        """``tls``: how to verify the token endpoint (see :func:`proxy.gateway.credentials_open.token_endpoint_tls`)."""
         self.settings = settings
         self._upstream = upstream
         self._tls = tls

@@ -23,7 +23,12 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
-from proxy.gateway.transport import OutboundRequest, UpstreamError, UpstreamResponse, client_ssl
+from proxy.gateway.transport import (
+    OutboundRequest,
+    UpstreamError,
+    UpstreamResponse,
+    client_ssl,
+)
 from proxy.reasons import Reason
 from proxy.upstream_address import unreachable_detail
 

@@ -26,7 +26,12 @@ from typing import AsyncIterator, Callable
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
-from proxy.gateway.transport import OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
+from proxy.gateway.transport import (
+    OutboundRequest,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTransport,
+)
 from proxy.metrics import GatewayMetrics
 from proxy.reasons import Reason
 from proxy.upstream_nodes import HealthCheck, NodeSettings, node_label

@@ -23,7 +23,7 @@ from proxy.metrics import GatewayMetrics
 from proxy.policy.decide import Decision
 from proxy.reasons import Reason
 from proxy.store.base import Store
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 
 
 class Busy(LabgateError):

@@ -33,8 +33,8 @@ from aiohttp import web
 
 from proxy.config import Config, load_config
 from proxy.gateway.app import Gateway
-from proxy.gateway.runtime import TransportFactory, open_state_store, transport_for
 from proxy.gateway.config_watch import Fingerprint, fingerprint, watched_paths
+from proxy.gateway.runtime import TransportFactory, open_state_store, transport_for
 from proxy.metrics import GatewayMetrics
 from proxy.store.base import Store
 from proxy.store.open import StoreSettings

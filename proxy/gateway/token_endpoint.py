@@ -28,7 +28,7 @@ from proxy.policy.compile import fold_segment
 from proxy.policy.decide import Decision
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from proxy.tokens.observe import (
     MAX_TOKEN_ANSWER_BYTES,
     MAX_TOKEN_REQUEST_BYTES,

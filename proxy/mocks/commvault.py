@@ -56,7 +56,13 @@ from aiohttp import web
 
 from proxy.mocks.commvault_resources import Caller, Handler, ResourceHandlers
 from proxy.mocks.commvault_scope import IpEntry, ip_allowed, ip_entry, scope_allows
-from proxy.mocks.commvault_tokens import ALL, DEFAULT_ACCESS_LIFETIME, AccessTokenBook, Refusal, TokenChain
+from proxy.mocks.commvault_tokens import (
+    ALL,
+    DEFAULT_ACCESS_LIFETIME,
+    AccessTokenBook,
+    Refusal,
+    TokenChain,
+)
 from proxy.mocks.recording import bearer_of, recording_middleware
 
 LOGIN_IDLE = 30 * 60

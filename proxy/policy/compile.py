@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from proxy.policy.model import ANY_METHOD, PARAM_VALUE, Pack, QueryRule, RouteTemplate, TokenType
+from proxy.policy.model import (
+    ANY_METHOD,
+    PARAM_VALUE,
+    Pack,
+    QueryRule,
+    RouteTemplate,
+    TokenType,
+)
 
 
 def fold_segment(segment: str, case_insensitive: bool) -> str:

@@ -24,12 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, cast
 
-from proxy.ipaddrs import AddressSet, IPAddress, InvalidAddress, parse_ip
+from proxy.ipaddrs import AddressSet, InvalidAddress, IPAddress, parse_ip
 from proxy.policy.compile import CompiledPack
 from proxy.policy.load import read_address_set
 from proxy.reasons import Reason
-from proxy.tokens.narrowing import MalformedNarrowing, path_prefixes_claim
-from proxy.yamlsource import FieldReader, LocatedDict, LocatedList, Problems, line_of, load_yaml_file
+from proxy.token_narrowing import MalformedNarrowing, path_prefixes_claim
+from proxy.yamlsource import (
+    FieldReader,
+    LocatedDict,
+    LocatedList,
+    Problems,
+    line_of,
+    load_yaml_file,
+)
 
 TESTS_SUFFIX = ".tests.yaml"
 FILE_KEYS = ("pack", "description", "cases")

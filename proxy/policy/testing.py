@@ -26,7 +26,7 @@ from proxy.policy.model import RouteTemplate
 from proxy.policy.offline import decide_offline
 from proxy.policy.testcases import TESTS_SUFFIX, TestCase, TestFile, load_test_file
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from proxy.wording import plural
 from proxy.yamlsource import (
     ConfigError,

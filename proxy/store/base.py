@@ -1,6 +1,6 @@
 """The store interface: what labgate remembers about tokens, whatever keeps it.
 
-Tokens are always named by their full sha256 (:func:`proxy.tokens.facts.token_fingerprint`),
+Tokens are always named by their full sha256 (:func:`proxy.token_facts.token_fingerprint`),
 never by their text.  Every backend passes the same conformance suite
 (``tests/store/test_conformance.py``); a backend that cannot be reached raises
 :class:`StoreUnavailable`, which the gateway turns into a 503, never an allow.

@@ -14,7 +14,13 @@ import time
 from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
-from proxy.store.base import RevocationKind, SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    Store,
+    StoreUnavailable,
+    TokenRecord,
+)
 from proxy.store.gcra import RateCheck, RateVerdict
 
 T = TypeVar("T")

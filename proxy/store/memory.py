@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Sequence
 
-from proxy.store.base import RevocationKind, SigningKeyRecord, TokenRecord, signing_key_order
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    TokenRecord,
+    signing_key_order,
+)
 from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 

@@ -19,9 +19,15 @@ from typing import Awaitable, Callable, Sequence, TypeVar
 from redis.exceptions import RedisError
 
 from proxy.store import redis_scripts as scripts
-from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord, signing_key_order
-from proxy.store.redis_connect import RedisTarget, open_clients
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+    signing_key_order,
+)
 from proxy.store.gcra import RateCheck, RateVerdict, apply
+from proxy.store.redis_connect import RedisTarget, open_clients
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0

@@ -17,9 +17,14 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
-from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord
-from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+)
 from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
 
 T = TypeVar("T")
 SWEEP_INTERVAL = 60.0

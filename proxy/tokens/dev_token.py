@@ -25,7 +25,7 @@ import jwt
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSourceSettings
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey

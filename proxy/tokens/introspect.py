@@ -30,18 +30,18 @@ from yarl import URL
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.tokens.facts import (
+from proxy.token_facts import (
     TokenFacts,
     TokenRejection,
     short_token_hash,
     token_fingerprint,
 )
-from proxy.tokens.matchers import TypeRule, pick_token_type
-from proxy.tokens.narrowing import (
+from proxy.token_narrowing import (
     MalformedNarrowing,
     client_ips_claim,
     path_prefixes_claim,
 )
+from proxy.tokens.matchers import TypeRule, pick_token_type
 
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_OPAQUE_TOKEN_LENGTH = 8192

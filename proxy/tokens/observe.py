@@ -31,7 +31,7 @@ from proxy.errors import LabgateError
 from proxy.policy.model import RouteTemplate, parse_path_template
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable, TokenRecord
-from proxy.tokens.facts import (
+from proxy.token_facts import (
     TokenFacts,
     TokenRejection,
     short_token_hash,

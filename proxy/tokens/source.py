@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 
 from proxy.issuer.ring import KeyRing
 from proxy.store.base import Store
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.introspect import IntrospectSource, IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSource, IssuerSourceSettings
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings

@@ -26,8 +26,7 @@ from cachetools import LRUCache, TTLCache
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import RevocationKind, Store, StoreUnavailable
-from proxy.tokens.facts import TokenFacts, TokenRejection
-
+from proxy.token_facts import TokenFacts, TokenRejection
 
 # How stale a "not revoked" answer may be: a revocation reaches every replica within this.
 REVOCATION_CACHE_SECONDS = 0.5

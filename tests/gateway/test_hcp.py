@@ -20,7 +20,7 @@ import pytest
 from proxy.mocks.hcp import HcpAppliance
 from proxy.store.base import TokenRecord
 from proxy.store.sqlite import SqliteStore
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 from proxy.tokens.observe import REFRESH_KEY_PREFIX
 from tests.conftest import GatewayStarter, RunningGateway, app_on_loopback
 

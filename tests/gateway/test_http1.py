@@ -238,10 +238,11 @@ async def test_the_request_target_is_sent_exactly(start_http1_gateway: GatewaySt
 
 async def test_a_full_pool_answers_upstream_busy_after_the_connect_timeout(appliance: Start) -> None:
     """Every connection busy past the wait: an error value of the transport's own, never a bare timeout (a 500)."""
+    from multidict import CIMultiDict
+
     from proxy.config import load_config
     from proxy.gateway.http1 import Http1Transport
     from proxy.gateway.transport import OutboundRequest, UpstreamError
-    from multidict import CIMultiDict
 
     hold = asyncio.Event()
 
@@ -254,6 +255,7 @@ async def test_a_full_pool_answers_upstream_busy_after_the_connect_timeout(appli
     port = server.sockets[0].getsockname()[1]
     import tempfile
     from pathlib import Path
+
     from tests.conftest import write_config
 
     with tempfile.TemporaryDirectory() as folder:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from proxy.mocks.simplivity import CLIENT_BASIC, SimplivityAppliance
 from proxy.store.sqlite import SqliteStore
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 from tests.conftest import GatewayStarter, RunningGateway, app_on_loopback
 
 POLICIES = str(Path(__file__).resolve().parents[2] / "policies")
