@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, cast
+from typing import cast
 
 from yarl import URL
 

@@ -14,9 +14,10 @@ import asyncio
 import logging
 import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -63,7 +64,7 @@ class Family:
 
     upstream: Upstream
     app: web.Application
-    walk: Callable[["Lab", aiohttp.ClientSession], Awaitable[list[Outcome]]]
+    walk: Callable[[Lab, aiohttp.ClientSession], Awaitable[list[Outcome]]]
 
 
 class Lab:

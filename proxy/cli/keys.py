@@ -16,8 +16,9 @@ import json
 import stat
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from proxy.config import Config, load_config
 from proxy.gateway.runtime import open_state_store
@@ -163,7 +164,7 @@ def _row(key: SigningKeyRecord) -> dict[str, Any]:
 
 
 def when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _warn_about_file_permissions(config: Config) -> None:

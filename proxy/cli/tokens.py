@@ -19,7 +19,8 @@ import getpass
 import json
 import sys
 import time
-from typing import Any, Awaitable, Callable, TextIO
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
 
 from proxy.cli.keys import issuer_config, when, with_store
 from proxy.config import Config, load_config

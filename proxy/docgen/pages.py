@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from proxy.docgen.reason_notes import WHEN
 from proxy.metrics import GatewayMetrics

@@ -20,8 +20,8 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 

@@ -9,8 +9,8 @@ mechanisms live in :mod:`proxy.gateway.ratelimit` and :mod:`proxy.gateway.inflig
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from aiohttp import web
 

@@ -20,8 +20,8 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from proxy.config import Upstream
 from proxy.metrics import GatewayMetrics

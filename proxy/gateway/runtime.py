@@ -9,7 +9,7 @@ two parts of labgate disagree about which store or ring is the real one.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from proxy.config import Config, Upstream
 from proxy.gateway.credentials_open import (

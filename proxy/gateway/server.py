@@ -33,7 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import Config
 from proxy.gateway.errors import error_body, error_response
-from proxy.gateway.in_flight import Handler, InFlight
+from proxy.gateway.in_flight import InFlight
 from proxy.gateway.reload import ReloadingGateway
 from proxy.reasons import Reason
 
@@ -55,7 +55,7 @@ class GuardedRequestHandler(RequestHandler):
     header_timeout: float = 10.0
     max_header_block: int = 65536
     max_connections: int = 1024
-    refusals: "RefusalWarnings"
+    refusals: RefusalWarnings
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -298,7 +298,7 @@ def c_parser_active() -> bool:
     return http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy
 
 
-async def run_server(config: Config, *, ready: "asyncio.Event | None" = None, reuse_port: bool = False) -> None:
+async def run_server(config: Config, *, ready: asyncio.Event | None = None, reuse_port: bool = False) -> None:
     """Serve until SIGINT or SIGTERM, reloading on SIGHUP; then drain requests in flight and close.
 
     ``reuse_port``: one of several workers on the same port (``labgate serve --workers``).

@@ -27,8 +27,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from proxy.issuer.keys import (
     SigningKeyUnusable,

@@ -307,7 +307,7 @@ class ServiceTokenRecord:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServiceTokenRecord":
+    def from_json(cls, text: str) -> ServiceTokenRecord:
         """The record; MalformedRecord when it is not one."""
         try:
             data = json.loads(text)

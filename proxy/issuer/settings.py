@@ -8,9 +8,9 @@ every ``repr``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from yarl import URL
 

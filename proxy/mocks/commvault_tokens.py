@@ -22,8 +22,9 @@ HTTP; :mod:`proxy.mocks.commvault` serves it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH, HYPERSCALE = 0, 1, 2, 3, 4, 5
 TOKEN_TYPES = (ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH, HYPERSCALE)

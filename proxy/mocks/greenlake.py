@@ -41,8 +41,9 @@ import binascii
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jwt
 from aiohttp import web

@@ -12,8 +12,9 @@ API answers 400.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 

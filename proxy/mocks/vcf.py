@@ -40,9 +40,10 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -351,7 +352,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _expires_at(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
     return moment.strftime("%A, %B %-d, %Y %-I:%M:%S %p UTC")
 
 

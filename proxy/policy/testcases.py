@@ -20,9 +20,10 @@ can never fail).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
 from proxy.ipaddrs import AddressSet, InvalidAddress, IPAddress, parse_ip
 from proxy.policy.compile import CompiledPack

@@ -14,9 +14,10 @@ with every problem, running returns results, and the CLI formats them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from proxy.errors import LabgateError
 from proxy.policy.compile import CompiledPack, compile_pack

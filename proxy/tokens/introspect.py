@@ -19,10 +19,11 @@ import math
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import aiohttp
 from cachetools import TLRUCache
@@ -168,7 +169,7 @@ class IntrospectSource:
                     body += chunk
                     if len(body) > MAX_ANSWER_BYTES:
                         raise _Unavailable("the introspection answer is too large")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Unavailable(f"the introspection endpoint cannot be reached ({type(exc).__name__})") from None
         try:
             answer = json.loads(body)

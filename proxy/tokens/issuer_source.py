@@ -22,8 +22,8 @@ everywhere within two intervals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from proxy.issuer.access_tokens import (
     ACCESS_TOKEN_TYP,

@@ -11,8 +11,9 @@ non-ASCII text never matches them (``"ſ".upper() == "S"`` must not pick a type)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 _MISSING = object()
 _OPERATORS = ("equals", "contains", "in", "present", "equals_any_case", "in_any_case")

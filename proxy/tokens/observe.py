@@ -21,9 +21,9 @@ import json
 import math
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from cachetools import TLRUCache
 

@@ -7,8 +7,9 @@ The gateway, ``labgate explain`` and ``labgate revoke`` only know
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from proxy.issuer.ring import KeyRing
 from proxy.store.base import Store

@@ -19,7 +19,7 @@ cannot be reached fails closed (503), never open.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from cachetools import LRUCache, TTLCache
 

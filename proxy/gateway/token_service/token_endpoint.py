@@ -23,13 +23,13 @@ name costs as much time as a wrong password, and says the same.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -172,7 +172,7 @@ class TokenEndpoint:
             return await read_small_body(request, MAX_TOKEN_REQUEST_BYTES, self.config.limits.body_timeout)
         except BodyTooLarge:
             raise TokenRefused(Reason.BODY_TOO_LARGE, "a token request is a small form") from None
-        except (asyncio.TimeoutError, aiohttp.ClientPayloadError, OSError):
+        except (TimeoutError, aiohttp.ClientPayloadError, OSError):
             raise TokenRefused(Reason.BAD_TOKEN_REQUEST, "the token request body could not be read") from None
 
     # -- the grants ----------------------------------------------------------------
