@@ -1,6 +1,6 @@
 """Emergency clients (VCF-style): what one is, how its token's type is chosen, and how the API shows it.
 
-A VCF Operations emergency client (seed 001) is a named principal with one
+A VCF Operations emergency client (VCF Operations "Create Emergency Client" reference) is a named principal with one
 bearer token, made for "critical access scenarios": created with a lifetime
 in minutes (``accessTokenTtl``) and roles, its token is shown once; reading or
 listing the client never shows the token again; regenerating replaces the

@@ -1,6 +1,6 @@
 """A mock HPE GreenLake (SSO token endpoint and Compute Ops Management API), faithful to what clients see.
 
-What it mirrors (seed 003, ``shared/reference/vendor-apis.md`` section 4):
+What it mirrors (HPE GreenLake access-token blog post, the HPE GreenLake Compute Ops Management API reference):
 
 * ``POST /as/token.oauth2``: form ``grant_type=client_credentials`` with
   ``client_id`` and ``client_secret`` in the body or as HTTP Basic; answers

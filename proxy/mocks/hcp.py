@@ -1,6 +1,6 @@
 """A mock Hitachi Content Platform for cloud scale management API, faithful to what clients see.
 
-What it mirrors (seed 002, ``shared/reference/vendor-apis.md`` section 3):
+What it mirrors (HCP for cloud scale "Access and authentication", the HCP for cloud scale Management API reference):
 
 * ``POST /auth/oauth/`` (also without the trailing slash, as the seed writes
   it): form ``grant_type=password``, ``username``, ``password``, ``scope=*``,
@@ -50,7 +50,7 @@ from aiohttp import web
 from proxy.mocks.recording import bearer_of, recording_middleware
 
 LOCAL_REALM = "Local"
-DEFAULT_EXPIRES_IN = 7200  # seed 002; another source says 5 hours: a constructor parameter
+DEFAULT_EXPIRES_IN = 7200  # HCP for cloud scale "Access and authentication"; another source says 5 hours: a constructor parameter
 MAX_LIST_COUNT = 1000
 FORM = "application/x-www-form-urlencoded"
 

@@ -1,6 +1,6 @@
 """A mock VMware VCF Operations suite-api, faithful to what clients see.
 
-What it mirrors (seed 001, ``shared/reference/vendor-apis.md`` section 2):
+What it mirrors (VCF Operations "Create Emergency Client" reference, the VCF Operations API reference):
 
 * ``POST /suite-api/api/auth/token/acquire`` ``{"username", "password",
   "authSource"?}`` → ``{"token", "validity", "expiresAt", "roles": []}``; the

@@ -1,4 +1,4 @@
-"""Commvault end to end: service-account tokens from labgate's token service in front of the mock REST API (seed 004).
+"""Commvault end to end: service-account tokens from labgate's token service in front of the mock REST API (Commvault service-account access token documentation).
 
 The administrator makes service-account access tokens through labgate's
 management API, one scope each; they reach the mock Commvault appliance

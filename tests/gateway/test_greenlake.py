@@ -1,4 +1,4 @@
-"""GreenLake Compute Ops Management end to end: the ``jwt`` source against GreenLake's JWKS (seed 003).
+"""GreenLake Compute Ops Management end to end: the ``jwt`` source against GreenLake's JWKS (HPE GreenLake access-token blog post).
 
 A mock GreenLake (proxy.mocks.greenlake) issues RS256 client-credentials
 tokens and publishes its keys; labgate verifies them against that JWKS and

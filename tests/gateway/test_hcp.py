@@ -1,4 +1,4 @@
-"""HCP for cloud scale end to end: the ``observe`` source learns the tokens HCP issues (seed 002).
+"""HCP for cloud scale end to end: the ``observe`` source learns the tokens HCP issues (HCP for cloud scale "Access and authentication").
 
 A mock HCP (proxy.mocks.hcp) issues JWT-looking tokens only it can check;
 labgate passes its ``/auth/oauth/`` token endpoint through, learns each token

@@ -1,4 +1,4 @@
-"""VCF Operations end to end: emergency clients from labgate's token service in front of the mock suite-api (seed 001).
+"""VCF Operations end to end: emergency clients from labgate's token service in front of the mock suite-api (VCF Operations "Create Emergency Client" reference).
 
 The administrator makes emergency clients through labgate's management API,
 in VCF's JSON shapes; their bearer tokens reach the mock VCF Operations
