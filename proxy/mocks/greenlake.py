@@ -20,7 +20,7 @@ What it mirrors (HPE GreenLake access-token blog post, the HPE GreenLake Compute
 * ``GET /compute-ops-mgmt/v1/servers`` (and ``/{id}``), with ``offset``,
   ``limit``, ``filter`` (:mod:`proxy.mocks.odata`) and ``select``, answering
   ``{"offset", "count", "total", "items"}``; the older ``/compute-ops/v1beta2``
-  prefix of the seed's example too (both configurable).  Errors carry the
+  prefix of the vendor document's example too (both configurable).  Errors carry the
   GreenLake body ``{"httpStatusCode", "errorCode", "message", "debugId",
   "errorDetails"}``.
 

@@ -2,10 +2,10 @@
 
 What it mirrors (HCP for cloud scale "Access and authentication", the HCP for cloud scale Management API reference):
 
-* ``POST /auth/oauth/`` (also without the trailing slash, as the seed writes
+* ``POST /auth/oauth/`` (also without the trailing slash, as the vendor document writes
   it): form ``grant_type=password``, ``username``, ``password``, ``scope=*``,
   ``client_id``, ``client_secret`` and ``realm``.  A realm that is omitted or
-  ``Local`` (any letter case: the seed's own example sends ``realm=local``)
+  ``Local`` (any letter case: the vendor document's own example sends ``realm=local``)
   means the local admin account; other realms come from
   :class:`HcpAccounts`.  The answer is ``{"access_token": "eyJ…",
   "expires_in": 7200, "refresh_token": …}``: the access token is a JWT only
@@ -32,7 +32,7 @@ Not in the sources, chosen here: the shapes of the 401 body (Spring OAuth2:
 ``token_type: "Bearer"`` in the token answer (RFC 6749 requires it); that
 ``startingFrom`` is the id of the first user listed; and that any non-empty
 client id and secret are accepted unless :class:`HcpAccounts` lists clients
-(the seed's examples use two different made-up pairs).
+(the vendor document's examples use two different made-up pairs).
 """
 
 from __future__ import annotations

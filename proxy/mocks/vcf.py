@@ -16,7 +16,7 @@ What it mirrors (VCF Operations "Create Emergency Client" reference, the VCF Ope
   ``accessTokenTtl`` in minutes, ``roles``?) → 201 with its ``accessToken``,
   shown only then; ``GET`` lists them as ``{"emergencyClients": [...]}``;
   ``GET``/``DELETE`` ``/{clientId}``; ``POST /{clientId}/regenerate`` → a new
-  token, the old one dead.  Records carry the seed's field names:
+  token, the old one dead.  Records carry the vendor document's field names:
   ``accessTokenExpirationDate`` (epoch ms), ``accessTokenStatus``
   (``ACTIVE``/``EXPIRED``), ``tokenEndpointUrl``, ``oidcIssuerUrl``.
 * ``GET /suite-api/api/resources`` and ``/alerts`` (and one of each by id),
@@ -30,7 +30,7 @@ Not in the sources, chosen here: the error body ``{"message",
 "httpStatusCode", "apiErrorCode"}`` (the suite-api's usual shape; the
 ``apiErrorCode`` values are made up), the list and delete paths (the reference
 marks them unconfirmed), 204 for a delete, 409 for a duplicate ``clientId``,
-that emergency-client tokens are HS256 JWTs (the seed's example starts with
+that emergency-client tokens are HS256 JWTs (the vendor document's example starts with
 ``eyJhbGciOiJIUz``), the ``expiresAt`` text format, and the resource and alert
 fields beyond the page wrappers.
 """
