@@ -38,7 +38,7 @@ access token is usually expired by then); the list answer ``{"accessTokens":
 [...]}``; the ``/MediaAgent`` (cvpysdk's ``response[].entityInfo``),
 ``/ClientGroup`` and ``/FirewallSummary`` entries; ``/scim`` as the SCIM
 scope's paths; that the IP allowlist belongs to the service account (as the
-seed's Command Center steps say).  SaaS rate limits (429) are not modelled.
+vendor document's Command Center steps say).  SaaS rate limits (429) are not modelled.
 """
 
 from __future__ import annotations
