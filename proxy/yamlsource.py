@@ -327,7 +327,8 @@ def read_secret(reader: FieldReader, section: LocatedDict, base: Path, name: str
     """
     given = [key for key in (f"{name}_file", f"{name}_env") if key in section]
     if len(given) > 1 or (required and not given):
-        reader.error(section, given[1] if len(given) > 1 else None, f"give {'exactly' if required else 'at most'} one of {name}_file, {name}_env")
+        how_many = "exactly" if required else "at most"
+        reader.error(section, given[1] if len(given) > 1 else None, f"give {how_many} one of {name}_file, {name}_env")
         return None
     if not given:
         return None

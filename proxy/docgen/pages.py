@@ -81,7 +81,8 @@ def config_keys_page() -> str:
         lines += ["| key | type | meaning |", "|---|---|---|"]
         for key, spec in section["properties"].items():
             mark = " (required)" if key in required else ""
-            lines.append(f"| `{key}`{mark} | {_type_of(schema, spec)} | {_cell(_resolve(schema, spec).get('description', spec.get('description', '')))} |")
+            description = _resolve(schema, spec).get("description", spec.get("description", ""))
+            lines.append(f"| `{key}`{mark} | {_type_of(schema, spec)} | {_cell(description)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -126,7 +127,8 @@ def _type_of(schema: dict[str, Any], spec: dict[str, Any]) -> str:
     if "oneOf" in spec:
         return " or ".join(dict.fromkeys(_type_of(schema, option) for option in spec["oneOf"]))
     kind = spec.get("type", "mapping" if "allOf" in spec else "any")
-    return {"object": "mapping", "number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}.get(str(kind), str(kind))
+    names = {"object": "mapping", "number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}
+    return names.get(str(kind), str(kind))
 
 
 def cli_page(parser: argparse.ArgumentParser) -> str:

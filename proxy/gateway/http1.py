@@ -197,7 +197,9 @@ class _Connection(asyncio.Protocol):
 
 
 class _Http1Response:
-    def __init__(self, owner: Http1Transport, connection: _Connection, status: int, headers: list[tuple[str, str]], head_only: bool) -> None:
+    def __init__(
+        self, owner: Http1Transport, connection: _Connection, status: int, headers: list[tuple[str, str]], head_only: bool
+    ) -> None:
         self._owner = owner
         self._connection = connection
         self.status = status

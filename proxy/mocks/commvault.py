@@ -114,7 +114,9 @@ class CommvaultAppliance:
         What a gateway in front holds as its credential (labgate's ``credential:
         {type: bearer}``): the lab demo hands the same value to both sides.
         """
-        chain = self.tokens.create(username, self.user_ids[username], {"tokenName": "gateway", "tokenType": ALL, "renewableUntilTimestamp": 0})
+        chain = self.tokens.create(
+            username, self.user_ids[username], {"tokenName": "gateway", "tokenType": ALL, "renewableUntilTimestamp": 0}
+        )
         assert isinstance(chain, TokenChain)
         chain.access, chain.access_expires = access, float("inf")
 

@@ -159,7 +159,7 @@ class AccessTokenBook:
 
     def renew(self, request: Any) -> TokenChain | Refusal:
         """A new access/refresh pair for the current one; reusing an old pair kills the chain."""
-        if not isinstance(request, dict) or not isinstance(request.get("accessToken"), str) or not isinstance(request.get("refreshToken"), str):
+        if not isinstance(request, dict) or not all(isinstance(request.get(key), str) for key in ("accessToken", "refreshToken")):
             return Refusal(400, "accessToken and refreshToken are required")
         access, refresh = request["accessToken"], request["refreshToken"]
         chain = next((c for c in self.chains.values() if access == c.access or access in c.retired), None)

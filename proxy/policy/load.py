@@ -136,7 +136,11 @@ def _read_body_routes(reader: FieldReader, root: LocatedDict) -> tuple[RouteTemp
     items = root.get("bodies")
     for index, route in enumerate(routes):
         if route.method not in BODILESS_METHODS:
-            reader.error(items, index, f"bodies: {route.text!r}: {route.method} may always carry a body; list only GET, HEAD, DELETE or OPTIONS routes")
+            reader.error(
+                items,
+                index,
+                f"bodies: {route.text!r}: {route.method} may always carry a body; list only GET, HEAD, DELETE or OPTIONS routes",
+            )
     return routes
 
 
