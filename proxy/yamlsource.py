@@ -109,12 +109,8 @@ def _construct_sequence(loader: _LocatingLoader, node: yaml.SequenceNode) -> Loc
     return result
 
 
-_LocatingLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping  # type: ignore[arg-type]
-)
-_LocatingLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence  # type: ignore[arg-type]
-)
+_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def load_yaml_text(text: str, file: str) -> Any:
@@ -253,7 +249,7 @@ class FieldReader:
         self,
         mapping: LocatedDict,
         key: str,
-        kinds: tuple[type, ...],
+        kinds: tuple[type[int] | type[float], ...],
         what: str,
         default: float,
         minimum: float | None,
@@ -268,7 +264,7 @@ class FieldReader:
         if minimum is not None and value < minimum:
             self.error(mapping, key, f"{key!r} must be at least {minimum}, not {value}")
             return default
-        return value  # type: ignore[no-any-return]
+        return value
 
     def boolean(self, mapping: LocatedDict, key: str, *, default: bool) -> bool:
         if not self.given(mapping, key, required=False):

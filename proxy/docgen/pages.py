@@ -14,6 +14,8 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from prometheus_client.metrics import MetricWrapperBase
+
 from proxy.docgen.reason_notes import WHEN
 from proxy.metrics import GatewayMetrics
 from proxy.reasons import Reason
@@ -45,9 +47,10 @@ def _metric_families() -> Iterator[tuple[str, str, tuple[str, ...], str]]:
     """(exposed name, type, label names, help) of every family a gateway exports."""
     registry = GatewayMetrics().registry
     for collector in registry._collector_to_names:  # the registry's own list of what it collects
+        assert isinstance(collector, MetricWrapperBase)  # GatewayMetrics registers counters, gauges and histograms only
         for family in collector.describe():
             name = f"{family.name}_total" if family.type == "counter" else family.name
-            yield name, family.type, tuple(getattr(collector, "_labelnames", ())), family.documentation
+            yield name, family.type, tuple(collector._labelnames), family.documentation
 
 
 def metrics_page() -> str:

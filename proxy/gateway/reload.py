@@ -113,7 +113,7 @@ class ReloadingGateway:
         self._clock = clock
         self._current = self._version(config, 1, self._open_store(config.store))
         self._retired: set[ConfigVersion] = set()
-        self._tasks: set[asyncio.Task[None]] = set()  # retirements and signalled reloads
+        self._tasks: set[asyncio.Task[object]] = set()  # retirements and signalled reloads
         self._lock = asyncio.Lock()
         self._closed = False
         self._baseline: Fingerprint = ()
@@ -282,7 +282,7 @@ class ReloadingGateway:
         if version.state.users == 0:
             await version.state.store.close()
 
-    def _keep(self, task: asyncio.Task[None]) -> None:
+    def _keep(self, task: asyncio.Task[object]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

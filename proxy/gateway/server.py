@@ -61,8 +61,10 @@ class GuardedRequestHandler(RequestHandler):
         super().connection_made(transport)
         self._head_bytes = 0
         self._last_payload: Any = None
-        if len(self._manager.connections) > self.max_connections:
-            self.refusals.refused(len(self._manager.connections) - 1)
+        manager = self._manager
+        assert manager is not None  # aiohttp sets it before connection_made and clears it only when the connection is lost
+        if len(manager.connections) > self.max_connections:
+            self.refusals.refused(len(manager.connections) - 1)
             self._refuse_raw(Reason.TOO_MANY_CONNECTIONS, "too many connections; try again shortly")
             return
         self._arm_header_deadline()

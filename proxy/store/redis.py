@@ -178,7 +178,7 @@ class RedisStore:
         return _live_record(await self._run(lambda: self._client.get(self._key("record", kind, key))), now)
 
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
-        async def read() -> tuple[list[str], list[bytes | None]]:
+        async def read() -> tuple[list[str], list[bytes | str | None]]:
             members = await self._client.zrangebyscore(self._key("records", kind), f"({now!r}", "+inf")
             keys = [member.decode() if isinstance(member, bytes) else str(member) for member in members]
             raws = await self._client.mget([self._key("record", kind, key) for key in keys]) if keys else []

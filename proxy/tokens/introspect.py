@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from cachetools import TLRUCache
@@ -43,6 +43,9 @@ from proxy.token_narrowing import (
     path_prefixes_claim,
 )
 from proxy.tokens.matchers import TypeRule, pick_token_type
+
+if TYPE_CHECKING:
+    from proxy.metrics import IntrospectionResult
 
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_OPAQUE_TOKEN_LENGTH = 8192
@@ -100,7 +103,7 @@ class IntrospectSource:
         settings: IntrospectSourceSettings,
         *,
         clock: Callable[[], float] = time.time,
-        on_result: Callable[[str], None] | None = None,
+        on_result: Callable[[IntrospectionResult], None] | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -232,7 +235,7 @@ class IntrospectSource:
             )
         return self._session
 
-    def _count(self, result: str) -> None:
+    def _count(self, result: IntrospectionResult) -> None:
         if self._on_result is not None:
             self._on_result(result)
 

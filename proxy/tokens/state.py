@@ -59,11 +59,10 @@ class TokenStateGuard:
         client = facts.claims.get("client_id", facts.claims.get("azp"))
         chain = facts.claims.get("chain")
         issued = facts.issued_at if facts.issued_at is not None else float("-inf")
-        names: list[tuple[RevocationKind, str]] = [
-            (kind, value)
-            for kind, value in (("token", key), ("subject", facts.subject), ("client", client), ("chain", chain))
-            if isinstance(value, str)
-        ]
+        candidates: tuple[tuple[RevocationKind, object], ...] = (
+            ("token", key), ("subject", facts.subject), ("client", client), ("chain", chain)
+        )
+        names = [(kind, value) for kind, value in candidates if isinstance(value, str)]
         try:
             answers = await self._revocations_of(names)
         except StoreUnavailable:
