@@ -14,7 +14,7 @@ from proxy.paths import parse_target
 from proxy.policy.compile import compile_pack
 from proxy.policy.decide import RequestFacts, decide
 from proxy.policy.load import load_pack_text
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 
 CASES = {
     "allowed": "/api/generated{last}/abc-123?limit=5",

@@ -20,7 +20,7 @@ from proxy.gateway.ratelimit import RateLimiter
 from proxy.metrics import GatewayMetrics
 from proxy.policy.rates import RateLimit
 from proxy.store.memory import MemoryStore
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from proxy.tokens.matchers import TypeRule
 from proxy.tokens.observe import ObserveSourceSettings
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, cast
+from typing import cast
 
 from yarl import URL
 
@@ -22,13 +23,24 @@ from proxy.issuer.settings import IssuerSettings, check_issuer_paths, read_issue
 from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.load import NAME, load_pack_file, read_address_set, read_header_rules
 from proxy.policy.model import HeaderRules, parse_path_template
-from proxy.policy.rates import DEFAULT_QUEUE_TIMEOUT, RateLimit, read_in_flight, read_rate_limit
+from proxy.policy.rates import (
+    DEFAULT_QUEUE_TIMEOUT,
+    RateLimit,
+    read_in_flight,
+    read_rate_limit,
+)
 from proxy.store.config_section import read_store
 from proxy.store.open import StoreSettings
-from proxy.upstream_nodes import NodeSettings, read_nodes
 from proxy.tokens.settings import TokenSourceSettings, read_token_source
 from proxy.upstream_address import read_upstream_host, read_upstream_url
-from proxy.yamlsource import ConfigError, FieldReader, LocatedDict, Problems, load_yaml_file
+from proxy.upstream_nodes import NodeSettings, read_nodes
+from proxy.yamlsource import (
+    ConfigError,
+    FieldReader,
+    LocatedDict,
+    Problems,
+    load_yaml_file,
+)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import asyncio
 import logging
 import secrets
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -63,7 +64,7 @@ class Family:
 
     upstream: Upstream
     app: web.Application
-    walk: Callable[["Lab", aiohttp.ClientSession], Awaitable[list[Outcome]]]
+    walk: Callable[[Lab, aiohttp.ClientSession], Awaitable[list[Outcome]]]
 
 
 class Lab:
@@ -114,8 +115,15 @@ async def _simplivity(lab: Lab, session: aiohttp.ClientSession, upstream: Upstre
     got, body = await _call(session, get, "POST", token_url, headers={"Authorization": CLIENT_BASIC},
                             data={"grant_type": "emergency", "username": "svtcli", "password": "svtcli-pw"})
     token = body.get("access_token", "") if isinstance(body, dict) else ""
-    allowed = Step("allowed: list hosts, paged", f"curl -s -H \"Authorization: Bearer $SVT\" '{lab.at(upstream, '/api/hosts?limit=10')}'", 200)
-    denied = Step("denied: an emergency token cannot sort", f"curl -s -H \"Authorization: Bearer $SVT\" '{lab.at(upstream, '/api/hosts?sort=name')}'", 403, "query_param_not_allowed")
+    allowed = Step(
+        "allowed: list hosts, paged", f"curl -s -H \"Authorization: Bearer $SVT\" '{lab.at(upstream, '/api/hosts?limit=10')}'", 200
+    )
+    denied = Step(
+        "denied: an emergency token cannot sort",
+        f"curl -s -H \"Authorization: Bearer $SVT\" '{lab.at(upstream, '/api/hosts?sort=name')}'",
+        403,
+        "query_param_not_allowed",
+    )
     return [got, *await _with_token(session, token, (allowed, "GET", lab.at(upstream, "/api/hosts?limit=10"), None),
                                     (denied, "GET", lab.at(upstream, "/api/hosts?sort=name"), None))]
 
@@ -126,14 +134,19 @@ async def _hcp(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> 
             "client_id": "my-client", "client_secret": "my-secret", "realm": "marketingUsers"}
     get = Step(
         "a password-grant token for a realm user (labgate learns it from HCP's answer)",
-        f"HCP=$(curl -s {token_url} " + " ".join(f"-d {k}={v!r}" if k == "scope" else f"-d {k}={v}" for k, v in form.items()) + f" | {_JSON_TOKEN})",
+        f"HCP=$(curl -s {token_url} "
+        + " ".join(f"-d {k}={v!r}" if k == "scope" else f"-d {k}={v}" for k, v in form.items())
+        + f" | {_JSON_TOKEN})",
         200,
     )
     got, body = await _call(session, get, "POST", token_url, data=form)
     token = body.get("access_token", "") if isinstance(body, dict) else ""
     list_url = lab.at(upstream, "/mapi/v1/user/list")
-    allowed = Step("allowed: an Object Storage MAPI call (POST)",
-                   f"curl -s -X POST -H \"Authorization: Bearer $HCP\" -H 'Content-Type: application/json' -d '{{\"count\": 10}}' {list_url}", 200)
+    allowed = Step(
+        "allowed: an Object Storage MAPI call (POST)",
+        f"curl -s -X POST -H \"Authorization: Bearer $HCP\" -H 'Content-Type: application/json' -d '{{\"count\": 10}}' {list_url}",
+        200,
+    )
     denied = Step("denied: the MAPI takes POST only", f"curl -s -H \"Authorization: Bearer $HCP\" {list_url}", 403, "method_not_allowed")
     return [got, *await _with_token(session, token, (allowed, "POST", list_url, {"count": 10}), (denied, "GET", list_url, None))]
 
@@ -184,8 +197,15 @@ async def _vcf(lab: Lab, session: aiohttp.ClientSession, upstream: Upstream) -> 
     token = answer.get("accessToken", "") if isinstance(answer, dict) else ""
     resources = lab.at(upstream, "/suite-api/api/resources")
     realms = lab.at(upstream, "/suite-api/api/fleet-management/iam/ssorealms")
-    allowed = Step("allowed: read resources (labgate forwards with its own credential)", f"curl -s -H \"Authorization: Bearer $VCF\" {resources}", 200)
-    denied = Step("denied: a viewer cannot reach fleet-management IAM", f"curl -s -H \"Authorization: Bearer $VCF\" {realms}", 403, "route_not_allowed")
+    allowed = Step(
+        "allowed: read resources (labgate forwards with its own credential)", f"curl -s -H \"Authorization: Bearer $VCF\" {resources}", 200
+    )
+    denied = Step(
+        "denied: a viewer cannot reach fleet-management IAM",
+        f"curl -s -H \"Authorization: Bearer $VCF\" {realms}",
+        403,
+        "route_not_allowed",
+    )
     return [got, *await _with_token(session, token, (allowed, "GET", resources, None), (denied, "GET", realms, None))]
 
 

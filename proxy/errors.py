@@ -18,7 +18,7 @@ LabgateError
 ├── tokens and keys
 │   ├── KeysUnavailable             (proxy.tokens.jwks)
 │   ├── BadTokenRequest             (proxy.tokens.observe)
-│   ├── MalformedNarrowing          (proxy.tokens.narrowing)
+│   ├── MalformedNarrowing          (proxy.token_narrowing)
 │   ├── DevTokenRefused             (proxy.tokens.dev_token)
 │   └── InvalidAddress              (proxy.ipaddrs: an address labgate will not interpret)
 ├── state and credentials

@@ -13,8 +13,9 @@ import bisect
 import functools
 import ipaddress
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Literal
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
@@ -152,11 +153,11 @@ class AddressSet:
                     ends.append(end)
 
     @classmethod
-    def from_ranges(cls, ranges: Iterable[AddressRange]) -> "AddressSet":
+    def from_ranges(cls, ranges: Iterable[AddressRange]) -> AddressSet:
         return cls(list(ranges))
 
     @classmethod
-    def parse(cls, texts: Iterable[str]) -> "AddressSet":
+    def parse(cls, texts: Iterable[str]) -> AddressSet:
         return cls([parse_entry(t) for t in texts])
 
     def __contains__(self, address: object) -> bool:
@@ -283,7 +284,9 @@ def forwarded_for_addresses(values: list[str]) -> list[str] | None:
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False

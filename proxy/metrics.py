@@ -15,9 +15,18 @@ from __future__ import annotations
 import os
 import struct
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from proxy.live_tokens import LiveTokens
@@ -31,6 +40,10 @@ _STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 IntrospectionResult = Literal["active", "inactive", "error"]
 ReloadResult = Literal["success", "failure"]
 MULTIPROCESS_READ_TRIES = 5
+# prometheus_client's multiprocess helpers carry no annotations: mark_process_dead(pid, path) and
+# MultiProcessCollector(registry, path), which registers itself with the registry.
+_MarkProcessDead = Callable[[int, str], None]
+_CollectFrom = Callable[[CollectorRegistry, str], object]
 STORE_OPERATIONS = (
     "put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at", "revocations",
     "signing_keys", "add_first_signing_key", "rotate_signing_key",
@@ -59,7 +72,7 @@ def mark_worker_dead(pid: int, directory: str | None = None) -> None:
     """
     directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
-        multiprocess.mark_process_dead(pid, directory)
+        cast(_MarkProcessDead, multiprocess.mark_process_dead)(pid, directory)
 
 
 class GatewayMetrics:
@@ -250,7 +263,7 @@ class GatewayMetrics:
     def token_used(self, upstream: str, token_type: str, fingerprint: str) -> None:
         """A request carried this verified token: counted in ``labgate_live_tokens`` for 10 minutes.
 
-        ``fingerprint`` is the token's sha256 (:func:`proxy.tokens.facts.token_fingerprint`).
+        ``fingerprint`` is the token's sha256 (:func:`proxy.token_facts.token_fingerprint`).
         Cheap on the hot path: a repeat within 10 seconds is one set lookup.
         """
         self.live_tokens.seen(upstream, token_type, fingerprint)
@@ -280,7 +293,7 @@ class GatewayMetrics:
         if directory is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, directory)
+        cast(_CollectFrom, multiprocess.MultiProcessCollector)(registry, directory)
         for _ in range(MULTIPROCESS_READ_TRIES - 1):
             try:
                 return generate_latest(registry)

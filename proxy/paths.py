@@ -69,7 +69,7 @@ class RequestTarget:
     def path(self) -> str:
         return self.raw_path
 
-    def strip_prefix(self, prefix: str) -> "RequestTarget | None":
+    def strip_prefix(self, prefix: str) -> RequestTarget | None:
         """The target below ``prefix`` (``/svt``), or None when the path is not under it.
 
         The prefix matches whole decoded segments, case-sensitively:

@@ -14,7 +14,7 @@ import enum
 class Reason(enum.Enum):
     """A stable reason code, its HTTP status and its OAuth error code."""
 
-    def __new__(cls, code: str, status: int, error: str) -> "Reason":
+    def __new__(cls, code: str, status: int, error: str) -> Reason:
         member = object.__new__(cls)
         member._value_ = code
         return member

@@ -10,9 +10,10 @@ policy the first definition an operator reads must not be quietly overridden.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -108,12 +109,8 @@ def _construct_sequence(loader: _LocatingLoader, node: yaml.SequenceNode) -> Loc
     return result
 
 
-_LocatingLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping  # type: ignore[arg-type]
-)
-_LocatingLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence  # type: ignore[arg-type]
-)
+_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LocatingLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
 def load_yaml_text(text: str, file: str) -> Any:
@@ -252,7 +249,7 @@ class FieldReader:
         self,
         mapping: LocatedDict,
         key: str,
-        kinds: tuple[type, ...],
+        kinds: tuple[type[int] | type[float], ...],
         what: str,
         default: float,
         minimum: float | None,
@@ -267,7 +264,7 @@ class FieldReader:
         if minimum is not None and value < minimum:
             self.error(mapping, key, f"{key!r} must be at least {minimum}, not {value}")
             return default
-        return value  # type: ignore[no-any-return]
+        return value
 
     def boolean(self, mapping: LocatedDict, key: str, *, default: bool) -> bool:
         if not self.given(mapping, key, required=False):
@@ -326,7 +323,8 @@ def read_secret(reader: FieldReader, section: LocatedDict, base: Path, name: str
     """
     given = [key for key in (f"{name}_file", f"{name}_env") if key in section]
     if len(given) > 1 or (required and not given):
-        reader.error(section, given[1] if len(given) > 1 else None, f"give {'exactly' if required else 'at most'} one of {name}_file, {name}_env")
+        how_many = "exactly" if required else "at most"
+        reader.error(section, given[1] if len(given) > 1 else None, f"give {how_many} one of {name}_file, {name}_env")
         return None
     if not given:
         return None

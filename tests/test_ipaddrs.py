@@ -7,7 +7,14 @@ import ipaddress
 import pytest
 from multidict import CIMultiDict
 
-from proxy.ipaddrs import AddressSet, ClientIpResolver, InvalidAddress, forwarded_for_addresses, parse_entry, parse_ip
+from proxy.ipaddrs import (
+    AddressSet,
+    ClientIpResolver,
+    InvalidAddress,
+    forwarded_for_addresses,
+    parse_entry,
+    parse_ip,
+)
 from tests.conftest import GatewayStarter, RecordingUpstream, mint, raw_request
 
 

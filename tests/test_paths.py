@@ -9,7 +9,7 @@ from proxy.policy.compile import compile_pack
 from proxy.policy.decide import RequestFacts, decide
 from proxy.policy.load import load_pack_text
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from tests.conftest import GatewayStarter, RecordingUpstream, mint, raw_request
 
 

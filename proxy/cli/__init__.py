@@ -12,8 +12,8 @@ uncovered policy test (test) or a store that cannot take a revocation
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Sequence
 
 from proxy.cli import keys, policy, revoke, serving, tokens
 from proxy.cli.common import EXIT_DENIED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE

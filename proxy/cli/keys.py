@@ -16,15 +16,16 @@ import json
 import stat
 import sys
 import time
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from proxy.config import Config, load_config
+from proxy.gateway.runtime import open_state_store
 from proxy.issuer.keys import is_encrypted
 from proxy.issuer.ring import ensure_signing_key, rotate_signing_key
 from proxy.issuer.settings import IssuerSettings
 from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable
-from proxy.gateway.runtime import open_state_store
 from proxy.yamlsource import ConfigError
 
 EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2
@@ -163,7 +164,7 @@ def _row(key: SigningKeyRecord) -> dict[str, Any]:
 
 
 def when(moment: float) -> str:
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _warn_about_file_permissions(config: Config) -> None:

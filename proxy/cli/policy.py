@@ -9,16 +9,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proxy.gateway.ratelimit import explain_limits
-from proxy.cli.common import CONFIG_HELP, EXIT_DENIED, EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, load
+from proxy.cli.common import (
+    CONFIG_HELP,
+    EXIT_DENIED,
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_USAGE,
+    load,
+)
 from proxy.config import Config, Upstream
+from proxy.gateway.ratelimit import explain_limits
 from proxy.gateway.runtime import open_state_store
 from proxy.ipaddrs import InvalidAddress, parse_ip
 from proxy.policy.decide import Decision
 from proxy.policy.offline import decide_offline
 from proxy.policy.testing import MissingPath, load_suite, report, run_suite
 from proxy.schemas import SCHEMAS, schema_text
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.source import open_token_source
 from proxy.wording import plural
 from proxy.yamlsource import ConfigError

@@ -15,7 +15,7 @@ from proxy.cli.common import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, load
 from proxy.config import Config
 from proxy.gateway.runtime import open_state_store
 from proxy.store.base import RevocationKind, StoreUnavailable
-from proxy.tokens.facts import short_token_hash, token_fingerprint
+from proxy.token_facts import short_token_hash, token_fingerprint
 
 
 def add_commands(commands: Any) -> None:

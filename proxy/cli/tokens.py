@@ -19,20 +19,27 @@ import getpass
 import json
 import sys
 import time
-from typing import Any, Awaitable, Callable, TextIO
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
 
+from proxy.cli.keys import issuer_config, when, with_store
 from proxy.config import Config, load_config
 from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
 from proxy.issuer.audiences import NoSuchAudience, select_upstream
-from proxy.cli.keys import issuer_config, when, with_store
 from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME
 from proxy.issuer.ring import KeyRing
 from proxy.issuer.secrets_hash import hash_secret
 from proxy.store.base import Store, StoreUnavailable
-from proxy.tokens.dev_token import DEV_CLAIM, DevTokenRefused, DevTokenRequest, mint_dev_token, parse_claim
+from proxy.tokens.dev_token import (
+    DEV_CLAIM,
+    DevTokenRefused,
+    DevTokenRequest,
+    mint_dev_token,
+    parse_claim,
+)
 from proxy.tokens.jwks import KeysUnavailable
 from proxy.yamlsource import ConfigError, parse_duration
 

@@ -33,8 +33,8 @@ import re
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
 
@@ -82,7 +82,7 @@ class OAuthCredential:
         tls: ssl.SSLContext | bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``tls``: how to verify the token endpoint (see :func:`proxy.credentials.open.token_endpoint_tls`)."""
+        """``tls``: how to verify the token endpoint (see :func:`proxy.gateway.credentials_open.token_endpoint_tls`)."""
         self.settings = settings
         self._upstream = upstream
         self._tls = tls
@@ -191,7 +191,7 @@ class OAuthCredential:
                 if response.status != 200:
                     raise LoginFailed(f"the token endpoint answered {response.status}")
                 body = await _bounded_body(response)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise LoginFailed(f"the token endpoint cannot be reached ({type(exc).__name__})") from None
         return self._held_token(body, started)
 

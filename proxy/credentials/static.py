@@ -22,7 +22,7 @@ class StaticCredential:
         self._upstream = upstream
         if isinstance(settings, BasicCredentialSettings):
             # RFC 7617 section 2.1: user-id ":" password, UTF-8, base64.
-            pair = f"{settings.username}:{settings.password}".encode("utf-8")
+            pair = f"{settings.username}:{settings.password}".encode()
             self._kind = "basic"
             self._value = "Basic " + base64.b64encode(pair).decode("ascii")
         else:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.metrics import MetricWrapperBase
 
 from proxy.docgen.reason_notes import WHEN
 from proxy.metrics import GatewayMetrics
@@ -44,9 +47,10 @@ def _metric_families() -> Iterator[tuple[str, str, tuple[str, ...], str]]:
     """(exposed name, type, label names, help) of every family a gateway exports."""
     registry = GatewayMetrics().registry
     for collector in registry._collector_to_names:  # the registry's own list of what it collects
+        assert isinstance(collector, MetricWrapperBase)  # GatewayMetrics registers counters, gauges and histograms only
         for family in collector.describe():
             name = f"{family.name}_total" if family.type == "counter" else family.name
-            yield name, family.type, tuple(getattr(collector, "_labelnames", ())), family.documentation
+            yield name, family.type, tuple(collector._labelnames), family.documentation
 
 
 def metrics_page() -> str:
@@ -80,7 +84,8 @@ def config_keys_page() -> str:
         lines += ["| key | type | meaning |", "|---|---|---|"]
         for key, spec in section["properties"].items():
             mark = " (required)" if key in required else ""
-            lines.append(f"| `{key}`{mark} | {_type_of(schema, spec)} | {_cell(_resolve(schema, spec).get('description', spec.get('description', '')))} |")
+            description = _resolve(schema, spec).get("description", spec.get("description", ""))
+            lines.append(f"| `{key}`{mark} | {_type_of(schema, spec)} | {_cell(description)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -125,7 +130,8 @@ def _type_of(schema: dict[str, Any], spec: dict[str, Any]) -> str:
     if "oneOf" in spec:
         return " or ".join(dict.fromkeys(_type_of(schema, option) for option in spec["oneOf"]))
     kind = spec.get("type", "mapping" if "allOf" in spec else "any")
-    return {"object": "mapping", "number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}.get(str(kind), str(kind))
+    names = {"object": "mapping", "number": "number", "integer": "integer", "string": "string", "boolean": "boolean"}
+    return names.get(str(kind), str(kind))
 
 
 def cli_page(parser: argparse.ArgumentParser) -> str:

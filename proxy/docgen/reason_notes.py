@@ -40,8 +40,12 @@ WHEN: dict[Reason, str] = {
         "the token, its subject, its client id (`client_id`/`azp` claim) or its refresh chain "
         "(`chain` claim, labgate's own tokens) was revoked at or after its issue"
     ),
-    Reason.LIFETIME_TOO_LONG: "the token's own `exp` − `iat` is longer than its type's `absolute` lifetime (or `ttl`, when that is its only one)",
-    Reason.TOKEN_TOO_LARGE: "a JWT longer than its source's `max_token_bytes` (default 4096), refused before any key lookup or signature work",
+    Reason.LIFETIME_TOO_LONG: (
+        "the token's own `exp` − `iat` is longer than its type's `absolute` lifetime (or `ttl`, when that is its only one)"
+    ),
+    Reason.TOKEN_TOO_LARGE: (
+        "a JWT longer than its source's `max_token_bytes` (default 4096), refused before any key lookup or signature work"
+    ),
     Reason.UNKNOWN_TOKEN: (
         "`observe`: labgate never saw this opaque token issued by this appliance (or it expired, or was revoked there)"
     ),
@@ -94,13 +98,19 @@ WHEN: dict[Reason, str] = {
     Reason.ALREADY_EXISTS: "management API: the name or id is taken",
     Reason.FORWARD_AUTH_UNTRUSTED: "a forward-auth question from a peer outside `trusted_proxies`",
     Reason.FORWARD_AUTH_HEADERS: "a forward-auth question that does not name exactly one method, target and host",
-    Reason.METHOD_OVERRIDE: "a method-override header in any spelling, `_method` in the query, or `_method` in a form body; or a forward-auth question about a request with one",
+    Reason.METHOD_OVERRIDE: (
+        "a method-override header in any spelling, `_method` in the query, or `_method` in a form body; "
+        "or a forward-auth question about a request with one"
+    ),
     Reason.BODY_NOT_ALLOWED: "a body on `GET`, `HEAD`, `DELETE` or `OPTIONS` on a route the pack does not list under `bodies`",
     Reason.HEADERS_TOO_LARGE: "request line, a header line, or the whole head beyond `limits`",
     Reason.TOO_MANY_CONNECTIONS: "more open client connections than `limits.max_connections` (the connection is closed)",
     Reason.BODY_TOO_LARGE: "body beyond `limits.max_body_bytes` (by `Content-Length`, or counted while streaming)",
     Reason.BODY_TIMEOUT: "the client took longer than `limits.body_timeout` between two pieces of its body (not an appliance error)",
-    Reason.CLIENT_ABORTED: "the client went away while sending its body or receiving the answer: logged and counted as the client's, never as an appliance error",
+    Reason.CLIENT_ABORTED: (
+        "the client went away while sending its body or receiving the answer: "
+        "logged and counted as the client's, never as an appliance error"
+    ),
     Reason.RATE_LIMITED: (
         "an allowed request past its token type's or its upstream's `rate_limit`; never forwarded "
         "([Protecting the appliances](../concepts/protecting-appliances.md))"
@@ -116,5 +126,8 @@ WHEN: dict[Reason, str] = {
     Reason.UPSTREAM_CREDENTIAL_REJECTED: "the appliance answered 401 to labgate's credential; its answer is not passed on",
     Reason.INTERNAL_ERROR: "an unexpected error in labgate itself (logged with its traceback); the connection is closed",
     Reason.SHUTDOWN_CUT: "decision log only: still in flight at the shutdown's drain deadline; the connection was closed without an answer",
-    Reason.CONFIG_PROBLEM: "never a request's answer: a config, pack or command line labgate cannot use (labgate check, a refused reload in /readyz, the CLI's exit codes)",
+    Reason.CONFIG_PROBLEM: (
+        "never a request's answer: a config, pack or command line labgate cannot use "
+        "(labgate check, a refused reload in /readyz, the CLI's exit codes)"
+    ),
 }

@@ -17,15 +17,25 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
 from proxy.config import Config, Upstream
 from proxy.gateway.client_token import TokenProblem, client_token
 from proxy.gateway.discovery import discovery_endpoints
-from proxy.gateway.exchange import Exchange, Routed, TokenUse, UpstreamRuntime, request_id_for
-from proxy.gateway.forward_auth import OriginalRequest, forward_auth_answer, original_request
+from proxy.gateway.exchange import (
+    Exchange,
+    Routed,
+    TokenUse,
+    UpstreamRuntime,
+    request_id_for,
+)
+from proxy.gateway.forward_auth import (
+    OriginalRequest,
+    forward_auth_answer,
+    original_request,
+)
 from proxy.gateway.forwarder import Forwarder
 from proxy.gateway.nodepool import NodePool
 from proxy.gateway.own_endpoints import OwnEndpoints
@@ -34,12 +44,17 @@ from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import shape_problem
 from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.runtime import Runtime, TransportFactory, transport_for
-from proxy.gateway.token_endpoint import is_revoke_request, is_token_request, pass_revoke_request, pass_token_request
-from proxy.ipaddrs import ClientIpResolver
+from proxy.gateway.token_endpoint import (
+    is_revoke_request,
+    is_token_request,
+    pass_revoke_request,
+    pass_token_request,
+)
 from proxy.gateway.token_service.admin.api import AdminApi
 from proxy.gateway.token_service.admin.router import AdminContext
-from proxy.issuer.settings import TOKEN_PATH
 from proxy.gateway.token_service.token_endpoint import TokenEndpoint
+from proxy.ipaddrs import ClientIpResolver
+from proxy.issuer.settings import TOKEN_PATH
 from proxy.metrics import GatewayMetrics
 from proxy.paths import RequestTarget, TargetError, parse_target
 from proxy.policy.compile import CompiledPack
@@ -47,7 +62,7 @@ from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS, Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import Store
-from proxy.tokens.facts import TokenFacts, TokenRejection, token_fingerprint
+from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.observe import ObserveSource
 from proxy.tokens.state import TokenStateGuard
 

@@ -14,8 +14,8 @@ swap files) are not.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from proxy.config import Config
 

@@ -8,7 +8,7 @@ set would tell clients that no labgate token is valid.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 

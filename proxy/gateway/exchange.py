@@ -23,7 +23,7 @@ from proxy.ipaddrs import IPAddress
 from proxy.paths import RequestTarget
 from proxy.policy.compile import CompiledPack
 from proxy.policy.model import HeaderRules, Lifetimes
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.source import TokenSource
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

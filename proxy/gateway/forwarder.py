@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -27,9 +27,19 @@ from proxy.gateway.headers import outbound_headers, response_headers
 from proxy.gateway.protect import Busy, Protection
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import (
-    MAX_FORM_BYTES, FormOverride, form_kind, multipart_boundary, urlencoded_overrides, without_multipart_override,
+    MAX_FORM_BYTES,
+    FormOverride,
+    form_kind,
+    multipart_boundary,
+    urlencoded_overrides,
+    without_multipart_override,
 )
-from proxy.gateway.transport import ClientBodyError, OutboundRequest, UpstreamError, UpstreamResponse
+from proxy.gateway.transport import (
+    ClientBodyError,
+    OutboundRequest,
+    UpstreamError,
+    UpstreamResponse,
+)
 from proxy.policy.decide import Decision, deny
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable

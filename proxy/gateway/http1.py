@@ -17,13 +17,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
-from proxy.gateway.transport import OutboundRequest, UpstreamError, UpstreamResponse, client_ssl
+from proxy.gateway.transport import (
+    OutboundRequest,
+    UpstreamError,
+    UpstreamResponse,
+    client_ssl,
+)
 from proxy.reasons import Reason
 from proxy.upstream_address import unreachable_detail
 
@@ -192,7 +197,9 @@ class _Connection(asyncio.Protocol):
 
 
 class _Http1Response:
-    def __init__(self, owner: "Http1Transport", connection: _Connection, status: int, headers: list[tuple[str, str]], head_only: bool) -> None:
+    def __init__(
+        self, owner: Http1Transport, connection: _Connection, status: int, headers: list[tuple[str, str]], head_only: bool
+    ) -> None:
         self._owner = owner
         self._connection = connection
         self.status = status
@@ -206,7 +213,7 @@ class _Http1Response:
         try:
             while (chunk := await self._connection.next_chunk(timeout)) is not None:
                 yield chunk
-        except (asyncio.TimeoutError, OSError, httptools.HttpParserError) as exc:
+        except (TimeoutError, OSError, httptools.HttpParserError) as exc:
             self._connection.reusable = False
             raise self._owner.error(exc) from exc
 
@@ -332,7 +339,7 @@ class Http1Transport:
                     ssl=self._ssl,
                     server_hostname=self._host if self._ssl is not None else None,
                 )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise self.error(exc, nothing_sent=True) from exc  # no connection: not a byte was sent
         return protocol
 
@@ -412,7 +419,7 @@ def _safe_elsewhere(request: OutboundRequest, exchange: _Exchange, exc: BaseExce
 
 def _expire(head: asyncio.Future[int]) -> None:
     if not head.done():
-        head.set_exception(asyncio.TimeoutError())
+        head.set_exception(TimeoutError())
 
 
 def _ssl_context(upstream: Upstream) -> ssl.SSLContext:

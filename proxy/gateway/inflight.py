@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 from proxy.errors import LabgateError
 from proxy.metrics import GatewayMetrics

@@ -20,13 +20,18 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Callable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
-from proxy.gateway.transport import OutboundRequest, UpstreamError, UpstreamResponse, UpstreamTransport
+from proxy.gateway.transport import (
+    OutboundRequest,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTransport,
+)
 from proxy.metrics import GatewayMetrics
 from proxy.reasons import Reason
 from proxy.upstream_nodes import HealthCheck, NodeSettings, node_label

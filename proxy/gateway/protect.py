@@ -9,8 +9,8 @@ mechanisms live in :mod:`proxy.gateway.ratelimit` and :mod:`proxy.gateway.inflig
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from aiohttp import web
 
@@ -23,7 +23,7 @@ from proxy.metrics import GatewayMetrics
 from proxy.policy.decide import Decision
 from proxy.reasons import Reason
 from proxy.store.base import Store
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 
 
 class Busy(LabgateError):

@@ -20,8 +20,8 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from proxy.config import Upstream
 from proxy.metrics import GatewayMetrics
@@ -29,7 +29,7 @@ from proxy.policy.rates import RateLimit, rate_limit_fields
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable
 from proxy.store.gcra import RateCheck, RateVerdict
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 
 logger = logging.getLogger("labgate")
 

@@ -17,7 +17,7 @@ from proxy.gateway.exchange import Exchange, UpstreamRuntime
 from proxy.metrics import GatewayMetrics
 from proxy.policy.decide import Decision, deny
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 
 # Refusals that leave part of the client's body unread: the connection cannot be reused.
 _BODY_LEFT_UNREAD = frozenset(

@@ -26,15 +26,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from aiohttp import web
 
 from proxy.config import Config, load_config
 from proxy.gateway.app import Gateway
-from proxy.gateway.runtime import TransportFactory, open_state_store, transport_for
 from proxy.gateway.config_watch import Fingerprint, fingerprint, watched_paths
+from proxy.gateway.runtime import TransportFactory, open_state_store, transport_for
 from proxy.metrics import GatewayMetrics
 from proxy.store.base import Store
 from proxy.store.open import StoreSettings
@@ -113,7 +113,7 @@ class ReloadingGateway:
         self._clock = clock
         self._current = self._version(config, 1, self._open_store(config.store))
         self._retired: set[ConfigVersion] = set()
-        self._tasks: set[asyncio.Task[None]] = set()  # retirements and signalled reloads
+        self._tasks: set[asyncio.Task[object]] = set()  # retirements and signalled reloads
         self._lock = asyncio.Lock()
         self._closed = False
         self._baseline: Fingerprint = ()
@@ -282,7 +282,7 @@ class ReloadingGateway:
         if version.state.users == 0:
             await version.state.store.close()
 
-    def _keep(self, task: asyncio.Task[None]) -> None:
+    def _keep(self, task: asyncio.Task[object]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

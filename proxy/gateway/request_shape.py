@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import email.message
 import email.utils
-from typing import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 from urllib.parse import unquote_plus
 
 from proxy.gateway.transport import ClientBodyError

@@ -6,7 +6,8 @@ matching prefix.  No match is a 404 from labgate, never a guess.
 
 from __future__ import annotations
 
-from typing import Generic, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 from proxy.config import Upstream
 from proxy.paths import RequestTarget

@@ -9,10 +9,13 @@ two parts of labgate disagree about which store or ring is the real one.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from proxy.config import Config, Upstream
-from proxy.credentials.open import forwards_client_authorization, open_credential
+from proxy.gateway.credentials_open import (
+    forwards_client_authorization,
+    open_credential,
+)
 from proxy.gateway.exchange import UpstreamRuntime
 from proxy.gateway.http1 import Http1Transport
 from proxy.gateway.nodepool import NodePool

@@ -33,7 +33,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from proxy.config import Config
 from proxy.gateway.errors import error_body, error_response
-from proxy.gateway.in_flight import Handler, InFlight
+from proxy.gateway.in_flight import InFlight
 from proxy.gateway.reload import ReloadingGateway
 from proxy.reasons import Reason
 
@@ -55,14 +55,16 @@ class GuardedRequestHandler(RequestHandler):
     header_timeout: float = 10.0
     max_header_block: int = 65536
     max_connections: int = 1024
-    refusals: "RefusalWarnings"
+    refusals: RefusalWarnings
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._head_bytes = 0
         self._last_payload: Any = None
-        if len(self._manager.connections) > self.max_connections:
-            self.refusals.refused(len(self._manager.connections) - 1)
+        manager = self._manager
+        assert manager is not None  # aiohttp sets it before connection_made and clears it only when the connection is lost
+        if len(manager.connections) > self.max_connections:
+            self.refusals.refused(len(manager.connections) - 1)
             self._refuse_raw(Reason.TOO_MANY_CONNECTIONS, "too many connections; try again shortly")
             return
         self._arm_header_deadline()
@@ -298,7 +300,7 @@ def c_parser_active() -> bool:
     return http_parser.HttpRequestParser is not http_parser.HttpRequestParserPy
 
 
-async def run_server(config: Config, *, ready: "asyncio.Event | None" = None, reuse_port: bool = False) -> None:
+async def run_server(config: Config, *, ready: asyncio.Event | None = None, reuse_port: bool = False) -> None:
     """Serve until SIGINT or SIGTERM, reloading on SIGHUP; then drain requests in flight and close.
 
     ``reuse_port``: one of several workers on the same port (``labgate serve --workers``).

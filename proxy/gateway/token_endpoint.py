@@ -28,7 +28,7 @@ from proxy.policy.compile import fold_segment
 from proxy.policy.decide import Decision
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from proxy.tokens.observe import (
     MAX_TOKEN_ANSWER_BYTES,
     MAX_TOKEN_REQUEST_BYTES,
@@ -112,7 +112,9 @@ async def pass_token_request(forwarder: Forwarder, routed: Routed, source: Obser
         except StoreUnavailable:
             return recorder.refuse(exchange, Reason.STORE_UNAVAILABLE, "the new token cannot be recorded right now", allowed=decision)
         except (ValueError, RecursionError):
-            return recorder.refuse(exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer carries no token", allowed=decision)
+            return recorder.refuse(
+                exchange, Reason.TOKEN_ANSWER_UNREADABLE, "the appliance's token answer carries no token", allowed=decision
+            )
     recorder.record(exchange, decision, status)
     return web.Response(status=status, body=content, headers=headers)
 

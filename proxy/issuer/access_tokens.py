@@ -29,8 +29,12 @@ import jwt
 
 from proxy.issuer.ring import SigningKey
 from proxy.issuer.settings import IssuerSettings
-from proxy.tokens.facts import token_fingerprint
-from proxy.tokens.narrowing import MalformedNarrowing, client_ips_claim, path_prefixes_claim
+from proxy.token_facts import token_fingerprint
+from proxy.token_narrowing import (
+    MalformedNarrowing,
+    client_ips_claim,
+    path_prefixes_claim,
+)
 
 ACCESS_TOKEN_TYP = "at+jwt"
 TOKEN_TYPE_CLAIM = "token_type"

@@ -61,7 +61,9 @@ def _by_audience(candidates: list[Candidate], audience: str) -> Candidate:
     named = [(u, s) for u, s in candidates if audience in s.audience]
     if len(named) == 1:
         return named[0]
-    raise NoSuchAudience("the audience names no upstream labgate issues tokens for" if not named else "the audience names several upstreams: use the upstream's name")
+    if not named:
+        raise NoSuchAudience("the audience names no upstream labgate issues tokens for")
+    raise NoSuchAudience("the audience names several upstreams: use the upstream's name")
 
 
 def resource_uris(config: Config, upstream: Upstream, source: IssuerSourceSettings) -> tuple[str, ...]:

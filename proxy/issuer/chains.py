@@ -27,7 +27,7 @@ from proxy.issuer.records import MalformedRecord, RefreshRecord, RefreshSpentRec
 from proxy.issuer.ring import SigningKey
 from proxy.issuer.settings import IssuerSettings
 from proxy.store.base import Store
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 
 REFRESH_TOKEN_BYTES = 32
 RENEWAL_GRACE = 86400.0

@@ -24,7 +24,8 @@ import asyncio
 import math
 import secrets
 import uuid
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from proxy.errors import LabgateError
 from proxy.issuer.records import NAME, ClientRecord, MalformedRecord, SubjectRecord

@@ -8,7 +8,8 @@ private one.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from proxy.issuer.keys import public_jwk
 from proxy.issuer.settings import IssuerSettings

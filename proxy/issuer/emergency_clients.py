@@ -1,6 +1,6 @@
 """Emergency clients (VCF-style): what one is, how its token's type is chosen, and how the API shows it.
 
-A VCF Operations emergency client (seed 001) is a named principal with one
+A VCF Operations emergency client (VCF Operations "Create Emergency Client" reference) is a named principal with one
 bearer token, made for "critical access scenarios": created with a lifetime
 in minutes (``accessTokenTtl``) and roles, its token is shown once; reading or
 listing the client never shows the token again; regenerating replaces the
@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from proxy.errors import LabgateError
 from proxy.issuer.records import NAME, MalformedRecord
@@ -236,7 +237,7 @@ class EmergencyClientRecord:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "EmergencyClientRecord":
+    def from_json(cls, text: str) -> EmergencyClientRecord:
         """The record; MalformedRecord when it is not one (missing token fields are allowed: UNKNOWN)."""
         try:
             data = json.loads(text)

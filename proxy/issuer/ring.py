@@ -27,10 +27,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from proxy.issuer.keys import SigningKeyUnusable, load_private_key, new_signing_key, verification_key
+from proxy.issuer.keys import (
+    SigningKeyUnusable,
+    load_private_key,
+    new_signing_key,
+    verification_key,
+)
 from proxy.issuer.settings import IssuerSettings
 from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable
 from proxy.tokens.jwks import KeysUnavailable, VerificationKey

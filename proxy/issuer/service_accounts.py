@@ -46,7 +46,7 @@ from proxy.issuer.settings import DAY, IssuerSettings
 from proxy.policy.compile import CompiledPack
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
-from proxy.tokens.narrowing import MalformedNarrowing, path_prefixes_claim
+from proxy.token_narrowing import MalformedNarrowing, path_prefixes_claim
 from proxy.yamlsource import FieldReader, LocatedDict
 
 RECORD_KIND = "service-token"
@@ -307,7 +307,7 @@ class ServiceTokenRecord:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "ServiceTokenRecord":
+    def from_json(cls, text: str) -> ServiceTokenRecord:
         """The record; MalformedRecord when it is not one."""
         try:
             data = json.loads(text)

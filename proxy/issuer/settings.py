@@ -8,13 +8,18 @@ every ``repr``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from yarl import URL
 
-from proxy.issuer.accounts import AdminSettings, EmergencyAccount, read_admin, read_emergency_accounts
+from proxy.issuer.accounts import (
+    AdminSettings,
+    EmergencyAccount,
+    read_admin,
+    read_emergency_accounts,
+)
 from proxy.yamlsource import FieldReader, LocatedDict, read_secret
 
 # Public-key algorithms only: the key that verifies is published in the JWKS, so

@@ -38,7 +38,7 @@ access token is usually expired by then); the list answer ``{"accessTokens":
 [...]}``; the ``/MediaAgent`` (cvpysdk's ``response[].entityInfo``),
 ``/ClientGroup`` and ``/FirewallSummary`` entries; ``/scim`` as the SCIM
 scope's paths; that the IP allowlist belongs to the service account (as the
-seed's Command Center steps say).  SaaS rate limits (429) are not modelled.
+vendor document's Command Center steps say).  SaaS rate limits (429) are not modelled.
 """
 
 from __future__ import annotations
@@ -49,14 +49,21 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 
 from proxy.mocks.commvault_resources import Caller, Handler, ResourceHandlers
 from proxy.mocks.commvault_scope import IpEntry, ip_allowed, ip_entry, scope_allows
-from proxy.mocks.commvault_tokens import ALL, DEFAULT_ACCESS_LIFETIME, AccessTokenBook, Refusal, TokenChain
+from proxy.mocks.commvault_tokens import (
+    ALL,
+    DEFAULT_ACCESS_LIFETIME,
+    AccessTokenBook,
+    Refusal,
+    TokenChain,
+)
 from proxy.mocks.recording import bearer_of, recording_middleware
 
 LOGIN_IDLE = 30 * 60
@@ -107,7 +114,9 @@ class CommvaultAppliance:
         What a gateway in front holds as its credential (labgate's ``credential:
         {type: bearer}``): the lab demo hands the same value to both sides.
         """
-        chain = self.tokens.create(username, self.user_ids[username], {"tokenName": "gateway", "tokenType": ALL, "renewableUntilTimestamp": 0})
+        chain = self.tokens.create(
+            username, self.user_ids[username], {"tokenName": "gateway", "tokenType": ALL, "renewableUntilTimestamp": 0}
+        )
         assert isinstance(chain, TokenChain)
         chain.access, chain.access_expires = access, float("inf")
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -43,7 +44,7 @@ class Caller:
 
     username: str
     user_id: int
-    chain: "TokenChain | None" = None
+    chain: TokenChain | None = None
 
 
 Handler = Callable[[web.Request, Caller, re.Match[str]], Awaitable[web.Response]]

@@ -23,7 +23,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from proxy.mocks.commvault_tokens import ALL, ALL_TOO, CUSTOM, HYPERSCALE, MS_SCIM, ONE_TOUCH
+from proxy.mocks.commvault_tokens import (
+    ALL,
+    ALL_TOO,
+    CUSTOM,
+    HYPERSCALE,
+    MS_SCIM,
+    ONE_TOUCH,
+)
 
 ONE_TOUCH_ENDPOINTS = ("/client", "/mediaagent", "/clientgroup", "/v4/servergroup", "/firewallsummary")
 HYPERSCALE_PREFIX = "/v4/storage/hyperscale"

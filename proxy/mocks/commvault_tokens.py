@@ -22,8 +22,9 @@ HTTP; :mod:`proxy.mocks.commvault` serves it.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH, HYPERSCALE = 0, 1, 2, 3, 4, 5
 TOKEN_TYPES = (ALL, MS_SCIM, ALL_TOO, CUSTOM, ONE_TOUCH, HYPERSCALE)
@@ -158,7 +159,7 @@ class AccessTokenBook:
 
     def renew(self, request: Any) -> TokenChain | Refusal:
         """A new access/refresh pair for the current one; reusing an old pair kills the chain."""
-        if not isinstance(request, dict) or not isinstance(request.get("accessToken"), str) or not isinstance(request.get("refreshToken"), str):
+        if not isinstance(request, dict) or not all(isinstance(request.get(key), str) for key in ("accessToken", "refreshToken")):
             return Refusal(400, "accessToken and refreshToken are required")
         access, refresh = request["accessToken"], request["refreshToken"]
         chain = next((c for c in self.chains.values() if access == c.access or access in c.retired), None)

@@ -1,6 +1,6 @@
 """A mock HPE GreenLake (SSO token endpoint and Compute Ops Management API), faithful to what clients see.
 
-What it mirrors (seed 003, ``shared/reference/vendor-apis.md`` section 4):
+What it mirrors (HPE GreenLake access-token blog post, the HPE GreenLake Compute Ops Management API reference):
 
 * ``POST /as/token.oauth2``: form ``grant_type=client_credentials`` with
   ``client_id`` and ``client_secret`` in the body or as HTTP Basic; answers
@@ -20,7 +20,7 @@ What it mirrors (seed 003, ``shared/reference/vendor-apis.md`` section 4):
 * ``GET /compute-ops-mgmt/v1/servers`` (and ``/{id}``), with ``offset``,
   ``limit``, ``filter`` (:mod:`proxy.mocks.odata`) and ``select``, answering
   ``{"offset", "count", "total", "items"}``; the older ``/compute-ops/v1beta2``
-  prefix of the seed's example too (both configurable).  Errors carry the
+  prefix of the vendor document's example too (both configurable).  Errors carry the
   GreenLake body ``{"httpStatusCode", "errorCode", "message", "debugId",
   "errorDetails"}``.
 
@@ -41,8 +41,9 @@ import binascii
 import secrets
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jwt
 from aiohttp import web

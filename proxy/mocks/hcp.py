@@ -1,11 +1,11 @@
 """A mock Hitachi Content Platform for cloud scale management API, faithful to what clients see.
 
-What it mirrors (seed 002, ``shared/reference/vendor-apis.md`` section 3):
+What it mirrors (HCP for cloud scale "Access and authentication", the HCP for cloud scale Management API reference):
 
-* ``POST /auth/oauth/`` (also without the trailing slash, as the seed writes
+* ``POST /auth/oauth/`` (also without the trailing slash, as the vendor document writes
   it): form ``grant_type=password``, ``username``, ``password``, ``scope=*``,
   ``client_id``, ``client_secret`` and ``realm``.  A realm that is omitted or
-  ``Local`` (any letter case: the seed's own example sends ``realm=local``)
+  ``Local`` (any letter case: the vendor document's own example sends ``realm=local``)
   means the local admin account; other realms come from
   :class:`HcpAccounts`.  The answer is ``{"access_token": "eyJ…",
   "expires_in": 7200, "refresh_token": …}``: the access token is a JWT only
@@ -32,7 +32,7 @@ Not in the sources, chosen here: the shapes of the 401 body (Spring OAuth2:
 ``token_type: "Bearer"`` in the token answer (RFC 6749 requires it); that
 ``startingFrom`` is the id of the first user listed; and that any non-empty
 client id and secret are accepted unless :class:`HcpAccounts` lists clients
-(the seed's examples use two different made-up pairs).
+(the vendor document's examples use two different made-up pairs).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -49,7 +50,7 @@ from aiohttp import web
 from proxy.mocks.recording import bearer_of, recording_middleware
 
 LOCAL_REALM = "Local"
-DEFAULT_EXPIRES_IN = 7200  # seed 002; another source says 5 hours: a constructor parameter
+DEFAULT_EXPIRES_IN = 7200  # HCP for cloud scale "Access and authentication"; another source says 5 hours: a constructor parameter
 MAX_LIST_COUNT = 1000
 FORM = "application/x-www-form-urlencoded"
 

@@ -4,7 +4,7 @@
 ``eq ne gt ge lt le``, ``in ('a','b')``, ``and or not``, parentheses, and
 ``contains(property,'text')``; properties are paths with ``/``; literals are
 single-quoted strings (``''`` is a quote), numbers, ``true``, ``false`` and
-``null`` (``vendor-apis.md`` section 4).  A filter that cannot be read, or
+``null`` (the HPE GreenLake Compute Ops Management API reference).  A filter that cannot be read, or
 names a property the collection does not have, is a :class:`FilterError`: the
 API answers 400.
 """
@@ -12,8 +12,9 @@ API answers 400.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -112,7 +113,9 @@ class SimplivityAppliance:
         grant, username, password = form.get("grant_type"), form.get("username"), form.get("password")
         accounts = {"password": self.accounts.users, "emergency": self.accounts.emergency}.get(str(grant))
         if accounts is None:
-            return web.json_response({"error": "unsupported_grant_type", "error_description": f"Unsupported grant type: {str(grant)[:64]}"}, status=400)
+            return web.json_response(
+                {"error": "unsupported_grant_type", "error_description": f"Unsupported grant type: {str(grant)[:64]}"}, status=400
+            )
         if not isinstance(username, str) or accounts.get(username) != password:
             return web.json_response({"error": "invalid_grant", "error_description": "Invalid credentials"}, status=400)
         token, now = str(uuid.uuid4()), self.clock()
@@ -142,14 +145,18 @@ class SimplivityAppliance:
         found.last_used = now
         return found
 
-    def _emergency_refusal(self, request: web.Request, caller: _Token, *, allowed: bool, query: frozenset[str] = EMERGENCY_QUERY) -> web.Response | None:
+    def _emergency_refusal(
+        self, request: web.Request, caller: _Token, *, allowed: bool, query: frozenset[str] = EMERGENCY_QUERY
+    ) -> web.Response | None:
         """An emergency token outside its six operations, or sorting, filtering or asking for optional fields."""
         if caller.grant != "emergency":
             return None
         if not allowed:
             return _refused(request, 403, "Forbidden", "Access is denied")
         if any(name not in query for name in request.query):
-            return _refused(request, 400, "Bad Request", "Sorting, filtering and optional properties are not supported with an emergency token")
+            return _refused(
+                request, 400, "Bad Request", "Sorting, filtering and optional properties are not supported with an emergency token"
+            )
         return None
 
     async def _revoke(self, request: web.Request) -> web.Response:

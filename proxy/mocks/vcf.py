@@ -1,6 +1,6 @@
 """A mock VMware VCF Operations suite-api, faithful to what clients see.
 
-What it mirrors (seed 001, ``shared/reference/vendor-apis.md`` section 2):
+What it mirrors (VCF Operations "Create Emergency Client" reference, the VCF Operations API reference):
 
 * ``POST /suite-api/api/auth/token/acquire`` ``{"username", "password",
   "authSource"?}`` → ``{"token", "validity", "expiresAt", "roles": []}``; the
@@ -16,7 +16,7 @@ What it mirrors (seed 001, ``shared/reference/vendor-apis.md`` section 2):
   ``accessTokenTtl`` in minutes, ``roles``?) → 201 with its ``accessToken``,
   shown only then; ``GET`` lists them as ``{"emergencyClients": [...]}``;
   ``GET``/``DELETE`` ``/{clientId}``; ``POST /{clientId}/regenerate`` → a new
-  token, the old one dead.  Records carry the seed's field names:
+  token, the old one dead.  Records carry the vendor document's field names:
   ``accessTokenExpirationDate`` (epoch ms), ``accessTokenStatus``
   (``ACTIVE``/``EXPIRED``), ``tokenEndpointUrl``, ``oidcIssuerUrl``.
 * ``GET /suite-api/api/resources`` and ``/alerts`` (and one of each by id),
@@ -30,7 +30,7 @@ Not in the sources, chosen here: the error body ``{"message",
 "httpStatusCode", "apiErrorCode"}`` (the suite-api's usual shape; the
 ``apiErrorCode`` values are made up), the list and delete paths (the reference
 marks them unconfirmed), 204 for a delete, 409 for a duplicate ``clientId``,
-that emergency-client tokens are HS256 JWTs (the seed's example starts with
+that emergency-client tokens are HS256 JWTs (the vendor document's example starts with
 ``eyJhbGciOiJIUz``), the ``expiresAt`` text format, and the resource and alert
 fields beyond the page wrappers.
 """
@@ -40,9 +40,10 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -351,7 +352,7 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def _expires_at(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
     return moment.strftime("%A, %B %-d, %Y %-I:%M:%S %p UTC")
 
 

@@ -7,10 +7,17 @@ compiled form is immutable in use and shared by every request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
-from proxy.policy.model import ANY_METHOD, PARAM_VALUE, Pack, QueryRule, RouteTemplate, TokenType
+from proxy.policy.model import (
+    ANY_METHOD,
+    PARAM_VALUE,
+    Pack,
+    QueryRule,
+    RouteTemplate,
+    TokenType,
+)
 
 
 def fold_segment(segment: str, case_insensitive: bool) -> str:
@@ -23,10 +30,10 @@ def fold_segment(segment: str, case_insensitive: bool) -> str:
 
 @dataclass
 class _RouteNode:
-    literal: dict[str, "_RouteNode"] = field(default_factory=dict)
-    param: "_RouteNode | None" = None
+    literal: dict[str, _RouteNode] = field(default_factory=dict)
+    param: _RouteNode | None = None
     rules: dict[str, str] = field(default_factory=dict)  # method (or "*") -> rule id
-    subtree: "_RouteNode | None" = None  # deny rules ending in '/**': this path and all below
+    subtree: _RouteNode | None = None  # deny rules ending in '/**': this path and all below
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class RouteTrie:
 
 @dataclass
 class _PrefixNode:
-    children: dict[str, "_PrefixNode"] = field(default_factory=dict)
+    children: dict[str, _PrefixNode] = field(default_factory=dict)
     rule: str | None = None
 
 

@@ -27,7 +27,7 @@ from proxy.paths import RequestTarget
 from proxy.policy.compile import CompiledPack, CompiledTokenType
 from proxy.policy.endpoints import entry_opens
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,10 @@ def _opens(wanted: tuple[str, ...], path: tuple[str, ...], case_insensitive: boo
     if len(path) < len(wanted):
         return False
     *leading, last = wanted
-    fold = lambda s: fold_segment(s, case_insensitive)  # noqa: E731 - a local shorthand
+
+    def fold(segment: str) -> str:
+        return fold_segment(segment, case_insensitive)
+
     if any(fold(w) != fold(s) for w, s in zip(leading, path)):
         return False
     return fold(path[len(leading)]).startswith(fold(entry_stem(last)))

@@ -11,13 +11,31 @@ import re
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from proxy.header_names import header_key, header_kind
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
 from proxy.policy.compile import CompiledPack, compile_pack
-from proxy.policy.rates import read_max_in_flight, read_rate_limit
-from proxy.header_names import header_key, header_kind
 from proxy.policy.endpoints import MATCH_MODES, WHOLE_SEGMENTS
-from proxy.policy.model import BODILESS_METHODS, HeaderRules, Lifetimes, Pack, QueryRule, RouteTemplate, TokenType, parse_path_template
-from proxy.yamlsource import FieldReader, LocatedDict, LocatedList, Problems, _kind as type_name, line_of, load_yaml_file, load_yaml_text
+from proxy.policy.model import (
+    BODILESS_METHODS,
+    HeaderRules,
+    Lifetimes,
+    Pack,
+    QueryRule,
+    RouteTemplate,
+    TokenType,
+    parse_path_template,
+)
+from proxy.policy.rates import read_max_in_flight, read_rate_limit
+from proxy.yamlsource import (
+    FieldReader,
+    LocatedDict,
+    LocatedList,
+    Problems,
+    line_of,
+    load_yaml_file,
+    load_yaml_text,
+)
+from proxy.yamlsource import _kind as type_name
 
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_.$:~-]+")
@@ -118,7 +136,11 @@ def _read_body_routes(reader: FieldReader, root: LocatedDict) -> tuple[RouteTemp
     items = root.get("bodies")
     for index, route in enumerate(routes):
         if route.method not in BODILESS_METHODS:
-            reader.error(items, index, f"bodies: {route.text!r}: {route.method} may always carry a body; list only GET, HEAD, DELETE or OPTIONS routes")
+            reader.error(
+                items,
+                index,
+                f"bodies: {route.text!r}: {route.method} may always carry a body; list only GET, HEAD, DELETE or OPTIONS routes",
+            )
     return routes
 
 

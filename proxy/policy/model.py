@@ -7,8 +7,9 @@ in :mod:`proxy.policy.load`; nothing past the loader ever sees raw YAML.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
 
 from proxy.ipaddrs import AddressSet
 from proxy.paths import normalize_query_name
@@ -43,7 +44,7 @@ class RouteTemplate:
     subtree: bool = False  # a deny rule ending in '/**': the path and everything below it
 
     @classmethod
-    def parse(cls, text: str, *, allow_any_method: bool = False) -> "RouteTemplate":
+    def parse(cls, text: str, *, allow_any_method: bool = False) -> RouteTemplate:
         """Parse ``GET /api/backups/{bkpId}/restore``; ValueError says what is wrong.
 
         Deny rules (``allow_any_method``) may end in ``/**``: the path and every
@@ -112,7 +113,7 @@ class QueryRule:
     names: frozenset[str]
 
     @classmethod
-    def of(cls, mode: Literal["allow", "deny"], names: list[str]) -> "QueryRule":
+    def of(cls, mode: Literal["allow", "deny"], names: list[str]) -> QueryRule:
         return cls(mode, frozenset(normalize_query_name(n) for n in names))
 
     def first_violation(self, names: tuple[str, ...]) -> str | None:
@@ -189,7 +190,7 @@ class HeaderRules:
     mode: Literal["standard", "strict"] = "standard"
     allow: frozenset[str] = frozenset()
 
-    def merged(self, other: "HeaderRules | None") -> "HeaderRules":
+    def merged(self, other: HeaderRules | None) -> HeaderRules:
         """An upstream's rules on top of its pack's: its mode wins when it sets one, the lists add up."""
         if other is None:
             return self

@@ -15,7 +15,7 @@ from proxy.policy.compile import CompiledPack
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 
 DEFAULT_MAX_QUERY_PARAMS = 256  # limits.max_query_params when a config does not say
 

@@ -20,16 +20,24 @@ can never fail).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, cast
 
-from proxy.ipaddrs import AddressSet, IPAddress, InvalidAddress, parse_ip
+from proxy.ipaddrs import AddressSet, InvalidAddress, IPAddress, parse_ip
 from proxy.policy.compile import CompiledPack
 from proxy.policy.load import read_address_set
 from proxy.reasons import Reason
-from proxy.tokens.narrowing import MalformedNarrowing, path_prefixes_claim
-from proxy.yamlsource import FieldReader, LocatedDict, LocatedList, Problems, line_of, load_yaml_file
+from proxy.token_narrowing import MalformedNarrowing, path_prefixes_claim
+from proxy.yamlsource import (
+    FieldReader,
+    LocatedDict,
+    LocatedList,
+    Problems,
+    line_of,
+    load_yaml_file,
+)
 
 TESTS_SUFFIX = ".tests.yaml"
 FILE_KEYS = ("pack", "description", "cases")

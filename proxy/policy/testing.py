@@ -14,9 +14,10 @@ with every problem, running returns results, and the CLI formats them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from proxy.errors import LabgateError
 from proxy.policy.compile import CompiledPack, compile_pack
@@ -26,7 +27,7 @@ from proxy.policy.model import RouteTemplate
 from proxy.policy.offline import decide_offline
 from proxy.policy.testcases import TESTS_SUFFIX, TestCase, TestFile, load_test_file
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from proxy.wording import plural
 from proxy.yamlsource import (
     ConfigError,

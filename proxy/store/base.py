@@ -1,6 +1,6 @@
 """The store interface: what labgate remembers about tokens, whatever keeps it.
 
-Tokens are always named by their full sha256 (:func:`proxy.tokens.facts.token_fingerprint`),
+Tokens are always named by their full sha256 (:func:`proxy.token_facts.token_fingerprint`),
 never by their text.  Every backend passes the same conformance suite
 (``tests/store/test_conformance.py``); a backend that cannot be reached raises
 :class:`StoreUnavailable`, which the gateway turns into a 503, never an allow.
@@ -9,8 +9,9 @@ never by their text.  Every backend passes the same conformance suite
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
@@ -47,7 +48,7 @@ class TokenRecord:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "TokenRecord":
+    def from_json(cls, text: str | bytes) -> TokenRecord:
         return cls(**json.loads(text))
 
 
@@ -83,7 +84,7 @@ class SigningKeyRecord:
     @classmethod
     def from_material(
         cls, text: str | bytes, retired_at: float | None = None, usable_until: float | None = None
-    ) -> "SigningKeyRecord":
+    ) -> SigningKeyRecord:
         return cls(**json.loads(text), retired_at=retired_at, usable_until=usable_until)
 
 

@@ -18,8 +18,8 @@ which a missing key and a stale one mean the same thing: a full budget.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # Float slack: 60/min at ``now`` exactly on a boundary must not lose a request to rounding.
 EPSILON = 1e-9

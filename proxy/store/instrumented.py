@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Coroutine, Sequence, TypeVar
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
-from proxy.store.base import RevocationKind, SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    Store,
+    StoreUnavailable,
+    TokenRecord,
+)
 from proxy.store.gcra import RateCheck, RateVerdict
 
 T = TypeVar("T")

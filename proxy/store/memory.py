@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
-from proxy.store.base import RevocationKind, SigningKeyRecord, TokenRecord, signing_key_order
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    TokenRecord,
+    signing_key_order,
+)
 from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 

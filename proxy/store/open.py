@@ -40,7 +40,11 @@ def open_store(settings: StoreSettings) -> Store:
 
         return MemoryStore()
     if settings.kind == "redis":
-        from proxy.store.redis import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, RedisStore
+        from proxy.store.redis import (
+            DEFAULT_MAX_CONNECTIONS,
+            DEFAULT_TIMEOUT,
+            RedisStore,
+        )
         from proxy.store.redis_connect import RedisTarget
 
         target = RedisTarget(settings.url, settings.sentinels, settings.service_name, settings.db)

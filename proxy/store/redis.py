@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Awaitable, Callable, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from redis.exceptions import RedisError
 
 from proxy.store import redis_scripts as scripts
-from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord, signing_key_order
-from proxy.store.redis_connect import RedisTarget, open_clients
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+    signing_key_order,
+)
 from proxy.store.gcra import RateCheck, RateVerdict, apply
+from proxy.store.redis_connect import RedisTarget, open_clients
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0
@@ -171,7 +178,7 @@ class RedisStore:
         return _live_record(await self._run(lambda: self._client.get(self._key("record", kind, key))), now)
 
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:
-        async def read() -> tuple[list[str], list[bytes | None]]:
+        async def read() -> tuple[list[str], list[bytes | str | None]]:
             members = await self._client.zrangebyscore(self._key("records", kind), f"({now!r}", "+inf")
             keys = [member.decode() if isinstance(member, bytes) else str(member) for member in members]
             raws = await self._client.mget([self._key("record", kind, key) for key in keys]) if keys else []

@@ -12,7 +12,7 @@ Redis restart are replaced instead of failing requests.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import BlockingConnectionPool
@@ -70,15 +70,18 @@ def open_clients(target: RedisTarget, *, timeout: float, max_connections: int) -
             aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=max_connections, **options)),
             aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=PING_CONNECTIONS, **options)),
         )
-    assert target.service_name is not None
+    service_name = target.service_name
+    assert service_name is not None
     sentinel = Sentinel(
         list(target.sentinels), sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout}
     )
 
     def primary(size: int) -> aioredis.Redis:
-        return sentinel.master_for(
-            target.service_name, connection_pool_class=_BlockingSentinelPool, db=target.db, max_connections=size, **options
+        # master_for carries no return annotation; it builds its default redis_class, aioredis.Redis.
+        client = sentinel.master_for(
+            service_name, connection_pool_class=_BlockingSentinelPool, db=target.db, max_connections=size, **options
         )
+        return cast(aioredis.Redis, client)
 
     return RedisClients(primary(max_connections), primary(PING_CONNECTIONS), sentinel)
 

@@ -14,12 +14,18 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
-from proxy.store.base import RevocationKind, SigningKeyRecord, StoreUnavailable, TokenRecord
-from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
+from proxy.store.base import (
+    RevocationKind,
+    SigningKeyRecord,
+    StoreUnavailable,
+    TokenRecord,
+)
 from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
 
 T = TypeVar("T")
 SWEEP_INTERVAL = 60.0

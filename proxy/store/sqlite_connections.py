@@ -13,9 +13,10 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from proxy.store.base import StoreUnavailable
 
@@ -59,7 +60,7 @@ class Connections:
             ThreadPoolExecutor(max_workers=self._readers, thread_name_prefix="labgate-sqlite-reader"),
         )
 
-    def submit(self, call: Callable[[sqlite3.Connection], T], *, write: bool) -> "Future[T]":
+    def submit(self, call: Callable[[sqlite3.Connection], T], *, write: bool) -> Future[T]:
         """``call(connection)`` on the writer thread (``write``) or a reader thread."""
         with self._lock:
             executor = self._writer if write else self._reader

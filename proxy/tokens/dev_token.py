@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import jwt
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts
+from proxy.token_facts import TokenFacts
 from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSourceSettings
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey

@@ -19,10 +19,11 @@ import math
 import ssl
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 from cachetools import TLRUCache
@@ -30,18 +31,21 @@ from yarl import URL
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.tokens.facts import (
+from proxy.token_facts import (
     TokenFacts,
     TokenRejection,
     short_token_hash,
     token_fingerprint,
 )
-from proxy.tokens.matchers import TypeRule, pick_token_type
-from proxy.tokens.narrowing import (
+from proxy.token_narrowing import (
     MalformedNarrowing,
     client_ips_claim,
     path_prefixes_claim,
 )
+from proxy.tokens.matchers import TypeRule, pick_token_type
+
+if TYPE_CHECKING:
+    from proxy.metrics import IntrospectionResult
 
 MAX_ANSWER_BYTES = 64 * 1024
 MAX_OPAQUE_TOKEN_LENGTH = 8192
@@ -99,7 +103,7 @@ class IntrospectSource:
         settings: IntrospectSourceSettings,
         *,
         clock: Callable[[], float] = time.time,
-        on_result: Callable[[str], None] | None = None,
+        on_result: Callable[[IntrospectionResult], None] | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -168,7 +172,7 @@ class IntrospectSource:
                     body += chunk
                     if len(body) > MAX_ANSWER_BYTES:
                         raise _Unavailable("the introspection answer is too large")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _Unavailable(f"the introspection endpoint cannot be reached ({type(exc).__name__})") from None
         try:
             answer = json.loads(body)
@@ -231,7 +235,7 @@ class IntrospectSource:
             )
         return self._session
 
-    def _count(self, result: str) -> None:
+    def _count(self, result: IntrospectionResult) -> None:
         if self._on_result is not None:
             self._on_result(result)
 

@@ -22,17 +22,26 @@ everywhere within two intervals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from proxy.issuer.access_tokens import ACCESS_TOKEN_TYP, CLIENT_IPS_CLAIM, PATH_PREFIXES_CLAIM, TOKEN_TYPE_CLAIM
+from proxy.issuer.access_tokens import (
+    ACCESS_TOKEN_TYP,
+    CLIENT_IPS_CLAIM,
+    PATH_PREFIXES_CLAIM,
+    TOKEN_TYPE_CLAIM,
+)
 from proxy.issuer.emergency_clients import EmergencyClientTypes
 from proxy.issuer.ring import KeyRing
 from proxy.issuer.service_accounts import ServiceAccountScopes
 from proxy.issuer.settings import ISSUER_ALGORITHMS, IssuerSettings
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
-from proxy.tokens.jwt_source import DEFAULT_MAX_TOKEN_BYTES, JwtSource, JwtSourceSettings
+from proxy.token_facts import TokenFacts, TokenRejection
+from proxy.tokens.jwt_source import (
+    DEFAULT_MAX_TOKEN_BYTES,
+    JwtSource,
+    JwtSourceSettings,
+)
 from proxy.tokens.matchers import Condition, TypeRule
 
 

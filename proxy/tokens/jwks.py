@@ -13,8 +13,9 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 import jwt
@@ -214,7 +215,7 @@ class JwksCache:
     async def _fetch_and_keep(self) -> None:
         try:
             keys = await self._fetch()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, RecursionError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, RecursionError) as exc:
             logger.warning("JWKS fetch from %s failed (%s); keeping the last good keys", self.url, _describe(exc))
             if self._on_fetch:
                 self._on_fetch("error")

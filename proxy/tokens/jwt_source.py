@@ -21,9 +21,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any
 
 import jwt
 from cachetools import TLRUCache
@@ -31,11 +32,16 @@ from yarl import URL
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.tokens.facts import (
+from proxy.token_facts import (
     TokenFacts,
     TokenRejection,
     short_token_hash,
     token_fingerprint,
+)
+from proxy.token_narrowing import (
+    MalformedNarrowing,
+    client_ips_claim,
+    path_prefixes_claim,
 )
 from proxy.tokens.jwks import (
     ALGORITHM_FAMILIES,
@@ -45,11 +51,6 @@ from proxy.tokens.jwks import (
     VerificationKey,
 )
 from proxy.tokens.matchers import TypeRule, pick_token_type
-from proxy.tokens.narrowing import (
-    MalformedNarrowing,
-    client_ips_claim,
-    path_prefixes_claim,
-)
 
 DEFAULT_MAX_TOKEN_BYTES = 4096
 # RFC 7515 section 7.1 compact serialization, unpadded base64url (section 2).  The

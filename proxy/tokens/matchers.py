@@ -11,8 +11,9 @@ non-ASCII text never matches them (``"ſ".upper() == "S"`` must not pick a type)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 _MISSING = object()
 _OPERATORS = ("equals", "contains", "in", "present", "equals_any_case", "in_any_case")
@@ -97,7 +98,8 @@ def _condition(claim: str, spec: Any) -> Condition:
         value = tuple(value)
     elif operator in ("equals_any_case", "in_any_case"):
         texts = value if operator == "in_any_case" and isinstance(value, list) else [value]
-        if not texts or not all(isinstance(v, str) and v.isascii() for v in texts) or (operator == "in_any_case") != isinstance(value, list):
+        ascii_texts = all(isinstance(v, str) and v.isascii() for v in texts)
+        if not texts or not ascii_texts or (operator == "in_any_case") != isinstance(value, list):
             what = "a non-empty list of ASCII texts" if operator == "in_any_case" else "one ASCII text"
             raise ValueError(f"claim {claim!r}: {operator} takes {what}")
         folded = tuple(v.lower() for v in texts)

@@ -21,9 +21,9 @@ import json
 import math
 import time
 import urllib.parse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 from cachetools import TLRUCache
 
@@ -31,7 +31,7 @@ from proxy.errors import LabgateError
 from proxy.policy.model import RouteTemplate, parse_path_template
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable, TokenRecord
-from proxy.tokens.facts import (
+from proxy.token_facts import (
     TokenFacts,
     TokenRejection,
     short_token_hash,

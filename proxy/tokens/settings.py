@@ -24,7 +24,11 @@ from proxy.tokens.issuer_source import IssuerSourceSettings
 from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey, load_static_key
 from proxy.tokens.jwt_source import DEFAULT_MAX_TOKEN_BYTES, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
-from proxy.tokens.observe import GRANT_FIELDS, ObserveSourceSettings, token_endpoint_segments
+from proxy.tokens.observe import (
+    GRANT_FIELDS,
+    ObserveSourceSettings,
+    token_endpoint_segments,
+)
 from proxy.yamlsource import FieldReader, LocatedDict, read_secret
 
 TokenSourceSettings = JwtSourceSettings | ObserveSourceSettings | IntrospectSourceSettings | IssuerSourceSettings

@@ -7,17 +7,21 @@ The gateway, ``labgate explain`` and ``labgate revoke`` only know
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.issuer.ring import KeyRing
 from proxy.store.base import Store
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.introspect import IntrospectSource, IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSource, IssuerSourceSettings
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.observe import ObserveSource, ObserveSourceSettings
 from proxy.tokens.settings import TokenSourceSettings
+
+if TYPE_CHECKING:
+    from proxy.metrics import IntrospectionResult
 
 
 class TokenSource(Protocol):
@@ -38,7 +42,7 @@ class SourceEvents:
 
     cache_lookup: Callable[[bool], None] = _ignore  # jwt: hit or miss
     jwks_fetch: Callable[[str], None] = _ignore  # jwt: ok or error
-    introspection: Callable[[str], None] = _ignore  # introspect: active, inactive or error
+    introspection: Callable[[IntrospectionResult], None] = _ignore  # introspect: active, inactive or error
     observed: Callable[[str], None] = _ignore  # observe: the token type of a token seen issued
 
 

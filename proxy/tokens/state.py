@@ -21,15 +21,14 @@ cannot be reached fails closed (503), never open.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from cachetools import LRUCache, TTLCache
 
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import RevocationKind, Store, StoreUnavailable
-from proxy.tokens.facts import TokenFacts, TokenRejection
-
+from proxy.token_facts import TokenFacts, TokenRejection
 
 # How stale a "not revoked" answer may be: a revocation reaches every replica within this.
 REVOCATION_CACHE_SECONDS = 0.5
@@ -81,11 +80,10 @@ class TokenStateGuard:
         client = facts.claims.get("client_id", facts.claims.get("azp"))
         chain = facts.claims.get("chain")
         issued = facts.issued_at if facts.issued_at is not None else float("-inf")
-        names: list[tuple[RevocationKind, str]] = [
-            (kind, value)
-            for kind, value in (("token", key), ("subject", facts.subject), ("client", client), ("chain", chain))
-            if isinstance(value, str)
-        ]
+        candidates: tuple[tuple[RevocationKind, object], ...] = (
+            ("token", key), ("subject", facts.subject), ("client", client), ("chain", chain)
+        )
+        names = [(kind, value) for kind, value in candidates if isinstance(value, str)]
         try:
             answers = await self._revocations_of(names)
         except StoreUnavailable:

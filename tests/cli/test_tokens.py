@@ -18,7 +18,14 @@ from proxy.issuer import directory
 from proxy.issuer.secrets_hash import verify_secret
 from proxy.store.sqlite import SqliteStore
 from tests.conftest import GatewayStarter, RecordingUpstream, free_port, write_config
-from tests.gateway.token_service import ISSUER_SOURCE, LAB_PACK, api_get, issuer_section, start_token_service, wait_until
+from tests.gateway.token_service import (
+    ISSUER_SOURCE,
+    LAB_PACK,
+    api_get,
+    issuer_section,
+    start_token_service,
+    wait_until,
+)
 
 
 class Terminal(io.StringIO):

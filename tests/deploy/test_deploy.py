@@ -24,7 +24,13 @@ from proxy.config import ShutdownSettings
 from proxy.workers import STOP_MARGIN_SECONDS
 from tests.conftest import write_config
 from tests.deploy.files import (
-    CONTAINER_CONFIG, DEPLOY, ROOT, container_config, image_path, load_yaml, optional_tool,
+    CONTAINER_CONFIG,
+    DEPLOY,
+    ROOT,
+    container_config,
+    image_path,
+    load_yaml,
+    optional_tool,
 )
 from tests.labgate_process import labgate_serving
 

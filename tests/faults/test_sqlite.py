@@ -15,7 +15,14 @@ import pytest
 from proxy.config import load_config
 from tests.conftest import RecordingUpstream, RunningGateway, write_config
 from tests.faults.load import Answer, ask, fresh_token, session, summary
-from tests.gateway.token_service import ISSUER_SOURCE, LAB_PACK, admin_call, basic, issuer_section, token_call
+from tests.gateway.token_service import (
+    ISSUER_SOURCE,
+    LAB_PACK,
+    admin_call,
+    basic,
+    issuer_section,
+    token_call,
+)
 from tests.labgate_process import labgate_serving
 
 STORE_TIMEOUT = 1.0

@@ -13,9 +13,21 @@ from typing import Any, AsyncIterator
 import pytest
 
 from tests.conftest import RecordingUpstream
-from tests.gateway.test_service_accounts import assert_refused, call, claims, create, renew
+from tests.gateway.test_service_accounts import (
+    assert_refused,
+    call,
+    claims,
+    create,
+    renew,
+)
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
-from tests.issuer.shipped import ISSUER, Labgate, commvault_upstream, running_labgate, shipped_config
+from tests.issuer.shipped import (
+    ISSUER,
+    Labgate,
+    commvault_upstream,
+    running_labgate,
+    shipped_config,
+)
 
 ALLOWLIST = "/service-accounts/svc-backup/ip-allowlist"
 

@@ -14,8 +14,19 @@ import pytest
 from proxy.issuer.access_tokens import mint_access_token
 from proxy.issuer.ring import KeyRing
 from proxy.store.open import open_store
-from tests.conftest import GatewayStarter, RecordingUpstream, RunningGateway, raw_request
-from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call, basic, start_token_service
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    RunningGateway,
+    raw_request,
+)
+from tests.gateway.token_service import (
+    ADMIN,
+    ADMIN_HASH,
+    admin_call,
+    basic,
+    start_token_service,
+)
 from tests.issuer.issuing import grant
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from proxy.gateway.client_token import MAX_TOKEN_LENGTH, ClientToken, TokenProblem, client_token, reemitted
+from proxy.gateway.client_token import (
+    MAX_TOKEN_LENGTH,
+    ClientToken,
+    TokenProblem,
+    client_token,
+    reemitted,
+)
 from proxy.reasons import Reason
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"

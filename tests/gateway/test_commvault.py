@@ -1,4 +1,4 @@
-"""Commvault end to end: service-account tokens from labgate's token service in front of the mock REST API (seed 004).
+"""Commvault end to end: service-account tokens from labgate's token service in front of the mock REST API (Commvault service-account access token documentation).
 
 The administrator makes service-account access tokens through labgate's
 management API, one scope each; they reach the mock Commvault appliance
@@ -22,11 +22,23 @@ import jwt
 import pytest
 
 from proxy.mocks.commvault import ACCESS_TOKEN_ADMIN, CommvaultAppliance
-from tests.conftest import app_on_loopback
-from tests.gateway.appliances import direct, noting_authorization, through_labgate, transport  # noqa: F401 - a fixture
-from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
 from tests.clock import Clock
-from tests.issuer.shipped import ISSUER, Labgate, commvault_upstream, move_clocks, running_labgate, shipped_config
+from tests.conftest import app_on_loopback
+from tests.gateway.appliances import (  # noqa: F401 - a fixture
+    direct,
+    noting_authorization,
+    through_labgate,
+    transport,
+)
+from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
+from tests.issuer.shipped import (
+    ISSUER,
+    Labgate,
+    commvault_upstream,
+    move_clocks,
+    running_labgate,
+    shipped_config,
+)
 
 STANDING = "commvault-standing-" + secrets.token_hex(16)  # labgate's credential: an All-scope token of "admin"
 BASE = "/commandcenter/api"

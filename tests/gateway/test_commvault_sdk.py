@@ -25,7 +25,13 @@ from proxy.mocks.commvault import CommvaultAppliance
 from tests.conftest import app_on_loopback
 from tests.gateway.appliances import noting_authorization
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
-from tests.issuer.shipped import ISSUER, Labgate, commvault_upstream, running_labgate, shipped_config
+from tests.issuer.shipped import (
+    ISSUER,
+    Labgate,
+    commvault_upstream,
+    running_labgate,
+    shipped_config,
+)
 
 STANDING = "commvault-standing-" + secrets.token_hex(16)
 BASE = "/commandcenter/api"

@@ -23,7 +23,14 @@ from proxy.issuer.ring import KeyRing
 from proxy.mocks.simplivity import SimplivityAccounts, SimplivityAppliance
 from proxy.store.open import open_store
 from tests.certificates import self_signed
-from tests.conftest import GatewayStarter, RecordingUpstream, RunningGateway, app_on_loopback, free_port, mint
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    RunningGateway,
+    app_on_loopback,
+    free_port,
+    mint,
+)
 
 PASSWORD = "appliance-pa55word"
 CLIENT_SECRET = "appliance-client-secret"

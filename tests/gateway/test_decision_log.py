@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.tokens.facts import short_token_hash
+from proxy.token_facts import short_token_hash
 from tests.conftest import GatewayStarter, RecordingUpstream, mint, raw_request
 
 FIELDS = {

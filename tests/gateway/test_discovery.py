@@ -19,7 +19,13 @@ from proxy.issuer.access_tokens import mint_access_token
 from proxy.issuer.ring import KeyRing
 from proxy.store.base import Store
 from proxy.store.open import open_store
-from tests.conftest import GatewayStarter, RecordingUpstream, RunningGateway, free_port, write_config
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    RunningGateway,
+    free_port,
+    write_config,
+)
 from tests.gateway.serving import get
 from tests.issuer.issuing import PRIVATE_JWK_MEMBERS, grant
 from tests.labgate_process import labgate_serving

@@ -14,11 +14,18 @@ import pytest
 
 from proxy.issuer.keys import new_signing_key
 from proxy.store.sqlite import SqliteStore
+from tests.clock import Clock
 from tests.conftest import RecordingUpstream
 from tests.gateway.serving import get
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call, basic
-from tests.clock import Clock
-from tests.issuer.shipped import ISSUER, Labgate, move_clocks, running_labgate, shipped_config, vcf_upstream
+from tests.issuer.shipped import (
+    ISSUER,
+    Labgate,
+    move_clocks,
+    running_labgate,
+    shipped_config,
+    vcf_upstream,
+)
 
 REALM_CLIENTS = "/vcf/suite-api/api/fleet-management/iam/ssorealms/vcf-sso/emergency-clients"
 NEW = {"clientId": "break-glass", "clientName": "Break glass", "clientDescription": "when SSO is down", "accessTokenTtl": 60}

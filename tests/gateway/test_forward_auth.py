@@ -19,7 +19,15 @@ from yarl import URL
 from proxy.config import load_config
 from proxy.gateway.app import Gateway
 from proxy.gateway.server import make_runner
-from tests.conftest import TEST_PACK, GatewayStarter, RecordingUpstream, RunningGateway, gateway_starter, mint, write_config
+from tests.conftest import (
+    TEST_PACK,
+    GatewayStarter,
+    RecordingUpstream,
+    RunningGateway,
+    gateway_starter,
+    mint,
+    write_config,
+)
 
 ENDPOINT = "/forward-auth"
 ERROR_KEYS = {"error", "error_description", "reason", "request_id"}

@@ -13,7 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import GatewayStarter, RecordingUpstream, RunningGateway, mint, raw_request
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    RunningGateway,
+    mint,
+    raw_request,
+)
 
 # A pack like the demo one, with the pack-level keys this file is about.
 EXTRAS_PACK = """

@@ -1,4 +1,4 @@
-"""GreenLake Compute Ops Management end to end: the ``jwt`` source against GreenLake's JWKS (seed 003).
+"""GreenLake Compute Ops Management end to end: the ``jwt`` source against GreenLake's JWKS (HPE GreenLake access-token blog post).
 
 A mock GreenLake (proxy.mocks.greenlake) issues RS256 client-credentials
 tokens and publishes its keys; labgate verifies them against that JWKS and
@@ -81,7 +81,7 @@ async def test_a_client_credentials_token_lists_servers(greenlake: tuple[GreenLa
     assert (body["offset"], body["count"], body["total"]) == (0, 2, 2)
     assert {tuple(sorted(item)) for item in body["items"]} == {("id", "name", "state")}
     assert forwarded(mock) == [("GET", SERVERS + query)]
-    # The older prefix of the seed's own example is the same API.
+    # The older prefix of the vendor document's own example is the same API.
     status, body = await call(gateway, "/compute-ops/v1beta2/servers", token)
     assert status == 200 and body["items"][0]["type"] == "compute-ops/server"
 

@@ -1,4 +1,4 @@
-"""GreenLake through labgate's token service: API clients whose reset or deletion kills their tokens (seed 003).
+"""GreenLake through labgate's token service: API clients whose reset or deletion kills their tokens (HPE GreenLake access-token blog post).
 
 The same family as tests/gateway/test_greenlake.py, with labgate as the token
 issuer instead of GreenLake's SSO: the administrator makes API clients through

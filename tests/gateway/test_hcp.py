@@ -1,4 +1,4 @@
-"""HCP for cloud scale end to end: the ``observe`` source learns the tokens HCP issues (seed 002).
+"""HCP for cloud scale end to end: the ``observe`` source learns the tokens HCP issues (HCP for cloud scale "Access and authentication").
 
 A mock HCP (proxy.mocks.hcp) issues JWT-looking tokens only it can check;
 labgate passes its ``/auth/oauth/`` token endpoint through, learns each token
@@ -20,7 +20,7 @@ import pytest
 from proxy.mocks.hcp import HcpAppliance
 from proxy.store.base import TokenRecord
 from proxy.store.sqlite import SqliteStore
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 from proxy.tokens.observe import REFRESH_KEY_PREFIX
 from tests.conftest import GatewayStarter, RunningGateway, app_on_loopback
 

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GatewayStarter, RecordingUpstream, mint, raw_request, write_config
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    mint,
+    raw_request,
+    write_config,
+)
 from tests.labgate_process import labgate_serving
 
 LIMITS = {"max_body_bytes": 1 << 20, "header_timeout": 5}

@@ -278,10 +278,11 @@ async def test_answers_arriving_whole_or_in_pieces_pass_whole_on_one_connection(
 
 async def test_a_full_pool_answers_upstream_busy_after_the_connect_timeout(appliance: Start) -> None:
     """Every connection busy past the wait: an error value of the transport's own, never a bare timeout (a 500)."""
+    from multidict import CIMultiDict
+
     from proxy.config import load_config
     from proxy.gateway.http1 import Http1Transport
     from proxy.gateway.transport import OutboundRequest, UpstreamError
-    from multidict import CIMultiDict
 
     hold = asyncio.Event()
 
@@ -294,6 +295,7 @@ async def test_a_full_pool_answers_upstream_busy_after_the_connect_timeout(appli
     port = server.sockets[0].getsockname()[1]
     import tempfile
     from pathlib import Path
+
     from tests.conftest import write_config
 
     with tempfile.TemporaryDirectory() as folder:

@@ -9,7 +9,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import GatewayStarter, RecordingUpstream, RunningGateway, app_on_loopback, free_port
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    RunningGateway,
+    app_on_loopback,
+    free_port,
+)
 
 ACTIVE = {"active": True, "sub": "svc", "role": "reader", "scope": "read"}
 

@@ -15,7 +15,13 @@ import pytest
 from aiohttp import web
 
 from tests.certificates import lab_certificate
-from tests.conftest import GatewayStarter, RecordingUpstream, free_port, mint, raw_request
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    free_port,
+    mint,
+    raw_request,
+)
 
 
 def bearer(token: str | None = None) -> dict[str, str]:

@@ -19,7 +19,13 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.metrics import mark_worker_dead
-from tests.conftest import GatewayStarter, RecordingUpstream, free_port, mint, write_config
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    free_port,
+    mint,
+    write_config,
+)
 from tests.labgate_process import labgate_serving
 from tests.tokens.keys import private_key, public_jwk
 

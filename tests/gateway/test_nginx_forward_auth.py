@@ -20,7 +20,13 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from tests.conftest import RecordingUpstream, free_port, gateway_starter, mint, raw_request
+from tests.conftest import (
+    RecordingUpstream,
+    free_port,
+    gateway_starter,
+    mint,
+    raw_request,
+)
 
 EXAMPLE = Path(__file__).parent.parent.parent / "deploy" / "nginx" / "labgate-forward-auth.conf"
 HOST = "svt.lab.example"

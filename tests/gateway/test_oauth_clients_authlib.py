@@ -22,7 +22,12 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import GatewayStarter, RecordingUpstream
-from tests.gateway.oauth_clients import PASSWORD, TlsLab, in_thread, start_tls_token_service
+from tests.gateway.oauth_clients import (
+    PASSWORD,
+    TlsLab,
+    in_thread,
+    start_tls_token_service,
+)
 
 
 @pytest.fixture

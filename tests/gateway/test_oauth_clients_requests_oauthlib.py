@@ -14,11 +14,20 @@ from typing import Any
 
 import pytest
 from oauthlib.oauth2 import BackendApplicationClient, LegacyApplicationClient
-from oauthlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, OAuth2Error
+from oauthlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    OAuth2Error,
+)
 from requests_oauthlib import OAuth2Session
 
 from tests.conftest import GatewayStarter, RecordingUpstream
-from tests.gateway.oauth_clients import PASSWORD, TlsLab, in_thread, start_tls_token_service
+from tests.gateway.oauth_clients import (
+    PASSWORD,
+    TlsLab,
+    in_thread,
+    start_tls_token_service,
+)
 
 
 @pytest.fixture

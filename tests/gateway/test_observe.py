@@ -21,7 +21,7 @@ from aiohttp import web
 
 from proxy.mocks.simplivity import CLIENT_BASIC, SimplivityAppliance
 from proxy.store.sqlite import SqliteStore
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 from tests.conftest import GatewayStarter, RunningGateway, app_on_loopback
 
 POLICIES = str(Path(__file__).resolve().parents[2] / "policies")
@@ -221,7 +221,7 @@ async def test_no_password_or_token_reaches_the_store_or_the_logs(
     assert '"token_type":"emergency"' in logs.replace(" ", "")
 
 
-# -- the emergency type's lifetimes (seed 000: idle 10 minutes, absolute 24 hours) ---------------
+# -- the emergency type's lifetimes (HPE SimpliVity emergency grant document: idle 10 minutes, absolute 24 hours) ---------------
 
 
 async def learned_then_aged(gateway: RunningGateway, *, issued_ago: float, used_ago: float | None) -> str:

@@ -13,7 +13,13 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import GatewayStarter, RecordingUpstream, free_port, mint, write_config
+from tests.conftest import (
+    GatewayStarter,
+    RecordingUpstream,
+    free_port,
+    mint,
+    write_config,
+)
 from tests.labgate_process import labgate_serving
 from tests.redis_server import RedisServer
 

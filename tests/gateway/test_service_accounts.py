@@ -11,10 +11,17 @@ import aiohttp
 import jwt
 import pytest
 
+from tests.clock import Clock
 from tests.conftest import RecordingUpstream
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
-from tests.clock import Clock
-from tests.issuer.shipped import ISSUER, Labgate, commvault_upstream, move_clocks, running_labgate, shipped_config
+from tests.issuer.shipped import (
+    ISSUER,
+    Labgate,
+    commvault_upstream,
+    move_clocks,
+    running_labgate,
+    shipped_config,
+)
 
 DAY = 86400
 ONE_TOUCH = ["/Client", "/MediaAgent", "/ClientGroup", "/V4/ServerGroup", "/FirewallSummary"]

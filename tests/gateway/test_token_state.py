@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from proxy.store.sqlite import SqliteStore
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 from tests.conftest import GatewayStarter, RecordingUpstream, mint
 from tests.redis_server import RedisServer
 

@@ -1,4 +1,4 @@
-"""VCF Operations end to end: emergency clients from labgate's token service in front of the mock suite-api (seed 001).
+"""VCF Operations end to end: emergency clients from labgate's token service in front of the mock suite-api (VCF Operations "Create Emergency Client" reference).
 
 The administrator makes emergency clients through labgate's management API,
 in VCF's JSON shapes; their bearer tokens reach the mock VCF Operations
@@ -21,9 +21,20 @@ import pytest
 
 from proxy.mocks.vcf import Principal, VcfOperationsAppliance
 from tests.conftest import app_on_loopback
-from tests.gateway.appliances import direct, noting_authorization, through_labgate, transport  # noqa: F401 - a fixture
+from tests.gateway.appliances import (  # noqa: F401 - a fixture
+    direct,
+    noting_authorization,
+    through_labgate,
+    transport,
+)
 from tests.gateway.token_service import ADMIN, ADMIN_HASH, admin_call
-from tests.issuer.shipped import ISSUER, Labgate, running_labgate, shipped_config, vcf_upstream
+from tests.issuer.shipped import (
+    ISSUER,
+    Labgate,
+    running_labgate,
+    shipped_config,
+    vcf_upstream,
+)
 
 STANDING = "vcf-standing-" + secrets.token_hex(16)  # labgate's credential at the appliance
 REALM_CLIENTS = "/suite-api/api/fleet-management/iam/ssorealms/vcf-sso/emergency-clients"

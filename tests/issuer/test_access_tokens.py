@@ -12,7 +12,7 @@ import pytest
 from proxy.issuer.access_tokens import MintedToken, mint_access_token
 from proxy.issuer.ring import KeyRing, SigningKey
 from proxy.store.memory import MemoryStore
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 from tests.issuer.issuing import ISSUER_URL, grant, issuer_settings
 
 SETTINGS = issuer_settings(access_token_max_lifetime=600.0)

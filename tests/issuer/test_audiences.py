@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from proxy.config import Config, load_config
-from proxy.issuer.audiences import NoSuchAudience, TargetsDiffer, resource_uris, select_upstream
+from proxy.issuer.audiences import (
+    NoSuchAudience,
+    TargetsDiffer,
+    resource_uris,
+    select_upstream,
+)
 from tests.conftest import write_config
 from tests.gateway.token_service import LAB_PACK, issuer_section
 

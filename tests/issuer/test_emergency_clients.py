@@ -9,9 +9,9 @@ import pytest
 
 from proxy.config import Config, load_config
 from proxy.issuer.emergency_clients import (
+    EmergencyClientProblem,
     EmergencyClientRecord,
     EmergencyClientTypes,
-    EmergencyClientProblem,
     RoleType,
     max_ttl_minutes,
     parse_new_client,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.issuer.records import ClientRecord, MalformedRecord, RefreshRecord, RefreshSpentRecord, SubjectRecord
+from proxy.issuer.records import (
+    ClientRecord,
+    MalformedRecord,
+    RefreshRecord,
+    RefreshSpentRecord,
+    SubjectRecord,
+)
 
 EXAMPLES = [
     SubjectRecord("alice", "scrypt$16384$8$1$c2FsdA==$aGFzaA==", 1_700_000_000.5),

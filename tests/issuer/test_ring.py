@@ -9,15 +9,20 @@ from pathlib import Path
 import pytest
 
 from proxy.issuer.keys import SigningKeyUnusable, new_signing_key
-from proxy.issuer.ring import RETRY_INTERVAL, KeyRing, ensure_signing_key, rotate_signing_key
+from proxy.issuer.ring import (
+    RETRY_INTERVAL,
+    KeyRing,
+    ensure_signing_key,
+    rotate_signing_key,
+)
 from proxy.metrics import GatewayMetrics
 from proxy.store.instrumented import InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
 from proxy.store.sqlite import SqliteStore
 from proxy.tokens.jwks import KeysUnavailable
-from tests.conftest import free_port
 from tests.clock import Clock
+from tests.conftest import free_port
 from tests.issuer.issuing import PASSPHRASE, Backend, issuer_settings
 from tests.redis_server import RedisServer
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-import math
 import pytest
 
 from proxy.config import Config, load_config

@@ -10,7 +10,7 @@ from proxy.policy.compile import compile_pack
 from proxy.policy.decide import RequestFacts, decide
 from proxy.policy.load import load_pack_text
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 
 SIMPLIVITY = compile_pack(
     load_pack_text(

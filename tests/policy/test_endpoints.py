@@ -12,7 +12,12 @@ import pytest
 
 from proxy.mocks.commvault_scope import custom_entry_opens
 from proxy.paths import parse_target
-from proxy.policy.endpoints import STARTING_WITH, WHOLE_SEGMENTS, entry_opens, entry_stem
+from proxy.policy.endpoints import (
+    STARTING_WITH,
+    WHOLE_SEGMENTS,
+    entry_opens,
+    entry_stem,
+)
 from proxy.policy.load import load_pack_text
 
 # (entry, path, opened?) — read the Commvault way.

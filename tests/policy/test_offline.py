@@ -9,7 +9,7 @@ from proxy.policy.compile import compile_pack
 from proxy.policy.load import load_pack_text
 from proxy.policy.offline import decide_offline
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 
 PACK = compile_pack(
     load_pack_text(

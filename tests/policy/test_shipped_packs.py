@@ -22,7 +22,14 @@ TOKEN_TYPES = {
     "greenlake": {"api-client"},
     "commvault": {"all", "custom", "hyperscale", "one-touch", "scim"},
 }
-SEEDS = {"simplivity": "000", "vcf": "001", "hcp": "002", "greenlake": "003", "commvault": "004"}
+# The vendor document each pack follows, as its header names it.
+VENDOR_DOCUMENTS = {
+    "simplivity": "Requesting authentication by emergency grant",
+    "vcf": "Create Emergency Client",
+    "hcp": "Access and authentication",
+    "greenlake": "How to use an API access token for HPE GreenLake",
+    "commvault": "access tokens for service accounts",
+}
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
 
@@ -56,11 +63,11 @@ def test_each_pack_carries_the_documented_token_type_names(name: str) -> None:
     assert TOKEN_TYPES[name] <= set(pack(name).token_types)
 
 
-@pytest.mark.parametrize("name", sorted(SEEDS))
-def test_each_pack_file_starts_by_naming_its_seed(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(VENDOR_DOCUMENTS))
+def test_each_pack_file_starts_by_naming_its_vendor_document(name: str) -> None:
     head = (POLICIES / f"{name}.yaml").read_text().split("\npack:", 1)[0]
     assert all(line.startswith("#") for line in head.splitlines())
-    assert f"Seed {SEEDS[name]}" in head
+    assert "Vendor document:" in head and VENDOR_DOCUMENTS[name] in head.replace("\n# ", " ")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,12 @@ import pytest
 
 from proxy.cli import main
 from proxy.config import load_config
-from proxy.tokens.dev_token import DevTokenRefused, DevTokenRequest, mint_dev_token, parse_claim
+from proxy.tokens.dev_token import (
+    DevTokenRefused,
+    DevTokenRequest,
+    mint_dev_token,
+    parse_claim,
+)
 from proxy.tokens.jwks import load_static_key
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.introspect import IntrospectSource, IntrospectSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
 from tests.clock import Clock

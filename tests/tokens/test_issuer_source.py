@@ -17,7 +17,7 @@ from proxy.issuer.keys import load_private_key, new_signing_key, public_jwk
 from proxy.issuer.ring import KeyRing, SigningKey, rotate_signing_key
 from proxy.reasons import Reason
 from proxy.store.memory import MemoryStore
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.issuer_source import IssuerSource, IssuerSourceSettings
 from tests.clock import Clock
 from tests.issuer.issuing import ISSUER_URL, grant, issuer_settings

@@ -14,12 +14,21 @@ import pytest
 from aiohttp import web
 
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.jwks import JwksCache, KeysUnavailable, load_static_key
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
 from tests.clock import Clock
-from tests.tokens.keys import AUDIENCE, HS_SECRET, ISSUER, assert_no_token_in, claims, public_jwk, public_pem, sign
+from tests.tokens.keys import (
+    AUDIENCE,
+    HS_SECRET,
+    ISSUER,
+    assert_no_token_in,
+    claims,
+    public_jwk,
+    public_pem,
+    sign,
+)
 
 
 @dataclass

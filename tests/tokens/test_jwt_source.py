@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from proxy.reasons import Reason
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.jwks import load_static_key
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions

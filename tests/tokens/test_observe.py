@@ -9,7 +9,7 @@ import pytest
 from proxy.reasons import Reason
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
-from proxy.tokens.facts import TokenFacts, TokenRejection, token_fingerprint
+from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.matchers import TypeRule, compile_conditions
 from proxy.tokens.observe import (
     REFRESH_KEY_PREFIX,

@@ -10,7 +10,7 @@ from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import RevocationKind, StoreUnavailable
 from proxy.store.memory import MemoryStore
-from proxy.tokens.facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.state import TokenStateGuard
 from tests.clock import Clock
 

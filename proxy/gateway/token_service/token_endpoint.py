@@ -23,13 +23,13 @@ name costs as much time as a wrong password, and says the same.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -172,7 +172,7 @@ class TokenEndpoint:
             return await read_small_body(request, MAX_TOKEN_REQUEST_BYTES, self.config.limits.body_timeout)
         except BodyTooLarge:
             raise TokenRefused(Reason.BODY_TOO_LARGE, "a token request is a small form") from None
-        except (asyncio.TimeoutError, aiohttp.ClientPayloadError, OSError):
+        except (TimeoutError, aiohttp.ClientPayloadError, OSError):
             raise TokenRefused(Reason.BAD_TOKEN_REQUEST, "the token request body could not be read") from None
 
     # -- the grants ----------------------------------------------------------------
@@ -200,14 +200,18 @@ class TokenEndpoint:
     async def _client_credentials(self, form: TokenForm, now: float) -> tuple[dict[str, object], TokenOutcome]:
         if not form.client.confidential:
             raise TokenRefused(
-                Reason.CLIENT_AUTHENTICATION_FAILED, "client_credentials needs the client's id and secret", basic=form.client.method == "basic"
+                Reason.CLIENT_AUTHENTICATION_FAILED,
+                "client_credentials needs the client's id and secret",
+                basic=form.client.method == "basic",
             )
         client = await self._client(form.client, now)
         target, token_type = self._target_for(form, "client_credentials", client)
         record = await directory.get_client(self.store, client.client_id, now=now)
         subject = await directory.get_subject(self.store, record.subject, now=now) if record else None
         if record is None or subject is None:
-            raise TokenRefused(Reason.CLIENT_AUTHENTICATION_FAILED, "the client is unknown or its secret is wrong", basic=form.client.method == "basic")
+            raise TokenRefused(
+                Reason.CLIENT_AUTHENTICATION_FAILED, "the client is unknown or its secret is wrong", basic=form.client.method == "basic"
+            )
         return await self._issue(form, target, token_type, subject.name, client, "subject", now, refreshable=False)
 
     async def _refresh(self, form: TokenForm, now: float) -> tuple[dict[str, object], TokenOutcome]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason

@@ -12,14 +12,14 @@ import aiohttp
 from aiohttp import web
 
 from proxy.config import Config, load_config
+from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.issuer import directory
 from proxy.issuer.ring import KeyRing
-from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.store.base import Store
 from proxy.tokens.state import TokenStateGuard
+from tests.clock import Clock
 from tests.conftest import app_on_loopback, write_config
 from tests.gateway.token_service import ISSUER_SOURCE, LAB_PACK, issuer_section
-from tests.clock import Clock
 from tests.issuer.issuing import Backend
 
 DAY = 86400.0

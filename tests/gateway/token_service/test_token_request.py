@@ -6,7 +6,10 @@ import base64
 
 import pytest
 
-from proxy.gateway.token_service.token_request import ClientAuthenticationFailed, read_token_endpoint_request
+from proxy.gateway.token_service.token_request import (
+    ClientAuthenticationFailed,
+    read_token_endpoint_request,
+)
 from proxy.tokens.observe import BadTokenRequest
 
 FORM = "application/x-www-form-urlencoded"

@@ -27,7 +27,7 @@ import binascii
 import hashlib
 import hmac
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 from cachetools import TTLCache

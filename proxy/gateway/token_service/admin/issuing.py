@@ -10,7 +10,8 @@ upstream offers the resource.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from proxy.gateway.token_service.admin.router import AdminContext, AdminError
 from proxy.issuer.access_tokens import AccessTokenGrant, MintedToken, mint_access_token

@@ -11,14 +11,14 @@ lists them: no import runs in a circle.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -83,7 +83,7 @@ class AdminCall:
             raw = await read_small_body(self.request, MAX_ADMIN_BODY_BYTES, self.context.config.limits.body_timeout)
         except BodyTooLarge:
             raise AdminError(Reason.BODY_TOO_LARGE, "an admin request body is a small JSON object") from None
-        except (asyncio.TimeoutError, aiohttp.ClientPayloadError, OSError):
+        except (TimeoutError, aiohttp.ClientPayloadError, OSError):
             raise AdminError(Reason.BAD_ADMIN_REQUEST, "the request body could not be read") from None
         try:
             body = json.loads(raw, object_pairs_hook=_no_duplicate_keys)

@@ -10,9 +10,13 @@ import pytest
 
 from proxy.config import Upstream, load_config
 from proxy.credentials.oauth import OAuthCredential
-from proxy.credentials.open import forwards_client_authorization, open_credential, token_endpoint_tls
 from proxy.credentials.settings import OAuthCredentialSettings
 from proxy.credentials.static import StaticCredential
+from proxy.gateway.credentials_open import (
+    forwards_client_authorization,
+    open_credential,
+    token_endpoint_tls,
+)
 from tests.conftest import write_config
 
 ISSUER = {"url": "https://labgate.lab.example"}

@@ -8,9 +8,10 @@ token itself.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from proxy.ipaddrs import AddressSet
 from proxy.reasons import Reason

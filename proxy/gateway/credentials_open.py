@@ -8,7 +8,7 @@ The client's bearer token is never forwarded to an upstream whose source is
 from __future__ import annotations
 
 import ssl
-from typing import Callable
+from collections.abc import Callable
 
 from yarl import URL
 

@@ -9,7 +9,8 @@ read loosely.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from proxy.errors import LabgateError
 from proxy.ipaddrs import AddressSet, InvalidAddress, parse_entry
