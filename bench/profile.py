@@ -46,6 +46,7 @@ _BY_FILE = (
     ("proxy/store/", "store checks"),
     ("proxy/gateway/client_token.py", "token verification/cache"),
     ("proxy/tokens/", "token verification/cache"),
+    ("proxy/token_facts.py", "token verification/cache"),
     ("proxy/policy/", "decision"),
     ("proxy/gateway/request_shape.py", "decision"),
     ("proxy/gateway/routing.py", "decision"),

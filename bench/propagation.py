@@ -27,7 +27,7 @@ from bench import upstream as bench_upstream
 from bench.labgate_setup import TARGET, expect_body, labgate_command, mint, store_service, write_labgate_config
 from bench.processes import LOAD_CPU, PROXY_CPU, fail, free_port, get, process, wait_until_up
 from proxy.store.open import StoreSettings, open_store
-from proxy.tokens.facts import token_fingerprint
+from proxy.token_facts import token_fingerprint
 
 
 def revoke_in_store(settings: dict[str, str], token: str) -> None:
