@@ -23,6 +23,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
+from proxy.gateway.http1_connection import HIGH_WATER, Connection, Exchange
 from proxy.gateway.transport import (
     OutboundRequest,
     UpstreamError,
@@ -32,173 +33,12 @@ from proxy.gateway.transport import (
 from proxy.reasons import Reason
 from proxy.upstream_address import unreachable_detail
 
-# Bytes buffered from the appliance before reading from it pauses.
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
-_BODY_FRAMING = frozenset({"content-length", "transfer-encoding"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-
-
-class _Exchange:
-    """What one response on a connection has delivered so far."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.head = loop.create_future()
-        self.headers: list[tuple[str, str]] = []
-        self.chunks: collections.deque[bytes] = collections.deque()
-        self.buffered = 0
-        self.complete = False
-        self.error: BaseException | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.received_any = False
-        self.until_close = False  # no Content-Length, not chunked: the body ends with the connection
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection to the appliance."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self.exchange: _Exchange | None = None
-        self.closed = False
-        self.reusable = True
-        self._writable: asyncio.Future[None] | None = None
-        self.reused = False
-
-    # -- asyncio.Protocol ---------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        exchange = self.exchange
-        if exchange is None:
-            # Bytes nobody asked for: this connection can no longer be trusted.
-            self.reusable = False
-            self.close()
-            return
-        exchange.received_any = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.reusable = False
-        exchange = self.exchange
-        if exchange is not None and not exchange.complete:
-            if exc is None and exchange.until_close and exchange.head.done():
-                exchange.complete = True  # the end of a close-delimited body
-                self._wake()
-            else:
-                self._fail(exc or ConnectionResetError("the appliance closed the connection"))
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_exception(ConnectionResetError("the appliance closed the connection"))
-
-    def pause_writing(self) -> None:
-        self._writable = self._loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_result(None)
-        self._writable = None
-
-    # -- httptools callbacks ------------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.exchange is not None
-        self.exchange.headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
-
-    def on_headers_complete(self) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        status = self._parser.get_status_code()
-        if status < 200 and status != 101:
-            exchange.headers = []  # an interim answer (100, 103): wait for the real one
-            return
-        if not self._parser.should_keep_alive():
-            self.reusable = False
-        exchange.until_close = not any(name.lower() in _BODY_FRAMING for name, _ in exchange.headers)
-        if not exchange.head.done():
-            exchange.head.set_result(status)
-
-    def on_body(self, body: bytes) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        exchange.chunks.append(body)
-        exchange.buffered += len(body)
-        if exchange.buffered > HIGH_WATER and self.transport is not None:
-            self.transport.pause_reading()
-        self._wake()
-
-    def on_message_complete(self) -> None:
-        exchange = self.exchange
-        assert exchange is not None
-        if not exchange.head.done():
-            return  # the end of an interim answer
-        exchange.complete = True
-        self._wake()
-
-    # -- used by the transport -----------------------------------------------------
-
-    def _fail(self, exc: BaseException) -> None:
-        self.reusable = False
-        exchange = self.exchange
-        if exchange is not None:
-            exchange.error = exc
-            if not exchange.head.done():
-                exchange.head.set_exception(exc)
-            self._wake()
-        self.close()
-
-    def _wake(self) -> None:
-        exchange = self.exchange
-        if exchange is not None and exchange.waiter is not None and not exchange.waiter.done():
-            exchange.waiter.set_result(None)
-
-    async def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
-            raise ConnectionResetError("the appliance closed the connection")
-        self.transport.write(data)
-        if self._writable is not None:
-            await self._writable
-
-    def start(self) -> _Exchange:
-        self.exchange = _Exchange(self._loop)
-        return self.exchange
-
-    async def next_chunk(self, timeout: float) -> bytes | None:
-        """The next piece of body, or None at its end."""
-        exchange = self.exchange
-        assert exchange is not None
-        while not exchange.chunks:
-            if exchange.complete:
-                return None
-            if exchange.error is not None:
-                raise exchange.error
-            exchange.waiter = self._loop.create_future()
-            async with asyncio.timeout(timeout):
-                await exchange.waiter
-            exchange.waiter = None
-        chunk = exchange.chunks.popleft()
-        exchange.buffered -= len(chunk)
-        if exchange.buffered < LOW_WATER and self.transport is not None and not self.closed:
-            self.transport.resume_reading()
-        return chunk
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        self.closed = True
-
 
 class _Http1Response:
     def __init__(
-        self, owner: Http1Transport, connection: _Connection, status: int, headers: list[tuple[str, str]], head_only: bool
+        self, owner: Http1Transport, connection: Connection, status: int, headers: list[tuple[str, str]], head_only: bool
     ) -> None:
         self._owner = owner
         self._connection = connection
@@ -252,7 +92,7 @@ class Http1Transport:
         self._ssl = _ssl_context(upstream) if url.scheme == "https" else None
         self._connect_timeout = upstream.connect_timeout
         self.read_timeout = upstream.read_timeout
-        self._idle: collections.deque[_Connection] = collections.deque()
+        self._idle: collections.deque[Connection] = collections.deque()
         self._slots = asyncio.Semaphore(limit)
         self._closing = False
 
@@ -309,7 +149,7 @@ class Http1Transport:
             return _Http1Response(self, connection, status, exchange.headers, head_only)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _answer_head(self, exchange: _Exchange) -> int:
+    async def _answer_head(self, exchange: Exchange) -> int:
         """The status, once the appliance's headers are in; TimeoutError after read_timeout.
 
         A bare timer handle rather than ``asyncio.timeout``: this runs for every request.
@@ -323,7 +163,7 @@ class Http1Transport:
         finally:
             timer.cancel()
 
-    async def _connection(self) -> _Connection:
+    async def _connection(self) -> Connection:
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed:
@@ -333,7 +173,7 @@ class Http1Transport:
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, protocol = await loop.create_connection(
-                    lambda: _Connection(loop),
+                    lambda: Connection(loop),
                     self._host,
                     self._port,
                     ssl=self._ssl,
@@ -363,7 +203,7 @@ class Http1Transport:
         lines.append(b"\r\n")
         return b"".join(lines), chunked
 
-    async def _send_body(self, connection: _Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
+    async def _send_body(self, connection: Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
         async for chunk in body:
             if not chunk:
                 continue
@@ -374,7 +214,7 @@ class Http1Transport:
         if chunked:
             await connection.write(b"0\r\n\r\n")
 
-    def give_back(self, connection: _Connection, head_only: bool) -> None:
+    def give_back(self, connection: Connection, head_only: bool) -> None:
         exchange = connection.exchange
         keep = (
             not self._closing
@@ -402,12 +242,12 @@ class Http1Transport:
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-def _resendable(request: OutboundRequest, connection: _Connection, exchange: _Exchange, exc: BaseException) -> bool:
+def _resendable(request: OutboundRequest, connection: Connection, exchange: Exchange, exc: BaseException) -> bool:
     """A stale keep-alive connection, closed by the appliance before it answered a bodiless idempotent request."""
     return connection.reused and _safe_elsewhere(request, exchange, exc)
 
 
-def _safe_elsewhere(request: OutboundRequest, exchange: _Exchange, exc: BaseException) -> bool:
+def _safe_elsewhere(request: OutboundRequest, exchange: Exchange, exc: BaseException) -> bool:
     """Broken before any answer on a bodiless idempotent request: safe to send again, on this node or another."""
     return (
         not exchange.received_any
