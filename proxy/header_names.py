@@ -63,6 +63,7 @@ _SENSITIVE_PARTS = re.compile(r"user|e-?mail|group|role|principal|identity|imper
 _NOT_IDENTITY = frozenset({"user-agent"})
 
 
+@functools.lru_cache(maxsize=4096)  # client-controlled names, so bounded; about ten a request
 def header_key(name: str) -> str:
     """The one spelling every rule compares: ``X_Real.IP`` -> ``x-real-ip``."""
     return name.lower().replace("_", "-").replace(".", "-")

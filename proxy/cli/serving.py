@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proxy import event_loop
 from proxy.cli.common import EXIT_OK, EXIT_USAGE, load
 from proxy.config import Config
 
@@ -67,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     gc.collect()
     gc.freeze()
     try:
-        asyncio.run(run_server(config, reuse_port=args.reuse_port))
+        event_loop.run(run_server(config, reuse_port=args.reuse_port))
     except OSError as exc:
         print(f"cannot listen on {config.listen.address}:{config.listen.port}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE

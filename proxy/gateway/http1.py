@@ -23,7 +23,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
-from proxy.gateway.http1_connection import Connection, Exchange
+from proxy.gateway.http1_connection import HIGH_WATER, Connection, Exchange
 from proxy.gateway.transport import (
     OutboundRequest,
     UpstreamError,
@@ -58,6 +58,20 @@ class _Http1Response:
             raise self._owner.error(exc) from exc
 
     async def read(self) -> bytes:
+        exchange = self._connection.exchange
+        if (
+            not self._head_only
+            and exchange is not None
+            and exchange.complete
+            and exchange.error is None
+            and exchange.buffered <= HIGH_WATER  # reading was never paused: nothing to resume
+        ):
+            # The whole answer already arrived (most small API answers come in one read):
+            # take it as it is, without the body stream's per-chunk awaits.
+            body = b"".join(exchange.chunks)
+            exchange.chunks.clear()
+            exchange.buffered = 0
+            return body
         return b"".join([chunk async for chunk in self.body()])
 
     def release(self) -> None:

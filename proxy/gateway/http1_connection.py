@@ -15,6 +15,7 @@ import httptools
 # Bytes buffered from the appliance before reading from it pauses.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+_BODY_FRAMING = frozenset({"content-length", "transfer-encoding"})
 
 
 class Exchange:
@@ -99,8 +100,7 @@ class Connection(asyncio.Protocol):
             return
         if not self._parser.should_keep_alive():
             self.reusable = False
-        names = {name.lower() for name, _ in exchange.headers}
-        exchange.until_close = "content-length" not in names and "transfer-encoding" not in names
+        exchange.until_close = not any(name.lower() in _BODY_FRAMING for name, _ in exchange.headers)
         if not exchange.head.done():
             exchange.head.set_result(status)
 

@@ -323,7 +323,10 @@ async def run_server(config: Config, *, ready: asyncio.Event | None = None, reus
     # Kept through the drain (reload_soon does nothing by then): without a handler SIGHUP would end the process.
     loop.add_signal_handler(signal.SIGHUP, gateway.reload_soon, "SIGHUP")
     scheme = "https" if config.listen.tls else "http"
-    logger.info("labgate listening on %s://%s:%s", scheme, config.listen.address, config.listen.port)
+    logger.info(
+        "labgate listening on %s://%s:%s (event loop: %s)",
+        scheme, config.listen.address, config.listen.port, type(loop).__module__.split(".")[0],
+    )
     if ready is not None:
         ready.set()
     try:

@@ -4,7 +4,9 @@ Revocation: a token is dead when its own fingerprint, its subject, its
 client id or its refresh chain (claim ``chain``, labgate's own tokens) was
 revoked at or after its issue.  Answers are cached for at most
 ``REVOCATION_CACHE_SECONDS`` so every replica sees a revocation within a second
-without a store round trip on every request.
+without a store round trip on every request; a token whose names were all
+found unrevoked is then cleared with one lookup until the oldest of those
+answers is that old (never longer than the answers themselves).
 
 Lifetimes: ``ttl`` and ``absolute`` from issue, ``idle`` since last use.
 
@@ -50,12 +52,31 @@ class TokenStateGuard:
         # This process's latest use of each token, and when it last wrote one: bounded.
         self._local_use: LRUCache[str, float] = LRUCache(maxsize=remembered)
         self._written: LRUCache[str, float] = LRUCache(maxsize=remembered)
-        self._revocations: TTLCache[tuple[str, str], float] = TTLCache(
+        # Each name's revocation time (or _NOT_REVOKED) and when the store said so.
+        self._revocations: TTLCache[tuple[str, str], tuple[float, float]] = TTLCache(
             maxsize=remembered, ttl=REVOCATION_CACHE_SECONDS, timer=clock
         )
+        # Per token: "none of its names revoked" holds until this time (the oldest
+        # answer it rests on, plus REVOCATION_CACHE_SECONDS), so a repeat within
+        # that is one dict lookup, never staler than the answers themselves.
+        self._clear_until: dict[str, float] = {}
+        self._remembered = remembered
 
     async def check_revoked(self, key: str, facts: TokenFacts) -> TokenRejection | None:
         """None unless the token, its subject, its client or its chain was revoked at or after its issue."""
+        now = self._clock()
+        until = self._clear_until.get(key)
+        if until is not None and now < until:
+            return None
+        rejection, oldest = await self._check_names(key, facts)
+        if rejection is None:
+            if len(self._clear_until) >= self._remembered:
+                self._clear_until.clear()  # bounded; the next request of each token asks the names again
+            self._clear_until[key] = oldest + REVOCATION_CACHE_SECONDS
+        return rejection
+
+    async def _check_names(self, key: str, facts: TokenFacts) -> tuple[TokenRejection | None, float]:
+        """The revocation check itself, each name through the cache of store answers; and the oldest answer's time."""
         client = facts.claims.get("client_id", facts.claims.get("azp"))
         chain = facts.claims.get("chain")
         issued = facts.issued_at if facts.issued_at is not None else float("-inf")
@@ -66,11 +87,11 @@ class TokenStateGuard:
         try:
             answers = await self._revocations_of(names)
         except StoreUnavailable:
-            return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
-        for (kind, _value), at in zip(names, answers):
+            return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now"), 0.0
+        for (kind, _value), (at, _asked) in zip(names, answers):
             if at != _NOT_REVOKED and (kind == "token" or at >= issued):
-                return TokenRejection(Reason.REVOKED, f"the token's {kind} was revoked")
-        return None
+                return TokenRejection(Reason.REVOKED, f"the token's {kind} was revoked"), 0.0
+        return None, min(asked for _at, asked in answers)
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
         """Revoke in the store, and in this process's cache at once: dead here on the very next request.
@@ -78,16 +99,18 @@ class TokenStateGuard:
         Other processes see it within ``REVOCATION_CACHE_SECONDS``.  Raises StoreUnavailable.
         """
         await self._store.revoke(kind, value, at, until)
-        self._revocations[(kind, value)] = at
+        self._revocations[(kind, value)] = (at, self._clock())
+        self._clear_until.clear()  # any token may carry this name: ask again
 
-    async def _revocations_of(self, names: list[tuple[RevocationKind, str]]) -> list[float]:
-        """Each name's revocation time (or ``_NOT_REVOKED``): cached answers, the rest in one store call."""
+    async def _revocations_of(self, names: list[tuple[RevocationKind, str]]) -> list[tuple[float, float]]:
+        """Each name's revocation time (or ``_NOT_REVOKED``) and when the store said so: cached, the rest in one call."""
         cached = {name: self._revocations.get(name) for name in names}
-        answers = {name: at for name, at in cached.items() if at is not None}
+        answers = {name: found for name, found in cached.items() if found is not None}
         missing = [name for name in names if name not in answers]
         if missing:
-            for name, at in zip(missing, await self._store.revocations(missing, self._clock())):
-                answers[name] = self._revocations[name] = _NOT_REVOKED if at is None else at
+            asked = self._clock()
+            for name, at in zip(missing, await self._store.revocations(missing, asked)):
+                answers[name] = self._revocations[name] = (_NOT_REVOKED if at is None else at, asked)
         return [answers[name] for name in names]
 
     async def check(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:

@@ -236,6 +236,46 @@ async def test_the_request_target_is_sent_exactly(start_http1_gateway: GatewaySt
     ]
 
 
+@dataclass
+class SplitAppliance(RawAppliance):
+    """Answers the first request's body in two writes a moment apart, every later one in one write."""
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            for number in range(3):
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append((head, await read_body(reader, head)))
+                answer = self.answer(head, b"")
+                if number == 0:
+                    writer.write(answer[:-3])
+                    await writer.drain()
+                    await asyncio.sleep(0.05)  # the gateway starts reading before the rest arrives
+                    writer.write(answer[-3:])
+                else:
+                    writer.write(answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_answers_arriving_whole_or_in_pieces_pass_whole_on_one_connection(
+    start_http1_gateway: GatewayStarter, appliance: Start
+) -> None:
+    bodies = iter([b"first answer, sent in two pieces", b"second, whole", b"third, whole"])
+    raw = SplitAppliance(lambda head, body: ok(next(bodies)))
+    gateway = await start_http1_gateway(await appliance(raw))
+    async with aiohttp.ClientSession() as session:
+        seen = []
+        for _ in range(3):
+            async with session.get(f"{gateway.url}/demo/api/hosts", headers=bearer()) as response:
+                seen.append((response.status, await response.read()))
+    assert seen == [(200, b"first answer, sent in two pieces"), (200, b"second, whole"), (200, b"third, whole")]
+    assert raw.connections == 1
+
+
 async def test_a_full_pool_answers_upstream_busy_after_the_connect_timeout(appliance: Start) -> None:
     """Every connection busy past the wait: an error value of the transport's own, never a bare timeout (a 500)."""
     from multidict import CIMultiDict

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pytest
 
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
-from proxy.store.base import StoreUnavailable
+from proxy.store.base import RevocationKind, StoreUnavailable
 from proxy.store.memory import MemoryStore
 from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.state import TokenStateGuard
@@ -264,3 +266,60 @@ async def test_a_token_claiming_a_longer_life_than_its_type_is_refused(
     guard = TokenStateGuard(CountingStore(), clock=Clock(ISSUED + 1))
     result = await guard.check("k", signed_facts(ISSUED, ISSUED + claimed), lifetimes)
     assert (result.reason if result else None) is reason
+
+
+class CountingRevocations(MemoryStore):
+    """A memory store that counts revocation look-ups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+
+    async def revocations(self, items: Sequence[tuple[RevocationKind, str]], now: float) -> list[float | None]:
+        self.lookups += 1
+        return await super().revocations(items, now)
+
+
+async def test_a_repeat_within_the_half_second_asks_the_store_nothing() -> None:
+    clock = Clock(ISSUED + 10)
+    store = CountingRevocations()
+    guard = TokenStateGuard(store, clock=clock)
+    for _ in range(5):
+        assert await revoked(guard, revocable()) is Reason.ALLOWED
+        clock.now += 0.09
+    assert store.lookups == 1
+    clock.now += 0.1  # 0.55 s after the answer
+    assert await revoked(guard, revocable()) is Reason.ALLOWED
+    assert store.lookups == 2
+
+
+async def test_a_tokens_answer_is_never_staler_than_the_names_it_rests_on() -> None:
+    """Token B checked 0.4 s after token A shares A's cached subject answer: it expires with that answer."""
+    clock = Clock(ISSUED + 10)
+    store = MemoryStore()
+    guard = TokenStateGuard(store, clock=clock)
+    assert await revoked(guard, revocable(), key="a") is Reason.ALLOWED
+    clock.now += 0.3
+    await store.revoke("subject", "alice", clock.now)  # another replica
+    clock.now += 0.1
+    assert await revoked(guard, revocable(), key="b") is Reason.ALLOWED  # the subject's answer from 0.4 s ago
+    clock.now += 0.1  # 0.5 s after the subject's answer, 0.1 s after b's own check
+    assert await revoked(guard, revocable(), key="b") is Reason.REVOKED
+    assert await revoked(guard, revocable(), key="a") is Reason.REVOKED
+
+
+async def test_a_revocation_here_ends_every_cached_answer_at_once() -> None:
+    clock = Clock(ISSUED + 10)
+    guard = TokenStateGuard(MemoryStore(), clock=clock)
+    assert await revoked(guard, revocable(), key="a") is Reason.ALLOWED
+    assert await revoked(guard, revocable(), key="b") is Reason.ALLOWED
+    await guard.revoke("subject", "alice", clock.now)
+    assert await revoked(guard, revocable(), key="a") is Reason.REVOKED
+    assert await revoked(guard, revocable(), key="b") is Reason.REVOKED
+
+
+async def test_cached_answers_per_token_are_bounded() -> None:
+    guard = TokenStateGuard(MemoryStore(), clock=Clock(ISSUED + 10), remembered=3)
+    for index in range(20):
+        assert await revoked(guard, revocable(), key=f"k{index}") is Reason.ALLOWED
+    assert len(guard._clear_until) <= 3
