@@ -32,6 +32,7 @@ from yarl import URL
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
+from proxy.strict_json import no_duplicate_names
 from proxy.token_facts import (
     TokenFacts,
     TokenRejection,
@@ -318,7 +319,7 @@ def _check_strict_json(token: str, index: int, part: str) -> dict[str, Any]:
     segment = token.split(".")[index]
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(raw, object_pairs_hook=no_duplicate_names, parse_constant=_no_constant)
     except (binascii.Error, ValueError, RecursionError):
         raise _Rejected(Reason.MALFORMED_TOKEN, f"the token {part} is not a JSON object without duplicate names") from None
     if not isinstance(value, dict):
@@ -338,10 +339,3 @@ def _no_constant(name: str) -> Any:
     raise ValueError("not JSON")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError("duplicate claim")
-        result[name] = value
-    return result

@@ -29,6 +29,7 @@ from proxy.gateway.token_service.small_body import read_small_body
 from proxy.issuer.directory import DirectoryError
 from proxy.issuer.records import NAME
 from proxy.reasons import Reason
+from proxy.strict_json import no_duplicate_names
 
 if TYPE_CHECKING:
     from proxy.config import Config
@@ -86,7 +87,7 @@ class AdminCall:
         except (TimeoutError, aiohttp.ClientPayloadError, OSError):
             raise AdminError(Reason.BAD_ADMIN_REQUEST, "the request body could not be read") from None
         try:
-            body = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+            body = json.loads(raw, object_pairs_hook=no_duplicate_names)
         except (ValueError, RecursionError):
             raise AdminError(Reason.BAD_ADMIN_REQUEST, "the body is not a JSON object without duplicate keys") from None
         if not isinstance(body, dict):
@@ -125,14 +126,6 @@ def directory_errors() -> Iterator[None]:
     except DirectoryError as exc:
         raise AdminError(_DIRECTORY_REASONS[exc.kind], str(exc)) from None
 
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError("duplicate key")
-        result[key] = value
-    return result
 
 
 Handler = Callable[[AdminCall], Awaitable[web.StreamResponse]]
