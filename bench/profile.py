@@ -40,7 +40,7 @@ PARTS = ("server side", "request flow", "token verification/cache", "decision", 
          "metrics and logging", "upstream exchange")
 # The request flow's own functions: their direct callees are split into the parts below.
 _FLOW_FILES = ("proxy/gateway/app.py",)
-_FLOW_FORWARDER = {"forward", "send", "record_use", "forward_public"}
+_FLOW_FORWARDER = {"forward", "send", "_send_once", "record_use", "forward_public"}
 _BY_FILE = (
     ("proxy/tokens/state.py", "store checks"),
     ("proxy/store/", "store checks"),
@@ -156,6 +156,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=4.0, help="seconds per window (default 4)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=0, help="also list the N functions of most own time (last round)")
+    parser.add_argument("--save", type=Path, help="keep the last profiled window's pstats file here")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="labgate-profile-") as temp:
@@ -179,6 +180,9 @@ def main() -> int:
             if args.top:
                 pstats.Stats(str(directory / f"labgate.prof.{args.rounds - 1}"), stream=sys.stdout).sort_stats(
                     "tottime").print_stats(args.top)
+            if args.save:
+                shutil.copyfile(directory / f"labgate.prof.{args.rounds - 1}", args.save)
+                shutil.copyfile(directory / "labgate.prof.gc.json", f"{args.save}.gc.json")
     print_table(rows, args.store)
     return 0
 

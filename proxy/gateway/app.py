@@ -15,6 +15,7 @@ routed (404) -> request shape (400) -> public route? -> token -> token source
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -289,10 +290,9 @@ class Gateway:
 
 def _head_size(request: web.BaseRequest) -> int:
     """The request head's size as sent: request line and header lines with their separators."""
-    size = len(request.method) + len(request.raw_path) + 12
-    for name, value in request.raw_headers:
-        size += len(name) + len(value) + 4
-    return size
+    raw = request.raw_headers
+    # Joined in C rather than summed in a Python loop: this runs for every request.
+    return len(request.method) + len(request.raw_path) + 12 + len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)
 
 
 def _has_ip_rules(pack: CompiledPack) -> bool:

@@ -40,6 +40,7 @@ _SCHEMES: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 _HEADER_NAMES = {"authorization": "Authorization", "authtoken": "Authtoken"}
+_BEARER_ONLY = _SCHEMES["bearer"]["authorization"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,10 @@ def expected_form(style: str) -> str:
 
 def client_token(headers: CIMultiDictProxy[str], style: str = "bearer") -> ClientToken | TokenProblem:
     """The one token the request carries in the places ``style`` reads, or why there is none."""
+    if style == "bearer":  # one header to read: no second credential to compare with
+        values = headers.getall("Authorization", ())
+        if len(values) == 1:
+            return _parse(values[0], _BEARER_ONLY, "authorization")
     found: list[ClientToken] = []
     for header, schemes in _SCHEMES[style].items():
         values = headers.getall(_HEADER_NAMES[header], [])

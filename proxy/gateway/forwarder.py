@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import CIMultiDict
 
 from proxy.config import Config
 from proxy.credentials.base import CredentialUnavailable
 from proxy.gateway.client_token import reemitted
 from proxy.gateway.exchange import Exchange, Routed, UpstreamRuntime
-from proxy.gateway.headers import outbound_headers, response_headers
+from proxy.gateway.headers import Pairs, answer_headers, header_value, outbound_headers
 from proxy.gateway.protect import Busy, Protection
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import (
@@ -119,7 +118,7 @@ class Forwarder:
         await self.record_use(exchange, runtime)
         try:
             runtime.upstream_latency.observe(time.perf_counter() - exchange.started)
-            sent = outbound.headers.get("Authorization")
+            sent = header_value(outbound.headers, "Authorization") if runtime.credential is not None else None
             if answer.status == 401 and runtime.credential is not None and sent is not None:
                 # The appliance refused labgate's credential, not the client's token; its
                 # answer may echo the credential (SimpliVity does), so it is never passed on.
@@ -165,7 +164,7 @@ class Forwarder:
         exchange, request = routed.exchange, routed.request
         headers = outbound_headers(
             request.headers,
-            rules=routed.runtime.header_rules,
+            rules=routed.runtime.header_filter,
             client_ip=str(exchange.client_ip) if exchange.client_ip else "",
             proto=self._proto,
             original_host=request.headers.get("Host"),
@@ -237,9 +236,7 @@ class Forwarder:
 
         ``rate_headers`` (labgate's own limits) replace any the appliance sent under the same names.
         """
-        headers = response_headers(answer.headers, request_id)
-        if rate_headers:
-            headers.update(rate_headers)
+        headers = answer_headers(answer.header_pairs, request_id, rate_headers)
         if _small_answer(request.method, answer.status, headers):
             # Read whole, then headers and body leave in one send: most API
             # answers are a few KiB (a prepared StreamResponse takes two).
@@ -284,9 +281,9 @@ async def once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-def _small_answer(method: str, status: int, headers: CIMultiDict[str]) -> bool:
+def _small_answer(method: str, status: int, headers: Pairs) -> bool:
     """A body small enough to read whole (bounded memory) and send in one write."""
-    length = headers.get("Content-Length", "")
+    length = header_value(headers, "Content-Length") or ""
     return (
         method != "HEAD"
         and status >= 200
