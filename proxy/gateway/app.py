@@ -193,7 +193,7 @@ class Gateway:
         if isinstance(found, TargetError):
             return deny(found.reason, found.detail)
         _, exchange.runtime, exchange.target = found
-        return Routed(exchange, found[1], found[2])
+        return Routed(exchange, found[1], found[2], exchange.request)
 
     async def _decide(self, routed: Routed) -> Decision:
         """Token, client IP and policy for a routed exchange (filled into its exchange for the record)."""

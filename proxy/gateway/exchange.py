@@ -88,10 +88,7 @@ class Routed:
     exchange: Exchange
     runtime: UpstreamRuntime
     target: RequestTarget
-
-    @property
-    def request(self) -> web.BaseRequest:
-        return self.exchange.request
+    request: web.BaseRequest  # the exchange's own, read several times a request
 
 
 class _RequestIds:

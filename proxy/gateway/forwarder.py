@@ -71,8 +71,8 @@ class Forwarder:
         if request.content_length is not None and request.content_length > limit:
             return self.recorder.refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
         try:
-            body, length = await self._outbound_body(request, limit)
-            credential = await self._credential_for(routed)
+            body, length = await self._outbound_body(request, limit) if request.body_exists else (None, None)
+            credential = await self._credential_for(routed) if routed.runtime.credential is not None else self._presented(routed)
         except ClientBodyError as exc:
             return self.recorder.refuse(exchange, exc.reason, exc.detail, allowed=decision)
         except CredentialUnavailable as exc:
@@ -203,9 +203,14 @@ class Forwarder:
         runtime = routed.runtime
         if runtime.credential is not None:
             return "Authorization", await runtime.credential.authorization()
+        return self._presented(routed)
+
+    @staticmethod
+    def _presented(routed: Routed) -> tuple[str, str] | None:
+        """The appliance's own token re-emitted, when it issued the client's token (no credential of labgate's)."""
         presented = routed.exchange.client_token
-        if runtime.client_authorization and presented is not None:
-            return reemitted(presented, runtime.upstream.token_header)
+        if routed.runtime.client_authorization and presented is not None:
+            return reemitted(presented, routed.runtime.upstream.token_header)
         return None
 
     async def _outbound_body(self, request: web.BaseRequest, limit: int) -> tuple[AsyncIterator[bytes] | None, int | None]:

@@ -132,13 +132,15 @@ class Http1Transport:
         # answer came back, and its method is idempotent (RFC 9110 section 9.2.2) with no
         # body.  A timeout is never a reason to resend: the appliance may be working on it.
         for attempt in (1, 2):
-            connection = await self._connection()
+            connection = self._idle_connection() or await self._connection()
             exchange = connection.start()
             try:
-                await connection.write(head)
+                full = connection.send(head)
+                if full is not None:
+                    await full
                 if request.body is not None:
                     await self._send_body(connection, request.body, chunked)
-                status = await self._answer_head(exchange)
+                status = exchange.head.result() if exchange.head.done() else await self._answer_head(exchange)
             except TimeoutError as exc:  # before OSError: in Python 3.11 a TimeoutError is an OSError
                 connection.close()
                 raise self.error(exc) from exc
@@ -168,12 +170,19 @@ class Http1Transport:
         finally:
             timer.cancel()
 
-    async def _connection(self) -> Connection:
+    def _idle_connection(self) -> Connection | None:
+        """The most recently used open connection, if any (no await: most requests find one)."""
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed:
                 connection.reused = True
                 return connection
+        return None
+
+    async def _connection(self) -> Connection:
+        connection = self._idle_connection()
+        if connection is not None:
+            return connection
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):

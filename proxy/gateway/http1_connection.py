@@ -144,12 +144,17 @@ class Connection(asyncio.Protocol):
         if exchange is not None and exchange.waiter is not None and not exchange.waiter.done():
             exchange.waiter.set_result(None)
 
-    async def write(self, data: bytes) -> None:
+    def send(self, data: bytes) -> asyncio.Future[None] | None:
+        """Write now; what to await before writing more when the appliance's side is full (else None)."""
         if self.closed or self.transport is None:
             raise ConnectionResetError("the appliance closed the connection")
         self.transport.write(data)
-        if self._writable is not None:
-            await self._writable
+        return self._writable
+
+    async def write(self, data: bytes) -> None:
+        full = self.send(data)
+        if full is not None:
+            await full
 
     def start(self) -> Exchange:
         self.exchange = Exchange(self._loop)
