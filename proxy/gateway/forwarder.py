@@ -39,6 +39,7 @@ from proxy.gateway.transport import (
     UpstreamError,
     UpstreamResponse,
 )
+from proxy.ipaddrs import IPAddress
 from proxy.policy.decide import Decision, deny
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
@@ -63,6 +64,7 @@ class Forwarder:
         self._metrics = recorder.metrics
         self._token_state = token_state
         self.protection = protection  # rate limits and in-flight caps (docs/concepts/protecting-appliances.md)
+        self._last_ip: tuple[IPAddress | None, str] = (None, "")
 
     async def forward(self, routed: Routed, decision: Decision) -> web.StreamResponse:
         """An allowed request: its body and credential prepared, then sent once."""
@@ -165,7 +167,7 @@ class Forwarder:
         headers = outbound_headers(
             request.headers,
             rules=routed.runtime.header_filter,
-            client_ip=str(exchange.client_ip) if exchange.client_ip else "",
+            client_ip=self._ip_text(exchange.client_ip),
             proto=self._proto,
             original_host=request.headers.get("Host"),
             request_id=exchange.request_id,
@@ -179,6 +181,17 @@ class Forwarder:
             body=body,
             body_length=body_length if body is not None else None,
         )
+
+    def _ip_text(self, ip: IPAddress | None) -> str:
+        """The address as text; the last one is remembered (parse_ip hands out one object per address)."""
+        if ip is None:
+            return ""
+        last_ip, last_text = self._last_ip
+        if ip is last_ip:
+            return last_text
+        text = str(ip)
+        self._last_ip = (ip, text)
+        return text
 
     async def request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
         """Stream the client's raw body, bounded in size and in time per read; its failures are the client's."""

@@ -120,7 +120,9 @@ def answer_headers(
     keys = [header_key(name) for name, _ in upstream]
     dropped = _DROPPED_RESPONSE
     if "connection" in keys:
-        dropped = dropped | _named(value for (_, value), key in zip(upstream, keys) if key == "connection")
+        named = _named(value for (_, value), key in zip(upstream, keys) if key == "connection")
+        if not named <= _DROPPED_RESPONSE:  # most name only keep-alive or close, dropped anyway
+            dropped = dropped | named
     if replaced:
         dropped = dropped | {header_key(name) for name in replaced}
     result = [pair for pair, key in zip(upstream, keys) if key not in dropped]
