@@ -16,7 +16,9 @@ loopback wait), every round and the median.  A limit's cost is its version's
 figure minus the version without a limit, taken within each round.
 
 The Redis store uses a ``redis-server`` of its own on a free loopback port (no
-persistence, not pinned), stopped at the end.  The end-to-end figure comes
+persistence, not pinned), stopped at the end; its rounds add the store's
+``ping`` (one round trip and nothing else: the floor under any shared limit)
+and run a tenth of the requests.  The end-to-end figure comes
 from ``python -m bench.run --rate-limit``; this one is steady enough to see a
 few microseconds, which a shared machine's load hides there.
 """
@@ -52,6 +54,7 @@ from proxy.token_facts import TokenFacts, token_fingerprint
 
 NEVER_REACHED = {"requests": 1_000_000_000, "per": "1h"}
 VERSIONS = ("no rate_limit", "type limit", "type + upstream")
+PING = "store ping"  # Redis only: one round trip through the store, the floor of any shared limit
 TARGET = "/svt/api/hosts?offset=0&limit=50"
 
 
@@ -124,6 +127,15 @@ class Version:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         return wall / requests * 1e6, cpu / requests * 1e6
 
+    async def measure_ping(self, requests: int) -> tuple[float, float]:
+        """The same for the store's ping: one round trip and nothing else, for comparison."""
+        ping = self.gateway.store.ping
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(requests):
+            await ping()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        return wall / requests * 1e6, cpu / requests * 1e6
+
 
 async def bench_store(kind: str, rounds: int, requests: int) -> dict[str, list[tuple[float, float]]]:
     """Every round's (wall, CPU) µs per request, per version."""
@@ -139,9 +151,13 @@ async def bench_store(kind: str, rounds: int, requests: int) -> dict[str, list[t
             for version in versions.values():
                 await version.measure(requests // 10)  # warm-up: plans, connections, scripts
             found: dict[str, list[tuple[float, float]]] = {name: [] for name in VERSIONS}
+            if kind == "redis":
+                found[PING] = []
             for _ in range(rounds):
                 for name, version in versions.items():
                     found[name].append(await version.measure(requests))
+                if kind == "redis":
+                    found[PING].append(await versions["no rate_limit"].measure_ping(requests))
             return found
         finally:
             for gateway in gateways:
@@ -155,7 +171,7 @@ def report(kind: str, found: dict[str, list[tuple[float, float]]]) -> None:
         for index, what in ((0, "wall"), (1, "CPU")):
             values = [r[index] for r in rounds]
             line = f"  {name:<16} {what:<4} {statistics.median(values):8.2f}   ({' '.join(f'{v:.2f}' for v in values)})"
-            if name != "no rate_limit":
+            if name not in ("no rate_limit", PING):
                 added = [r[index] - b[index] for r, b in zip(rounds, base)]
                 line += f"   added {statistics.median(added):.2f} ({' '.join(f'{v:.2f}' for v in added)})"
             print(line)
@@ -163,7 +179,7 @@ def report(kind: str, found: dict[str, list[tuple[float, float]]]) -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ratelimit", description=__doc__.splitlines()[0])
-    parser.add_argument("--stores", default="memory,sqlite", help="memory, sqlite, redis (comma-separated)")
+    parser.add_argument("--stores", default="memory,sqlite,redis", help="memory, sqlite, redis (comma-separated; default all three)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20_000, help="requests per version and round")
     args = parser.parse_args()

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from proxy.store import redis_scripts as scripts
 from proxy.store.base import (
@@ -83,6 +84,7 @@ class RedisStore:
         self._add_record = self._client.register_script(scripts.ADD_RECORD)
         self._take_record = self._client.register_script(scripts.TAKE_RECORD)
         self._rate_limit = self._client.register_script(_RATE_LIMIT)
+        self._rate_prefix = self._key("rate", "")
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
 
     def _key(self, *parts: str) -> str:
@@ -208,14 +210,27 @@ class RedisStore:
         arguments: list[str] = [repr(now)]
         for check in checks:
             arguments += [repr(check.interval), str(check.capacity)]
-        keys = [self._key("rate", c.key) for c in checks]
-        answer = await self._run(lambda: self._rate_limit(keys=keys, args=arguments))
+        keys = [self._rate_prefix + c.key for c in checks]
+        answer = await self._run(lambda: self._evalsha(self._rate_limit, keys, arguments))
         read = [float(raw) if raw not in (b"", "") else None for raw in answer[1:]]
         verdict, _ = apply(read, checks, now)
         return verdict if verdict.allowed == (int(answer[0]) == 1) else RateVerdict(int(answer[0]) == 1, verdict.states)
 
     def local_rates(self) -> None:
         return None  # budgets are shared through Redis: every check is a round trip
+
+    async def _evalsha(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
+        """``script`` by its SHA1, as a registered script runs, less its per-call checks for pipelines and clusters.
+
+        The rate-limit script runs on every limited request.  A Redis that no
+        longer has the script (restarted, ``SCRIPT FLUSH``) answers NOSCRIPT: it
+        is loaded and run again, once.
+        """
+        try:
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = await self._client.script_load(script.script)
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
 
     async def ping(self) -> None:
         """On connections of its own: answers whether Redis is reachable, however busy the main pool is."""
