@@ -106,18 +106,17 @@ def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type:
 
 
 def budget_keys(plan: LimitPlan, facts: TokenFacts | None, token_key: str | None) -> list[str]:
-    """The store keys of the budgets this request spends, in the plan's order."""
-    return [_budget_key(a, facts, token_key) for a in plan.limits]
-
-
-def _budget_key(applied: AppliedLimit, facts: TokenFacts | None, token_key: str | None) -> str:
-    """The store key of the budget this request spends: the upstream's one, or its owner's."""
-    by = applied.limit.by
-    if by == "upstream":
-        return applied.key_prefix
-    if by == "token":
-        return applied.key_prefix + (token_key or UNNAMED)
-    return applied.key_prefix + _budget_owner(applied.limit, facts)
+    """The store keys of the budgets this request spends, in the plan's order: the upstream's, or their owners'."""
+    keys = []
+    for applied in plan.limits:
+        by = applied.limit.by
+        if by == "upstream":
+            keys.append(applied.key_prefix)
+        elif by == "token":
+            keys.append(applied.key_prefix + (token_key or UNNAMED))
+        else:
+            keys.append(applied.key_prefix + _budget_owner(applied.limit, facts))
+    return keys
 
 
 def _budget_owner(limit: RateLimit, facts: TokenFacts | None) -> str:
@@ -207,10 +206,10 @@ def allowed_state(plan: LimitPlan, written: list[float], now: float) -> str:
         applied, tat = plan.limits[0], written[0]
         rate = applied.rate
         return f"{applied.state_prefix}{remaining_after(tat, rate.interval, rate.capacity, now)};t={math.ceil(tat - now - 1e-9)}"
-    return ", ".join(
+    return ", ".join([
         f"{a.state_prefix}{remaining_after(tat, a.rate.interval, a.rate.capacity, now)};t={math.ceil(tat - now - 1e-9)}"
         for a, tat in zip(plan.limits, written)
-    )
+    ])
 
 
 def rate_state(limits: tuple[AppliedLimit, ...], verdict: RateVerdict) -> str:
