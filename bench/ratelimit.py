@@ -13,7 +13,8 @@ and ``RateLimit-Policy`` fields made.  Rounds alternate the three versions;
 each prints microseconds per request of wall time and of this process's CPU
 time (for Redis the two differ by the round trip: the server's work and the
 loopback wait), every round and the median.  A limit's cost is its version's
-figure minus the version without a limit, taken within each round.
+figure minus the version without a limit, taken within each round (for Redis
+also minus the store's ping: what the limit costs beyond one round trip).
 
 The Redis store uses a ``redis-server`` of its own on a free loopback port (no
 persistence, not pinned), stopped at the end; its rounds add the store's
@@ -172,9 +173,16 @@ def report(kind: str, found: dict[str, list[tuple[float, float]]]) -> None:
             values = [r[index] for r in rounds]
             line = f"  {name:<16} {what:<4} {statistics.median(values):8.2f}   ({' '.join(f'{v:.2f}' for v in values)})"
             if name not in ("no rate_limit", PING):
-                added = [r[index] - b[index] for r, b in zip(rounds, base)]
-                line += f"   added {statistics.median(added):.2f} ({' '.join(f'{v:.2f}' for v in added)})"
+                line += _differences("added", rounds, base, index)
+                if PING in found:
+                    line += _differences("over a ping", rounds, found[PING], index)
             print(line)
+
+
+def _differences(label: str, rounds: list[tuple[float, float]], base: list[tuple[float, float]], index: int) -> str:
+    """``label``: the median of the round-by-round differences, then every one."""
+    found = [r[index] - b[index] for r, b in zip(rounds, base)]
+    return f"   {label} {statistics.median(found):.2f} ({' '.join(f'{v:.2f}' for v in found)})"
 
 
 async def main() -> None:
