@@ -27,6 +27,7 @@ few microseconds, which a shared machine's load hides there.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import shutil
@@ -118,15 +119,20 @@ class Version:
         self.exchange.use = TokenUse(key, facts, Lifetimes())
         self.decision = Decision(True, Reason.ALLOWED, "GET /api/hosts", token_type="emergency")
 
-    async def measure(self, requests: int) -> tuple[float, float]:
-        """Microseconds per request: wall time, and this process's CPU time."""
+    async def measure(self, requests: int, concurrency: int = 1) -> tuple[float, float]:
+        """Microseconds per request: wall time, and this process's CPU time; ``concurrency`` requests at a time."""
         spend, routed, decision = self.gateway.protection.spend, self.routed, self.decision
+
+        async def one_after_another(count: int) -> None:
+            for _ in range(count):
+                if await spend(routed, decision) is not None:
+                    raise SystemExit("a request was limited: the bench's limits must never be reached")
+
+        each = max(1, requests // concurrency)
         wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(requests):
-            if await spend(routed, decision) is not None:
-                raise SystemExit("a request was limited: the bench's limits must never be reached")
+        await asyncio.gather(*(one_after_another(each) for _ in range(concurrency)))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        return wall / requests * 1e6, cpu / requests * 1e6
+        return wall / (each * concurrency) * 1e6, cpu / (each * concurrency) * 1e6
 
     async def measure_ping(self, requests: int) -> tuple[float, float]:
         """The same for the store's ping: one round trip and nothing else, for comparison."""
@@ -138,7 +144,7 @@ class Version:
         return wall / requests * 1e6, cpu / requests * 1e6
 
 
-async def bench_store(kind: str, rounds: int, requests: int) -> dict[str, list[tuple[float, float]]]:
+async def bench_store(kind: str, rounds: int, requests: int, concurrency: int) -> dict[str, list[tuple[float, float]]]:
     """Every round's (wall, CPU) µs per request, per version."""
     with tempfile.TemporaryDirectory(prefix="labgate-bench-ratelimit-") as folder, store_section(Path(folder), kind) as store:
         gateways = [Gateway(load_config(config_file(Path(folder), store, version))) for version in VERSIONS]
@@ -156,7 +162,7 @@ async def bench_store(kind: str, rounds: int, requests: int) -> dict[str, list[t
                 found[PING] = []
             for _ in range(rounds):
                 for name, version in versions.items():
-                    found[name].append(await version.measure(requests))
+                    found[name].append(await version.measure(requests, concurrency))
                 if kind == "redis":
                     found[PING].append(await versions["no rate_limit"].measure_ping(requests))
             return found
@@ -190,10 +196,11 @@ async def main() -> None:
     parser.add_argument("--stores", default="memory,sqlite,redis", help="memory, sqlite, redis (comma-separated; default all three)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20_000, help="requests per version and round")
+    parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1: one after another)")
     args = parser.parse_args()
     for kind in args.stores.split(","):
         requests = args.requests if kind != "redis" else max(1, args.requests // 10)
-        report(kind, await bench_store(kind, args.rounds, requests))
+        report(kind, await bench_store(kind, args.rounds, requests, max(1, args.concurrency)))
 
 
 if __name__ == "__main__":

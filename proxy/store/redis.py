@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from proxy.store import redis_scripts as scripts
 from proxy.store.base import (
@@ -29,6 +28,7 @@ from proxy.store.base import (
     signing_key_order,
 )
 from proxy.store.gcra import RateCheck, RateVerdict, apply
+from proxy.store.redis_batch import ScriptBatches
 from proxy.store.redis_connect import RedisTarget, open_clients
 
 T = TypeVar("T")
@@ -83,7 +83,8 @@ class RedisStore:
         self._put_record = self._client.register_script(scripts.PUT_RECORD)
         self._add_record = self._client.register_script(scripts.ADD_RECORD)
         self._take_record = self._client.register_script(scripts.TAKE_RECORD)
-        self._rate_limit = self._client.register_script(_RATE_LIMIT)
+        # Every rate-limited request runs it: the calls of one loop turn share a round trip.
+        self._rate_batches = ScriptBatches(self._client, self._client.register_script(_RATE_LIMIT), timeout)
         self._rate_prefix = self._key("rate", "")
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
 
@@ -211,7 +212,7 @@ class RedisStore:
         for check in checks:
             arguments += [repr(check.interval), str(check.capacity)]
         keys = [self._rate_prefix + c.key for c in checks]
-        answer = await self._run(lambda: self._evalsha(self._rate_limit, keys, arguments))
+        answer = await self._run(lambda: self._rate_batches.call(keys, arguments))
         read = [float(raw) if raw not in (b"", "") else None for raw in answer[1:]]
         verdict, _ = apply(read, checks, now)
         return verdict if verdict.allowed == (int(answer[0]) == 1) else RateVerdict(int(answer[0]) == 1, verdict.states)
@@ -219,24 +220,12 @@ class RedisStore:
     def local_rates(self) -> None:
         return None  # budgets are shared through Redis: every check is a round trip
 
-    async def _evalsha(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
-        """``script`` by its SHA1, as a registered script runs, less its per-call checks for pipelines and clusters.
-
-        The rate-limit script runs on every limited request.  A Redis that no
-        longer has the script (restarted, ``SCRIPT FLUSH``) answers NOSCRIPT: it
-        is loaded and run again, once.
-        """
-        try:
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            script.sha = await self._client.script_load(script.script)
-            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
-
     async def ping(self) -> None:
         """On connections of its own: answers whether Redis is reachable, however busy the main pool is."""
         await self._run(self._pinger.ping)
 
     async def close(self) -> None:
+        await self._rate_batches.close()
         await self._clients.aclose()
 
 
