@@ -71,7 +71,8 @@ def client_token(headers: CIMultiDictProxy[str], style: str = "bearer") -> Clien
     if style == "bearer":  # one header to read: no second credential to compare with
         values = headers.getall("Authorization", ())
         if len(values) == 1:
-            return _parse(values[0], _BEARER_ONLY, "authorization")
+            parsed = _parse(values[0], _BEARER_ONLY, "authorization")
+            return parsed.problem if isinstance(parsed, _OtherScheme) else parsed
     found: list[ClientToken] = []
     other_scheme: TokenProblem | None = None
     for header, schemes in _SCHEMES[style].items():
