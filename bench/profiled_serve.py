@@ -39,6 +39,7 @@ def main() -> int:
         for value in collections.values():
             value[:] = [0, 0, 0]
         gc.callbacks.append(collecting)
+        profiler.clear()  # each window on its own, not added to the ones before
         profiler.enable()
 
     def stop(signum: int, frame: FrameType | None) -> None:
