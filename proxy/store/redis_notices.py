@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from proxy.store.base import REVOCATION_KINDS, RevocationNotice
+from proxy.store.base import REVOCATION_KINDS, RevocationNotice, StoreUnavailable
 
 logger = logging.getLogger("labgate")
 
@@ -65,8 +65,8 @@ def parse_notice(raw: bytes | str) -> RevocationNotice | None:
     return RevocationNotice(kind, value, float(at))
 
 
-class _ChannelLost(Exception):
-    """The subscription can no longer be trusted: rebuild it."""
+class NoticesLost(StoreUnavailable):
+    """The subscription can no longer be trusted (notices may have been missed): it is rebuilt."""
 
 
 class RevocationListener:
@@ -90,6 +90,7 @@ class RevocationListener:
         self._interval, self._clock = heartbeat, clock
         self._consumers: list[tuple[Callable[[RevocationNotice], None], Callable[[], None]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
         self._up = False
         self._up_at = 0.0
         self._echoed = float("-inf")  # when the last heartbeat that came back was sent
@@ -100,7 +101,7 @@ class RevocationListener:
         self._consumers.append((on_notice, on_reset))
 
     def start(self) -> None:
-        if self._task is None:
+        if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="labgate-revocation-notices")
 
     def subscribed(self) -> bool:
@@ -110,6 +111,7 @@ class RevocationListener:
         return self._up and self._clock() - self._echoed <= self.bound
 
     async def close(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -156,7 +158,7 @@ class RevocationListener:
     def _handle(self, message: dict[str, Any]) -> None:
         kind, channel, data = message["type"], message["channel"], message["data"]
         if kind in ("unsubscribe", "punsubscribe", "sunsubscribe"):
-            raise _ChannelLost("unsubscribed")
+            raise NoticesLost("unsubscribed")
         if kind != "message":
             return
         if channel == self._heartbeat_channel:
@@ -176,7 +178,7 @@ class RevocationListener:
         while True:
             now = self._clock()
             if not self._up or now - max(self._echoed, self._up_at) > RESUBSCRIBE_AFTER:
-                raise _ChannelLost(f"no heartbeat back for {RESUBSCRIBE_AFTER:g} s")
+                raise NoticesLost(f"no heartbeat back for {RESUBSCRIBE_AFTER:g} s")
             self._sequence += 1
             if len(self._sent) >= _KEPT_HEARTBEATS:
                 self._sent.clear()
@@ -187,7 +189,7 @@ class RevocationListener:
             except (RedisError, OSError):
                 receivers = None  # Redis busy or away: the heartbeat stays unechoed and the view goes stale
             if receivers == 0:
-                raise _ChannelLost("Redis no longer has this process's subscription")
+                raise NoticesLost("Redis no longer has this process's subscription")
             await asyncio.sleep(self._interval)
 
     def _came_up(self) -> None:
