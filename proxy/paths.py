@@ -7,7 +7,10 @@ that two servers could read differently is refused before any policy runs,
 and the one it accepts is forwarded byte for byte.
 
 Choices (documented in docs/concepts/path-contract.md):
-- repeated slashes (``/api//hosts``) are refused, not merged;
+- repeated slashes (``/api//hosts``) are refused, not merged, unless the
+  upstream's pack says its appliance merges them (``repeated_slashes: merge``,
+  Commvault, whose own SDK writes ``<base>//V4/...``): then the target is
+  read merged and forwarded merged, so the appliance gets the path decided on;
 - a trailing slash is kept and is a different path (``/api/hosts/`` does not
   match the route ``GET /api/hosts``);
 - percent-encoded bytes that decode to ``/ \\ % . ; ? #``, controls or
@@ -31,6 +34,7 @@ from proxy.reasons import Reason
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
 # What a query may carry raw: RFC 3986 query chars minus ';' (an old separator).
 _QUERY_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/?%\[\]]*")  # '[]' as clients send sort[]
+_MERGED_SLASHES = re.compile(r"//+")
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _ESCAPED = re.compile(r"%([0-9A-Fa-f]{2})")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_.\-$:~\[\]]+")
@@ -50,9 +54,11 @@ class RequestTarget:
     """A checked request target.
 
     ``raw_path`` and ``raw_query`` are exactly what arrived (and what is
-    forwarded); ``segments`` are the decoded path segments policies match on,
-    with a final ``""`` for a trailing slash; ``query_names`` holds one
-    normalized name per parameter occurrence.
+    forwarded), except that repeated slashes are merged in ``raw_path`` when
+    ``merged_slashes`` says there were some (refused unless the pack merges);
+    ``segments`` are the decoded path segments policies match on, with a
+    final ``""`` for a trailing slash; ``query_names`` holds one normalized
+    name per parameter occurrence.
     """
 
     raw_path: str
@@ -60,6 +66,7 @@ class RequestTarget:
     segments: tuple[str, ...]
     raw_segments: tuple[str, ...]
     query_names: tuple[str, ...]
+    merged_slashes: bool = False
 
     @property
     def forward_target(self) -> str:
@@ -83,7 +90,7 @@ class RequestTarget:
         if rest == ("",):  # '/svt/' -> '/'
             rest_raw, rest = (), ()
         raw_path = "/" + "/".join(rest_raw)
-        return RequestTarget(raw_path, self.raw_query, rest, rest_raw, self.query_names)
+        return RequestTarget(raw_path, self.raw_query, rest, rest_raw, self.query_names, self.merged_slashes)
 
 
 def normalize_query_name(name: str) -> str:
@@ -91,16 +98,26 @@ def normalize_query_name(name: str) -> str:
     return name.lower().split("[", 1)[0]
 
 
-def parse_target(raw: str, *, max_query_params: int = 256) -> RequestTarget:
-    """Check an origin-form target (``/path?query``); TargetError says why not."""
+def parse_target(raw: str, *, max_query_params: int = 256, merge_slashes: bool = False) -> RequestTarget:
+    """Check an origin-form target (``/path?query``); TargetError says why not.
+
+    ``merge_slashes``: read ``//`` as ``/`` (and say so in ``merged_slashes``)
+    instead of refusing it: for an appliance that merges them itself.
+    """
     if not raw.startswith("/"):
         raise TargetError(Reason.BAD_REQUEST, "the request target must be a path starting with '/'")
     if "#" in raw:
         raise TargetError(Reason.BAD_REQUEST, "a request target cannot carry a fragment ('#')")
     raw_path, question, raw_query = raw.partition("?")
+    merged = merge_slashes and "//" in raw_path
+    if merged:
+        raw_path = _MERGED_SLASHES.sub("/", raw_path)
     segments, raw_segments = _check_path(raw_path)
     names = _check_query(raw_query, max_query_params) if question else ()
-    return RequestTarget(raw_path, raw_query if question else None, segments, raw_segments, names)
+    return RequestTarget(raw_path, raw_query if question else None, segments, raw_segments, names, merged)
+
+
+REPEATED_SLASHES = "the path contains an empty segment ('//')"
 
 
 def _check_path(raw_path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -113,7 +130,7 @@ def _check_path(raw_path: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return (), ()
     raw_segments = tuple(raw_path[1:].split("/"))
     if "" in raw_segments[:-1]:
-        raise TargetError(Reason.AMBIGUOUS_PATH, "the path contains an empty segment ('//')")
+        raise TargetError(Reason.AMBIGUOUS_PATH, REPEATED_SLASHES)
     segments = tuple(_decode_segment(s) for s in raw_segments)
     return segments, raw_segments
 

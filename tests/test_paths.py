@@ -75,6 +75,30 @@ def test_ambiguous_paths_are_refused(raw: str) -> None:
     assert caught.value.reason is Reason.AMBIGUOUS_PATH
 
 
+@pytest.mark.parametrize(
+    ("raw", "forwarded", "segments"),
+    [
+        ("/api//hosts", "/api/hosts", ("api", "hosts")),
+        ("//api/hosts?a=1", "/api/hosts?a=1", ("api", "hosts")),
+        ("/api/hosts//", "/api/hosts/", ("api", "hosts", "")),
+        ("/cv///V4/AccessToken/Renew", "/cv/V4/AccessToken/Renew", ("cv", "V4", "AccessToken", "Renew")),
+    ],
+)
+def test_repeated_slashes_are_read_and_forwarded_merged_for_an_appliance_that_merges(
+    raw: str, forwarded: str, segments: tuple[str, ...]
+) -> None:
+    target = parse_target(raw, merge_slashes=True)
+    assert (target.forward_target, target.segments, target.merged_slashes) == (forwarded, segments, True)
+    assert parse_target("/api/hosts", merge_slashes=True).merged_slashes is False
+
+
+def test_merging_slashes_never_lets_a_dot_segment_or_an_encoded_slash_through() -> None:
+    for raw in ("/api//../hosts", "/api//%2F/hosts", "/api//./hosts"):
+        with pytest.raises(TargetError) as caught:
+            parse_target(raw, merge_slashes=True)
+        assert caught.value.reason is Reason.AMBIGUOUS_PATH
+
+
 @pytest.mark.parametrize("raw", ["api/hosts", "*", "http://evil.example/api/hosts", "", "/api/hosts#frag"])
 def test_only_origin_form_targets_are_accepted(raw: str) -> None:
     with pytest.raises(TargetError) as caught:

@@ -16,7 +16,10 @@ WHEN: dict[Reason, str] = {
     Reason.BAD_QUERY: "the query string breaks the path contract",
     Reason.METHOD_NOT_SUPPORTED: "a method no route can name (`TRACE`, `CONNECT`, …)",
     Reason.NO_UPSTREAM: "no upstream serves this host and path",
-    Reason.MISSING_TOKEN: "no `Authorization` header (the challenge is a bare `Bearer realm=\"labgate\"`, RFC 6750 section 3.1)",
+    Reason.MISSING_TOKEN: (
+        "no token: no credential header, or only another authentication method's (`Basic`); "
+        "the challenge is a bare `Bearer realm=\"labgate\"`, RFC 6750 section 3.1"
+    ),
     Reason.MALFORMED_AUTHORIZATION: "not exactly one well-formed `Bearer` credential; token in the query",
     Reason.MALFORMED_TOKEN: "not a compact JWS, bad JSON, duplicate names in the JOSE header or the claims, `crit` header, bad claim types",
     Reason.BAD_SIGNATURE: "the signature does not verify",

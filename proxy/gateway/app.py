@@ -7,7 +7,8 @@ yet, or answer plain-text 404s of its own.
 
 Flow for every request (``Gateway.handle``):
 own endpoint? -> head size -> method known? -> target parsed (400) -> upstream
-routed (404) -> request shape (400) -> public route? -> token -> token source
+routed (404) -> request shape (400) -> public route? -> Commvault's Renew of a
+labgate token (:mod:`~proxy.gateway.token_service.service_token_renew`)? -> token -> token source
 -> client IP -> :func:`proxy.policy.decide.decide` -> refused with JSON
 (:mod:`~proxy.gateway.recorder`), or forwarded (:mod:`~proxy.gateway.forwarder`).
 """
@@ -52,11 +53,12 @@ from proxy.gateway.token_endpoint import (
 )
 from proxy.gateway.token_service.admin.api import AdminApi
 from proxy.gateway.token_service.admin.router import AdminContext
+from proxy.gateway.token_service.service_token_renew import ServiceTokenRenew
 from proxy.gateway.token_service.token_endpoint import TokenEndpoint
 from proxy.ipaddrs import ClientIpResolver
 from proxy.issuer.settings import TOKEN_PATH
 from proxy.metrics import GatewayMetrics
-from proxy.paths import RequestTarget, TargetError, parse_target
+from proxy.paths import REPEATED_SLASHES, RequestTarget, TargetError, parse_target
 from proxy.policy.compile import CompiledPack
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS, Lifetimes
@@ -97,6 +99,7 @@ class Gateway:
         self.router: UpstreamRouter[UpstreamRuntime] = UpstreamRouter([])
         self._found: Callable[[str, str | None], _Found | TargetError] = self._parse_and_route
         self._warned_peers: set[str] = set()
+        self._merges = any(config.packs[u.pack].pack.repeated_slashes == "merge" for u in config.upstreams)
         self.recorder = Recorder(config, self.metrics)
         # Rate limits and in-flight caps (docs/concepts/protecting-appliances.md).
         self.protection = Protection(self.store, self.metrics, self.recorder)
@@ -114,6 +117,10 @@ class Gateway:
         if self.key_ring is not None and config.issuer is not None and config.issuer.admin is not None:
             self.admin = AdminApi(config.issuer.admin, AdminContext(config, self.store, self.key_ring, self.token_state))
         self.token_endpoint = TokenEndpoint(config, self.store, self.key_ring, self.token_state) if self.key_ring else None
+        # Commvault's POST /V4/AccessToken/Renew for the service-account tokens labgate issued.
+        self.service_token_renew = (
+            ServiceTokenRenew(config, self.store, self.token_endpoint.renewal, self.recorder) if self.token_endpoint else None
+        )
 
     async def start(self) -> None:
         self._runtimes = self.runtime.start()
@@ -160,6 +167,10 @@ class Gateway:
         if public is not None:
             exchange.client_ip = self.ip_resolver.resolve(request.remote, request.headers)
             return await self.forwarder.forward_public(routed, public)
+        renew = self.service_token_renew
+        if renew is not None and renew.serves(runtime, request.method, target):
+            exchange.client_ip = self.ip_resolver.resolve(request.remote, request.headers)
+            return await renew.handle(routed)
         observed = runtime.source if isinstance(runtime.source, ObserveSource) else None
         case_insensitive = pack.pack.case_insensitive_paths
         if observed is not None and is_token_request(observed, request.method, target, case_insensitive):
@@ -236,10 +247,13 @@ class Gateway:
         the same few targets, and a checked target is immutable.
         """
         try:
-            target = parse_target(raw_target, max_query_params=self.config.limits.max_query_params)
+            # '//' is read merged only if some upstream's appliance merges it; then only that upstream takes it.
+            target = parse_target(raw_target, max_query_params=self.config.limits.max_query_params, merge_slashes=self._merges)
         except TargetError as exc:
             return exc.with_traceback(None)  # cached: keep no frames alive
         found = self.router.route(host, target)
+        if target.merged_slashes and (found is None or found[1].pack.pack.repeated_slashes != "merge"):
+            return TargetError(Reason.AMBIGUOUS_PATH, REPEATED_SLASHES)
         if found is None:
             return TargetError(Reason.NO_UPSTREAM, "no upstream serves this host and path")
         return found

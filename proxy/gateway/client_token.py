@@ -68,23 +68,40 @@ def expected_form(style: str) -> str:
 def client_token(headers: CIMultiDictProxy[str], style: str = "bearer") -> ClientToken | TokenProblem:
     """The one token the request carries in the places ``style`` reads, or why there is none."""
     found: list[ClientToken] = []
+    other_scheme: TokenProblem | None = None
     for header, schemes in _SCHEMES[style].items():
         values = headers.getall(_HEADER_NAMES[header], [])
         if len(values) > 1:
             return TokenProblem(Reason.MALFORMED_AUTHORIZATION, f"exactly one {_HEADER_NAMES[header]} header is allowed")
         if values:
             parsed = _parse(values[0], schemes, header)
-            if isinstance(parsed, TokenProblem):
+            if isinstance(parsed, _OtherScheme):
+                other_scheme = parsed.problem
+            elif isinstance(parsed, TokenProblem):
                 return parsed
-            found.append(parsed)
+            else:
+                found.append(parsed)
     if not found:
-        return TokenProblem(Reason.MISSING_TOKEN, f"{expected_form(style)} is required")
-    if len({t.token for t in found}) > 1:
+        return other_scheme or TokenProblem(Reason.MISSING_TOKEN, f"{expected_form(style)} is required")
+    if other_scheme is not None or len({t.token for t in found}) > 1:
         return TokenProblem(Reason.MALFORMED_AUTHORIZATION, "the request carries two different credentials")
     return found[-1] if style == "authtoken" else found[0]  # the native header's scheme is re-emitted
 
 
-def _parse(value: str, schemes: dict[str, str], header: str) -> ClientToken | TokenProblem:
+@dataclass(frozen=True)
+class _OtherScheme:
+    """A credential of another authentication method (Basic, Negotiate, ...): no token of ours.
+
+    RFC 6750 section 3.1: a request that "attempted using an unsupported
+    authentication method" lacks authentication information, so it gets the
+    bare challenge (``missing_token``), unless it also carries a token: then it
+    carries two credentials, and is refused for that.
+    """
+
+    problem: TokenProblem
+
+
+def _parse(value: str, schemes: dict[str, str], header: str) -> ClientToken | TokenProblem | _OtherScheme:
     first, _, rest = value.strip().partition(" ")
     canonical = schemes.get(first.lower())
     if canonical is not None and rest.strip():
@@ -96,7 +113,7 @@ def _parse(value: str, schemes: dict[str, str], header: str) -> ClientToken | To
         canonical, token = "", first  # a bare Authtoken
     else:
         allowed = " or ".join(s for s in schemes.values() if s) or "a bare token"
-        return TokenProblem(Reason.MALFORMED_AUTHORIZATION, f"the {_HEADER_NAMES[header]} scheme must be {allowed}")
+        return _OtherScheme(TokenProblem(Reason.MISSING_TOKEN, f"the {_HEADER_NAMES[header]} scheme must be {allowed}"))
     if len(token) > MAX_TOKEN_LENGTH or not _B64TOKEN.fullmatch(token):
         return TokenProblem(Reason.MALFORMED_AUTHORIZATION, "the token is empty or malformed")
     return ClientToken(token, canonical)

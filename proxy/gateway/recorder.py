@@ -39,7 +39,7 @@ class Recorder:
         else:
             decision = deny(reason, detail, rule=allowed.rule, token_type=allowed.token_type)
         self.record(exchange, decision)
-        response = error_response(reason, detail, exchange.request_id)
+        response = error_response(reason, detail, exchange.request_id, _error_format(exchange))
         if reason in _BODY_LEFT_UNREAD:
             response.force_close()  # the rest of the body is never read
         return response
@@ -47,7 +47,7 @@ class Recorder:
     def refuse_decided(self, exchange: Exchange, decision: Decision) -> web.Response:
         """A request the policy denied: recorded with the rule that decided it, and answered."""
         self.record(exchange, decision)
-        return error_response(decision.reason, decision.detail, exchange.request_id)
+        return error_response(decision.reason, decision.detail, exchange.request_id, _error_format(exchange))
 
     def upstream_failed(
         self, exchange: Exchange, runtime: UpstreamRuntime, reason: Reason, detail: str, allowed: Decision
@@ -90,3 +90,8 @@ class Recorder:
             ),
             self._decision_log,
         )
+
+
+def _error_format(exchange: Exchange) -> str:
+    """The error body shape of the upstream the request was routed to (labgate's before routing)."""
+    return exchange.runtime.pack.pack.error_format if exchange.runtime is not None else "labgate"

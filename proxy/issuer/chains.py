@@ -62,12 +62,14 @@ async def issue_in_chain(
     """Mint ``grant`` in ``chain`` (the grant's ``chain`` is set here) and store a new refresh token for it.
 
     Used to begin a chain and to renew one.  The refresh token's record is
-    kept until ``renew_until`` plus the grace.  Raises StoreUnavailable.
+    kept until ``renew_until`` plus the grace, and names the access token
+    minted with it.  Raises StoreUnavailable.
     """
     access = mint_access_token(key, issuer, replace(grant, chain=chain.chain), now=now)
     refresh_token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    record = replace(chain, access_fingerprint=access.fingerprint)
     await store.put_record(
-        RefreshRecord.KIND, refresh_key(refresh_token), chain.to_json(), expires_at=chain.renew_until + RENEWAL_GRACE
+        RefreshRecord.KIND, refresh_key(refresh_token), record.to_json(), expires_at=chain.renew_until + RENEWAL_GRACE
     )
     return IssuedTokens(access, refresh_token)
 

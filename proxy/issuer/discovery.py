@@ -17,8 +17,10 @@ from proxy.store.base import SigningKeyRecord
 
 # The grants labgate's token endpoint answers (``emergency`` is SimpliVity's).
 GRANT_TYPES = ("password", "client_credentials", "refresh_token", "emergency")
-# RFC 6749 section 2.3.1: HTTP Basic, or the client's credentials in the form body.
-TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+# RFC 6749 section 2.3.1: HTTP Basic, or the client's credentials in the form body;
+# "none" (RFC 7591 section 2): a public client, which names itself or no one and
+# authenticates with nothing (the password, emergency and refresh_token grants take one).
+TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 # RFC 8414 section 2 requires response_types_supported, and section 3.2 forbids an
 # empty array ("Claims with zero elements MUST be omitted").  labgate has no
 # authorization endpoint, so it issues nothing in answer to any response_type:

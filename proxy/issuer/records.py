@@ -88,7 +88,9 @@ class RefreshRecord(_Record):
     says the client authenticated when the chain began, so renewing needs
     that client's authentication too (RFC 6749 section 6); ``principal`` is
     ``subject`` (a subject record must still exist) or ``emergency`` (an
-    emergency account of the config).
+    emergency account of the config); ``access_fingerprint`` is the sha256
+    of the access token minted with this refresh token (Commvault's Renew
+    presents the two as a pair).
     """
 
     KIND: ClassVar[str] = "refresh"
@@ -105,6 +107,7 @@ class RefreshRecord(_Record):
     renew_until: float
     confidential: bool = False
     principal: str = "subject"
+    access_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)

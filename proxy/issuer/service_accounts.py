@@ -40,6 +40,7 @@ from typing import Any
 
 from proxy.errors import LabgateError
 from proxy.ipaddrs import InvalidAddress, parse_entry
+from proxy.issuer.chains import IssuedTokens
 from proxy.issuer.grants import token_terms
 from proxy.issuer.records import MalformedRecord
 from proxy.issuer.settings import DAY, IssuerSettings
@@ -340,3 +341,11 @@ class ServiceTokenRecord:
         if self.ip_allowlist is not None:
             shown["ipAllowlist"] = list(self.ip_allowlist)
         return shown
+
+    def info(self, issued: IssuedTokens) -> dict[str, Any]:
+        """Commvault's ``tokenInfo`` when the token was just created or renewed, with its secrets: shown this once."""
+        info: dict[str, Any] = {**self.view(), "accessToken": issued.access.token, "tokenExpiryTimestamp": issued.access.expires_at}
+        if issued.refresh_token is not None and self.renewable_until is not None:
+            info["refreshToken"] = issued.refresh_token
+            info["refreshTokenExpiryTimestamp"] = math.floor(self.renewable_until)
+        return info

@@ -26,7 +26,8 @@ account' and its REST API reference; cvpysdk's source for what the SDK reads):
   too), ``/VSAClientAndClientGroupList``, ``/ClientGroup``, ``/V4/ServerGroup``,
   ``/V2/Plan``, ``/V2/MediaAgents``, ``/MediaAgent``, ``/FirewallSummary`` and
   ``DELETE /Client/{id}``.  Paths are case-insensitive (``/client``,
-  ``/v4/accesstoken/renew``), under a base path (``/commandcenter/api`` by
+  ``/v4/accesstoken/renew``) and a run of slashes reads as one (cvpysdk
+  writes most URLs as ``<base>/`` + ``/V4/...``), under a base path (``/commandcenter/api`` by
   default; ``/webconsole/api`` on older installs).
 
 Not in the sources, chosen here: the error body ``{"errorCode",
@@ -69,6 +70,7 @@ from proxy.mocks.recording import bearer_of, recording_middleware
 LOGIN_IDLE = 30 * 60
 ACCESS_TOKEN_ADMIN = "An access token cannot be used to create, edit or delete access tokens"
 OUT_OF_SCOPE = "This access token's scope does not include this API"
+_REPEATED_SLASHES = re.compile(r"/{2,}")
 
 
 @dataclass
@@ -132,7 +134,7 @@ class CommvaultAppliance:
     # -- routing (case-insensitive, as the appliance is) ----------------------------
 
     async def _dispatch(self, request: web.Request) -> web.Response:
-        path = request.path.casefold()
+        path = _REPEATED_SLASHES.sub("/", request.path.casefold())  # cvpysdk writes <base>//V4/...
         base = self.base_path.casefold()
         if not path.startswith(base + "/"):
             return _error(404, "Not found")

@@ -17,6 +17,7 @@ from proxy.policy.compile import CompiledPack, compile_pack
 from proxy.policy.endpoints import MATCH_MODES, WHOLE_SEGMENTS
 from proxy.policy.model import (
     BODILESS_METHODS,
+    ERROR_FORMATS,
     HeaderRules,
     Lifetimes,
     Pack,
@@ -41,7 +42,7 @@ NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9_.$:~-]+")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 9110 section 5.6.2 token
 
-PACK_KEYS = ("pack", "description", "paths", "headers", "public", "bodies", "token_types")
+PACK_KEYS = ("pack", "description", "paths", "repeated_slashes", "error_format", "headers", "public", "bodies", "token_types")
 TOKEN_TYPE_KEYS = (
     "description",
     "routes",
@@ -100,6 +101,8 @@ def _read_pack(document: Any, file: str) -> Pack:
         file=file,
         token_types=token_types,
         case_insensitive_paths=paths == "case-insensitive",
+        repeated_slashes=reader.choice(root, "repeated_slashes", ("refuse", "merge"), default="refuse"),
+        error_format=reader.choice(root, "error_format", ERROR_FORMATS, default="labgate"),
         description=reader.string(root, "description", default="") or "",
         headers=read_header_rules(reader, root) or HeaderRules(),
         public=_read_routes(reader, root, "public", allow_any_method=False),

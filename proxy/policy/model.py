@@ -197,6 +197,11 @@ class HeaderRules:
         return HeaderRules(other.mode, self.allow | other.allow)
 
 
+# Error body shapes: labgate's own (RFC 6749 section 5.2 names, plus reason and
+# request id), or Commvault's {"errorCode", "errorMessage"} that its SDK reads.
+ERROR_FORMATS = ("labgate", "commvault")
+
+
 @dataclass(frozen=True)
 class Pack:
     """The token types of one appliance family, from one file.
@@ -205,12 +210,18 @@ class Pack:
     ``GET /``, SimpliVity's ``GET /api/version``), forwarded without any
     credential.  ``bodies``: routes whose vendor API takes a body on a method
     that otherwise may not carry one (``GET HEAD DELETE OPTIONS``).
+    ``repeated_slashes``: ``merge`` when the appliance reads ``//`` as ``/``
+    (:mod:`proxy.paths`). ``error_format``: the body shape of labgate's error answers on this pack's
+    upstreams (one of :data:`ERROR_FORMATS`), so a vendor's own client reads
+    a refusal as it reads its appliance's.
     """
 
     name: str
     file: str
     token_types: Mapping[str, TokenType]
     case_insensitive_paths: bool = False
+    repeated_slashes: str = "refuse"  # or "merge": the appliance reads '//' as '/' (Commvault)
+    error_format: str = "labgate"
     description: str = ""
     headers: HeaderRules = field(default_factory=HeaderRules)
     public: tuple[RouteTemplate, ...] = ()

@@ -33,7 +33,9 @@ def decide_offline(
     if method not in ROUTE_METHODS:
         return deny(Reason.METHOD_NOT_SUPPORTED, f"method {method[:16]!r} is not supported")
     try:
-        target = parse_target(target_text, max_query_params=max_query_params)
+        target = parse_target(
+            target_text, max_query_params=max_query_params, merge_slashes=pack.pack.repeated_slashes == "merge"
+        )
     except TargetError as exc:
         return deny(exc.reason, exc.detail)
     return decide(RequestFacts(method, target, client_ip), token, pack)

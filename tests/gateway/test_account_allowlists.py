@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import RecordingUpstream
 from tests.gateway.test_service_accounts import (
+    assert_appliance_refused,
     assert_refused,
     call,
     claims,
@@ -55,7 +56,7 @@ async def test_a_token_made_without_a_list_inherits_the_accounts(lab: Labgate, u
         assert claims(info["accessToken"])["client_ips"] == ["10.1.1.0 – 10.1.1.25", "2001:db8::/64"]
         assert (await call(lab, "/Client", info["accessToken"], client_ip="10.1.1.7"))[0] == 200
         assert (await call(lab, "/Client", info["accessToken"], client_ip="2001:db8::9"))[0] == 200
-        assert_refused(*await call(lab, "/Client", info["accessToken"], client_ip="10.1.1.26"), (403, "client_ip_not_allowed"))
+        assert_appliance_refused(*await call(lab, "/Client", info["accessToken"], client_ip="10.1.1.26"), (403, "client_ip_not_allowed"))
     assert len(upstream.received) == 4
     status, renewed = await renew(lab, first["refreshToken"])
     assert status == 200 and claims(renewed["access_token"])["client_ips"] == ["10.1.1.0 – 10.1.1.25", "2001:db8::/64"]
@@ -66,7 +67,7 @@ async def test_a_tokens_own_list_can_only_narrow_the_accounts(lab: Labgate) -> N
     await set_allowlist(lab, ["10.1.1.0/24"])
     narrow = (await create(lab, ipAllowlist=["10.1.1.5", "10.1.1.8 - 10.1.1.9"]))[1]["tokenInfo"]
     assert claims(narrow["accessToken"])["client_ips"] == ["10.1.1.5", "10.1.1.8 - 10.1.1.9"]
-    assert_refused(*await call(lab, "/Client", narrow["accessToken"], client_ip="10.1.1.6"), (403, "client_ip_not_allowed"))
+    assert_appliance_refused(*await call(lab, "/Client", narrow["accessToken"], client_ip="10.1.1.6"), (403, "client_ip_not_allowed"))
     for wider in (["10.1.0.0/16"], ["10.1.1.5", "10.1.2.1"], ["10.1.1.200 – 10.1.2.3"], ["::ffff:10.1.2.1"]):
         status, body = await create(lab, ipAllowlist=wider)
         assert_refused(status, body, (400, "bad_admin_request"))
@@ -80,8 +81,8 @@ async def test_changing_the_list_revokes_the_tokens_it_no_longer_admits(lab: Lab
     status, body = await set_allowlist(lab, ["10.1.1.0/24"])
     assert status == 200 and sorted(body["revokedTokens"]) == sorted([unrestricted["accessTokenId"], outside["accessTokenId"]])
     assert (await call(lab, "/Client", inside["accessToken"], client_ip="10.1.1.5"))[0] == 200
-    assert_refused(*await call(lab, "/Client", unrestricted["accessToken"], client_ip="10.1.1.5"), (401, "revoked"))
-    assert_refused(*await call(lab, "/Client", outside["accessToken"], client_ip="192.0.2.1"), (401, "revoked"))
+    assert_appliance_refused(*await call(lab, "/Client", unrestricted["accessToken"], client_ip="10.1.1.5"), (401, "revoked"))
+    assert_appliance_refused(*await call(lab, "/Client", outside["accessToken"], client_ip="192.0.2.1"), (401, "revoked"))
     assert (await renew(lab, unrestricted["refreshToken"]))[0] == 400
     listed = (await admin_call(lab.running, "GET", "/service-accounts/svc-backup/tokens"))[2]["accessTokens"]
     assert [t["accessTokenId"] for t in listed] == [inside["accessTokenId"]]
@@ -92,7 +93,7 @@ async def test_lifting_the_list_leaves_tokens_with_theirs(lab: Labgate) -> None:
     info = (await create(lab))[1]["tokenInfo"]
     assert (await admin_call(lab.running, "DELETE", ALLOWLIST))[0] == 204
     assert (await admin_call(lab.running, "GET", ALLOWLIST))[2] == {"ipAllowlist": []}
-    assert_refused(*await call(lab, "/Client", info["accessToken"], client_ip="192.0.2.1"), (403, "client_ip_not_allowed"))
+    assert_appliance_refused(*await call(lab, "/Client", info["accessToken"], client_ip="192.0.2.1"), (403, "client_ip_not_allowed"))
     assert "client_ips" not in claims((await create(lab, tokenName="free"))[1]["tokenInfo"]["accessToken"])
     assert (await admin_call(lab.running, "DELETE", ALLOWLIST))[0] == 404
 

@@ -67,6 +67,31 @@ def test_no_token_where_the_style_reads_is_missing_token(style: str, headers: li
 @pytest.mark.parametrize(
     "style, headers",
     [
+        ("bearer", [("Authorization", f"Basic {OTHER}")]),
+        ("bearer", [("Authorization", f"OpsToken {OTHER}")]),
+        ("bearer", [("Authorization", f"QSDK {OTHER}")]),
+        ("bearer", [("Authorization", OTHER)]),  # bare Authorization: no scheme this style reads
+        ("bearer", [("Authorization", "")]),
+        ("bearer", [("Authorization", f"Bearer\t{TOKEN}")]),  # RFC 9110 section 11.4: one SP after the scheme
+        ("opstoken", [("Authorization", f"Basic {OTHER}")]),
+        ("authtoken", [("Authtoken", f"Basic {OTHER}")]),
+        ("authtoken", [("Authorization", f"QSDK {OTHER}")]),
+    ],
+)
+def test_another_authentication_method_alone_is_no_token(style: str, headers: list[tuple[str, str]]) -> None:
+    """RFC 6750 section 3.1: a request that "attempted using an unsupported authentication method"
+    lacks authentication information: missing_token, whose challenge carries no error code."""
+    problem = client_token(sent(*headers), style)
+    assert isinstance(problem, TokenProblem) and problem.reason is Reason.MISSING_TOKEN, problem
+    assert "scheme must be" in problem.detail
+    for _, value in headers:
+        for word in value.split():
+            assert len(word) < 8 or word not in problem.detail  # never the credential in an error
+
+
+@pytest.mark.parametrize(
+    "style, headers",
+    [
         # Two headers of one name: an appliance might read the other one.
         ("bearer", [("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}")]),
         ("bearer", [("Authorization", f"Bearer {TOKEN}"), ("authorization", f"Bearer {OTHER}")]),
@@ -75,20 +100,13 @@ def test_no_token_where_the_style_reads_is_missing_token(style: str, headers: li
         # Two different credentials.
         ("authtoken", [("Authorization", f"Bearer {TOKEN}"), ("Authtoken", OTHER)]),
         ("authtoken", [("Authorization", f"Bearer {TOKEN}"), ("Authtoken", f"QSDK {OTHER}")]),
-        # Schemes a style does not read.
-        ("bearer", [("Authorization", f"Basic {OTHER}")]),
-        ("bearer", [("Authorization", f"OpsToken {OTHER}")]),
-        ("bearer", [("Authorization", f"QSDK {OTHER}")]),
-        ("bearer", [("Authorization", OTHER)]),  # bare Authorization
-        ("opstoken", [("Authorization", f"Basic {OTHER}")]),
-        ("authtoken", [("Authtoken", f"Basic {OTHER}")]),
-        ("authtoken", [("Authorization", f"QSDK {OTHER}")]),
+        # Another authentication method beside a token: two credentials.
+        ("authtoken", [("Authorization", f"Basic {OTHER}"), ("Authtoken", f"Bearer {TOKEN}")]),
+        ("authtoken", [("Authorization", f"Bearer {TOKEN}"), ("Authtoken", f"Basic {OTHER}")]),
         # Malformed values.
         ("bearer", [("Authorization", "Bearer")]),
         ("bearer", [("Authorization", "Bearer ")]),
-        ("bearer", [("Authorization", "")]),
         ("bearer", [("Authorization", f"Bearer {TOKEN} extra")]),
-        ("bearer", [("Authorization", f"Bearer\t{TOKEN}")]),
         ("bearer", [("Authorization", "Bearer a,b")]),
         ("bearer", [("Authorization", 'Bearer "abc"')]),
         ("bearer", [("Authorization", "Bearer =abc")]),

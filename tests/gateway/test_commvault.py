@@ -91,8 +91,16 @@ async def commvault(tmp_path: Path, transport: str) -> AsyncIterator[CommvaultLa
 
 
 def assert_refused(status: int, body: Any, expected: tuple[int, str]) -> None:
+    """labgate's own refusal (management API, token endpoint)."""
     assert (status, body["reason"]) == expected, body
     assert set(body) == {"error", "error_description", "reason", "request_id"}
+
+
+def assert_appliance_refused(status: int, body: Any, expected: tuple[int, str]) -> None:
+    """labgate's refusal of a call to the appliance, in Commvault's own error body (the pack's error_format)."""
+    assert (status, body["reason"]) == expected, body
+    assert set(body) == {"errorCode", "errorMessage", "reason", "request_id"}
+    assert body["errorCode"] == status
 
 
 async def native_token(lab: CommvaultLab, scope: str, endpoints: list[str]) -> str:
@@ -139,7 +147,7 @@ async def test_each_scope_reaches_its_apis_at_the_appliance_and_nothing_else(
         assert got == status, (path, body)
     assert commvault.forwarded() == [(method, path) for method, path, _ in allowed]
     for method, path, reason in refused:
-        assert_refused(*await commvault.call(method, path, token), (403, reason))
+        assert_appliance_refused(*await commvault.call(method, path, token), (403, reason))
     assert commvault.forwarded() == [(method, path) for method, path, _ in allowed]  # nothing refused was forwarded
     assert commvault.authorization_seen == [f"Bearer {STANDING}"] * len(allowed)
     assert (await direct(commvault.url, "GET", f"{BASE}/Client", token))[0] == 401  # the appliance knows no labgate token
@@ -168,7 +176,7 @@ async def test_plans_opens_every_plan_api_as_the_documentation_says(commvault: C
     for path in opened:
         assert (await commvault.call("GET", path, plans))[0] != 403, path  # forwarded: 200 where the mock serves it, else 404
     for path in closed:
-        assert_refused(*await commvault.call("GET", path, plans), (403, "prefix_not_allowed"))
+        assert_appliance_refused(*await commvault.call("GET", path, plans), (403, "prefix_not_allowed"))
     assert [p for _, p in commvault.forwarded()] == list(opened)
     native = await native_token(commvault, "Custom", ["/plans"])
     for path in opened:
@@ -182,7 +190,7 @@ async def test_client_opens_client_group_as_it_starts_with_client(commvault: Com
     only_groups = (await commvault.create(tokenName="groups", scope="Custom", apiEndpoints=["/clientGROUP"]))["accessToken"]
     status, body = await commvault.call("GET", "/ClientGroup", only_client)
     assert status == 200 and [g["name"] for g in body["groups"]] == ["Laptop Clients", "Servers"]
-    assert_refused(*await commvault.call("GET", "/Client", only_groups), (403, "prefix_not_allowed"))
+    assert_appliance_refused(*await commvault.call("GET", "/Client", only_groups), (403, "prefix_not_allowed"))
     assert commvault.forwarded() == [("GET", "/ClientGroup")]
 
 
@@ -217,7 +225,7 @@ async def test_the_ip_allowlist_admits_only_its_addresses_as_the_appliance_would
     assert len(commvault.forwarded()) == len(inside)
     refused: list[str | None] = [*outside, None]  # None: no forwarded client, so the loopback proxy itself
     for client_ip in refused:
-        assert_refused(*await commvault.call("GET", "/Client", info["accessToken"], client_ip=client_ip), (403, "client_ip_not_allowed"))
+        assert_appliance_refused(*await commvault.call("GET", "/Client", info["accessToken"], client_ip=client_ip), (403, "client_ip_not_allowed"))
     assert len(commvault.forwarded()) == len(inside)
     for client_ip in refused:
         async with aiohttp.ClientSession() as session:  # the appliance refuses those clients too
@@ -241,7 +249,7 @@ async def test_access_tokens_live_30_minutes_and_renew_until_90_days_after_creat
     status, renewed = await renew(commvault, info["refreshToken"])
     assert status == 200 and renewed["expires_in"] == 1800
     assert (await commvault.call("GET", "/clientgroup", renewed["access_token"]))[0] == 200  # the renewed token reaches the appliance
-    assert_refused(*await commvault.call("GET", "/Client", renewed["access_token"]), (403, "prefix_not_allowed"))
+    assert_appliance_refused(*await commvault.call("GET", "/Client", renewed["access_token"]), (403, "prefix_not_allowed"))
     refresh = renewed["refresh_token"]
 
     clock.advance(created + 90 * DAY - 1 - clock.now)  # a second before renewableUntilTimestamp
@@ -276,7 +284,7 @@ async def test_an_access_token_can_never_administer_access_tokens(commvault: Com
     info = await commvault.create(scope=scope, **fields)
     token = info["accessToken"]
     for method, path in ADMINISTERING:
-        assert_refused(*await commvault.call(method, path, token), (403, "operation_forbidden"))
+        assert_appliance_refused(*await commvault.call(method, path, token), (403, "operation_forbidden"))
     assert commvault.forwarded() == []
     # The appliance has the same rule for its own access tokens: labgate's credential cannot either.
     status, body = await direct(commvault.url, "POST", f"{BASE}/V4/AccessToken", STANDING, body={"tokenName": "x"})

@@ -13,13 +13,17 @@ labgate and the mock serve on the test's loop.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import secrets
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import pytest
 from cvpysdk.commcell import Commcell
 from cvpysdk.exception import SDKException
+from cvpysdk.security.user import User
 
 from proxy.mocks.commvault import CommvaultAppliance
 from tests.conftest import app_on_loopback
@@ -101,6 +105,13 @@ def plans_of(lab: Labgate, token: str) -> Any:
     return connect(lab, token).plans.all_plans
 
 
+def error_body(refused: SDKException) -> dict[str, Any]:
+    """The answer's JSON body, as the SDK quotes it in its exception."""
+    quoted = re.search(r"\{.*\}", str(refused), re.DOTALL)
+    assert quoted is not None, str(refused)
+    return dict(json.loads(quoted.group(0)))
+
+
 async def test_a_custom_token_outside_its_endpoints_is_refused_and_the_sdk_says_so(
     lab: tuple[Labgate, CommvaultAppliance, list[str | None]],
 ) -> None:
@@ -108,7 +119,12 @@ async def test_a_custom_token_outside_its_endpoints_is_refused_and_the_sdk_says_
     token = await service_token(running, scope="Custom", apiEndpoints=["/WhoAmI", "/Client"])
     with pytest.raises(SDKException) as refused:
         await asyncio.to_thread(plans_of, running, token)
-    assert "prefix_not_allowed" in str(refused.value)  # labgate's reason, inside the SDK's own error
+    # The SDK's own error for a refused call ('Response', '101'), quoting Commvault's error body as the
+    # appliance writes it ({"errorCode", "errorMessage"}), with labgate's reason and request id beside it.
+    assert (refused.value.exception_module, refused.value.exception_id) == ("Response", "101")
+    body = error_body(refused.value)
+    assert set(body) == {"errorCode", "errorMessage", "reason", "request_id"}
+    assert (body["errorCode"], body["reason"]) == (403, "prefix_not_allowed")
     assert [path.removeprefix(BASE) for _, path in mock.received] == ["/", "/WhoAmI"]  # the plans call never reached it
     plans = await service_token(running, scope="Custom", apiEndpoints=["/WhoAmI", "/plans"])
     assert await asyncio.to_thread(plans_of, running, plans) == {"server plan": "1", "laptop plan": "2"}
@@ -119,3 +135,32 @@ async def test_an_unknown_token_does_not_connect(lab: tuple[Labgate, CommvaultAp
     with pytest.raises(SDKException):
         await asyncio.to_thread(connect, running, "not-a-labgate-token")
     assert [path.removeprefix(BASE) for _, path in mock.received] == ["/"]
+
+
+def renew_with_the_sdk(lab: Labgate, token: str, refresh: str) -> Any:
+    """cvpysdk's own ``User.renew_access_token``: POST <base>/V4/AccessToken/Renew with the pair, the token in Authtoken."""
+    commcell = connect(lab, token)
+    return User.renew_access_token(SimpleNamespace(_commcell_object=commcell), token, refresh)  # type: ignore[arg-type]
+
+
+async def test_the_sdk_renews_a_labgate_token_through_labgate_and_a_reused_pair_kills_the_chain(
+    lab: tuple[Labgate, CommvaultAppliance, list[str | None]],
+) -> None:
+    """"After thirty minutes, use the Refresh token API": labgate answers it for its own tokens (Commvault's documentation)."""
+    running, mock, _ = lab
+    status, _, created = await admin_call(running.running, "POST", ACCOUNT, body={"tokenName": "sdk"})
+    assert status == 201
+    token, refresh = created["tokenInfo"]["accessToken"], created["tokenInfo"]["refreshToken"]
+    renewed = await asyncio.to_thread(renew_with_the_sdk, running, token, refresh)
+    info = renewed["tokenInfo"]
+    assert info["accessTokenId"] == created["tokenInfo"]["accessTokenId"]
+    assert info["accessToken"] != token and info["refreshToken"] != refresh
+    assert await asyncio.to_thread(plans_of, running, info["accessToken"]) == {"server plan": "1", "laptop plan": "2"}
+    assert not any(path.lower().endswith("/v4/accesstoken/renew") for _, path in mock.received)  # never forwarded
+    # The old pair again: refused in Commvault's error body, and the whole chain dies with it.
+    with pytest.raises(SDKException) as refused:
+        await asyncio.to_thread(renew_with_the_sdk, running, info["accessToken"], refresh)
+    assert error_body(refused.value)["reason"] == "refresh_token_reused"
+    with pytest.raises(SDKException) as dead:
+        await asyncio.to_thread(plans_of, running, info["accessToken"])
+    assert dead.value.exception_id == "106"  # the SDK's own "token expired or revoked" for a 401 on a Bearer token

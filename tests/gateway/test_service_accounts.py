@@ -65,8 +65,16 @@ def claims(token: str) -> dict[str, Any]:
 
 
 def assert_refused(status: int, body: Any, expected: tuple[int, str]) -> None:
+    """labgate's own refusal (management API, token endpoint)."""
     assert (status, body["reason"]) == expected, body
     assert set(body) == {"error", "error_description", "reason", "request_id"}
+
+
+def assert_appliance_refused(status: int, body: Any, expected: tuple[int, str]) -> None:
+    """A refusal of a call to the commvault upstream: in Commvault's own error body (the pack's error_format)."""
+    assert (status, body["reason"]) == expected, body
+    assert set(body) == {"errorCode", "errorMessage", "reason", "request_id"}
+    assert body["errorCode"] == status
 
 
 # -- the API -------------------------------------------------------------------------------

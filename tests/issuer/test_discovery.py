@@ -51,7 +51,7 @@ def test_the_metadata_names_the_issuer_its_token_endpoint_and_keys() -> None:
         "token_endpoint": "https://labgate.lab.example:8443/oauth/token",
         "jwks_uri": "https://labgate.lab.example:8443/.well-known/jwks.json",
         "grant_types_supported": ["password", "client_credentials", "refresh_token", "emergency"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "response_types_supported": ["none"],
     }
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from types import SimpleNamespace
 from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
 from cvpysdk.commcell import Commcell
 from cvpysdk.exception import SDKException
+from cvpysdk.security.user import User
 
 from proxy.mocks.commvault import CommvaultAppliance
 from proxy.mocks.commvault_tokens import ALL, CUSTOM
@@ -36,6 +38,11 @@ async def commvault() -> AsyncIterator[tuple[CommvaultAppliance, str]]:
 
 async def access_token(url: str, **request: Any) -> str:
     """A service-account access token, created as Command Center does: logged in, POST /V4/AccessToken."""
+    return str((await token_info(url, **request))["accessToken"])
+
+
+async def token_info(url: str, **request: Any) -> dict[str, Any]:
+    """The new token's ``tokenInfo``, its access and refresh tokens included."""
     async with aiohttp.ClientSession() as client:
         login = {"username": "svc-backup", "password": base64.b64encode(b"svc-pw").decode()}
         async with client.post(f"{url}{BASE}/Login", json=login) as response:
@@ -44,7 +51,7 @@ async def access_token(url: str, **request: Any) -> str:
                                headers={"Authtoken": session}) as response:
             created = await response.json()
     assert created["error"] == {"errorCode": 0}
-    return str(created["tokenInfo"]["accessToken"])
+    return dict(created["tokenInfo"])
 
 
 def connect(url: str, token: str) -> Commcell:
@@ -112,3 +119,20 @@ async def test_the_probe_needs_no_token_and_the_rest_does(commvault: tuple[Commv
             assert response.status == 200
         async with client.post(f"{url}{BASE}/WhoAmI") as response:
             assert (response.status, (await response.json())["errorCode"]) == (401, 401)
+
+
+def renew_with_the_sdk(url: str, token: str, refresh: str) -> Any:
+    """cvpysdk's ``User.renew_access_token``: it posts to ``<base>//V4/AccessToken/Renew`` (its URL template's '//')."""
+    commcell = connect(url, token)
+    return User.renew_access_token(SimpleNamespace(_commcell_object=commcell), token, refresh)  # type: ignore[arg-type]
+
+
+async def test_the_sdk_renews_its_token_and_the_appliance_reads_its_double_slash_as_one(
+    commvault: tuple[CommvaultAppliance, str],
+) -> None:
+    mock, url = commvault
+    info = await token_info(url, tokenType=ALL)
+    renewed = await asyncio.to_thread(renew_with_the_sdk, url, info["accessToken"], info["refreshToken"])
+    assert renewed["tokenInfo"]["accessToken"] != info["accessToken"]
+    assert ("POST", f"{BASE}//V4/AccessToken/Renew") in mock.received
+    assert await asyncio.to_thread(plans_of, url, renewed["tokenInfo"]["accessToken"]) == {"server plan": "1", "laptop plan": "2"}

@@ -34,8 +34,14 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from proxy.errors import LabgateError
 from proxy.gateway.errors import BodyTooLarge, error_response
+from proxy.gateway.token_service.renewal import (
+    ChainRenewal,
+    Client,
+    RenewalRequest,
+    Target,
+    TokenRefused,
+)
 from proxy.gateway.token_service.small_body import read_small_body
 from proxy.gateway.token_service.token_request import (
     ClientAuthenticationFailed,
@@ -48,14 +54,12 @@ from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
 from proxy.issuer.audiences import (
     NoSuchAudience,
     TargetsDiffer,
-    issuer_upstreams,
     select_upstream,
 )
 from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME, RefreshRecord
 from proxy.issuer.secrets_hash import verify_secret_async
-from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
 from proxy.tokens.issuer_source import IssuerSourceSettings
@@ -79,14 +83,6 @@ PUBLIC_CLIENT_ID_SYNTAX = re.compile(r"[\x20-\x7e]{1,255}")
 GRANT_TYPE_ECHO = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,128}")
 
 
-class TokenRefused(LabgateError):
-    """A section 5.2 error; ``detail`` is safe to show (never a secret)."""
-
-    def __init__(self, reason: Reason, detail: str, *, basic: bool = False) -> None:
-        super().__init__(detail, reason)
-        self.basic = basic
-
-
 @dataclass(frozen=True)
 class TokenOutcome:
     """What the gateway records about a token request (metrics, decision log): never a secret."""
@@ -95,16 +91,6 @@ class TokenOutcome:
     detail: str = ""
     upstream: str | None = None
     token_type: str | None = None
-
-
-@dataclass(frozen=True)
-class Client:
-    """The client a token is issued to; ``confidential`` when it proved itself with its secret."""
-
-    client_id: str
-    confidential: bool
-    named: bool  # the request named it (else the token says PUBLIC_CLIENT_ID)
-    audience: str | None = None  # an API client limited to one upstream
 
 
 class TokenEndpoint:
@@ -121,6 +107,7 @@ class TokenEndpoint:
         self.key_ring = key_ring
         self.token_state = token_state
         self.clock = clock
+        self.renewal = ChainRenewal(config, store, key_ring, token_state)
         self._grants: dict[str, Callable[[TokenForm, float], Awaitable[tuple[dict[str, object], TokenOutcome]]]] = {
             "password": self._password,
             "client_credentials": self._client_credentials,
@@ -219,25 +206,12 @@ class TokenEndpoint:
         if presented is None:
             raise TokenRefused(Reason.BAD_TOKEN_REQUEST, "the refresh_token grant needs refresh_token")
         client = await self._client(form.client, now)
-        record = await chains.peek(self.store, presented, now=now)
-        if record is None:
-            await self._unknown_refresh_token(presented, now)
-        assert record is not None
-        target = await self._check_chain(form, record, client, now)
-        scope = _scope(form, record.scope)
-        # Marked spent before it is taken: whoever comes second, before or after the take, sees a reuse.
-        await chains.mark_spent(self.store, presented, record)
-        if await chains.take(self.store, presented, now=now) is None:
-            # Another request took it between our read and our take: the same token twice at once.
-            await self._revoke_chain(record.chain, record.renew_until, now)
-            raise TokenRefused(Reason.REFRESH_TOKEN_REUSED, "the refresh token was used twice: its chain is revoked")
-        terms = token_terms(target.upstream_type_lifetimes, self.issuer)
-        grant = AccessTokenGrant(
-            record.subject, record.client_id, record.token_type, record.audience, terms.lifetime, scope,
-            record.path_prefixes, record.client_ips,
+        named = None if form.get("audience") is None and not form.resources else (lambda: self._named_upstream(form)[0])
+        request = RenewalRequest(client, form.client.method == "basic", named, lambda allowed: _scope(form, allowed))
+        renewed = await self.renewal.renew(presented, request, now)
+        return _answer(renewed.issued, renewed.grant), TokenOutcome(
+            Reason.ALLOWED, "", renewed.target.upstream.name, renewed.record.token_type
         )
-        issued = await chains.issue_in_chain(self.store, await self.key_ring.signing_key(), self.issuer, grant, record, now=now)
-        return _answer(issued, grant), TokenOutcome(Reason.ALLOWED, "", target.upstream.name, record.token_type)
 
     # -- parts ---------------------------------------------------------------------
 
@@ -260,7 +234,7 @@ class TokenEndpoint:
             raise TokenRefused(Reason.CLIENT_AUTHENTICATION_FAILED, "the client is unknown or its secret is wrong", basic=basic)
         return Client(record.client_id, confidential=True, named=True, audience=record.audience)
 
-    def _target_for(self, form: TokenForm, grant_type: str, client: Client) -> tuple[_Target, str]:
+    def _target_for(self, form: TokenForm, grant_type: str, client: Client) -> tuple[Target, str]:
         """The upstream, the token type its ``grants`` give this grant, and the client's right to it."""
         upstream, source = self._named_upstream(form)
         if client.audience is not None and client.audience != upstream.name and client.audience not in source.audience:
@@ -268,7 +242,7 @@ class TokenEndpoint:
         token_type = source.token_type_for(grant_type)
         if token_type is None:
             raise TokenRefused(Reason.GRANT_NOT_ALLOWED, f"upstream {upstream.name!r} does not serve the {grant_type} grant")
-        return _Target(upstream, source, self.config.packs[upstream.pack].token_types[token_type].spec.lifetimes), token_type
+        return Target(upstream, source, self.config.packs[upstream.pack].token_types[token_type].spec.lifetimes), token_type
 
     def _named_upstream(self, form: TokenForm) -> tuple[Upstream, IssuerSourceSettings]:
         """The upstream ``audience`` and ``resource`` name (RFC 8707 ``invalid_target`` when they cannot)."""
@@ -281,7 +255,7 @@ class TokenEndpoint:
             raise TokenRefused(Reason.UNKNOWN_AUDIENCE if named else Reason.BAD_TOKEN_REQUEST, str(exc)) from None
 
     async def _issue(
-        self, form: TokenForm, target: _Target, token_type: str, subject: str, client: Client, principal: str,
+        self, form: TokenForm, target: Target, token_type: str, subject: str, client: Client, principal: str,
         now: float, *, refreshable: bool = True,
     ) -> tuple[dict[str, object], TokenOutcome]:
         terms = token_terms(target.upstream_type_lifetimes, self.issuer)
@@ -298,67 +272,6 @@ class TokenEndpoint:
         else:
             issued = chains.IssuedTokens(mint_access_token(key, self.issuer, grant, now=now))
         return _answer(issued, grant), TokenOutcome(Reason.ALLOWED, "", target.upstream.name, token_type)
-
-    async def _unknown_refresh_token(self, presented: str, now: float) -> None:
-        """Not renewable: used already (then its chain is revoked), or never known."""
-        spent = await chains.spent(self.store, presented, now=now)
-        if spent is not None:
-            await self._revoke_chain(spent.chain, spent.renew_until, now)
-            raise TokenRefused(Reason.REFRESH_TOKEN_REUSED, "the refresh token was already used: its chain is revoked")
-        raise TokenRefused(Reason.INVALID_GRANT, "the refresh token is unknown or expired")
-
-    async def _revoke_chain(self, chain: str, renew_until: float, now: float) -> None:
-        await self.token_state.revoke("chain", chain, now, chains.chain_revocation_until(renew_until, self.issuer))
-        logger.warning("refresh token used twice: chain %s revoked with every token minted in it", chain)
-
-    async def _check_chain(self, form: TokenForm, record: RefreshRecord, client: Client, now: float) -> _Target:
-        """Everything that must still hold for the chain to renew; invalid_grant (or invalid_client) otherwise."""
-        if client.named and client.client_id != record.client_id:
-            raise TokenRefused(Reason.INVALID_GRANT, "the refresh token was issued to another client")
-        if record.confidential and not client.confidential:
-            raise TokenRefused(
-                Reason.CLIENT_AUTHENTICATION_FAILED, "this refresh token's client must authenticate", basic=form.client.method == "basic"
-            )
-        if now >= record.renew_until:
-            raise TokenRefused(Reason.RENEWAL_ENDED, "the refresh chain has reached its renew-until time: log in again")
-        for kind, value in (("chain", record.chain), ("subject", record.subject), ("client", record.client_id)):
-            at = await self.store.revoked_at(kind, value, now)  # type: ignore[arg-type]  # uncached: a renewal is rare
-            if at is not None and at >= record.chain_created_at:
-                raise TokenRefused(Reason.INVALID_GRANT, f"the refresh chain's {kind} was revoked")
-        if not await self._principal_exists(record, now):
-            raise TokenRefused(Reason.INVALID_GRANT, "the refresh chain's subject no longer exists")
-        found = self._chain_upstream(form, record)
-        if found is None or record.token_type not in found[1].token_types or record.audience not in found[1].audience:
-            raise TokenRefused(Reason.INVALID_GRANT, "the refresh chain's upstream no longer takes its tokens")
-        lifetimes = self.config.packs[found[0].pack].token_types[record.token_type].spec.lifetimes
-        if lifetimes.refresh_until is None:
-            raise TokenRefused(Reason.INVALID_GRANT, "the refresh chain's token type is no longer refreshable")
-        return _Target(found[0], found[1], lifetimes)
-
-    def _chain_upstream(self, form: TokenForm, record: RefreshRecord) -> tuple[Upstream, IssuerSourceSettings] | None:
-        """The chain's upstream, if it still takes issuer tokens; a renewal naming another is ``invalid_target``."""
-        found = next(((u, s) for u, s in issuer_upstreams(self.config) if u.name == record.upstream), None)
-        if found is None or (form.get("audience") is None and not form.resources):
-            return found
-        named, _ = self._named_upstream(form)
-        if named.name != found[0].name:
-            raise TokenRefused(Reason.UNKNOWN_AUDIENCE, "the refresh token is for another audience")
-        return found
-
-    async def _principal_exists(self, record: RefreshRecord, now: float) -> bool:
-        if record.principal == "emergency":
-            return any(a.username == record.subject for a in self.issuer.emergency_accounts)
-        subject = await directory.get_subject(self.store, record.subject, now=now)
-        return subject is not None and subject.created_at <= record.chain_created_at
-
-
-@dataclass(frozen=True)
-class _Target:
-    """The upstream a token is for, its source, and the lifetimes of the token type it gets."""
-
-    upstream: Upstream
-    source: IssuerSourceSettings
-    upstream_type_lifetimes: Lifetimes
 
 
 def _unsupported(grant_type: str) -> str:

@@ -51,7 +51,6 @@ from proxy.issuer.service_accounts import (
     RECORD_KIND,
     ServiceAccountProblem,
     ServiceTokenRecord,
-    TokenPlan,
     parse_new_token,
     plan_token,
 )
@@ -109,7 +108,7 @@ async def create(call: AdminCall) -> web.StreamResponse:
         issued.access.fingerprint, plan.path_prefixes, plan.client_ips, plan.renewable_until, chain_id,
     )
     await context.store.put_record(RECORD_KIND, token_id, record.to_json(), expires_at=_forget_at(record, context))
-    return call.answer({"tokenInfo": _token_info(record, plan, issued)}, status=201)
+    return call.answer({"tokenInfo": record.info(issued)}, status=201)
 
 
 async def listing(call: AdminCall) -> web.StreamResponse:
@@ -178,12 +177,3 @@ def _forget_at(record: ServiceTokenRecord, context: AdminContext) -> float:
     if record.renewable_until is not None:
         return chains.chain_revocation_until(record.renewable_until, issuer)
     return record.expires_at + issuer.leeway
-
-
-def _token_info(record: ServiceTokenRecord, plan: TokenPlan, issued: chains.IssuedTokens) -> dict[str, object]:
-    """Commvault's ``tokenInfo``, with the secrets: shown this once."""
-    info: dict[str, object] = {**record.view(), "accessToken": issued.access.token, "tokenExpiryTimestamp": issued.access.expires_at}
-    if issued.refresh_token is not None and plan.renewable_until is not None:
-        info["refreshToken"] = issued.refresh_token
-        info["refreshTokenExpiryTimestamp"] = int(plan.renewable_until)
-    return info
