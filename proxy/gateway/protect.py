@@ -53,11 +53,17 @@ class Protection:
         type_limit = compiled.spec.rate_limit if compiled is not None else None
         if type_limit is None and runtime.upstream.rate_limit is None:
             return None
-        plan = self.rate_limiter.plan(runtime.upstream, decision.token_type, type_limit)
+        limiter = self.rate_limiter
+        plan = limiter.plan(runtime.upstream, decision.token_type, type_limit)
         assert plan is not None  # a type or upstream limit exists
         facts = exchange.token if isinstance(exchange.token, TokenFacts) else None
         key = exchange.use.key if exchange.use is not None else None
-        outcome = await self.rate_limiter.check(runtime.upstream.name, decision.token_type, plan, facts, key)
+        if limiter.local is not None:  # budgets in this process: spent without an await
+            headers = limiter.spend_here(plan, facts, key)
+            if headers is not None:
+                exchange.rate_headers = headers
+                return None
+        outcome = await limiter.check(runtime.upstream.name, decision.token_type, plan, facts, key)
         if outcome.refusal is None:
             exchange.rate_headers = outcome.headers or None
             return None

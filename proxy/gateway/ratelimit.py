@@ -28,7 +28,7 @@ from proxy.metrics import GatewayMetrics
 from proxy.policy.rates import RateLimit, rate_limit_fields
 from proxy.reasons import Reason
 from proxy.store.base import Store, StoreUnavailable
-from proxy.store.gcra import RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, Rate, RateCheck, RateVerdict, remaining_after
 from proxy.token_facts import TokenFacts
 
 logger = logging.getLogger("labgate")
@@ -40,11 +40,25 @@ UNNAMED = "-"
 
 @dataclass(frozen=True, slots=True)
 class AppliedLimit:
-    """One limit that applies to requests of a type on an upstream, named as in ``RateLimit-Policy``."""
+    """One limit that applies to requests of a type on an upstream, named as in ``RateLimit-Policy``.
+
+    Everything a request needs that does not depend on the request is worked
+    out here, once per config version: the store key (whole for an upstream's
+    budget), the GCRA shape and the constant start of its ``RateLimit`` item.
+    """
 
     policy: str  # "type:<token type>" or "upstream:<upstream name>"
     limit: RateLimit
     key_prefix: str  # the store key, less whose budget it is
+    rate: Rate  # interval, capacity and period, as GCRA needs them
+    state_prefix: str  # '"<policy>";r=': the RateLimit item up to its remaining quota
+
+    @classmethod
+    def of(cls, policy: str, limit: RateLimit, key_prefix: str) -> AppliedLimit:
+        return cls(policy, limit, key_prefix, Rate.of(limit.interval, limit.requests), f'"{policy}";r=')
+
+    def check(self, key: str) -> RateCheck:
+        return RateCheck(key, self.rate.interval, self.rate.capacity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +67,7 @@ class LimitPlan:
 
     limits: tuple[AppliedLimit, ...]
     policy_header: str  # RateLimit-Policy: the same on every answer
+    rates: tuple[Rate, ...]  # each limit's, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +83,13 @@ def limit_plan(upstream: Upstream, token_type: str | None, type_limit: RateLimit
     """The limits a request of ``token_type`` spends; None when none applies (then nothing costs)."""
     applied: list[AppliedLimit] = []
     if type_limit is not None and token_type is not None:
-        applied.append(AppliedLimit(f"type:{token_type}", type_limit, f"{upstream.name}:{token_type}:{type_limit.by}:"))
+        applied.append(AppliedLimit.of(f"type:{token_type}", type_limit, f"{upstream.name}:{token_type}:{type_limit.by}:"))
     if upstream.rate_limit is not None:
-        applied.append(AppliedLimit(f"upstream:{upstream.name}", upstream.rate_limit, f"{upstream.name}:*"))
+        applied.append(AppliedLimit.of(f"upstream:{upstream.name}", upstream.rate_limit, f"{upstream.name}:*"))
     if not applied:
         return None
     header = ", ".join(f'"{a.policy}";q={a.limit.requests};w={_whole(a.limit.per)}' for a in applied)
-    return LimitPlan(tuple(applied), header)
+    return LimitPlan(tuple(applied), header, tuple(a.rate for a in applied))
 
 
 def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type: str | None) -> dict[str, object]:
@@ -90,17 +105,22 @@ def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type:
     return {"rate_limits": [{"policy": policy, **rate_limit_fields(limit)} for policy, limit in named]}
 
 
-def _budget_key(applied: AppliedLimit, facts: TokenFacts | None, token_key: str | None) -> str:
-    """The store key of the budget this request spends: the upstream's one, or its owner's."""
-    if applied.limit.by == "upstream":
-        return applied.key_prefix
-    return applied.key_prefix + _budget_owner(applied.limit, facts, token_key)
+def budget_keys(plan: LimitPlan, facts: TokenFacts | None, token_key: str | None) -> list[str]:
+    """The store keys of the budgets this request spends, in the plan's order: the upstream's, or their owners'."""
+    keys = []
+    for applied in plan.limits:
+        by = applied.limit.by
+        if by == "upstream":
+            keys.append(applied.key_prefix)
+        elif by == "token":
+            keys.append(applied.key_prefix + (token_key or UNNAMED))
+        else:
+            keys.append(applied.key_prefix + _budget_owner(applied.limit, facts))
+    return keys
 
 
-def _budget_owner(limit: RateLimit, facts: TokenFacts | None, token_key: str | None) -> str:
-    """Whose budget: the token's fingerprint, or a digest of the subject or client id (no names in store keys)."""
-    if limit.by == "token":
-        return token_key or UNNAMED
+def _budget_owner(limit: RateLimit, facts: TokenFacts | None) -> str:
+    """Whose budget by subject or client id: a digest of it (no names in store keys)."""
     value = None
     if facts is not None:
         value = facts.subject if limit.by == "subject" else facts.claims.get("client_id", facts.claims.get("azp"))
@@ -110,29 +130,54 @@ def _budget_owner(limit: RateLimit, facts: TokenFacts | None, token_key: str | N
 
 
 class RateLimiter:
-    """Spends budgets through the store; counts refusals in ``labgate_rate_limited_total``."""
+    """Spends budgets through the store; counts refusals in ``labgate_rate_limited_total``.
+
+    In-process budgets (memory and SQLite stores) are spent by :meth:`spend_here`
+    without an await; shared ones (Redis) by :meth:`check`, one store round trip.
+    """
 
     def __init__(self, store: Store, metrics: GatewayMetrics, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._metrics = metrics
         self._clock = clock
         self._plans: dict[tuple[str, str | None], LimitPlan | None] = {}
+        self.local: LocalRates | None = store.local_rates()
 
     def plan(self, upstream: Upstream, token_type: str | None, type_limit: RateLimit | None) -> LimitPlan | None:
         """:func:`limit_plan`, built once per upstream and type (a config version's limits never change)."""
         key = (upstream.name, token_type)
-        if key not in self._plans:
-            self._plans[key] = limit_plan(upstream, token_type, type_limit)
-        return self._plans[key]
+        try:
+            return self._plans[key]
+        except KeyError:
+            plan = self._plans[key] = limit_plan(upstream, token_type, type_limit)
+            return plan
+
+    def spend_here(self, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None) -> dict[str, str] | None:
+        """In-process budgets only (:attr:`local`): the answer's fields when the request may go, budgets spent.
+
+        None when a limit refuses: nothing was spent, and :meth:`check` gives the
+        refusal.  The same GCRA as every store; no coroutine, no store call, and
+        only the ``RateLimit`` field, whose numbers change, is formatted.
+        """
+        assert self.local is not None
+        now = self._clock()
+        written = self.local.spend(budget_keys(plan, facts, token_key), plan.rates, now)
+        if written is None:
+            return None
+        return {"RateLimit-Policy": plan.policy_header, "RateLimit": allowed_state(plan, written, now)}
 
     async def check(
         self, upstream: str, token_type: str | None, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None
     ) -> RateOutcome:
-        checks = [RateCheck(_budget_key(a, facts, token_key), a.limit.interval, a.limit.requests) for a in plan.limits]
-        try:
-            verdict = await self._store.rate_limit(checks, self._clock())
-        except StoreUnavailable as exc:
-            return self._store_failed(plan.limits, exc)
+        now = self._clock()
+        checks = [a.check(key) for a, key in zip(plan.limits, budget_keys(plan, facts, token_key))]
+        if self.local is not None:
+            verdict = self.local.check(checks, now)
+        else:
+            try:
+                verdict = await self._store.rate_limit(checks, now)
+            except StoreUnavailable as exc:
+                return self._store_failed(plan.limits, exc)
         headers = {"RateLimit-Policy": plan.policy_header, "RateLimit": rate_state(plan.limits, verdict)}
         if verdict.allowed:
             return RateOutcome(headers)
@@ -151,12 +196,30 @@ class RateLimiter:
         return RateOutcome({}, Reason.STORE_UNAVAILABLE, "the rate limit could not be checked")
 
 
+def allowed_state(plan: LimitPlan, written: list[float], now: float) -> str:
+    """:func:`rate_state` for an allowed request, from the TATs it wrote (the same numbers, without a verdict).
+
+    An allowed request's TAT is at least one interval ahead of ``now``, so its
+    reset is positive and ``t`` needs no guard.
+    """
+    if len(written) == 1:  # the usual case: one limit
+        applied, tat = plan.limits[0], written[0]
+        rate = applied.rate
+        return f"{applied.state_prefix}{remaining_after(tat, rate.interval, rate.capacity, now)};t={math.ceil(tat - now - 1e-9)}"
+    return ", ".join([
+        f"{a.state_prefix}{remaining_after(tat, a.rate.interval, a.rate.capacity, now)};t={math.ceil(tat - now - 1e-9)}"
+        for a, tat in zip(plan.limits, written)
+    ])
+
+
 def rate_state(limits: tuple[AppliedLimit, ...], verdict: RateVerdict) -> str:
     """The ``RateLimit`` field: a structured-field list, one item per limit, remaining ``r`` and reset ``t``."""
-    return ", ".join(
-        f'"{a.policy}";r={s.remaining};t={math.ceil(s.reset - 1e-9) if s.reset > 0 else 0}'
-        for a, s in zip(limits, verdict.states)
-    )
+    return ", ".join(f"{a.state_prefix}{s.remaining};t={_reset(s.reset)}" for a, s in zip(limits, verdict.states))
+
+
+def _reset(seconds: float) -> int:
+    """``t``: whole seconds until the quota is back, rounded up (float slack aside)."""
+    return math.ceil(seconds - 1e-9) if seconds > 0 else 0
 
 
 def _whole(seconds: float) -> int:

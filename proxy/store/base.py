@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.store.gcra import RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 RevocationKind = Literal["token", "subject", "client", "chain"]
 REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
@@ -223,6 +223,13 @@ class Store(Protocol):
         otherwise nothing is written.  A key is forgotten once its budget is full again.
         Redis shares budgets across workers and replicas; the memory and SQLite
         stores keep them in this process (:class:`~proxy.store.gcra.LocalRates`).
+        """
+
+    def local_rates(self) -> LocalRates | None:
+        """The budgets :meth:`rate_limit` keeps in this process (memory, SQLite); None when they live in the store (Redis).
+
+        The gateway spends in-process budgets directly: a call that never leaves the
+        process needs no coroutine, no timing and no thread.
         """
 
     async def list_records(self, kind: str, now: float) -> list[tuple[str, str]]:

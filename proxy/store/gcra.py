@@ -39,6 +39,19 @@ class RateCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """A limit's shape, worked out once per limit rather than per request: see :meth:`LocalRates.spend`."""
+
+    interval: float  # seconds per request
+    capacity: int
+    period: float  # interval * capacity, as :attr:`RateCheck.period` computes it
+
+    @classmethod
+    def of(cls, interval: float, capacity: int) -> Rate:
+        return cls(interval, capacity, interval * capacity)
+
+
+@dataclass(frozen=True, slots=True)
 class RateState:
     """What one limit says after a request: its remaining budget and when it is full again."""
 
@@ -59,15 +72,25 @@ class RateVerdict:
         return max((s.retry_after for s in self.states), default=0.0)
 
 
+def admit(tat: float | None, interval: float, period: float, now: float) -> float | None:
+    """The new TAT when a request at ``now`` fits the limit (``period = interval * capacity``); None when refused."""
+    new_tat = (now if tat is None or tat < now else tat) + interval
+    return None if now + EPSILON < new_tat - period else new_tat
+
+
+def remaining_after(new_tat: float, interval: float, capacity: int, now: float) -> int:
+    """Requests that could still go at ``now`` once an allowed request moved the TAT to ``new_tat``."""
+    remaining = math.floor((now - (new_tat - interval * capacity)) / interval + EPSILON)
+    return remaining if 0 <= remaining < capacity else (0 if remaining < 0 else capacity - 1)  # clamped
+
+
 def step(tat: float | None, check: RateCheck, now: float) -> tuple[float | None, RateState]:
     """One limit at ``now``: the new TAT to store (None when refused) and what the limit says."""
-    current = now if tat is None or tat < now else tat
-    new_tat = current + check.interval
-    allow_at = new_tat - check.period
-    if now + EPSILON < allow_at:
-        return None, RateState(0, current - now, allow_at - now)
-    remaining = math.floor((now - allow_at) / check.interval + EPSILON)
-    return new_tat, RateState(max(0, min(remaining, check.capacity - 1)), new_tat - now, 0.0)
+    new_tat = admit(tat, check.interval, check.period, now)
+    if new_tat is None:
+        current = now if tat is None or tat < now else tat
+        return None, RateState(0, current - now, (current + check.interval) - check.period - now)
+    return new_tat, RateState(remaining_after(new_tat, check.interval, check.capacity, now), new_tat - now, 0.0)
 
 
 def apply(tats: Sequence[float | None], checks: Sequence[RateCheck], now: float) -> tuple[RateVerdict, list[float | None]]:
@@ -91,8 +114,9 @@ class LocalRates:
 
     One process only, by design: a store round trip per request (a thread hop and a
     write transaction for SQLite) would cost far more than the check.  Workers and
-    replicas that must share budgets use the Redis store.  No await between reading
-    and writing, so a check is atomic within the event loop.
+    replicas that must share budgets use the Redis store.  Nothing here awaits, so a
+    check is atomic within the event loop, and the gateway calls it directly rather
+    than through the store's coroutines (:meth:`spend`).
     """
 
     def __init__(self, sweep_above: int = 10_000) -> None:
@@ -101,13 +125,40 @@ class LocalRates:
 
     def check(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         if len(self._tats) > self._sweep_above:
-            # Full budgets (TAT in the past) are the same as no entry: forget them.
-            self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+            self._sweep(now)
         verdict, writes = apply([self._tats.get(c.key) for c in checks], checks, now)
         for check, tat in zip(checks, writes):
             if tat is not None:
                 self._tats[check.key] = tat
         return verdict
+
+    def spend(self, keys: Sequence[str], rates: Sequence[Rate], now: float) -> list[float] | None:
+        """:meth:`check` for an allowed request, without building its verdict: the new TATs, written.
+
+        None when any limit refuses, and then nothing is written: :meth:`check` at
+        the same ``now`` gives the refusal's verdict.  The same arithmetic
+        (:func:`admit`); :func:`remaining_after` gives each limit's remaining budget.
+        """
+        tats = self._tats if len(self._tats) <= self._sweep_above else self._sweep(now)
+        if len(keys) == 1:  # the usual case: one limit
+            new_tat = admit(tats.get(keys[0]), rates[0].interval, rates[0].period, now)
+            if new_tat is None:
+                return None
+            tats[keys[0]] = new_tat
+            return [new_tat]
+        written: list[float] = []
+        for key, rate in zip(keys, rates):
+            new_tat = admit(tats.get(key), rate.interval, rate.period, now)
+            if new_tat is None:
+                return None
+            written.append(new_tat)
+        tats.update(zip(keys, written))
+        return written
+
+    def _sweep(self, now: float) -> dict[str, float]:
+        """Full budgets (TAT in the past) are the same as no entry: forget them."""
+        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+        return self._tats
 
 
 def _unspent(state: RateState, check: RateCheck) -> RateState:

@@ -24,7 +24,7 @@ from proxy.store.base import (
     TokenRecord,
     TokenUse,
 )
-from proxy.store.gcra import RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
 T = TypeVar("T")
 logger = logging.getLogger("labgate")
@@ -136,6 +136,10 @@ class InstrumentedStore:
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         return await self._timed("rate_limit", self.inner.rate_limit(checks, now))
+
+    def local_rates(self) -> LocalRates | None:
+        """The inner store's in-process budgets: a dictionary update, not timed as a store operation."""
+        return self.inner.local_rates()
 
     async def ping(self) -> None:
         await self._timed("ping", self.inner.ping())

@@ -129,6 +129,9 @@ class MemoryStore:
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         return self._rates.check(checks, now)
 
+    def local_rates(self) -> LocalRates:
+        return self._rates
+
     async def ping(self) -> None:
         return None
 

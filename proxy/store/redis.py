@@ -32,6 +32,7 @@ from proxy.store.base import (
     signing_key_order,
 )
 from proxy.store.gcra import RateCheck, RateVerdict, apply
+from proxy.store.redis_batch import ScriptBatches
 from proxy.store.redis_connect import RedisTarget, open_clients
 from proxy.store.redis_notices import RevocationListener, notice_text
 
@@ -87,7 +88,9 @@ class RedisStore:
         self._put_record = self._client.register_script(scripts.PUT_RECORD)
         self._add_record = self._client.register_script(scripts.ADD_RECORD)
         self._take_record = self._client.register_script(scripts.TAKE_RECORD)
-        self._rate_limit = self._client.register_script(_RATE_LIMIT)
+        # Every rate-limited request runs it: the calls of one loop turn share a round trip.
+        self._rate_batches = ScriptBatches(self._client, self._client.register_script(_RATE_LIMIT), timeout)
+        self._rate_prefix = self._key("rate", "")
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
         self._notices = self._key("revocations")
         self._listener = RevocationListener(self._clients.subscriber, self._client, self._notices, timeout=timeout)
@@ -238,11 +241,14 @@ class RedisStore:
         arguments: list[str] = [repr(now)]
         for check in checks:
             arguments += [repr(check.interval), str(check.capacity)]
-        keys = [self._key("rate", c.key) for c in checks]
-        answer = await self._run(lambda: self._rate_limit(keys=keys, args=arguments))
+        keys = [self._rate_prefix + c.key for c in checks]
+        answer = await self._run(lambda: self._rate_batches.call(keys, arguments))
         read = [float(raw) if raw not in (b"", "") else None for raw in answer[1:]]
         verdict, _ = apply(read, checks, now)
         return verdict if verdict.allowed == (int(answer[0]) == 1) else RateVerdict(int(answer[0]) == 1, verdict.states)
+
+    def local_rates(self) -> None:
+        return None  # budgets are shared through Redis: every check is a round trip
 
     async def ping(self) -> None:
         """On connections of its own: answers whether Redis is reachable, however busy the main pool is."""
@@ -250,6 +256,7 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._listener.close()
+        await self._rate_batches.close()
         await self._clients.aclose()
 
 

@@ -223,6 +223,9 @@ class SqliteStore:
         """Budgets in this process, not in the file (:class:`~proxy.store.gcra.LocalRates`): each worker keeps its own."""
         return self._rates.check(checks, now)
 
+    def local_rates(self) -> LocalRates:
+        return self._rates
+
     async def forget_expired(self, now: float) -> int:
         """Delete what no longer matters; returns the number of rows removed."""
         return await self._run(lambda db: _sweep(db, now))

@@ -54,9 +54,21 @@ async def exercise(store: Store) -> None:
 def test_every_store_operation_is_instrumented() -> None:
     """A method added to the Store interface must be added here too, or the gateway would lose it."""
     interface = {name for name, _ in inspect.getmembers(Store, inspect.isfunction) if not name.startswith("_")}
-    assert interface - {"close"} == set(STORE_OPERATIONS)
-    for name in interface:
+    assert interface - {"close", "local_rates"} == set(STORE_OPERATIONS)
+    for name in interface - {"local_rates"}:
         assert inspect.iscoroutinefunction(getattr(InstrumentedStore, name)), name
+
+
+async def test_in_process_budgets_are_the_inner_stores_own_and_not_a_store_operation() -> None:
+    """Not a call to the store: the gateway spends them directly, so the wrapper hands out the inner store's."""
+    metrics = GatewayMetrics()
+    inner = MemoryStore()
+    store = InstrumentedStore(inner, metrics)
+    assert store.local_rates() is inner.local_rates() is not None
+    assert not inspect.iscoroutinefunction(InstrumentedStore.local_rates)
+    shared = InstrumentedStore(RedisStore(f"redis://127.0.0.1:{free_port()}/0"), metrics)
+    assert shared.local_rates() is None  # Redis budgets are shared: every check is a timed round trip
+    await shared.close()
 
 
 async def test_each_operation_is_timed_against_the_memory_store() -> None:

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from proxy.store.base import StoreUnavailable
+from proxy.store.gcra import RateCheck
 from proxy.store.redis import RedisStore
 from tests.faults.nodes import RedisNode
 
@@ -85,7 +86,9 @@ async def test_a_frozen_redis_costs_each_call_at_most_the_timeout(node: RedisNod
         try:
             started = time.monotonic()
             results = await asyncio.gather(
-                store.get_token("k", time.time()), store.touch("k", time.time()), store.ping(), return_exceptions=True
+                store.get_token("k", time.time()), store.touch("k", time.time()), store.ping(),
+                *(store.rate_limit([RateCheck("rl", 1.0, 5)], time.time()) for _ in range(3)),  # one batch
+                return_exceptions=True,
             )
             took = time.monotonic() - started
         finally:
