@@ -16,11 +16,13 @@ from typing import Any, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import (
+    RevocationFeed,
     RevocationKind,
     SigningKeyRecord,
     Store,
     StoreUnavailable,
     TokenRecord,
+    TokenUse,
 )
 from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
 
@@ -62,6 +64,7 @@ class InstrumentedStore:
 
     def __init__(self, inner: Store, metrics: GatewayMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
+        self.revocation_feed: RevocationFeed | None = inner.revocation_feed
         self._ops = {name: _Operation(metrics, name) for name in STORE_OPERATIONS}
         self._errors = _ErrorLog(clock)
 
@@ -88,6 +91,9 @@ class InstrumentedStore:
 
     async def touch(self, key: str, at: float, until: float | None = None) -> None:
         await self._timed("touch", self.inner.touch(key, at, until))
+
+    async def touch_many(self, uses: Sequence[TokenUse]) -> None:
+        await self._timed("touch_many", self.inner.touch_many(uses))
 
     async def last_used(self, key: str) -> float | None:
         return await self._timed("last_used", self.inner.last_used(key))

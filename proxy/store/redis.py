@@ -2,7 +2,9 @@
 
 Every key carries the configured prefix and expires by itself (``EXAT``) when
 what it describes can no longer matter, so nothing needs sweeping.  A
-revocation written by one replica is read by every other on its next request.
+revocation is written together with its notice on the ``<prefix>revocations``
+channel, which every replica listens to (:mod:`proxy.store.redis_notices`):
+each keeps a local view of revocations instead of asking Redis per request.
 
 Every call is bounded by the store timeout from start to end (waiting for a
 free pooled connection, connecting, retrying a dropped connection, the
@@ -21,15 +23,18 @@ from redis.exceptions import RedisError
 
 from proxy.store import redis_scripts as scripts
 from proxy.store.base import (
+    RevocationFeed,
     RevocationKind,
     SigningKeyRecord,
     StoreUnavailable,
     TokenRecord,
+    TokenUse,
     signing_key_order,
 )
 from proxy.store.gcra import RateCheck, RateVerdict, apply
 from proxy.store.redis_batch import ScriptBatches
 from proxy.store.redis_connect import RedisTarget, open_clients
+from proxy.store.redis_notices import RevocationListener, notice_text
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0
@@ -87,6 +92,9 @@ class RedisStore:
         self._rate_batches = ScriptBatches(self._client, self._client.register_script(_RATE_LIMIT), timeout)
         self._rate_prefix = self._key("rate", "")
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
+        self._notices = self._key("revocations")
+        self._listener = RevocationListener(self._clients.subscriber, self._client, self._notices, timeout=timeout)
+        self.revocation_feed: RevocationFeed | None = self._listener
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -120,12 +128,34 @@ class RedisStore:
         exat = _exat(until)
         await self._run(lambda: self._touch(keys=[self._key("use", key)], args=[repr(at), "" if exat is None else str(exat)]))
 
+    async def touch_many(self, uses: Sequence[TokenUse]) -> None:
+        if not uses:
+            return
+
+        async def write() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:  # one round trip, each use on its own
+                for use in uses:  # queued on the pipeline, sent together by execute()
+                    exat = _exat(use.until)
+                    args = [repr(use.at), "" if exat is None else str(exat)]
+                    await self._touch(keys=[self._key("use", use.key)], args=args, client=pipe)
+                await pipe.execute()
+
+        await self._run(write)
+
     async def last_used(self, key: str) -> float | None:
         raw = await self._run(lambda: self._client.get(self._key("use", key)))
         return float(raw) if raw is not None else None
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
-        await self._run(lambda: self._client.set(self._key("revoked", kind, value), repr(at), exat=_exat(until)))
+        """The revocation and its notice to every replica, in one MULTI/EXEC: never one without the other."""
+
+        async def write() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("revoked", kind, value), repr(at), exat=_exat(until))
+                pipe.publish(self._notices, notice_text(kind, value, at))
+                await pipe.execute()
+
+        await self._run(write)
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
         raw = await self._run(lambda: self._client.get(self._key("revoked", kind, value)))
@@ -225,6 +255,7 @@ class RedisStore:
         await self._run(self._pinger.ping)
 
     async def close(self) -> None:
+        await self._listener.close()
         await self._rate_batches.close()
         await self._clients.aclose()
 

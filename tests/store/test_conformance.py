@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from proxy.metrics import GatewayMetrics
-from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord, TokenUse
 from proxy.store.instrumented import InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
@@ -82,6 +82,14 @@ async def test_last_use_only_moves_forward(store: Store) -> None:
     assert await store.last_used("k") == pytest.approx(now)
     await store.touch("k", now + 1.5, until=now + 600)
     assert await store.last_used("k") == pytest.approx(now + 1.5)
+
+
+async def test_a_batch_of_uses_is_written_whole_and_only_moves_forward(store: Store) -> None:
+    now = time.time()
+    await store.touch("a", now, until=now + 600)
+    await store.touch_many([TokenUse("a", now - 30, now + 600), TokenUse("b", now, now + 600), TokenUse("c", now + 1, None)])
+    await store.touch_many([])
+    assert [await store.last_used(key) for key in "abc"] == pytest.approx([now, now, now + 1])
 
 
 async def test_dropping_a_token_drops_its_uses(store: Store) -> None:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
-from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord, TokenUse
 from proxy.store.gcra import RateCheck
 from proxy.store.instrumented import ERROR_LOG_INTERVAL, InstrumentedStore
 from proxy.store.memory import MemoryStore
@@ -31,6 +31,7 @@ async def exercise(store: Store) -> None:
     await store.put_token("k", TokenRecord(token_type="emergency", issued_at=now, expires_at=now + 60))
     await store.get_token("k", now)
     await store.touch("k", now, until=now + 60)
+    await store.touch_many([TokenUse("k", now + 1, now + 60)])
     await store.last_used("k")
     await store.revoke("subject", "alice", now, until=now + 60)
     await store.revoked_at("subject", "alice", now)
