@@ -37,6 +37,7 @@ MAX_WAITS = 8
 class Reservation:
     """Units Redis granted for one budget key: spent here until :attr:`expires`."""
 
+    granted: int  # how many Redis granted
     units: int  # not yet spent
     budget: int  # what Redis said was left when it granted them, these units included
     spent: int
@@ -68,10 +69,7 @@ class Reservations:
     def take_here(self, key: str, now: float) -> Taken | None:
         """A unit from this process's reservation for ``key``, without an await; None when there is none to spend."""
         held = self._held.get(key)
-        if held is None or held.units <= 0:
-            return None
-        if now >= held.expires:  # units left at expiry are dropped
-            del self._held[key]
+        if held is None or held.units <= 0 or now >= held.expires:  # units left at expiry are dropped
             return None
         held.units -= 1
         held.spent += 1
@@ -109,18 +107,36 @@ class Reservations:
     def _forget_asking(self, key: str, done: asyncio.Task[tuple[RateGrant, Taken | None]]) -> None:
         if self._asking.get(key) is done:
             del self._asking[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: a failure every waiter already learnt of (or none was left to)
 
     async def _reserve(self, check: RateCheck, most: int, lifetime: float, now: float) -> tuple[RateGrant, Taken | None]:
         """The grant, installed as this process's reservation, its first unit already taken for the asking request."""
-        granted = await self._store.reserve_rate(check, most, now)
+        granted = await self._store.reserve_rate(check, self._size(check.key, most), now)
         if granted.granted == 0:
             return granted, None
         if len(self._held) > self._sweep_above:
             self._sweep(now)
         held = self._held[check.key] = Reservation(
-            granted.granted - 1, granted.remaining + granted.granted, 1, now + granted.reset, now + lifetime
+            granted.granted, granted.granted - 1, granted.remaining + granted.granted, 1, now + granted.reset, now + lifetime
         )
         return granted, Taken(held, held.state(now))
+
+    def _size(self, key: str, most: int) -> int:
+        """How many units to ask for: ``most`` at first; then what the last reservation's requests used.
+
+        Units dropped at expiry were spent from the budget by nobody, so a key
+        whose requests left units unspent asks next time only for as many as they
+        spent (down to 1: an exact check), and one whose requests spent them all
+        asks for twice as many, up to ``most``.  A quiet key wastes at most what
+        its last reservation had left; a busy one soon asks for ``most`` again.
+        """
+        last = self._held.get(key)
+        if last is None:
+            return most
+        if last.units > 0:
+            return max(1, min(most, last.spent))
+        return min(most, 2 * last.granted)
 
     def _sweep(self, now: float) -> None:
         """Expired or spent reservations are the same as none: forget them."""

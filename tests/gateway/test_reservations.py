@@ -141,6 +141,22 @@ async def test_units_left_at_expiry_are_dropped_not_given_back(stores: list[Redi
     assert admitted == 20 - 4  # the dropped units were spent from the budget, by nobody
 
 
+async def test_a_replica_asks_next_for_what_its_requests_spent_then_twice_as_many(
+    stores: list[RedisStore], observer: aioredis.Redis
+) -> None:
+    clock = Clock()
+    limit = RateLimit(100, 3600.0, "upstream", reserve=8)
+    replica = replicas(stores, limit, clock)[0]
+    assert (await replica.spend()).refusal is None  # 8 reserved, 1 spent
+    clock.now += limit.reserve_lifetime  # 7 dropped
+    before = await script_calls(observer)
+    headers = [(await replica.spend()).headers["RateLimit"] for _ in range(7)]
+    # Reservations of 1 (what was spent), 2, 4: three calls for seven requests, nothing dropped.
+    assert await script_calls(observer) - before == 3
+    assert headers[0] == '"upstream:simplivity";r=91;t=323'  # 100 - 8 - 1: the dropped 7 are gone; 9 units of 36 s
+    assert headers[-1] == '"upstream:simplivity";r=85;t=539'
+
+
 async def test_a_burst_waits_for_one_reservation_rather_than_asking_for_one_each(
     stores: list[RedisStore], observer: aioredis.Redis
 ) -> None:
