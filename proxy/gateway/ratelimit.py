@@ -184,15 +184,23 @@ class RateLimiter:
         """Every limit reserves (:attr:`LimitPlan.reserved`): the answer's fields when units here paid for the request.
 
         None when a limit has no unit left in this process: nothing was spent,
-        and :meth:`check` reserves more (or refuses).
+        and :meth:`check` reserves more (or refuses).  No coroutine and no store
+        call, as :meth:`spend_here`.
         """
         now, held = self._clock(), self.reservations
+        keys = budget_keys(plan, facts, token_key)
+        if len(keys) == 1:  # the usual case: one limit
+            spent = held.spend_here(keys[0], now)
+            if spent is None:
+                return None
+            state = f"{plan.limits[0].state_prefix}{max(0, spent.budget - spent.spent)};t={_reset(spent.tat - now)}"
+            return {"RateLimit-Policy": plan.policy_header, "RateLimit": state}
         taken: list[Taken] = []
-        for key in budget_keys(plan, facts, token_key):
+        for key in keys:
             unit = held.take_here(key, now)
             if unit is None:
-                for spent in taken:
-                    held.give_back(spent)
+                for spent_unit in taken:
+                    held.give_back(spent_unit)
                 return None
             taken.append(unit)
         states = tuple(t.state for t in taken)

@@ -66,14 +66,19 @@ class Reservations:
         self._asking: dict[str, asyncio.Task[tuple[RateGrant, Taken | None]]] = {}
         self._sweep_above = sweep_above
 
-    def take_here(self, key: str, now: float) -> Taken | None:
-        """A unit from this process's reservation for ``key``, without an await; None when there is none to spend."""
+    def spend_here(self, key: str, now: float) -> Reservation | None:
+        """A unit from this process's reservation for ``key``, spent without an await; None when there is none."""
         held = self._held.get(key)
         if held is None or held.units <= 0 or now >= held.expires:  # units left at expiry are dropped
             return None
         held.units -= 1
         held.spent += 1
-        return Taken(held, held.state(now))
+        return held
+
+    def take_here(self, key: str, now: float) -> Taken | None:
+        """:meth:`spend_here`, the unit kept so that it can be given back."""
+        held = self.spend_here(key, now)
+        return None if held is None else Taken(held, held.state(now))
 
     def give_back(self, taken: Taken) -> None:
         """An unspent unit (another limit refused the request) returns to this process's reservation, not to Redis."""

@@ -27,8 +27,11 @@ MAX_PERIOD = 366 * 86400.0
 DEFAULT_QUEUE_TIMEOUT = 2.0
 MAX_QUEUE_TIMEOUT = 60.0
 MAX_IN_FLIGHT = 100_000
-# How long reserved units may wait in a replica before they are dropped, at most: the window
-# in which other replicas may be refused early while this one holds units it has not spent.
+# How long reserved units may wait in a replica before they are dropped: the time for which
+# other replicas may be refused early while this one holds units it has not spent.  Not N
+# emission intervals: on a fast limit those are shorter than a round trip to Redis, and a
+# replica sharing a limit spends slower than the limit's own rate, so its units would expire
+# unspent (measured in bench/README.md, "Reserving units of a Redis limit").
 RESERVE_LIFETIME = 1.0
 
 
@@ -55,8 +58,8 @@ class RateLimit:
 
     @property
     def reserve_lifetime(self) -> float:
-        """How long reserved units stay spendable: ``reserve`` intervals, at most :data:`RESERVE_LIFETIME`."""
-        return min((self.reserve or 0) * self.interval, RESERVE_LIFETIME)
+        """How long reserved units stay spendable, from the moment the replica asked for them."""
+        return RESERVE_LIFETIME
 
     @property
     def text(self) -> str:
