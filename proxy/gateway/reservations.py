@@ -5,18 +5,25 @@ An exact shared limit costs every request a round trip to Redis.  A limit with
 call (:meth:`proxy.store.base.Store.reserve_rate`: GCRA for N requests at once,
 the TAT moved by as many intervals as were granted) and admits requests from
 them here, with no round trip, until they are spent or the reservation expires
-(:attr:`proxy.policy.rates.RateLimit.reserve_lifetime`).  Units left at expiry
-are dropped, never given back: giving back cannot be made safe against a
-budget other replicas have spent meanwhile.
+(:data:`proxy.policy.rates.RESERVE_LIFETIME` after it was asked for).  Units
+left at expiry are dropped, never given back: giving back cannot be made safe
+against a budget other replicas have spent meanwhile.
 
-So every admitted request spent a unit Redis granted, and all replicas
-together never admit more than the limit grants; a replica may refuse early
-while other replicas hold units they have not spent: at most
-``(replicas - 1) * N`` units, for at most the reservation's lifetime.
+So every admitted request spent a unit Redis granted: all replicas together
+never admit more than the limit grants.  Two costs, both bounded:
 
-One reservation per budget key is asked for at a time: requests that find no
-unit while one is on its way wait for it (bounded by the store timeout, as the
-call is), so a burst costs one round trip, not one per request.
+- a replica may refuse early while other replicas hold units they have not
+  spent: at most ``(replicas - 1) * N`` units, for at most the lifetime;
+- units are spent up to the lifetime after Redis granted them, so in any window
+  of time the appliance may see up to ``replicas * N`` requests more than the
+  exact limit would have let through in that same window (units granted just
+  before it, spent in it), never more than Redis granted in all.
+
+Dropped units were spent by nobody, so each reservation asks for what the
+last one's requests spent (:meth:`Reservations._size`).  One reservation per
+budget key is asked for at a time: requests that find no unit while one is on
+its way wait for it (bounded by the store timeout, as the call is), so a burst
+costs one round trip, not one per request.
 """
 
 from __future__ import annotations

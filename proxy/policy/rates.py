@@ -44,6 +44,7 @@ class RateLimit:
     ``reserve`` (Redis only) a replica takes up to that many units from the
     shared budget in one round trip and spends them in process for at most
     :attr:`reserve_lifetime` seconds; None checks every request with the store.
+    The memory and SQLite stores keep budgets in process already and ignore it.
     """
 
     requests: int
