@@ -10,7 +10,9 @@ left at expiry are dropped, never given back: giving back cannot be made safe
 against a budget other replicas have spent meanwhile.
 
 So every admitted request spent a unit Redis granted: all replicas together
-never admit more than the limit grants.  Two costs, both bounded:
+never admit more than the limit grants.  Reservations are per process: with
+``labgate serve --workers W`` each worker of each replica holds its own, so
+"replicas" below counts processes.  Two costs, both bounded:
 
 - a replica may refuse early while other replicas hold units they have not
   spent: at most ``(replicas - 1) * N`` units, for at most the lifetime;
