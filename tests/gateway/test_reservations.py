@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
@@ -27,6 +28,7 @@ from proxy.store.redis import RedisStore
 from proxy.tokens.matchers import TypeRule
 from proxy.tokens.observe import ObserveSourceSettings
 from tests.conftest import free_port
+from tests.faults.nodes import RedisNode
 from tests.redis_server import RedisServer
 
 NOW = 1_900_000_000.0
@@ -179,6 +181,39 @@ async def test_a_request_refused_by_an_exact_limit_spends_none_of_its_reserved_u
     assert outcomes[2].headers["RateLimit"] == '"type:emergency";r=0;t=3600, "upstream:simplivity";r=8;t=1440'
     other = Replica(limiter, RateLimit(10, 3600.0, "upstream", reserve=4), None)  # the upstream's budget alone
     assert [(await other.spend()).refusal for _ in range(2)] == [None, None]  # the 2 units left of the first 4
+
+
+async def test_a_type_and_an_upstream_limit_both_reserving_spend_from_their_own_units(stores: list[RedisStore]) -> None:
+    clock = Clock()
+    limiter = RateLimiter(stores[0], GatewayMetrics(), clock)
+    type_limit = RateLimit(3, 3600.0, reserve=2)
+    plan = limiter.plan(upstream(RateLimit(10, 3600.0, "upstream", reserve=4)), "emergency", type_limit)
+    assert plan is not None and plan.reserved
+    outcomes = []
+    for _ in range(5):
+        headers = limiter.spend_reserved(plan, None, TOKEN)
+        outcomes.append(RateOutcome(headers) if headers is not None else await limiter.check(
+            "simplivity", "emergency", plan, None, TOKEN))
+    assert [o.refusal for o in outcomes] == [None, None, None, Reason.RATE_LIMITED, Reason.RATE_LIMITED]
+    assert outcomes[1].headers["RateLimit"] == '"type:emergency";r=1;t=2400, "upstream:simplivity";r=8;t=1440'
+    # The type's third unit came from a second reservation; its refusal gave the upstream's unit back.
+    assert outcomes[3].headers["RateLimit"] == '"type:emergency";r=0;t=3600'
+    other = Replica(limiter, RateLimit(10, 3600.0, "upstream", reserve=4), None)
+    assert (await other.spend()).headers["RateLimit"] == '"upstream:simplivity";r=6;t=1440'  # 10 less the 4 units spent: the refusals spent none
+
+
+async def test_units_held_are_spent_while_redis_is_down_then_the_limit_fails_closed(tmp_path: Path) -> None:
+    node = RedisNode(tmp_path / "redis")
+    node.start()
+    store = RedisStore(node.url, timeout=1.0)
+    try:
+        replica = replicas([store], RateLimit(100, 1.0, "upstream", reserve=3), Clock())[0]
+        assert (await replica.spend()).refusal is None  # 3 reserved, 1 spent
+        node.kill()
+        assert [(await replica.spend()).refusal for _ in range(3)] == [None, None, Reason.STORE_UNAVAILABLE]
+    finally:
+        await store.close()
+        node.stop()
 
 
 @pytest.mark.parametrize("store_failure, expected", [("closed", Reason.STORE_UNAVAILABLE), ("open", None)])
