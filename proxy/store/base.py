@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 
 RevocationKind = Literal["token", "subject", "client", "chain"]
 REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
@@ -223,6 +223,14 @@ class Store(Protocol):
         otherwise nothing is written.  A key is forgotten once its budget is full again.
         Redis shares budgets across workers and replicas; the memory and SQLite
         stores keep them in this process (:class:`~proxy.store.gcra.LocalRates`).
+        """
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        """Up to ``most`` units of one budget at once, atomically (:func:`~proxy.store.gcra.grant`).
+
+        What a limit's ``reserve`` asks Redis for: the units are then spent in the
+        gateway's process without a round trip each.  Granted units are spent from
+        the budget at once; none granted writes nothing.
         """
 
     def local_rates(self) -> LocalRates | None:

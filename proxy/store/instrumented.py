@@ -24,7 +24,7 @@ from proxy.store.base import (
     TokenRecord,
     TokenUse,
 )
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 
 T = TypeVar("T")
 logger = logging.getLogger("labgate")
@@ -136,6 +136,10 @@ class InstrumentedStore:
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         return await self._timed("rate_limit", self.inner.rate_limit(checks, now))
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        """Timed as a ``rate_limit`` operation: a reservation is a rate-limit check that hands out several units."""
+        return await self._timed("rate_limit", self.inner.reserve_rate(check, most, now))
 
     def local_rates(self) -> LocalRates | None:
         """The inner store's in-process budgets: a dictionary update, not timed as a store operation."""

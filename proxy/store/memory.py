@@ -13,7 +13,7 @@ from proxy.store.base import (
     TokenUse,
     signing_key_order,
 )
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 
 
 class MemoryStore:
@@ -128,6 +128,9 @@ class MemoryStore:
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         return self._rates.check(checks, now)
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        return self._rates.reserve(check, most, now)
 
     def local_rates(self) -> LocalRates:
         return self._rates

@@ -31,7 +31,7 @@ from proxy.store.base import (
     TokenUse,
     signing_key_order,
 )
-from proxy.store.gcra import RateCheck, RateVerdict, apply
+from proxy.store.gcra import RateCheck, RateGrant, RateVerdict, apply, granted_units
 from proxy.store.redis_batch import ScriptBatches
 from proxy.store.redis_connect import RedisTarget, open_clients
 from proxy.store.redis_notices import RevocationListener, notice_text
@@ -67,6 +67,25 @@ end
 return {allowed, unpack(read)}
 """
 
+# A reservation (proxy/store/gcra.py, grant): up to ARGV[4] units of KEYS[1]'s budget at
+# once, the largest number that conforms; ARGV[1] is now, ARGV[2] the interval, ARGV[3]
+# the capacity.  Answers how many were granted and the TAT it read.
+_RESERVE = """
+local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
+local capacity, most = tonumber(ARGV[3]), tonumber(ARGV[4])
+local raw = redis.call('GET', KEYS[1])
+local current = now
+if raw and tonumber(raw) > now then current = tonumber(raw) end
+local granted = math.floor((now + 1e-9 + interval * capacity - current) / interval)
+if granted > most then granted = most end
+if granted < 0 then granted = 0 end
+if granted > 0 then
+  local new = current + granted * interval
+  redis.call('SET', KEYS[1], string.format('%.17g', new), 'PXAT', math.ceil(new * 1000) + 1000)
+end
+return {granted, raw or ''}
+"""
+
 
 class RedisStore:
     def __init__(
@@ -90,6 +109,7 @@ class RedisStore:
         self._take_record = self._client.register_script(scripts.TAKE_RECORD)
         # Every rate-limited request runs it: the calls of one loop turn share a round trip.
         self._rate_batches = ScriptBatches(self._client, self._client.register_script(_RATE_LIMIT), timeout)
+        self._reserve_batches = ScriptBatches(self._client, self._client.register_script(_RESERVE), timeout)
         self._rate_prefix = self._key("rate", "")
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
         self._notices = self._key("revocations")
@@ -247,6 +267,13 @@ class RedisStore:
         verdict, _ = apply(read, checks, now)
         return verdict if verdict.allowed == (int(answer[0]) == 1) else RateVerdict(int(answer[0]) == 1, verdict.states)
 
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        """One script call for up to ``most`` units; the grant worked out from the TAT Redis read, its count Redis's."""
+        arguments = [repr(now), repr(check.interval), str(check.capacity), str(most)]
+        answer = await self._run(lambda: self._reserve_batches.call([self._rate_prefix + check.key], arguments))
+        read = float(answer[1]) if answer[1] not in (b"", "") else None
+        return granted_units(read, check, int(answer[0]), now)[1]
+
     def local_rates(self) -> None:
         return None  # budgets are shared through Redis: every check is a round trip
 
@@ -257,6 +284,7 @@ class RedisStore:
     async def close(self) -> None:
         await self._listener.close()
         await self._rate_batches.close()
+        await self._reserve_batches.close()
         await self._clients.aclose()
 
 

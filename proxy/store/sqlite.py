@@ -26,7 +26,7 @@ from proxy.store.base import (
     TokenRecord,
     TokenUse,
 )
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
 
 T = TypeVar("T")
@@ -222,6 +222,9 @@ class SqliteStore:
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         """Budgets in this process, not in the file (:class:`~proxy.store.gcra.LocalRates`): each worker keeps its own."""
         return self._rates.check(checks, now)
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        return self._rates.reserve(check, most, now)
 
     def local_rates(self) -> LocalRates:
         return self._rates
