@@ -1,6 +1,6 @@
 """What a rate limit costs per request, in the gateway's own step, without the network.
 
-``python -m bench.ratelimit [--stores memory,sqlite,redis] [--rounds 5] [--requests 20000]``
+``python -m bench.ratelimit [--stores memory,sqlite,redis] [--rounds 5] [--requests 20000] [--reserve N]``
 
 For each store, a real gateway is built from ``bench.run``'s config and pack
 (the store wrapped as when serving, so store timings are fed as in production)
@@ -22,6 +22,10 @@ persistence, not pinned), stopped at the end; its rounds add the store's
 and run a tenth of the requests.  The end-to-end figure comes
 from ``python -m bench.run --rate-limit``; this one is steady enough to see a
 few microseconds, which a shared machine's load hides there.
+
+``--reserve N`` adds a fourth version: the per-token limit with ``reserve: N``
+(units taken from Redis N at a time and spent in process; the memory and SQLite
+stores ignore it, so there it measures the same as the plain limit).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from proxy.token_facts import TokenFacts, token_fingerprint
 
 NEVER_REACHED = {"requests": 1_000_000_000, "per": "1h"}
 VERSIONS = ("no rate_limit", "type limit", "type + upstream")
+RESERVED = "type limit, reserve"  # --reserve N: the type's limit with reserve: N
 PING = "store ping"  # Redis only: one round trip through the store, the floor of any shared limit
 TARGET = "/svt/api/hosts?offset=0&limit=50"
 
@@ -91,11 +96,15 @@ def store_section(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
             server.wait(timeout=5)
 
 
-def config_file(directory: Path, store: dict[str, Any], version: str) -> Path:
+def config_file(directory: Path, store: dict[str, Any], version: str, reserve: int | None = None) -> Path:
     """``bench.run``'s config and pack, with the limits of ``version``."""
-    folder = directory / version.replace(" ", "-").replace("+", "and")
+    folder = directory / version.replace(" ", "-").replace("+", "and").replace(",", "")
     folder.mkdir()
     path = write_labgate_config(folder, free_port(), "http://127.0.0.1:9", store, rate_limit=version != "no rate_limit")
+    if version.startswith(RESERVED):
+        pack = yaml.safe_load((folder / "bench.yaml").read_text())
+        pack["token_types"]["emergency"]["rate_limit"] = {**NEVER_REACHED, "reserve": reserve}
+        (folder / "bench.yaml").write_text(yaml.safe_dump(pack, sort_keys=False))
     if version == "type + upstream":
         config = yaml.safe_load(path.read_text())
         config["upstreams"][0]["rate_limit"] = NEVER_REACHED
@@ -144,20 +153,23 @@ class Version:
         return wall / requests * 1e6, cpu / requests * 1e6
 
 
-async def bench_store(kind: str, rounds: int, requests: int, concurrency: int) -> dict[str, list[tuple[float, float]]]:
+async def bench_store(
+    kind: str, rounds: int, requests: int, concurrency: int, reserve: int | None = None
+) -> dict[str, list[tuple[float, float]]]:
     """Every round's (wall, CPU) µs per request, per version."""
+    names = VERSIONS if reserve is None else (*VERSIONS, f"{RESERVED} {reserve}")
     with tempfile.TemporaryDirectory(prefix="labgate-bench-ratelimit-") as folder, store_section(Path(folder), kind) as store:
-        gateways = [Gateway(load_config(config_file(Path(folder), store, version))) for version in VERSIONS]
+        gateways = [Gateway(load_config(config_file(Path(folder), store, version, reserve))) for version in names]
         try:
             for gateway in gateways:
                 await gateway.start()
-            versions = dict(zip(VERSIONS, (Version(g) for g in gateways)))
+            versions = dict(zip(names, (Version(g) for g in gateways)))
             if versions["type limit"].exchange.rate_headers is None:
                 await versions["type limit"].measure(1)  # the first request shows the limit is spent
             assert versions["type limit"].exchange.rate_headers, "the limit was not spent"
             for version in versions.values():
                 await version.measure(requests // 10)  # warm-up: plans, connections, scripts
-            found: dict[str, list[tuple[float, float]]] = {name: [] for name in VERSIONS}
+            found: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
             if kind == "redis":
                 found[PING] = []
             for _ in range(rounds):
@@ -177,7 +189,7 @@ def report(kind: str, found: dict[str, list[tuple[float, float]]]) -> None:
     for name, rounds in found.items():
         for index, what in ((0, "wall"), (1, "CPU")):
             values = [r[index] for r in rounds]
-            line = f"  {name:<16} {what:<4} {statistics.median(values):8.2f}   ({' '.join(f'{v:.2f}' for v in values)})"
+            line = f"  {name:<22} {what:<4} {statistics.median(values):8.2f}   ({' '.join(f'{v:.2f}' for v in values)})"
             if name not in ("no rate_limit", PING):
                 line += _differences("added", rounds, base, index)
                 if PING in found:
@@ -197,10 +209,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=20_000, help="requests per version and round")
     parser.add_argument("--concurrency", type=int, default=1, help="requests in flight at once (default 1: one after another)")
+    parser.add_argument("--reserve", type=int, default=None, help="also the type's limit with reserve: N (from 2)")
     args = parser.parse_args()
+    if args.reserve is not None and args.reserve < 2:
+        parser.error("--reserve must be at least 2")
     for kind in args.stores.split(","):
         requests = args.requests if kind != "redis" else max(1, args.requests // 10)
-        report(kind, await bench_store(kind, args.rounds, requests, max(1, args.concurrency)))
+        report(kind, await bench_store(kind, args.rounds, requests, max(1, args.concurrency), args.reserve))
 
 
 if __name__ == "__main__":

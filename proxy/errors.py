@@ -23,6 +23,7 @@ LabgateError
 │   └── InvalidAddress              (proxy.ipaddrs: an address labgate will not interpret)
 ├── state and credentials
 │   ├── StoreUnavailable            (proxy.store.base)
+│   │   └── NoticesLost             (proxy.store.redis_notices: the revocation notice channel)
 │   ├── CredentialUnavailable       (proxy.credentials.base)
 │   └── LoginFailed                 (proxy.credentials.oauth)
 ├── the token service

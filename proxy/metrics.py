@@ -45,7 +45,7 @@ MULTIPROCESS_READ_TRIES = 5
 _MarkProcessDead = Callable[[int, str], None]
 _CollectFrom = Callable[[CollectorRegistry, str], object]
 STORE_OPERATIONS = (
-    "put_token", "get_token", "drop_token", "touch", "last_used", "revoke", "revoked_at", "revocations",
+    "put_token", "get_token", "drop_token", "touch", "touch_many", "last_used", "revoke", "revoked_at", "revocations",
     "signing_keys", "add_first_signing_key", "rotate_signing_key",
     "put_record", "add_record", "get_record", "list_records", "delete_record", "take_record", "ping",
     "rate_limit",

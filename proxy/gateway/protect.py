@@ -63,6 +63,11 @@ class Protection:
             if headers is not None:
                 exchange.rate_headers = headers
                 return None
+        elif plan.reserved:  # units reserved from the shared store, while this process holds some
+            headers = limiter.spend_reserved(plan, facts, key)
+            if headers is not None:
+                exchange.rate_headers = headers
+                return None
         outcome = await limiter.check(runtime.upstream.name, decision.token_type, plan, facts, key)
         if outcome.refusal is None:
             exchange.rate_headers = outcome.headers or None

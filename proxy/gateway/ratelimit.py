@@ -5,7 +5,9 @@ never spends budget and a limited one never reaches the appliance.  A request
 spends the budgets of its token type (per token, subject or client id) and of
 its upstream (every client together) in one store operation: all or none
 (:mod:`proxy.store.gcra`).  Shared across workers and replicas through the Redis
-store; the memory and SQLite stores keep budgets per process.
+store; the memory and SQLite stores keep budgets per process.  A shared limit
+with ``reserve`` spends units reserved from Redis in this process
+(:mod:`proxy.gateway.reservations`); in-process budgets need no reservation.
 
 Answers carry the fields of the IETF HTTPAPI working group's draft "RateLimit
 header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers, version -11),
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.config import Upstream
+from proxy.gateway.reservations import Reservations, Taken, spend_shared
 from proxy.metrics import GatewayMetrics
 from proxy.policy.rates import RateLimit, rate_limit_fields
 from proxy.reasons import Reason
@@ -52,10 +55,12 @@ class AppliedLimit:
     key_prefix: str  # the store key, less whose budget it is
     rate: Rate  # interval, capacity and period, as GCRA needs them
     state_prefix: str  # '"<policy>";r=': the RateLimit item up to its remaining quota
+    reserve: int = 0  # units reserved from the shared store at once; 0: every request asks the store
 
     @classmethod
-    def of(cls, policy: str, limit: RateLimit, key_prefix: str) -> AppliedLimit:
-        return cls(policy, limit, key_prefix, Rate.of(limit.interval, limit.requests), f'"{policy}";r=')
+    def of(cls, policy: str, limit: RateLimit, key_prefix: str, *, shared: bool = False) -> AppliedLimit:
+        reserve = limit.reserve if shared and limit.reserve is not None else 0
+        return cls(policy, limit, key_prefix, Rate.of(limit.interval, limit.requests), f'"{policy}";r=', reserve)
 
     def check(self, key: str) -> RateCheck:
         return RateCheck(key, self.rate.interval, self.rate.capacity)
@@ -68,6 +73,7 @@ class LimitPlan:
     limits: tuple[AppliedLimit, ...]
     policy_header: str  # RateLimit-Policy: the same on every answer
     rates: tuple[Rate, ...]  # each limit's, in order
+    reserved: bool = False  # every limit spends reserved units: none needs the store while units last
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +85,23 @@ class RateOutcome:
     detail: str = ""
 
 
-def limit_plan(upstream: Upstream, token_type: str | None, type_limit: RateLimit | None) -> LimitPlan | None:
-    """The limits a request of ``token_type`` spends; None when none applies (then nothing costs)."""
+def limit_plan(
+    upstream: Upstream, token_type: str | None, type_limit: RateLimit | None, *, shared: bool = False
+) -> LimitPlan | None:
+    """The limits a request of ``token_type`` spends; None when none applies (then nothing costs).
+
+    ``shared``: budgets live in the store (Redis), where a limit's ``reserve`` applies.
+    """
     applied: list[AppliedLimit] = []
     if type_limit is not None and token_type is not None:
-        applied.append(AppliedLimit.of(f"type:{token_type}", type_limit, f"{upstream.name}:{token_type}:{type_limit.by}:"))
+        prefix = f"{upstream.name}:{token_type}:{type_limit.by}:"
+        applied.append(AppliedLimit.of(f"type:{token_type}", type_limit, prefix, shared=shared))
     if upstream.rate_limit is not None:
-        applied.append(AppliedLimit.of(f"upstream:{upstream.name}", upstream.rate_limit, f"{upstream.name}:*"))
+        applied.append(AppliedLimit.of(f"upstream:{upstream.name}", upstream.rate_limit, f"{upstream.name}:*", shared=shared))
     if not applied:
         return None
     header = ", ".join(f'"{a.policy}";q={a.limit.requests};w={_whole(a.limit.per)}' for a in applied)
-    return LimitPlan(tuple(applied), header, tuple(a.rate for a in applied))
+    return LimitPlan(tuple(applied), header, tuple(a.rate for a in applied), all(a.reserve for a in applied))
 
 
 def explain_limits(upstream: Upstream, type_limit: RateLimit | None, token_type: str | None) -> dict[str, object]:
@@ -133,7 +145,8 @@ class RateLimiter:
     """Spends budgets through the store; counts refusals in ``labgate_rate_limited_total``.
 
     In-process budgets (memory and SQLite stores) are spent by :meth:`spend_here`
-    without an await; shared ones (Redis) by :meth:`check`, one store round trip.
+    without an await; shared ones (Redis) by :meth:`check`, one store round trip,
+    or from units reserved in this process (:meth:`spend_reserved`, a limit's ``reserve``).
     """
 
     def __init__(self, store: Store, metrics: GatewayMetrics, clock: Callable[[], float] = time.time) -> None:
@@ -142,6 +155,7 @@ class RateLimiter:
         self._clock = clock
         self._plans: dict[tuple[str, str | None], LimitPlan | None] = {}
         self.local: LocalRates | None = store.local_rates()
+        self.reservations = Reservations(store)
 
     def plan(self, upstream: Upstream, token_type: str | None, type_limit: RateLimit | None) -> LimitPlan | None:
         """:func:`limit_plan`, built once per upstream and type (a config version's limits never change)."""
@@ -149,7 +163,7 @@ class RateLimiter:
         try:
             return self._plans[key]
         except KeyError:
-            plan = self._plans[key] = limit_plan(upstream, token_type, type_limit)
+            plan = self._plans[key] = limit_plan(upstream, token_type, type_limit, shared=self.local is None)
             return plan
 
     def spend_here(self, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None) -> dict[str, str] | None:
@@ -166,25 +180,61 @@ class RateLimiter:
             return None
         return {"RateLimit-Policy": plan.policy_header, "RateLimit": allowed_state(plan, written, now)}
 
+    def spend_reserved(self, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None) -> dict[str, str] | None:
+        """Every limit reserves (:attr:`LimitPlan.reserved`): the answer's fields when units here paid for the request.
+
+        None when a limit has no unit left in this process: nothing was spent,
+        and :meth:`check` reserves more (or refuses).  No coroutine and no store
+        call, as :meth:`spend_here`.
+        """
+        now, held = self._clock(), self.reservations
+        keys = budget_keys(plan, facts, token_key)
+        if len(keys) == 1:  # the usual case: one limit
+            spent = held.spend_here(keys[0], now)
+            if spent is None:
+                return None
+            state = f"{plan.limits[0].state_prefix}{max(0, spent.budget - spent.spent)};t={_reset(spent.tat - now)}"
+            return {"RateLimit-Policy": plan.policy_header, "RateLimit": state}
+        taken: list[Taken] = []
+        for key in keys:
+            unit = held.take_here(key, now)
+            if unit is None:
+                for spent_unit in taken:
+                    held.give_back(spent_unit)
+                return None
+            taken.append(unit)
+        states = tuple(t.state for t in taken)
+        return {"RateLimit-Policy": plan.policy_header, "RateLimit": rate_state(plan.limits, RateVerdict(True, states))}
+
     async def check(
         self, upstream: str, token_type: str | None, plan: LimitPlan, facts: TokenFacts | None, token_key: str | None
     ) -> RateOutcome:
         now = self._clock()
         checks = [a.check(key) for a, key in zip(plan.limits, budget_keys(plan, facts, token_key))]
-        if self.local is not None:
+        limits = plan.limits
+        if self.local is None and any(a.reserve for a in limits):
+            reserves = [(a.reserve, a.limit.reserve_lifetime) for a in limits]
+            try:
+                allowed, found = await spend_shared(self.reservations, self._store, reserves, checks, now)
+            except StoreUnavailable as exc:
+                return self._store_failed(limits, exc)
+            known = [(a, state) for a, state in zip(limits, found) if state is not None]  # a refusal stops asking
+            limits = tuple(a for a, _ in known)
+            verdict = RateVerdict(allowed, tuple(state for _, state in known))
+        elif self.local is not None:
             verdict = self.local.check(checks, now)
         else:
             try:
                 verdict = await self._store.rate_limit(checks, now)
             except StoreUnavailable as exc:
                 return self._store_failed(plan.limits, exc)
-        headers = {"RateLimit-Policy": plan.policy_header, "RateLimit": rate_state(plan.limits, verdict)}
+        headers = {"RateLimit-Policy": plan.policy_header, "RateLimit": rate_state(limits, verdict)}
         if verdict.allowed:
             return RateOutcome(headers)
         self._metrics.rate_limited(upstream, token_type or "none")
         retry = max(1, math.ceil(verdict.retry_after))
         headers["Retry-After"] = str(retry)
-        names = ", ".join(a.policy for a, s in zip(plan.limits, verdict.states) if s.retry_after > 0)
+        names = ", ".join(a.policy for a, s in zip(limits, verdict.states) if s.retry_after > 0)
         return RateOutcome(headers, Reason.RATE_LIMITED, f"rate limit {names} reached; retry in {retry} s")
 
     def _store_failed(self, limits: tuple[AppliedLimit, ...], exc: StoreUnavailable) -> RateOutcome:

@@ -280,6 +280,7 @@ class ReloadingGateway:
         await version.gateway.close()
         version.state.users -= 1
         if version.state.users == 0:
+            await version.state.guard.close()  # the uses waiting for their batch are written first
             await version.state.store.close()
 
     def _keep(self, task: asyncio.Task[object]) -> None:

@@ -64,6 +64,7 @@ class Runtime:
         self.metrics = metrics
         self._owns_store = store is None
         self.store: Store = open_state_store(config.store, metrics) if store is None else store
+        self._owns_token_state = token_state is None
         self.token_state = token_state or TokenStateGuard(self.store)
         # labgate's own signing keys: one ring for the JWKS and every issuer source (docs/concepts/token-service.md).
         self.key_ring = KeyRing(self.store, config.issuer) if config.issuer else None
@@ -114,5 +115,7 @@ class Runtime:
         self.upstreams.clear()
         if self.key_ring is not None:
             await self.key_ring.close()
+        if self._owns_token_state:
+            await self.token_state.close()  # before its store: the uses waiting for their batch are written
         if self._owns_store:
             await self.store.close()

@@ -27,6 +27,12 @@ MAX_PERIOD = 366 * 86400.0
 DEFAULT_QUEUE_TIMEOUT = 2.0
 MAX_QUEUE_TIMEOUT = 60.0
 MAX_IN_FLIGHT = 100_000
+# How long reserved units may wait in a replica before they are dropped: the time for which
+# other replicas may be refused early while this one holds units it has not spent.  Not N
+# emission intervals: on a fast limit those are shorter than a round trip to Redis, and a
+# replica sharing a limit spends slower than the limit's own rate, so its units would expire
+# unspent (measured in bench/README.md, "Reserving units of a Redis limit").
+RESERVE_LIFETIME = 1.0
 
 
 @dataclass(frozen=True)
@@ -34,17 +40,27 @@ class RateLimit:
     """``requests`` per ``per`` seconds, spent per ``by``; ``store_failure`` says what an unreachable store means.
 
     The whole budget may go at once after a quiet period, then one request
-    every ``per / requests`` seconds (GCRA, :mod:`proxy.store.gcra`).
+    every ``per / requests`` seconds (GCRA, :mod:`proxy.store.gcra`).  With
+    ``reserve`` (Redis only) a replica takes up to that many units from the
+    shared budget in one round trip and spends them in process for at most
+    :attr:`reserve_lifetime` seconds; None checks every request with the store.
+    The memory and SQLite stores keep budgets in process already and ignore it.
     """
 
     requests: int
     per: float
     by: RateKey = "token"
     store_failure: StoreFailure = "closed"
+    reserve: int | None = None
 
     @property
     def interval(self) -> float:
         return self.per / self.requests
+
+    @property
+    def reserve_lifetime(self) -> float:
+        """How long reserved units stay spendable, from the moment the replica asked for them."""
+        return RESERVE_LIFETIME
 
     @property
     def text(self) -> str:
@@ -62,15 +78,16 @@ def read_rate_limit(reader: FieldReader, parent: LocatedDict, *, upstream: bool)
     if not isinstance(value, LocatedDict):
         reader.error(parent, "rate_limit", "rate_limit must be like '60/min' or {requests: 600, per: 1h}")
         return None
-    keys = ("requests", "per", "store_failure") if upstream else ("requests", "per", "by", "store_failure")
+    keys = ("requests", "per", "store_failure", "reserve") if upstream else ("requests", "per", "by", "store_failure", "reserve")
     reader.expect_keys(value, keys, "an upstream's rate_limit" if upstream else "rate_limit")
     requests = _requests(reader, value)
     per = _period(reader, value)
     by = "upstream" if upstream else reader.choice(value, "by", TYPE_KEYS, default="token")
     failure = reader.choice(value, "store_failure", ("closed", "open"), default="closed")
+    reserve = _reserve(reader, value, requests)
     if requests is None or per is None:
         return None
-    return RateLimit(requests, per, cast(RateKey, by), cast(StoreFailure, failure))
+    return RateLimit(requests, per, cast(RateKey, by), cast(StoreFailure, failure), reserve)
 
 
 def read_max_in_flight(reader: FieldReader, parent: LocatedDict) -> int | None:
@@ -126,6 +143,17 @@ def _requests(reader: FieldReader, section: LocatedDict) -> int | None:
     return value
 
 
+def _reserve(reader: FieldReader, section: LocatedDict, requests: int | None) -> int | None:
+    """``reserve``: units a replica takes from a shared budget at once, from 2 to the limit's ``requests``."""
+    if not reader.given(section, "reserve", required=False):
+        return None
+    value, most = section["reserve"], requests if requests is not None else MAX_REQUESTS
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= most:
+        reader.error(section, "reserve", f"rate_limit reserve must be a whole number from 2 to its requests ({most}), not {value!r}")
+        return None
+    return value
+
+
 def _period(reader: FieldReader, section: LocatedDict) -> float | None:
     if not reader.given(section, "per", required=True):
         return None
@@ -158,4 +186,7 @@ def _seconds_text(seconds: float) -> str:
 
 def rate_limit_fields(limit: RateLimit) -> dict[str, Any]:
     """The limit as ``labgate explain`` prints it."""
-    return {"requests": limit.requests, "per_seconds": limit.per, "by": limit.by, "store_failure": limit.store_failure}
+    fields: dict[str, Any] = {"requests": limit.requests, "per_seconds": limit.per, "by": limit.by, "store_failure": limit.store_failure}
+    if limit.reserve is not None:
+        fields["reserve"] = limit.reserve
+    return fields

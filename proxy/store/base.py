@@ -9,13 +9,13 @@ never by their text.  Every backend passes the same conformance suite
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
 
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 
 RevocationKind = Literal["token", "subject", "client", "chain"]
 REVOCATION_KINDS: tuple[RevocationKind, ...] = ("token", "subject", "client", "chain")
@@ -88,13 +88,62 @@ class SigningKeyRecord:
         return cls(**json.loads(text), retired_at=retired_at, usable_until=usable_until)
 
 
+@dataclass(frozen=True)
+class TokenUse:
+    """One token's latest use by this process, written in a batch: ``until`` is when it may be forgotten."""
+
+    key: str
+    at: float
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class RevocationNotice:
+    """A revocation as the store announced it to every replica: the same value it stored."""
+
+    kind: RevocationKind
+    value: str
+    at: float
+
+
+class RevocationFeed(Protocol):
+    """Revocations as they are written, from a shared store that can announce them (Redis).
+
+    A consumer keeps a local view of revocation answers and serves it only while
+    :meth:`fresh` says every notice written up to a moment at most ``bound``
+    seconds ago has been delivered.  ``on_reset`` is called whenever notices may
+    have been lost (the channel went down, or came back): the view must then be
+    dropped whole.
+    """
+
+    bound: float
+
+    def attach(self, on_notice: Callable[[RevocationNotice], None], on_reset: Callable[[], None]) -> None:
+        """Deliver every notice and reset to these callbacks (in the event loop, in order)."""
+
+    def start(self) -> None:
+        """Begin listening (needs a running event loop); doing it again does nothing."""
+
+    def subscribed(self) -> bool:
+        """True while the channel is up: a notice written now will be delivered."""
+
+    def fresh(self) -> bool:
+        """True when every notice written more than ``bound`` seconds ago has been delivered."""
+
+
 def signing_key_order(key: SigningKeyRecord) -> tuple[float, str]:
     """Oldest first, the kid breaking ties: every backend lists keys in this order."""
     return key.created_at, key.kid
 
 
 class Store(Protocol):
-    """Token state. ``now`` is always passed in: stores never read a clock themselves."""
+    """Token state. ``now`` is always passed in: stores never read a clock themselves.
+
+    ``revocation_feed`` is set by a shared store that announces revocations as
+    they are written (Redis); None for stores that are asked instead.
+    """
+
+    revocation_feed: RevocationFeed | None
 
     async def put_token(self, key: str, record: TokenRecord) -> None:
         """Remember a token (by fingerprint) until its ``expires_at``."""
@@ -110,6 +159,9 @@ class Store(Protocol):
 
         ``until`` is when the use record may be forgotten (the token's own expiry).
         """
+
+    async def touch_many(self, uses: Sequence[TokenUse]) -> None:
+        """:meth:`touch` for each use, in one round trip: a process writes its uses in batches."""
 
     async def last_used(self, key: str) -> float | None:
         """The latest recorded use, or None when never used."""
@@ -171,6 +223,14 @@ class Store(Protocol):
         otherwise nothing is written.  A key is forgotten once its budget is full again.
         Redis shares budgets across workers and replicas; the memory and SQLite
         stores keep them in this process (:class:`~proxy.store.gcra.LocalRates`).
+        """
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        """Up to ``most`` units of one budget at once, atomically (:func:`~proxy.store.gcra.grant`).
+
+        What a limit's ``reserve`` asks Redis for: the units are then spent in the
+        gateway's process without a round trip each.  Granted units are spent from
+        the budget at once; none granted writes nothing.
         """
 
     def local_rates(self) -> LocalRates | None:

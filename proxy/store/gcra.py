@@ -78,6 +78,42 @@ def admit(tat: float | None, interval: float, period: float, now: float) -> floa
     return None if now + EPSILON < new_tat - period else new_tat
 
 
+@dataclass(frozen=True, slots=True)
+class RateGrant:
+    """Units of a limit's budget handed out at once (a reservation): ``granted`` of the ``most`` asked for.
+
+    ``remaining`` is what the limit had left beyond them and ``reset`` when the
+    whole budget is back; ``retry_after`` says when a unit could go, when none was granted.
+    """
+
+    granted: int
+    remaining: int
+    reset: float
+    retry_after: float
+
+
+def grant(tat: float | None, check: RateCheck, most: int, now: float) -> tuple[float | None, RateGrant]:
+    """GCRA for up to ``most`` requests at once: the largest ``k <= most`` that conforms, TAT moved by ``k`` intervals.
+
+    ``k`` requests at ``now`` conform when ``max(TAT, now) + k * interval - period <= now``
+    (:func:`admit` is the case ``k = 1``).  The new TAT to store (None when nothing
+    was granted: write nothing) and the grant.
+    """
+    current = now if tat is None or tat < now else tat
+    fits = math.floor((now + EPSILON + check.period - current) / check.interval)
+    return granted_units(tat, check, max(0, min(most, fits)), now)
+
+
+def granted_units(tat: float | None, check: RateCheck, granted: int, now: float) -> tuple[float | None, RateGrant]:
+    """:func:`grant` once the number granted is known (Redis counts it in its script; the rest follows from the TAT)."""
+    current = now if tat is None or tat < now else tat
+    if granted <= 0:
+        return None, RateGrant(0, 0, current - now, max(0.0, (current + check.interval) - check.period - now))
+    new_tat = current + granted * check.interval
+    left = math.floor((now - (new_tat - check.period)) / check.interval + EPSILON)
+    return new_tat, RateGrant(granted, max(0, min(left, check.capacity - granted)), new_tat - now, 0.0)
+
+
 def remaining_after(new_tat: float, interval: float, capacity: int, now: float) -> int:
     """Requests that could still go at ``now`` once an allowed request moved the TAT to ``new_tat``."""
     remaining = math.floor((now - (new_tat - interval * capacity)) / interval + EPSILON)
@@ -131,6 +167,13 @@ class LocalRates:
             if tat is not None:
                 self._tats[check.key] = tat
         return verdict
+
+    def reserve(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        """Up to ``most`` units of one budget at once (:func:`grant`); the stores share this with Redis's script."""
+        new_tat, granted = grant(self._tats.get(check.key), check, most, now)
+        if new_tat is not None:
+            self._tats[check.key] = new_tat
+        return granted
 
     def spend(self, keys: Sequence[str], rates: Sequence[Rate], now: float) -> list[float] | None:
         """:meth:`check` for an allowed request, without building its verdict: the new TATs, written.

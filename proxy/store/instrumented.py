@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
 from proxy.store.base import (
+    RevocationFeed,
     RevocationKind,
     SigningKeyRecord,
     Store,
     StoreUnavailable,
     TokenRecord,
+    TokenUse,
 )
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 
 T = TypeVar("T")
 logger = logging.getLogger("labgate")
@@ -62,6 +64,7 @@ class InstrumentedStore:
 
     def __init__(self, inner: Store, metrics: GatewayMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
+        self.revocation_feed: RevocationFeed | None = inner.revocation_feed
         self._ops = {name: _Operation(metrics, name) for name in STORE_OPERATIONS}
         self._errors = _ErrorLog(clock)
 
@@ -88,6 +91,9 @@ class InstrumentedStore:
 
     async def touch(self, key: str, at: float, until: float | None = None) -> None:
         await self._timed("touch", self.inner.touch(key, at, until))
+
+    async def touch_many(self, uses: Sequence[TokenUse]) -> None:
+        await self._timed("touch_many", self.inner.touch_many(uses))
 
     async def last_used(self, key: str) -> float | None:
         return await self._timed("last_used", self.inner.last_used(key))
@@ -130,6 +136,10 @@ class InstrumentedStore:
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         return await self._timed("rate_limit", self.inner.rate_limit(checks, now))
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        """Timed as a ``rate_limit`` operation: a reservation is a rate-limit check that hands out several units."""
+        return await self._timed("rate_limit", self.inner.reserve_rate(check, most, now))
 
     def local_rates(self) -> LocalRates | None:
         """The inner store's in-process budgets: a dictionary update, not timed as a store operation."""

@@ -6,15 +6,19 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from proxy.store.base import (
+    RevocationFeed,
     RevocationKind,
     SigningKeyRecord,
     TokenRecord,
+    TokenUse,
     signing_key_order,
 )
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 
 
 class MemoryStore:
+    revocation_feed: RevocationFeed | None = None  # one process: its guard sees its own revocations at once
+
     def __init__(self) -> None:
         self._tokens: dict[str, TokenRecord] = {}
         self._uses: dict[str, float] = {}
@@ -40,6 +44,10 @@ class MemoryStore:
 
     async def touch(self, key: str, at: float, until: float | None = None) -> None:
         self._uses[key] = max(at, self._uses.get(key, at))
+
+    async def touch_many(self, uses: Sequence[TokenUse]) -> None:
+        for use in uses:
+            await self.touch(use.key, use.at, use.until)
 
     async def last_used(self, key: str) -> float | None:
         return self._uses.get(key)
@@ -120,6 +128,9 @@ class MemoryStore:
 
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         return self._rates.check(checks, now)
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        return self._rates.reserve(check, most, now)
 
     def local_rates(self) -> LocalRates:
         return self._rates

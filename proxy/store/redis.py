@@ -2,7 +2,9 @@
 
 Every key carries the configured prefix and expires by itself (``EXAT``) when
 what it describes can no longer matter, so nothing needs sweeping.  A
-revocation written by one replica is read by every other on its next request.
+revocation is written together with its notice on the ``<prefix>revocations``
+channel, which every replica listens to (:mod:`proxy.store.redis_notices`):
+each keeps a local view of revocations instead of asking Redis per request.
 
 Every call is bounded by the store timeout from start to end (waiting for a
 free pooled connection, connecting, retrying a dropped connection, the
@@ -21,15 +23,18 @@ from redis.exceptions import RedisError
 
 from proxy.store import redis_scripts as scripts
 from proxy.store.base import (
+    RevocationFeed,
     RevocationKind,
     SigningKeyRecord,
     StoreUnavailable,
     TokenRecord,
+    TokenUse,
     signing_key_order,
 )
-from proxy.store.gcra import RateCheck, RateVerdict, apply
+from proxy.store.gcra import RateCheck, RateGrant, RateVerdict, apply, granted_units
 from proxy.store.redis_batch import ScriptBatches
 from proxy.store.redis_connect import RedisTarget, open_clients
+from proxy.store.redis_notices import RevocationListener, notice_text
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0
@@ -62,6 +67,25 @@ end
 return {allowed, unpack(read)}
 """
 
+# A reservation (proxy/store/gcra.py, grant): up to ARGV[4] units of KEYS[1]'s budget at
+# once, the largest number that conforms; ARGV[1] is now, ARGV[2] the interval, ARGV[3]
+# the capacity.  Answers how many were granted and the TAT it read.
+_RESERVE = """
+local now, interval = tonumber(ARGV[1]), tonumber(ARGV[2])
+local capacity, most = tonumber(ARGV[3]), tonumber(ARGV[4])
+local raw = redis.call('GET', KEYS[1])
+local current = now
+if raw and tonumber(raw) > now then current = tonumber(raw) end
+local granted = math.floor((now + 1e-9 + interval * capacity - current) / interval)
+if granted > most then granted = most end
+if granted < 0 then granted = 0 end
+if granted > 0 then
+  local new = current + granted * interval
+  redis.call('SET', KEYS[1], string.format('%.17g', new), 'PXAT', math.ceil(new * 1000) + 1000)
+end
+return {granted, raw or ''}
+"""
+
 
 class RedisStore:
     def __init__(
@@ -85,8 +109,12 @@ class RedisStore:
         self._take_record = self._client.register_script(scripts.TAKE_RECORD)
         # Every rate-limited request runs it: the calls of one loop turn share a round trip.
         self._rate_batches = ScriptBatches(self._client, self._client.register_script(_RATE_LIMIT), timeout)
+        self._reserve_batches = ScriptBatches(self._client, self._client.register_script(_RESERVE), timeout)
         self._rate_prefix = self._key("rate", "")
         self._signing_key_names = [self._key("signing_keys"), self._key("signing_keys_retired")]
+        self._notices = self._key("revocations")
+        self._listener = RevocationListener(self._clients.subscriber, self._client, self._notices, timeout=timeout)
+        self.revocation_feed: RevocationFeed | None = self._listener
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -120,12 +148,34 @@ class RedisStore:
         exat = _exat(until)
         await self._run(lambda: self._touch(keys=[self._key("use", key)], args=[repr(at), "" if exat is None else str(exat)]))
 
+    async def touch_many(self, uses: Sequence[TokenUse]) -> None:
+        if not uses:
+            return
+
+        async def write() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:  # one round trip, each use on its own
+                for use in uses:  # queued on the pipeline, sent together by execute()
+                    exat = _exat(use.until)
+                    args = [repr(use.at), "" if exat is None else str(exat)]
+                    await self._touch(keys=[self._key("use", use.key)], args=args, client=pipe)
+                await pipe.execute()
+
+        await self._run(write)
+
     async def last_used(self, key: str) -> float | None:
         raw = await self._run(lambda: self._client.get(self._key("use", key)))
         return float(raw) if raw is not None else None
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
-        await self._run(lambda: self._client.set(self._key("revoked", kind, value), repr(at), exat=_exat(until)))
+        """The revocation and its notice to every replica, in one MULTI/EXEC: never one without the other."""
+
+        async def write() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("revoked", kind, value), repr(at), exat=_exat(until))
+                pipe.publish(self._notices, notice_text(kind, value, at))
+                await pipe.execute()
+
+        await self._run(write)
 
     async def revoked_at(self, kind: RevocationKind, value: str, now: float) -> float | None:
         raw = await self._run(lambda: self._client.get(self._key("revoked", kind, value)))
@@ -217,6 +267,13 @@ class RedisStore:
         verdict, _ = apply(read, checks, now)
         return verdict if verdict.allowed == (int(answer[0]) == 1) else RateVerdict(int(answer[0]) == 1, verdict.states)
 
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        """One script call for up to ``most`` units; the grant worked out from the TAT Redis read, its count Redis's."""
+        arguments = [repr(now), repr(check.interval), str(check.capacity), str(most)]
+        answer = await self._run(lambda: self._reserve_batches.call([self._rate_prefix + check.key], arguments))
+        read = float(answer[1]) if answer[1] not in (b"", "") else None
+        return granted_units(read, check, int(answer[0]), now)[1]
+
     def local_rates(self) -> None:
         return None  # budgets are shared through Redis: every check is a round trip
 
@@ -225,7 +282,9 @@ class RedisStore:
         await self._run(self._pinger.ping)
 
     async def close(self) -> None:
+        await self._listener.close()
         await self._rate_batches.close()
+        await self._reserve_batches.close()
         await self._clients.aclose()
 
 

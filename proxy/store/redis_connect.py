@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.connection import BlockingConnectionPool, ConnectionPool
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 
 HEALTH_CHECK_INTERVAL = 1  # seconds a pooled connection may sit idle before it is pinged on reuse
 PING_CONNECTIONS = 2  # /readyz asks on connections of its own: a busy pool is not an unreachable store
@@ -43,15 +45,22 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 
 @dataclass(frozen=True)
 class RedisClients:
-    """The store's client, the small one for health pings, and the Sentinel connections behind both."""
+    """The store's client, the small one for health pings, the one revocation notices arrive on, and Sentinel's.
+
+    The subscriber never retries or reconnects by itself: a subscription that
+    dropped has missed notices, so its listener must see the failure and start
+    over (:mod:`proxy.store.redis_notices`).
+    """
 
     main: aioredis.Redis
     pinger: aioredis.Redis
+    subscriber: aioredis.Redis
     sentinel: Sentinel | None = None
 
     async def aclose(self) -> None:
         await self.main.aclose()
         await self.pinger.aclose()
+        await self.subscriber.aclose()
         if self.sentinel is not None:
             for client in self.sentinel.sentinels:
                 await client.aclose()
@@ -65,10 +74,13 @@ def open_clients(target: RedisTarget, *, timeout: float, max_connections: int) -
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "timeout": timeout,  # the longest wait for a free connection
     }
+    subscriber_options = {**options, "health_check_interval": 0, "retry": Retry(NoBackoff(), 0)}
+    del subscriber_options["timeout"]
     if target.url is not None:
         return RedisClients(
             aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=max_connections, **options)),
             aioredis.Redis.from_pool(BlockingConnectionPool.from_url(target.url, max_connections=PING_CONNECTIONS, **options)),
+            aioredis.Redis.from_pool(ConnectionPool.from_url(target.url, max_connections=PING_CONNECTIONS, **subscriber_options)),
         )
     service_name = target.service_name
     assert service_name is not None
@@ -76,14 +88,17 @@ def open_clients(target: RedisTarget, *, timeout: float, max_connections: int) -
         list(target.sentinels), sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout}
     )
 
-    def primary(size: int) -> aioredis.Redis:
+    def primary(size: int, pool: type[SentinelConnectionPool], **settings: Any) -> aioredis.Redis:
         # master_for carries no return annotation; it builds its default redis_class, aioredis.Redis.
-        client = sentinel.master_for(
-            service_name, connection_pool_class=_BlockingSentinelPool, db=target.db, max_connections=size, **options
-        )
+        client = sentinel.master_for(service_name, connection_pool_class=pool, db=target.db, max_connections=size, **settings)
         return cast(aioredis.Redis, client)
 
-    return RedisClients(primary(max_connections), primary(PING_CONNECTIONS), sentinel)
+    return RedisClients(
+        primary(max_connections, _BlockingSentinelPool, **options),
+        primary(PING_CONNECTIONS, _BlockingSentinelPool, **options),
+        primary(PING_CONNECTIONS, SentinelConnectionPool, **subscriber_options),
+        sentinel,
+    )
 
 
 def _without_password(url: str) -> str:

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from proxy.store.base import (
+    RevocationFeed,
     RevocationKind,
     SigningKeyRecord,
     StoreUnavailable,
     TokenRecord,
+    TokenUse,
 )
-from proxy.store.gcra import LocalRates, RateCheck, RateVerdict
+from proxy.store.gcra import LocalRates, RateCheck, RateGrant, RateVerdict
 from proxy.store.sqlite_connections import DEFAULT_TIMEOUT, READERS, Connections
 
 T = TypeVar("T")
@@ -33,6 +35,9 @@ BUSY_SLICE = 0.1  # seconds SQLite waits for another process's lock before labga
 
 
 class SqliteStore:
+    # Revocations are not announced: each process asks the file (through its half-second answer cache).
+    revocation_feed: RevocationFeed | None = None
+
     def __init__(self, path: Path, *, timeout: float = DEFAULT_TIMEOUT, readers: int = READERS) -> None:
         self.path = path
         self.timeout = timeout
@@ -99,13 +104,19 @@ class SqliteStore:
         return await self._run(drop)
 
     async def touch(self, key: str, at: float, until: float | None = None) -> None:
+        await self.touch_many([TokenUse(key, at, until)])
+
+    async def touch_many(self, uses: Sequence[TokenUse]) -> None:
+        if not uses:
+            return
+
         def write(db: sqlite3.Connection) -> None:
-            db.execute(
+            db.executemany(
                 "INSERT INTO uses (key, at, until) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at), until = excluded.until",
-                (key, at, until),
+                [(use.key, use.at, use.until) for use in uses],
             )
-            self._sweep_now_and_then(db, at)
+            self._sweep_now_and_then(db, max(use.at for use in uses))
 
         await self._run(write)
 
@@ -211,6 +222,9 @@ class SqliteStore:
     async def rate_limit(self, checks: Sequence[RateCheck], now: float) -> RateVerdict:
         """Budgets in this process, not in the file (:class:`~proxy.store.gcra.LocalRates`): each worker keeps its own."""
         return self._rates.check(checks, now)
+
+    async def reserve_rate(self, check: RateCheck, most: int, now: float) -> RateGrant:
+        return self._rates.reserve(check, most, now)
 
     def local_rates(self) -> LocalRates:
         return self._rates

@@ -2,20 +2,25 @@
 
 Revocation: a token is dead when its own fingerprint, its subject, its
 client id or its refresh chain (claim ``chain``, labgate's own tokens) was
-revoked at or after its issue.  Answers are cached for at most
-``REVOCATION_CACHE_SECONDS`` so every replica sees a revocation within a second
-without a store round trip on every request; a token whose names were all
-found unrevoked is then cleared with one lookup until the oldest of those
-answers is that old (never longer than the answers themselves).
+revoked at or after its issue.  The answers come from this process's view of
+revocations (:mod:`proxy.tokens.revocation_view`): with Redis, kept current by
+the notices every revocation is published with, so a revocation reaches every
+replica within ``FRESH_BOUND`` (0.25 s; usually one pub/sub delivery) and a
+request costs no round trip; with SQLite or memory, answers cached for at most
+``REVOCATION_CACHE_SECONDS`` (0.5 s).  A token whose names were all found
+unrevoked is then cleared with one lookup while that verdict holds.
 
-Lifetimes: ``ttl`` and ``absolute`` from issue, ``idle`` since last use.
+Lifetimes: ``ttl`` and ``absolute`` from issue (no store needed), ``idle``
+since last use.
 
 SimpliVity's tokens die after 10 minutes without use and 24 hours after issue
 even with continuous use; packs say so in ``lifetimes`` and this enforces it
 for every token source, through the store so that all workers and replicas
-agree.  Recording a use costs a store write at most once per token per
-``write_interval`` (1 s): idle expiry is exact to within that.  A store that
-cannot be reached fails closed (503), never open.
+agree.  Uses are written in batches every ``write_interval`` (1 s, and at
+shutdown: :mod:`proxy.tokens.uses`), and the store is read only when what this
+process knows would make the token idle: idle expiry is exact to within
+``write_interval`` (early, never late).  A store that cannot be reached fails
+closed (503), never open.
 """
 
 from __future__ import annotations
@@ -23,16 +28,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cachetools import LRUCache, TTLCache
-
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import RevocationKind, Store, StoreUnavailable
 from proxy.token_facts import TokenFacts, TokenRejection
-
-# How stale a "not revoked" answer may be: a revocation reaches every replica within this.
-REVOCATION_CACHE_SECONDS = 0.5
-_NOT_REVOKED = -1.0
+from proxy.tokens.revocation_view import NOT_REVOKED, Name, NotifiedRevocations, PolledRevocations
+from proxy.tokens.uses import FLUSH_INTERVAL, UseLog
 
 
 class TokenStateGuard:
@@ -43,75 +44,66 @@ class TokenStateGuard:
         store: Store,
         *,
         clock: Callable[[], float] = time.time,
-        write_interval: float = 1.0,
+        write_interval: float = FLUSH_INTERVAL,
         remembered: int = 100_000,
     ) -> None:
         self._store = store
         self._clock = clock
-        self._write_interval = write_interval
-        # This process's latest use of each token, and when it last wrote one: bounded.
-        self._local_use: LRUCache[str, float] = LRUCache(maxsize=remembered)
-        self._written: LRUCache[str, float] = LRUCache(maxsize=remembered)
-        # Each name's revocation time (or _NOT_REVOKED) and when the store said so.
-        self._revocations: TTLCache[tuple[str, str], tuple[float, float]] = TTLCache(
-            maxsize=remembered, ttl=REVOCATION_CACHE_SECONDS, timer=clock
+        feed = store.revocation_feed
+        self._revocations: NotifiedRevocations | PolledRevocations = (
+            PolledRevocations(store, clock, remembered) if feed is None else NotifiedRevocations(store, feed, clock, remembered)
         )
-        # Per token: "none of its names revoked" holds until this time (the oldest
-        # answer it rests on, plus REVOCATION_CACHE_SECONDS), so a repeat within
-        # that is one dict lookup, never staler than the answers themselves.
-        self._clear_until: dict[str, float] = {}
+        self._uses = UseLog(store, interval=write_interval, remembered=remembered)
+        # Per token: the view's stamp for "none of its names revoked" (see revocation_view).
+        self._clear: dict[str, float] = {}
         self._remembered = remembered
 
     async def check_revoked(self, key: str, facts: TokenFacts) -> TokenRejection | None:
         """None unless the token, its subject, its client or its chain was revoked at or after its issue."""
-        now = self._clock()
-        until = self._clear_until.get(key)
-        if until is not None and now < until:
+        stamp = self._clear.get(key)
+        if stamp is not None and self._revocations.still_clear(stamp):
             return None
-        rejection, oldest = await self._check_names(key, facts)
+        rejection, stamp = await self._check_names(key, facts)
         if rejection is None:
-            if len(self._clear_until) >= self._remembered:
-                self._clear_until.clear()  # bounded; the next request of each token asks the names again
-            self._clear_until[key] = oldest + REVOCATION_CACHE_SECONDS
+            if len(self._clear) >= self._remembered:
+                self._clear.clear()  # bounded; the next request of each token asks the names again
+            self._clear[key] = stamp
         return rejection
 
     async def _check_names(self, key: str, facts: TokenFacts) -> tuple[TokenRejection | None, float]:
-        """The revocation check itself, each name through the cache of store answers; and the oldest answer's time."""
+        """The revocation check itself, each name through the view; and the stamp of a "none revoked" verdict."""
         client = facts.claims.get("client_id", facts.claims.get("azp"))
         chain = facts.claims.get("chain")
         issued = facts.issued_at if facts.issued_at is not None else float("-inf")
         candidates: tuple[tuple[RevocationKind, object], ...] = (
             ("token", key), ("subject", facts.subject), ("client", client), ("chain", chain)
         )
-        names = [(kind, value) for kind, value in candidates if isinstance(value, str)]
+        names: list[Name] = [(kind, value) for kind, value in candidates if isinstance(value, str)]
         try:
-            answers = await self._revocations_of(names)
+            answers, stamp = await self._revocations.lookup(names)
         except StoreUnavailable:
             return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now"), 0.0
-        for (kind, _value), (at, _asked) in zip(names, answers):
-            if at != _NOT_REVOKED and (kind == "token" or at >= issued):
+        for (kind, _value), at in zip(names, answers):
+            if at != NOT_REVOKED and (kind == "token" or at >= issued):
                 return TokenRejection(Reason.REVOKED, f"the token's {kind} was revoked"), 0.0
-        return None, min(asked for _at, asked in answers)
+        return None, stamp
 
     async def revoke(self, kind: RevocationKind, value: str, at: float, until: float | None = None) -> None:
-        """Revoke in the store, and in this process's cache at once: dead here on the very next request.
+        """Revoke in the store, and in this process's view at once: dead here on the very next request.
 
-        Other processes see it within ``REVOCATION_CACHE_SECONDS``.  Raises StoreUnavailable.
+        Other processes see it within their view's bound.  Raises StoreUnavailable.
         """
         await self._store.revoke(kind, value, at, until)
-        self._revocations[(kind, value)] = (at, self._clock())
-        self._clear_until.clear()  # any token may carry this name: ask again
+        self._revocations.revoked_here(kind, value, at)
+        self._clear.clear()  # any token may carry this name: ask again
 
-    async def _revocations_of(self, names: list[tuple[RevocationKind, str]]) -> list[tuple[float, float]]:
-        """Each name's revocation time (or ``_NOT_REVOKED``) and when the store said so: cached, the rest in one call."""
-        cached = {name: self._revocations.get(name) for name in names}
-        answers = {name: found for name, found in cached.items() if found is not None}
-        missing = [name for name in names if name not in answers]
-        if missing:
-            asked = self._clock()
-            for name, at in zip(missing, await self._store.revocations(missing, asked)):
-                answers[name] = self._revocations[name] = (_NOT_REVOKED if at is None else at, asked)
-        return [answers[name] for name in names]
+    async def flush(self) -> None:
+        """Write the uses waiting for the next batch now.  Raises StoreUnavailable."""
+        await self._uses.flush()
+
+    async def close(self) -> None:
+        """At shutdown, before the store closes: the uses waiting are written, none lost."""
+        await self._uses.close()
 
     async def check(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:
         """None when the token is within every limit; the reason otherwise.  Records nothing.
@@ -136,38 +128,37 @@ class TokenStateGuard:
         if lifetimes.idle is None:
             return None
         try:
-            if await self._idle_for(key, issued, now) >= lifetimes.idle:
+            if await self._idle_for(key, issued, now, lifetimes.idle) >= lifetimes.idle:
                 return TokenRejection(Reason.IDLE_EXPIRED, "the token was not used within its type's idle timeout")
         except StoreUnavailable:
             return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
         return None
 
     async def record_use(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
-        """The token was used: a request carrying it reached the appliance.  Raises StoreUnavailable.
+        """The token was used: a request carrying it reached the appliance.  Costs no store round trip.
 
-        Only types with an idle lifetime keep use records (nothing else reads them).
+        Only types with an idle lifetime keep use records (nothing else reads them);
+        the use is written with the next batch.
         """
         if lifetimes.idle is None or facts.issued_at is None:
             return
         now = self._clock()
-        await self._record_use(key, now, self._forget_at(facts, lifetimes, now))
+        self._uses.used(key, now, self._forget_at(facts, lifetimes, now))
 
-    async def _idle_for(self, key: str, issued: float, now: float) -> float:
-        """Seconds since the token's last use anywhere (or its issue, if never used)."""
-        local = self._local_use.get(key)
-        if local is not None and now - local < self._write_interval:
-            return now - local  # used here a moment ago: no need to ask the store
+    async def _idle_for(self, key: str, issued: float, now: float, idle: float) -> float:
+        """Seconds since the token's last use anywhere (or its issue, if never used).
+
+        The store is asked only when what this process knows says ``idle`` has
+        passed: a use elsewhere can only make that shorter.
+        """
+        known = max(issued, self._uses.latest(key) or issued)
+        if now - known < idle:
+            return now - known
         stored = await self._store.last_used(key)
-        latest = max(t for t in (issued, local, stored) if t is not None)
-        return now - latest
-
-    async def _record_use(self, key: str, now: float, until: float) -> None:
-        self._local_use[key] = now
-        written = self._written.get(key)
-        if written is not None and now - written < self._write_interval:
-            return  # coalesced: idle expiry stays exact to within write_interval
-        await self._store.touch(key, now, until=until)
-        self._written[key] = now
+        if stored is None:
+            return now - known
+        self._uses.learned(key, stored)
+        return now - max(known, stored)
 
     @staticmethod
     def _forget_at(facts: TokenFacts, lifetimes: Lifetimes, now: float) -> float:

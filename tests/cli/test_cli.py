@@ -287,6 +287,9 @@ BAD_UPSTREAM_PROTECTION = [
     ({"rate_limit": {"requests": 10, "per": "soon"}}, "rate_limit per: bad duration"),
     ({"rate_limit": {"requests": 10, "per": "1m", "by": "subject"}}, "unknown key 'by'"),
     ({"rate_limit": {"requests": 10, "per": "1m", "store_failure": "maybe"}}, "'store_failure' must be one of closed, open"),
+    ({"rate_limit": {"requests": 10, "per": "1m", "reserve": 1}}, "rate_limit reserve must be a whole number from 2 to its requests (10), not 1"),
+    ({"rate_limit": {"requests": 10, "per": "1m", "reserve": 11}}, "rate_limit reserve must be a whole number from 2 to its requests (10), not 11"),
+    ({"rate_limit": {"requests": 10, "per": "1m", "reserve": "64"}}, "rate_limit reserve must be a whole number"),
     ({"max_in_flight": 0}, "max_in_flight must be a whole number from 1"),
     ({"max_in_flight": True}, "max_in_flight must be a whole number from 1"),
     ({"max_in_flight": 4, "queue_timeout": "forever"}, "queue_timeout: bad duration"),
@@ -312,6 +315,9 @@ BAD_TYPE_PROTECTION = [
     ("rate_limit: {requests: 5, per: 1m, by: ip}", ":5: 'by' must be one of token, subject, client_id"),
     ("rate_limit: {requests: 5.5, per: 1m}", ":5: rate_limit requests must be a whole number"),
     ("rate_limit: [60, min]", ":5: rate_limit must be like '60/min'"),
+    ("rate_limit: {requests: 50, per: 1s, reserve: 64}", ":5: rate_limit reserve must be a whole number from 2 to its requests (50)"),
+    ("rate_limit: {requests: 50, per: 1s, reserve: true}", ":5: rate_limit reserve must be a whole number"),
+    ("rate_limit: {requests: 50, per: 1s, reserve: 8.5}", ":5: rate_limit reserve must be a whole number"),
     ("max_in_flight: -3", ":5: max_in_flight must be a whole number"),
 ]
 

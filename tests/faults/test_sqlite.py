@@ -13,8 +13,10 @@ import aiohttp
 import pytest
 
 from proxy.config import load_config
+from proxy.token_facts import token_fingerprint
 from tests.conftest import RecordingUpstream, RunningGateway, write_config
 from tests.faults.load import Answer, ask, fresh_token, session, summary
+from tests.gateway.uses import use_written_since
 from tests.gateway.token_service import (
     ISSUER_SOURCE,
     LAB_PACK,
@@ -53,8 +55,9 @@ async def test_a_write_lock_held_by_another_process_stalls_no_read(upstream: Rec
             )
             try:
                 assert holder.stdout is not None and holder.stdout.readline().strip() == b"locked"
-                # Session tokens record their use after forwarding (a write); reader tokens only read.
-                asks = [ask(client, f"{url}{HOSTS}", fresh_token(role), label=role) for role in ("session", "reader") * 10]
+                # Session tokens record their use after forwarding (a write, in the next batch); reader tokens only read.
+                tokens = [(role, fresh_token(role)) for role in ("session", "reader") * 10]
+                asks = [ask(client, f"{url}{HOSTS}", token, label=role) for role, token in tokens]
                 revoke = asyncio.create_subprocess_exec(
                     sys.executable, "-m", "proxy.cli", "revoke", "--config", str(config), "--subject", "mallory",
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -68,16 +71,18 @@ async def test_a_write_lock_held_by_another_process_stalls_no_read(upstream: Rec
                 holder.stdout.close()
             after = await ask(client, f"{url}{HOSTS}", fresh_token("session"))
         assert process.poll() is None
+        # The batch that met the lock waited for the next one: the uses reach the file once it is free.
+        session_token = next(token for role, token in tokens if role == "session")
+        written = await use_written_since(tmp_path / "labgate.db", token_fingerprint(session_token), 0.0)
+        assert written is not None
     assert summary(locked) == {(200, None): 21}
-    assert max(a.seconds for a in locked) <= STORE_TIMEOUT + MARGIN, [round(a.seconds, 2) for a in locked]
-    reads = [a for a in locked if a.label != "session"]
-    assert max(a.seconds for a in reads) < STORE_TIMEOUT, [round(a.seconds, 2) for a in reads]
+    # No request waits for the lock: a use is written later, in a batch, off the request path.
+    assert max(a.seconds for a in locked) < STORE_TIMEOUT, [round(a.seconds, 2) for a in locked]
     code, errors = revoked
     assert code == 1 and "revocation not written: sqlite store" in errors, errors  # fail closed, while still locked
-    assert "a use of a token could not be recorded" in log.read_text()
+    assert "store error in touch_many" in log.read_text()
     assert after.status == 200
-    print(f"sqlite write lock: reads slowest {max(a.seconds for a in reads):.2f}s, "
-          f"uses not recorded {max(a.seconds for a in locked if a.label == 'session'):.2f}s")
+    print(f"sqlite write lock: slowest answer {max(a.seconds for a in locked):.2f}s")
 
 
 async def finished(process: asyncio.subprocess.Process) -> tuple[int, str]:

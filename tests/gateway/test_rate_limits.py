@@ -159,11 +159,15 @@ async def test_rate_limited_requests_are_counted(upstream: RecordingUpstream, st
     assert re.search(r'labgate_requests_total\{decision="deny",reason="rate_limited",token_type="reader",upstream="demo"\} 2\.0', text)
 
 
+@pytest.mark.parametrize("reserve", [None, 4])
 @pytest.mark.parametrize("store_failure, expected", [("closed", (503, "store_unavailable")), ("open", (200, None))])
 async def test_an_unreachable_store_fails_as_the_limit_says(
-    upstream: RecordingUpstream, start_gateway: GatewayStarter, store_failure: str, expected: tuple[int, str | None]
+    upstream: RecordingUpstream, start_gateway: GatewayStarter, store_failure: str, expected: tuple[int, str | None],
+    reserve: int | None,
 ) -> None:
-    limit = {"requests": 5, "per": "1m", "store_failure": store_failure}
+    limit: dict[str, object] = {"requests": 5, "per": "1m", "store_failure": store_failure}
+    if reserve is not None:  # reserving units needs the store as much as checking each request does
+        limit["reserve"] = reserve
     gateway = await start_gateway(
         upstream.url, pack_text=RATE_PACK, upstream={"rate_limit": limit},
         store={"type": "redis", "url": f"redis://127.0.0.1:{free_port()}/0"},
@@ -175,9 +179,11 @@ async def test_an_unreachable_store_fails_as_the_limit_says(
     assert "RateLimit" not in headers
 
 
-@pytest.fixture
-async def two_replicas(upstream: RecordingUpstream, redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[list[str]]:
-    """Two labgate processes sharing one real Redis."""
+@contextlib.asynccontextmanager
+async def replicas_sharing(
+    upstream: RecordingUpstream, redis_server: RedisServer, tmp_path: Path, upstream_limit: dict[str, object]
+) -> AsyncIterator[list[str]]:
+    """Two labgate processes sharing one real Redis, the upstream limited by ``upstream_limit``."""
     config = write_config(
         tmp_path, upstream.url, pack_text=RATE_PACK,
         store={"type": "redis", "url": redis_server.url, "prefix": f"rl-{uuid.uuid4().hex}:"},
@@ -187,11 +193,17 @@ async def two_replicas(upstream: RecordingUpstream, redis_server: RedisServer, t
         for index in range(2):
             document = yaml.safe_load(config.read_text())
             document["listen"]["port"] = free_port()
-            document["upstreams"][0]["rate_limit"] = {"requests": 4, "per": "1h"}
+            document["upstreams"][0]["rate_limit"] = upstream_limit
             replica_config = tmp_path / f"replica{index}.yaml"
             replica_config.write_text(yaml.safe_dump(document))
             url, _ = await stack.enter_async_context(labgate_serving(replica_config))
             urls.append(url)
+        yield urls
+
+
+@pytest.fixture
+async def two_replicas(upstream: RecordingUpstream, redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[list[str]]:
+    async with replicas_sharing(upstream, redis_server, tmp_path, {"requests": 4, "per": "1h"}) as urls:
         yield urls
 
 
@@ -204,3 +216,23 @@ async def test_two_replicas_share_the_budgets_through_redis(two_replicas: list[s
     results = await asyncio.gather(call(first, office), call(second, office), call(first, office))
     assert sorted(status for status, _, _ in results) == [200, 429, 429]
     assert len(upstream.received) == 4
+
+
+async def test_two_reserving_replicas_never_admit_more_than_the_limit_together(
+    upstream: RecordingUpstream, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Each replica spends units reserved 3 at a time; 6 an hour for both, however the requests are spread.
+
+    How many of the 6 are admitted depends on how long each replica's units wait (at most 1 s, then
+    dropped): on a loaded machine fewer, never more.
+    """
+    async with replicas_sharing(upstream, redis_server, tmp_path, {"requests": 6, "per": "1h", "reserve": 3}) as urls:
+        office = mint({"role": "office"})
+        one_by_one = [await call(urls[n % 2], office) for n in range(8)]
+        at_once = await asyncio.gather(*(call(urls[n % 2], office) for n in range(12)))
+    statuses = [status for status, _, _ in one_by_one + list(at_once)]
+    assert set(statuses) == {200, 429} and statuses[-12:].count(200) == 0  # the budget was spent one by one
+    admitted = statuses.count(200)
+    assert 0 < admitted <= 6 and len(upstream.received) == admitted  # the refused never reached the appliance
+    refused = next(headers for status, headers, _ in one_by_one if status == 429)
+    assert refused["RateLimit-Policy"] == '"upstream:demo";q=6;w=3600' and about(int(refused["Retry-After"]), 600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy.policy.load import load_pack_text
-from proxy.policy.rates import RateLimit
+from proxy.policy.rates import RESERVE_LIFETIME, RateLimit, rate_limit_fields
 
 
 def limit_of(value: str) -> RateLimit | None:
@@ -33,3 +33,17 @@ def test_the_mapping_form_says_whose_budget_and_how_a_store_failure_ends() -> No
 def test_a_type_without_a_rate_limit_has_none() -> None:
     pack = load_pack_text("pack: p\ntoken_types:\n  t:\n    routes: [GET /a]\n")
     assert pack.token_types["t"].rate_limit is None and pack.token_types["t"].max_in_flight is None
+
+
+def test_a_limit_may_reserve_units_from_a_shared_budget_for_a_bounded_time() -> None:
+    limit = limit_of("{requests: 1000, per: 1s, reserve: 64}")
+    assert limit == RateLimit(1000, 1.0, "token", "closed", 64)
+    assert limit is not None and limit.reserve_lifetime == RESERVE_LIFETIME == 1.0
+    assert limit_of("{requests: 600, per: 1h}") == RateLimit(600, 3600.0)  # no reserve: every request checked
+
+
+def test_explain_shows_a_reserve_only_when_one_is_set() -> None:
+    reserved = limit_of("{requests: 100, per: 1m, reserve: 8}")
+    assert reserved is not None and rate_limit_fields(reserved)["reserve"] == 8
+    exact = limit_of("100/min")
+    assert exact is not None and "reserve" not in rate_limit_fields(exact)

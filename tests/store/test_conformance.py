@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from proxy.metrics import GatewayMetrics
-from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord, TokenUse
 from proxy.store.instrumented import InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
@@ -82,6 +82,14 @@ async def test_last_use_only_moves_forward(store: Store) -> None:
     assert await store.last_used("k") == pytest.approx(now)
     await store.touch("k", now + 1.5, until=now + 600)
     assert await store.last_used("k") == pytest.approx(now + 1.5)
+
+
+async def test_a_batch_of_uses_is_written_whole_and_only_moves_forward(store: Store) -> None:
+    now = time.time()
+    await store.touch("a", now, until=now + 600)
+    await store.touch_many([TokenUse("a", now - 30, now + 600), TokenUse("b", now, now + 600), TokenUse("c", now + 1, None)])
+    await store.touch_many([])
+    assert [await store.last_used(key) for key in "abc"] == pytest.approx([now, now, now + 1])
 
 
 async def test_dropping_a_token_drops_its_uses(store: Store) -> None:
@@ -522,3 +530,37 @@ async def test_concurrent_rate_limit_checks_never_overspend(store: Store) -> Non
     check = per_minute("rl-race", 5)
     answers = await asyncio.gather(*(store.rate_limit([check], now) for _ in range(20)))
     assert sum(a.allowed for a in answers) == 5
+
+
+# -- reservations: up to N units of one budget at once (GCRA for N requests) ---------
+
+
+async def test_a_reservation_takes_up_to_the_units_asked_for_and_spends_them_from_the_budget(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-reserve", 10)  # one every 6 s
+    first = await store.reserve_rate(check, 4, now)
+    assert (first.granted, first.remaining) == (4, 6)
+    assert first.reset == pytest.approx(24.0) and first.retry_after == 0.0
+    second = await store.reserve_rate(check, 8, now)
+    assert (second.granted, second.remaining) == (6, 0)  # the largest number that still conforms
+    refused = await store.reserve_rate(check, 4, now)
+    assert refused.granted == 0 and refused.retry_after == pytest.approx(6.0)
+    assert not (await store.rate_limit([check], now)).allowed  # exact checks see the reserved units spent
+
+
+async def test_a_refused_reservation_writes_nothing_and_the_budget_refills_by_interval(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-reserve-refill", 3)  # one every 20 s
+    assert (await store.reserve_rate(check, 3, now)).granted == 3
+    for second in (1, 10, 19):
+        assert (await store.reserve_rate(check, 3, now + second)).granted == 0
+    refilled = await store.reserve_rate(check, 3, now + 40.0)
+    assert (refilled.granted, refilled.remaining) == (2, 0)
+
+
+async def test_concurrent_reservations_never_grant_more_than_the_budget(store: Store) -> None:
+    now = time.time()
+    check = per_minute("rl-reserve-race", 25)
+    grants = await asyncio.gather(*(store.reserve_rate(check, 4, now) for _ in range(10)))
+    assert sum(g.granted for g in grants) == 25
+    assert sorted(g.granted for g in grants) == [0, 0, 0, 1, 4, 4, 4, 4, 4, 4]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 
-from proxy.store.gcra import LocalRates, Rate, RateCheck, remaining_after
+import pytest
+
+from proxy.store.gcra import LocalRates, Rate, RateCheck, admit, grant, remaining_after
 
 NOW = 1_700_000_000.0
 
@@ -67,3 +69,38 @@ def test_spending_answers_exactly_what_the_full_check_answers() -> None:
             ]
             assert [tat - now for tat in written] == [s.reset for s in verdict.states]
     assert outcomes.count(True) > 200 and outcomes.count(False) > 200  # both ways, often
+
+
+def random_case(generator: random.Random, exact: bool) -> tuple[RateCheck, float | None]:
+    """A limit and a stored TAT: on the budget's boundaries with intervals floats hold exactly, or between them."""
+    capacity = generator.randint(2, 40)
+    interval = generator.choice([0.25, 0.5, 1.0, 2.0] if exact else [0.001, 0.1, 60.0 / 7, 36.0])
+    if not exact:  # half an interval off the grid: a full budget (no TAT) would sit on its boundary
+        return RateCheck("k", interval, capacity), NOW + (generator.randint(0, capacity) + 0.5) * interval
+    offset = generator.randint(0, capacity)
+    return RateCheck("k", interval, capacity), generator.choice([None, NOW - 5.0, NOW + offset * interval])
+
+
+def one_by_one(tat: float | None, check: RateCheck, most: int) -> tuple[int, float | None]:
+    """Requests admitted one after another at NOW (:func:`admit`), at most ``most``: how many, and the last TAT."""
+    admitted, current = 0, tat
+    while admitted < most and (after := admit(current, check.interval, check.period, NOW)) is not None:
+        admitted, current = admitted + 1, after
+    return admitted, current if admitted else None
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_grant_is_as_many_requests_as_admitted_one_by_one(exact: bool) -> None:
+    """:func:`grant` for ``most`` units agrees with :func:`admit` run ``most`` times (``most = 1`` included)."""
+    generator = random.Random(11)
+    for _ in range(1000):
+        check, tat = random_case(generator, exact)
+        most = generator.randint(1, check.capacity)
+        new_tat, granted = grant(tat, check, most, NOW)
+        admitted, last = one_by_one(tat, check, most)
+        assert granted.granted == admitted
+        assert new_tat == (None if last is None else pytest.approx(last))
+        if admitted and exact:  # what is left: the requests that would still be admitted after the grant
+            assert granted.remaining == one_by_one(new_tat, check, check.capacity)[0]
+        elif not admitted:
+            assert granted.retry_after > 0

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics
-from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord
+from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable, TokenRecord, TokenUse
 from proxy.store.gcra import RateCheck
 from proxy.store.instrumented import ERROR_LOG_INTERVAL, InstrumentedStore
 from proxy.store.memory import MemoryStore
@@ -31,6 +31,7 @@ async def exercise(store: Store) -> None:
     await store.put_token("k", TokenRecord(token_type="emergency", issued_at=now, expires_at=now + 60))
     await store.get_token("k", now)
     await store.touch("k", now, until=now + 60)
+    await store.touch_many([TokenUse("k", now + 1, now + 60)])
     await store.last_used("k")
     await store.revoke("subject", "alice", now, until=now + 60)
     await store.revoked_at("subject", "alice", now)
@@ -53,7 +54,8 @@ async def exercise(store: Store) -> None:
 def test_every_store_operation_is_instrumented() -> None:
     """A method added to the Store interface must be added here too, or the gateway would lose it."""
     interface = {name for name, _ in inspect.getmembers(Store, inspect.isfunction) if not name.startswith("_")}
-    assert interface - {"close", "local_rates"} == set(STORE_OPERATIONS)
+    # A reservation is timed as what it is, a rate-limit check handing out several units.
+    assert interface - {"close", "local_rates", "reserve_rate"} == set(STORE_OPERATIONS)
     for name in interface - {"local_rates"}:
         assert inspect.iscoroutinefunction(getattr(InstrumentedStore, name)), name
 
@@ -79,6 +81,14 @@ async def test_each_operation_is_timed_against_the_memory_store() -> None:
     for operation in STORE_OPERATIONS:
         assert count(metrics, operation) == (2 if operation == "get_token" else 1), operation
         assert errors(metrics, operation) == 0, operation
+
+
+async def test_a_reservation_is_timed_as_a_rate_limit_operation() -> None:
+    metrics = GatewayMetrics()
+    store = InstrumentedStore(MemoryStore(), metrics)
+    granted = await store.reserve_rate(RateCheck("rl", 1.0, 5), 3, time.time())
+    assert granted.granted == 3
+    assert count(metrics, "rate_limit") == 1
 
 
 async def test_an_unreachable_store_is_counted_per_operation_and_still_raises() -> None:

@@ -82,18 +82,44 @@ async def test_ttl() -> None:
     assert await outcome(guard, Lifetimes(ttl=1800)) is Reason.TTL_EXPIRED
 
 
-async def test_uses_are_written_at_most_once_a_second_per_token() -> None:
+async def test_uses_are_written_in_one_batch_per_interval_not_per_request() -> None:
     clock = Clock(ISSUED)
     store = CountingStore()
     guard = TokenStateGuard(store, clock=clock)
-    for _ in range(100):  # 100 requests within 0.99 s
+    for _ in range(100):  # 100 requests: none waits for a store write
         assert await outcome(guard) is Reason.ALLOWED
         clock.now += 0.0099
-    assert store.touches == 1
-    clock.now += 0.02
+    assert store.touches == 0
+    await guard.flush()  # what the 1 s timer does
+    assert store.touches == 1 and await store.last_used("k") == clock.now - 0.0099  # the latest use
     await outcome(guard)
     await outcome(guard, key="other")
+    await guard.flush()
     assert store.touches == 3
+
+
+async def test_a_use_is_recorded_without_the_store_and_written_once_it_is_back() -> None:
+    clock = Clock(ISSUED + 10)
+    store = CountingStore()
+    guard = TokenStateGuard(store, clock=clock)
+    store.down = True
+    assert await outcome(guard) is Reason.ALLOWED  # recent enough: the store need not be asked
+    with pytest.raises(StoreUnavailable):
+        await guard.flush()
+    store.down = False
+    await guard.flush()  # the batch that failed is written with the next one
+    assert await store.last_used("k") == ISSUED + 10
+
+
+async def test_uses_waiting_for_their_batch_are_written_at_shutdown() -> None:
+    clock = Clock(ISSUED)
+    store = CountingStore()
+    guard = TokenStateGuard(store, clock=clock, write_interval=3600)
+    for index in range(3):
+        await outcome(guard, key=f"k{index}")
+    assert store.touches == 0
+    await guard.close()
+    assert [await store.last_used(f"k{index}") for index in range(3)] == [ISSUED] * 3
 
 
 async def test_a_use_through_another_replica_counts() -> None:
@@ -102,21 +128,56 @@ async def test_a_use_through_another_replica_counts() -> None:
     first, second = TokenStateGuard(shared, clock=clock), TokenStateGuard(shared, clock=clock)
     clock.now += 500
     assert await outcome(first) is Reason.ALLOWED  # used on replica one ...
+    await first.flush()
     clock.now += 500
     assert await outcome(second) is Reason.ALLOWED  # ... so replica two still accepts it
+    await second.flush()
     clock.now += 601
     assert await outcome(first) is Reason.IDLE_EXPIRED
 
 
-async def test_idle_expiry_is_exact_to_within_the_write_interval() -> None:
+async def test_idle_expiry_is_exact_to_within_the_write_interval_and_never_late() -> None:
     clock = Clock(ISSUED)
     shared = CountingStore()
     first, second = TokenStateGuard(shared, clock=clock), TokenStateGuard(shared, clock=clock)
-    await outcome(first)  # written at ISSUED
+    await outcome(first)
+    await first.flush()  # ISSUED is written
     clock.now += 0.5
-    await outcome(first)  # coalesced: not written
+    await outcome(first)  # waits for the next batch
     clock.now = ISSUED + 600.2  # 599.7 s after the last use, 600.2 s after the last write
-    assert await outcome(second) is Reason.IDLE_EXPIRED  # within the 1 s granularity
+    assert await outcome(second) is Reason.IDLE_EXPIRED  # early, within the 1 s batch interval
+    await first.flush()
+    assert await outcome(second) is Reason.ALLOWED  # the use at ISSUED + 0.5 is known now
+    clock.now = ISSUED + 0.5 + 1200.0
+    assert await outcome(first) is Reason.IDLE_EXPIRED
+
+
+class CountingReads(CountingStore):
+    """Also counts reads of last use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def last_used(self, key: str) -> float | None:
+        self.reads += 1
+        return await super().last_used(key)
+
+
+async def test_the_store_is_read_only_when_what_this_process_knows_says_idle() -> None:
+    clock = Clock(ISSUED)
+    store = CountingReads()
+    guard = TokenStateGuard(store, clock=clock)
+    for _ in range(10):
+        clock.now += 300  # every five minutes: each use keeps it alive here
+        assert await outcome(guard) is Reason.ALLOWED
+    assert store.reads == 0
+    other = TokenStateGuard(store, clock=clock)
+    await guard.flush()
+    clock.now += 500  # 500 s after the last use, 3,500 s after issue: the other replica must ask
+    assert await outcome(other) is Reason.ALLOWED and store.reads == 1
+    clock.now += 50
+    assert await outcome(other) is Reason.ALLOWED and store.reads == 1  # what it learned, and its own use
 
 
 async def test_a_token_without_issue_time_cannot_have_lifetimes() -> None:
@@ -129,7 +190,7 @@ async def test_a_token_without_issue_time_cannot_have_lifetimes() -> None:
 async def test_an_unreachable_store_fails_closed() -> None:
     store = CountingStore()
     store.down = True
-    clock = Clock(ISSUED + 5)
+    clock = Clock(ISSUED + 700)  # idle by what this process knows: only the store can say otherwise
     assert await outcome(TokenStateGuard(store, clock=clock)) is Reason.STORE_UNAVAILABLE
     assert Reason.STORE_UNAVAILABLE.status == 503
 
@@ -145,7 +206,7 @@ async def test_memory_is_bounded(remembered: int) -> None:
     guard = TokenStateGuard(CountingStore(), clock=Clock(ISSUED), remembered=remembered)
     for index in range(100):
         await outcome(guard, key=f"k{index}")
-    assert len(guard._local_use) <= remembered and len(guard._written) <= remembered
+    assert len(guard._uses._latest) <= remembered and guard._uses.waiting() <= remembered
 
 
 def revocable(issued: float = ISSUED, **claims: str) -> TokenFacts:
@@ -322,4 +383,4 @@ async def test_cached_answers_per_token_are_bounded() -> None:
     guard = TokenStateGuard(MemoryStore(), clock=Clock(ISSUED + 10), remembered=3)
     for index in range(20):
         assert await revoked(guard, revocable(), key=f"k{index}") is Reason.ALLOWED
-    assert len(guard._clear_until) <= 3
+    assert len(guard._clear) <= 3
