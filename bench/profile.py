@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import pstats
 import shutil
@@ -40,7 +41,7 @@ PARTS = ("server side", "request flow", "token verification/cache", "decision", 
          "metrics and logging", "upstream exchange")
 # The request flow's own functions: their direct callees are split into the parts below.
 _FLOW_FILES = ("proxy/gateway/app.py",)
-_FLOW_FORWARDER = {"forward", "send", "record_use", "forward_public"}
+_FLOW_FORWARDER = {"forward", "send", "_send_once", "record_use", "forward_public"}
 _BY_FILE = (
     ("proxy/tokens/state.py", "store checks"),
     ("proxy/store/", "store checks"),
@@ -60,6 +61,7 @@ _BY_FILE = (
     ("proxy/gateway/forwarder.py", "upstream exchange"),
     ("proxy/gateway/headers.py", "upstream exchange"),
     ("proxy/gateway/http1.py", "upstream exchange"),
+    ("proxy/gateway/http1_connection.py", "upstream exchange"),
     ("proxy/gateway/transport.py", "upstream exchange"),
 )
 
@@ -156,6 +158,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=4.0, help="seconds per window (default 4)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=0, help="also list the N functions of most own time (last round)")
+    parser.add_argument("--save", type=Path, help="keep the last profiled window's pstats file here")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="labgate-profile-") as temp:
@@ -179,6 +182,9 @@ def main() -> int:
             if args.top:
                 pstats.Stats(str(directory / f"labgate.prof.{args.rounds - 1}"), stream=sys.stdout).sort_stats(
                     "tottime").print_stats(args.top)
+            if args.save:
+                shutil.copyfile(directory / f"labgate.prof.{args.rounds - 1}", args.save)
+                shutil.copyfile(directory / f"labgate.prof.{args.rounds - 1}.gc.json", f"{args.save}.gc.json")
     print_table(rows, args.store)
     return 0
 
@@ -192,6 +198,7 @@ def one_round(url: str, pid: int, directory: Path, window: float, number: int) -
     os.kill(pid, signal.SIGUSR1)
     time.sleep(window)
     os.kill(pid, signal.SIGUSR2)
+    count2 = decided(url)
     stats = directory / "labgate.prof"
     for _ in range(50):
         if stats.exists():
@@ -200,12 +207,27 @@ def one_round(url: str, pid: int, directory: Path, window: float, number: int) -
     time.sleep(0.3)
     parts = split(stats)
     stats.rename(directory / f"labgate.prof.{number}")
+    Path(f"{stats}.gc.json").rename(directory / f"labgate.prof.{number}.gc.json")
     total = sum(parts.values()) or 1.0
     row = {part: seconds / total * main_us for part, seconds in parts.items()}
     row["store checks"] += other_us  # a store's thread pool works outside the event loop's thread
     row["other threads"] = other_us
     row["total"] = main_us + other_us
+    row.update(calls_per_request(directory / f"labgate.prof.{number}", max(1.0, count2 - count1 - 1)))
     return row
+
+
+def calls_per_request(stats_file: Path, requests: float) -> dict[str, float]:
+    """Function calls per request in the profiled window: all, and Python functions only (C builtins left out).
+
+    Unlike microseconds, a count the machine's load does not move: what a code change removed shows here.
+    """
+    raw: dict[Any, Any] = pstats.Stats(str(stats_file)).stats  # type: ignore[attr-defined]
+    every = sum(entry[1] for entry in raw.values())
+    python = sum(entry[1] for func, entry in raw.items() if func[0] != "~")
+    collections = json.loads(Path(f"{stats_file}.gc.json").read_text()) if Path(f"{stats_file}.gc.json").exists() else {}
+    return {"calls": every / requests, "python calls": python / requests,
+            "gc collections": sum(collections.get("count", [])) / requests * 1000}
 
 
 def print_table(rows: list[dict[str, float]], store: str) -> None:
@@ -217,6 +239,10 @@ def print_table(rows: list[dict[str, float]], store: str) -> None:
         print(f"{part:<26} {statistics.median(values):>7.1f}  " + " ".join(f"{v:.1f}" for v in values))
     others = [r["other threads"] for r in rows]
     print(f"(store checks include other threads' CPU: {' '.join(f'{v:.1f}' for v in others)} µs)")
+    for key, label in (("calls", "function calls per request"), ("python calls", "Python function calls per request"),
+                       ("gc collections", "garbage collections per 1,000 requests")):
+        values = [r[key] for r in rows]
+        print(f"{label}: {statistics.median(values):.1f} (rounds: {' '.join(f'{v:.1f}' for v in values)})")
 
 
 if __name__ == "__main__":

@@ -75,11 +75,66 @@ def mark_worker_dead(pid: int, directory: str | None = None) -> None:
         cast(_MarkProcessDead, multiprocess.mark_process_dead)(pid, directory)
 
 
+class _CountNow:
+    """A counter child counted at once: with several workers, others read the shared values at any time."""
+
+    __slots__ = ("child",)
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+
+    def count(self) -> None:
+        self.child.inc()
+
+
+class _CountLater(_CountNow):
+    """A counter child's increments summed in a plain int, added to the child whenever the registry is read.
+
+    prometheus-client's ``inc()`` is five Python calls and a lock; this is one
+    addition.  What any reader sees is the same: :class:`_Fold` adds what is
+    pending before any family is collected.  Used by the event loop's thread only.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self, child: Any) -> None:
+        super().__init__(child)
+        self.pending = 0
+
+    def count(self) -> None:
+        self.pending += 1
+
+    def fold(self) -> None:
+        pending, self.pending = self.pending, 0
+        if pending:
+            self.child.inc(pending)
+
+
+class _Fold:
+    """A collector of no families of its own, registered first: every read of the registry folds pending counts in."""
+
+    def __init__(self) -> None:
+        self.counts: list[_CountLater] = []
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        for count in self.counts:
+            count.fold()
+        return []
+
+
 class GatewayMetrics:
     """The metric families labgate exports."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # Before every family: a read of the registry folds pending counts in first.
+        self._fold = _Fold()
+        self.registry.register(self._fold)
+        self._count_later = multiprocess_dir() is None
+        self._counts: dict[Any, _CountNow] = {}
         self.requests = Counter(
             "labgate_requests",
             "Requests decided, by upstream, token type, decision and reason.",
@@ -124,7 +179,7 @@ class GatewayMetrics:
 
         # Label children resolved once per label combination: ``labels()`` costs
         # microseconds on every request otherwise.
-        self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, str, str], tuple[_CountNow, Any]] = {}
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.live_tokens = LiveTokens(self.live_token_gauge)
         for result in ("success", "failure"):
@@ -251,14 +306,32 @@ class GatewayMetrics:
             child = self._children[key] = family.labels(*labels)
         return child
 
+    def _counted(self, child: Any) -> _CountNow:
+        """How the request path counts into ``child``: later (folded in on every read) in a single process."""
+        count = self._counts.get(child)  # one per child, however many config versions ask
+        if count is None:
+            count = self._counts[child] = _CountLater(child) if self._count_later else _CountNow(child)
+            if isinstance(count, _CountLater):
+                self._fold.counts.append(count)
+        return count
+
     def observe_request(self, upstream: str, token_type: str, decision: str, reason: str, seconds: float) -> None:
         key = (upstream, token_type, decision, reason)
         children = self._request_children.get(key)
         if children is None:
-            children = (self.requests.labels(*key), self.request_duration.labels(upstream, decision))
+            children = (self._counted(self.requests.labels(*key)), self.request_duration.labels(upstream, decision))
             self._request_children[key] = children
-        children[0].inc()
+        children[0].count()
         children[1].observe(seconds)
+
+    def token_cache_lookups(self, upstream: str) -> Callable[[bool], None]:
+        """What a token source calls on each cache lookup (hit or miss) in ``labgate_token_cache_lookups_total``."""
+        hit, miss = self._counted(self.token_cache.labels(upstream, "hit")), self._counted(self.token_cache.labels(upstream, "miss"))
+
+        def looked_up(found: bool) -> None:
+            (hit if found else miss).count()
+
+        return looked_up
 
     def token_used(self, upstream: str, token_type: str, fingerprint: str) -> None:
         """A request carried this verified token: counted in ``labgate_live_tokens`` for 10 minutes.

@@ -18,8 +18,21 @@ from proxy.reasons import Reason
 
 
 def token_fingerprint(token: str) -> str:
-    """The full sha256 of a token: how stores and caches key it."""
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    """The full sha256 of a token: how stores and caches key it.
+
+    The last answer is remembered: a request asks twice (the token source's
+    cache, then the token state), and clients repeat their token.
+    """
+    global _last  # noqa: PLW0603 -- one (token, digest) pair, replaced whole, so safe across threads
+    last = _last
+    if last[0] == token:
+        return last[1]
+    digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    _last = (token, digest)
+    return digest
+
+
+_last = ("", hashlib.sha256(b"").hexdigest())
 
 
 def short_token_hash(token: str) -> str:

@@ -77,3 +77,24 @@ def test_each_gateway_counts_in_its_own_registry() -> None:
     assert multiprocess_dir() is None  # one process: no shared directory
     assert b'labgate_requests_total{decision="deny"' in first.exposition()
     assert b'labgate_requests_total{' not in second.exposition()
+
+
+def test_request_counts_are_exact_whenever_the_registry_is_read() -> None:
+    """The request path's counters are summed before prometheus-client sees them; every read sees them all."""
+    metrics = GatewayMetrics()
+    looked_up = metrics.token_cache_lookups("svt")
+    labels = {"upstream": "svt", "token_type": "emergency", "decision": "allow", "reason": "allowed"}
+    for _ in range(3):
+        looked_up(True)
+        metrics.observe_request("svt", "emergency", "allow", "allowed", 0.002)
+    looked_up(False)
+    assert sample(metrics.registry, "labgate_requests_total", **labels) == 3
+    assert sample(metrics.registry, "labgate_token_cache_lookups_total", upstream="svt", result="hit") == 3
+    assert sample(metrics.registry, "labgate_token_cache_lookups_total", upstream="svt", result="miss") == 1
+    assert sample(metrics.registry, "labgate_request_duration_seconds_count", upstream="svt", decision="allow") == 3
+    metrics.token_cache_lookups("svt")(True)  # a reloaded config's source counts into the same series
+    metrics.observe_request("svt", "emergency", "allow", "allowed", 0.002)
+    text = metrics.exposition().decode()
+    assert 'labgate_requests_total{decision="allow",reason="allowed",token_type="emergency",upstream="svt"} 4.0' in text
+    assert 'labgate_token_cache_lookups_total{result="hit",upstream="svt"} 4.0' in text
+    assert sample(metrics.registry, "labgate_requests_total", **labels) == 4  # read twice: counted once

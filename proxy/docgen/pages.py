@@ -46,8 +46,10 @@ def reason_codes_page() -> str:
 def _metric_families() -> Iterator[tuple[str, str, tuple[str, ...], str]]:
     """(exposed name, type, label names, help) of every family a gateway exports."""
     registry = GatewayMetrics().registry
-    for collector in registry._collector_to_names:  # the registry's own list of what it collects
-        assert isinstance(collector, MetricWrapperBase)  # GatewayMetrics registers counters, gauges and histograms only
+    for collector, names in registry._collector_to_names.items():  # the registry's own list of what it collects
+        if not names:
+            continue  # exports no family (the fold of counts the request path keeps pending)
+        assert isinstance(collector, MetricWrapperBase)  # every family is a counter, gauge or histogram
         for family in collector.describe():
             name = f"{family.name}_total" if family.type == "counter" else family.name
             yield name, family.type, tuple(collector._labelnames), family.documentation

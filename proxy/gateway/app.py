@@ -16,6 +16,7 @@ labgate token (:mod:`~proxy.gateway.token_service.service_token_renew`)? -> toke
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -203,7 +204,7 @@ class Gateway:
         if isinstance(found, TargetError):
             return deny(found.reason, found.detail)
         _, exchange.runtime, exchange.target = found
-        return Routed(exchange, found[1], found[2])
+        return Routed(exchange, found[1], found[2], exchange.request)
 
     async def _decide(self, routed: Routed) -> Decision:
         """Token, client IP and policy for a routed exchange (filled into its exchange for the record)."""
@@ -303,10 +304,9 @@ class Gateway:
 
 def _head_size(request: web.BaseRequest) -> int:
     """The request head's size as sent: request line and header lines with their separators."""
-    size = len(request.method) + len(request.raw_path) + 12
-    for name, value in request.raw_headers:
-        size += len(name) + len(value) + 4
-    return size
+    raw = request.raw_headers
+    # Joined in C rather than summed in a Python loop: this runs for every request.
+    return len(request.method) + len(request.raw_path) + 12 + len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)
 
 
 def _has_ip_rules(pack: CompiledPack) -> bool:

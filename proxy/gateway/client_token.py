@@ -40,6 +40,7 @@ _SCHEMES: dict[str, dict[str, dict[str, str]]] = {
     },
 }
 _HEADER_NAMES = {"authorization": "Authorization", "authtoken": "Authtoken"}
+_BEARER_ONLY = _SCHEMES["bearer"]["authorization"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ def expected_form(style: str) -> str:
 
 def client_token(headers: CIMultiDictProxy[str], style: str = "bearer") -> ClientToken | TokenProblem:
     """The one token the request carries in the places ``style`` reads, or why there is none."""
+    if style == "bearer":  # one header to read: no second credential to compare with
+        values = headers.getall("Authorization", ())
+        if len(values) == 1:
+            parsed = _parse(values[0], _BEARER_ONLY, "authorization")
+            return parsed.problem if isinstance(parsed, _OtherScheme) else parsed
     found: list[ClientToken] = []
     other_scheme: TokenProblem | None = None
     for header, schemes in _SCHEMES[style].items():

@@ -8,9 +8,10 @@ no optional fields it must check.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from aiohttp import web
 from proxy.config import Upstream
 from proxy.credentials.base import UpstreamCredential
 from proxy.gateway.client_token import ClientToken
+from proxy.gateway.headers import HeaderFilter
 from proxy.gateway.transport import UpstreamTransport
 from proxy.ipaddrs import IPAddress
 from proxy.paths import RequestTarget
@@ -42,6 +44,10 @@ class UpstreamRuntime:
     credential: UpstreamCredential | None = None  # replaces the client's Authorization (docs/how-to/upstream-credentials.md)
     client_authorization: bool = True  # the appliance issued the client's token and must see it
     header_rules: HeaderRules = HeaderRules()  # which client headers the appliance may see (pack + upstream)
+    header_filter: HeaderFilter = field(init=False)  # header_rules, with its verdicts remembered per header name
+
+    def __post_init__(self) -> None:
+        self.header_filter = HeaderFilter(self.header_rules)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +88,29 @@ class Routed:
     exchange: Exchange
     runtime: UpstreamRuntime
     target: RequestTarget
+    request: web.BaseRequest  # the exchange's own, read several times a request
 
-    @property
-    def request(self) -> web.BaseRequest:
-        return self.exchange.request
+
+class _RequestIds:
+    """Fresh request ids: 64 random bits per process, then a counter (32 hex digits, like a uuid4's).
+
+    Unique without a system call per request (``os.urandom`` was one); a forked
+    child draws its own random half.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def fresh(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_REQUEST_IDS = _RequestIds()
+os.register_at_fork(after_in_child=_REQUEST_IDS.reseed)
 
 
 def request_id_for(request: web.BaseRequest) -> str:
@@ -93,4 +118,4 @@ def request_id_for(request: web.BaseRequest) -> str:
     given = request.headers.getall("X-Request-ID", ())
     if len(given) == 1 and _SANE_REQUEST_ID.fullmatch(given[0]):
         return given[0]
-    return os.urandom(16).hex()  # as unique as a uuid4, a third of the cost
+    return _REQUEST_IDS.fresh()

@@ -17,13 +17,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import CIMultiDict
 
 from proxy.config import Config
 from proxy.credentials.base import CredentialUnavailable
 from proxy.gateway.client_token import reemitted
 from proxy.gateway.exchange import Exchange, Routed, UpstreamRuntime
-from proxy.gateway.headers import outbound_headers, response_headers
+from proxy.gateway.headers import Pairs, answer_headers, header_value, outbound_headers
 from proxy.gateway.protect import Busy, Protection
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import (
@@ -40,6 +39,7 @@ from proxy.gateway.transport import (
     UpstreamError,
     UpstreamResponse,
 )
+from proxy.ipaddrs import IPAddress
 from proxy.policy.decide import Decision, deny
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
@@ -64,6 +64,7 @@ class Forwarder:
         self._metrics = recorder.metrics
         self._token_state = token_state
         self.protection = protection  # rate limits and in-flight caps (docs/concepts/protecting-appliances.md)
+        self._last_ip: tuple[IPAddress | None, str] = (None, "")
 
     async def forward(self, routed: Routed, decision: Decision) -> web.StreamResponse:
         """An allowed request: its body and credential prepared, then sent once."""
@@ -72,8 +73,8 @@ class Forwarder:
         if request.content_length is not None and request.content_length > limit:
             return self.recorder.refuse(exchange, Reason.BODY_TOO_LARGE, BODY_TOO_LARGE_DETAIL, allowed=decision)
         try:
-            body, length = await self._outbound_body(request, limit)
-            credential = await self._credential_for(routed)
+            body, length = await self._outbound_body(request, limit) if request.body_exists else (None, None)
+            credential = await self._credential_for(routed) if routed.runtime.credential is not None else self._presented(routed)
         except ClientBodyError as exc:
             return self.recorder.refuse(exchange, exc.reason, exc.detail, allowed=decision)
         except CredentialUnavailable as exc:
@@ -119,7 +120,7 @@ class Forwarder:
         await self.record_use(exchange, runtime)
         try:
             runtime.upstream_latency.observe(time.perf_counter() - exchange.started)
-            sent = outbound.headers.get("Authorization")
+            sent = header_value(outbound.headers, "Authorization") if runtime.credential is not None else None
             if answer.status == 401 and runtime.credential is not None and sent is not None:
                 # The appliance refused labgate's credential, not the client's token; its
                 # answer may echo the credential (SimpliVity does), so it is never passed on.
@@ -165,8 +166,8 @@ class Forwarder:
         exchange, request = routed.exchange, routed.request
         headers = outbound_headers(
             request.headers,
-            rules=routed.runtime.header_rules,
-            client_ip=str(exchange.client_ip) if exchange.client_ip else "",
+            rules=routed.runtime.header_filter,
+            client_ip=self._ip_text(exchange.client_ip),
             proto=self._proto,
             original_host=request.headers.get("Host"),
             request_id=exchange.request_id,
@@ -180,6 +181,17 @@ class Forwarder:
             body=body,
             body_length=body_length if body is not None else None,
         )
+
+    def _ip_text(self, ip: IPAddress | None) -> str:
+        """The address as text; the last one is remembered (parse_ip hands out one object per address)."""
+        if ip is None:
+            return ""
+        last_ip, last_text = self._last_ip
+        if ip is last_ip:
+            return last_text
+        text = str(ip)
+        self._last_ip = (ip, text)
+        return text
 
     async def request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
         """Stream the client's raw body, bounded in size and in time per read; its failures are the client's."""
@@ -204,9 +216,14 @@ class Forwarder:
         runtime = routed.runtime
         if runtime.credential is not None:
             return "Authorization", await runtime.credential.authorization()
+        return self._presented(routed)
+
+    @staticmethod
+    def _presented(routed: Routed) -> tuple[str, str] | None:
+        """The appliance's own token re-emitted, when it issued the client's token (no credential of labgate's)."""
         presented = routed.exchange.client_token
-        if runtime.client_authorization and presented is not None:
-            return reemitted(presented, runtime.upstream.token_header)
+        if routed.runtime.client_authorization and presented is not None:
+            return reemitted(presented, routed.runtime.upstream.token_header)
         return None
 
     async def _outbound_body(self, request: web.BaseRequest, limit: int) -> tuple[AsyncIterator[bytes] | None, int | None]:
@@ -237,9 +254,7 @@ class Forwarder:
 
         ``rate_headers`` (labgate's own limits) replace any the appliance sent under the same names.
         """
-        headers = response_headers(answer.headers, request_id)
-        if rate_headers:
-            headers.update(rate_headers)
+        headers = answer_headers(answer.header_pairs, request_id, rate_headers)
         if _small_answer(request.method, answer.status, headers):
             # Read whole, then headers and body leave in one send: most API
             # answers are a few KiB (a prepared StreamResponse takes two).
@@ -284,9 +299,9 @@ async def once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-def _small_answer(method: str, status: int, headers: CIMultiDict[str]) -> bool:
+def _small_answer(method: str, status: int, headers: Pairs) -> bool:
     """A body small enough to read whole (bounded memory) and send in one write."""
-    length = headers.get("Content-Length", "")
+    length = header_value(headers, "Content-Length") or ""
     return (
         method != "HEAD"
         and status >= 200

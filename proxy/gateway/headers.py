@@ -7,22 +7,36 @@ listed, ordinary ones in ``standard`` mode or when listed in ``strict`` mode),
 minus whatever ``Connection`` names (RFC 9110 section 7.6.1; Traefik
 CVE-2024-45410).  labgate then sets ``X-Forwarded-*``, ``X-Request-ID`` and the
 one credential the appliance needs; the transport sets ``Host`` and framing.
+
+Headers travel as plain ``(name, value)`` lists in both directions: every
+request builds one outbound list and one answer list, and nothing else copies
+them (a multidict is built once, by aiohttp, for the client's answer).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.header_names import HOP_BY_HOP, header_key, header_kind
 from proxy.policy.model import HeaderRules
 
+Pairs = list[tuple[str, str]]
+
 _DROPPED_RESPONSE = HOP_BY_HOP | {"proxy-authenticate", "x-request-id"}
+# Verdicts remembered per header spelling and filter; names are client-controlled, so bounded.
+_MAX_VERDICTS = 2048
 
 
 def connection_named(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
     """Header keys listed in every ``Connection`` header (all hop-by-hop)."""
+    return _named(headers.getall("Connection", ()))
+
+
+def _named(values: Iterable[str]) -> set[str]:
     named: set[str] = set()
-    for value in headers.getall("Connection", ()):
+    for value in values:
         named.update(header_key(part.strip()) for part in value.split(",") if part.strip())
     return named
 
@@ -37,40 +51,87 @@ def passes(key: str, rules: HeaderRules) -> bool:
     return True
 
 
+class HeaderFilter:
+    """:func:`passes` for one upstream's rules, remembered per header spelling.
+
+    The verdict depends only on the name and the rules, so a client repeating
+    the same headers costs one dict lookup per header.
+    """
+
+    def __init__(self, rules: HeaderRules) -> None:
+        self.rules = rules
+        self._verdicts: dict[str, bool] = {}
+
+    def passes(self, name: str) -> bool:
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            verdict = passes(header_key(name), self.rules)
+            if len(self._verdicts) < _MAX_VERDICTS:
+                self._verdicts[name] = verdict
+        return verdict
+
+
 def outbound_headers(
     incoming: CIMultiDictProxy[str],
     *,
-    rules: HeaderRules,
+    rules: HeaderFilter,
     client_ip: str,
     proto: str,
     original_host: str | None,
     request_id: str,
     credential: tuple[str, str] | None,
-) -> CIMultiDict[str]:
-    """What the appliance sees: the client headers ``rules`` let pass, then labgate's own.
+) -> Pairs:
+    """What the appliance sees, in order: the client headers ``rules`` let pass, then labgate's own.
 
     ``credential``: the one ``(header, value)`` that authenticates the request upstream
     (labgate's upstream credential, or the appliance's own token re-emitted), or None.
     """
-    named = connection_named(incoming) if "Connection" in incoming else ()
-    result: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
-        key = header_key(name)
-        if key not in named and passes(key, rules):
-            result.add(name, value)
-    result["X-Forwarded-For"] = client_ip
-    result["X-Forwarded-Proto"] = proto
+    allowed = rules.passes
+    result = [(name, value) for name, value in incoming.items() if allowed(name)]
+    if result and "Connection" in incoming:  # Connection itself never passes; what it names must not either
+        named = connection_named(incoming)
+        result = [(name, value) for name, value in result if header_key(name) not in named]
+    result.append(("X-Forwarded-For", client_ip))
+    result.append(("X-Forwarded-Proto", proto))
     if original_host:
-        result["X-Forwarded-Host"] = original_host
-    result["X-Request-ID"] = request_id
+        result.append(("X-Forwarded-Host", original_host))
+    result.append(("X-Request-ID", request_id))
     if credential is not None:
-        result[credential[0]] = credential[1]
+        result.append(credential)
+    return result
+
+
+def header_value(pairs: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The first value of ``name`` (any case) in a header list, or None."""
+    wanted = name.lower()
+    for candidate, value in pairs:
+        if candidate.lower() == wanted:
+            return value
+    return None
+
+
+def answer_headers(
+    upstream: Sequence[tuple[str, str]], request_id: str, replaced: Mapping[str, str] | None = None
+) -> Pairs:
+    """The appliance's response headers minus hop-by-hop ones, plus our request id.
+
+    ``replaced`` (labgate's own rate-limit headers) take the place of any the appliance sent under the same names.
+    """
+    keys = [header_key(name) for name, _ in upstream]
+    dropped = _DROPPED_RESPONSE
+    if "connection" in keys:
+        named = _named(value for (_, value), key in zip(upstream, keys) if key == "connection")
+        if not named <= _DROPPED_RESPONSE:  # most name only keep-alive or close, dropped anyway
+            dropped = dropped | named
+    if replaced:
+        dropped = dropped | {header_key(name) for name in replaced}
+    result = [pair for pair, key in zip(upstream, keys) if key not in dropped]
+    result.append(("X-Request-ID", request_id))
+    if replaced:
+        result.extend(replaced.items())
     return result
 
 
 def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
-    """The appliance's response headers minus hop-by-hop ones, plus our request id."""
-    dropped = _DROPPED_RESPONSE | connection_named(upstream) if "Connection" in upstream else _DROPPED_RESPONSE
-    result = CIMultiDict([(name, value) for name, value in upstream.items() if header_key(name) not in dropped])
-    result["X-Request-ID"] = request_id
-    return result
+    """:func:`answer_headers` as a multidict, for answers labgate reads before it answers."""
+    return CIMultiDict(answer_headers(list(upstream.items()), request_id))

@@ -43,8 +43,16 @@ class _Http1Response:
         self._owner = owner
         self._connection = connection
         self.status = status
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(headers))
+        self.header_pairs = headers
+        self._headers: CIMultiDictProxy[str] | None = None
         self._head_only = head_only
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """Built on first use: forwarding passes :attr:`header_pairs` on and never looks up by name."""
+        if self._headers is None:
+            self._headers = CIMultiDictProxy(CIMultiDict(self.header_pairs))
+        return self._headers
 
     async def body(self) -> AsyncIterator[bytes]:
         if self._head_only:
@@ -88,12 +96,12 @@ class Http1Transport:
         self._port = url.port or (443 if url.scheme == "https" else 80)
         default_port = (url.scheme == "https" and self._port == 443) or (url.scheme == "http" and self._port == 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
-        self._host_header = (host if default_port else f"{host}:{self._port}").encode("ascii")
+        self._host_line = f"Host: {host if default_port else f'{host}:{self._port}'}\r\n"
         self._ssl = _ssl_context(upstream) if url.scheme == "https" else None
         self._connect_timeout = upstream.connect_timeout
         self.read_timeout = upstream.read_timeout
         self._idle: collections.deque[Connection] = collections.deque()
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = Slots(limit)
         self._closing = False
 
     def error(self, exc: BaseException, **flags: bool) -> UpstreamError:  # flags: UpstreamError's nothing_sent, resend_safe
@@ -103,22 +111,19 @@ class Http1Transport:
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
         head, chunked = self._head(request)
-        if self._slots.locked():  # every connection busy: wait, but not forever
+        if not self._slots.take_now():  # every connection busy: wait, but not forever
             try:
-                async with asyncio.timeout(self._connect_timeout):
-                    await self._slots.acquire()
+                await self._slots.take(self._connect_timeout)
             except TimeoutError:  # mapped here, at the boundary: never a bare error past the transport
                 raise UpstreamError(
                     Reason.UPSTREAM_BUSY,
                     f"every connection to upstream {self._name!r} stayed busy for {self._connect_timeout:g} s",
                     nothing_sent=True,
                 ) from None
-        else:
-            await self._slots.acquire()
         try:
             return await self._exchange(request, head, chunked)
         except BaseException:
-            self._slots.release()
+            self._slots.give()
             raise
 
     async def _exchange(self, request: OutboundRequest, head: bytes, chunked: bool) -> _Http1Response:
@@ -127,13 +132,15 @@ class Http1Transport:
         # answer came back, and its method is idempotent (RFC 9110 section 9.2.2) with no
         # body.  A timeout is never a reason to resend: the appliance may be working on it.
         for attempt in (1, 2):
-            connection = await self._connection()
+            connection = self._idle_connection() or await self._connection()
             exchange = connection.start()
             try:
-                await connection.write(head)
+                full = connection.send(head)
+                if full is not None:
+                    await full
                 if request.body is not None:
                     await self._send_body(connection, request.body, chunked)
-                status = await self._answer_head(exchange)
+                status = exchange.head.result() if exchange.head.done() else await self._answer_head(exchange)
             except TimeoutError as exc:  # before OSError: in Python 3.11 a TimeoutError is an OSError
                 connection.close()
                 raise self.error(exc) from exc
@@ -163,12 +170,19 @@ class Http1Transport:
         finally:
             timer.cancel()
 
-    async def _connection(self) -> Connection:
+    def _idle_connection(self) -> Connection | None:
+        """The most recently used open connection, if any (no await: most requests find one)."""
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed:
                 connection.reused = True
                 return connection
+        return None
+
+    async def _connection(self) -> Connection:
+        connection = self._idle_connection()
+        if connection is not None:
+            return connection
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -184,24 +198,24 @@ class Http1Transport:
         return protocol
 
     def _head(self, request: OutboundRequest) -> tuple[bytes, bool]:
-        """The request line and headers, with framing of our own."""
-        target = request.target.encode("ascii")
-        lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\nHost: ", self._host_header, b"\r\n"]
-        for name, value in request.headers.items():
+        """The request line and headers, with framing of our own: one string, encoded once."""
+        lines = [request.method, " ", request.target, " HTTP/1.1\r\n", self._host_line]
+        for name, value in request.headers:
             if name.lower() in _FRAMING:
                 continue  # never the client's: written below from what is actually sent
-            lines += (name.encode("utf-8", "surrogateescape"), b": ", value.encode("utf-8", "surrogateescape"), b"\r\n")
+            lines += (name, ": ", value, "\r\n")
         chunked = False
         if request.body is not None:
             if request.body_length is not None:
-                lines += (b"Content-Length: ", str(request.body_length).encode("ascii"), b"\r\n")
+                lines += ("Content-Length: ", str(request.body_length), "\r\n")
             else:
-                lines.append(b"Transfer-Encoding: chunked\r\n")
+                lines.append("Transfer-Encoding: chunked\r\n")
                 chunked = True
         elif request.method in _BODY_METHODS:
-            lines.append(b"Content-Length: 0\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines), chunked
+            lines.append("Content-Length: 0\r\n")
+        lines.append("\r\n")
+        # The target is checked ASCII; header text is what aiohttp decoded, so it encodes back byte for byte.
+        return "".join(lines).encode("utf-8", "surrogateescape"), chunked
 
     async def _send_body(self, connection: Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
         async for chunk in body:
@@ -230,12 +244,55 @@ class Http1Transport:
             self._idle.append(connection)
         else:
             connection.close()
-        self._slots.release()
+        self._slots.give()
 
     async def close(self) -> None:
         self._closing = True
         while self._idle:
             self._idle.pop().close()
+
+
+class Slots:
+    """At most ``limit`` exchanges at once, later ones waiting in arrival order.
+
+    A plain counter while there is room (every request on a healthy pool), a
+    future only for a request that has to wait: cheaper than a semaphore,
+    which costs a lock check and a coroutine even when free.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_now(self) -> bool:
+        """A place now, or False when none is free (or others wait for one first)."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self, timeout: float) -> None:
+        """Wait for a place; TimeoutError after ``timeout`` seconds."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed a place just as this request gave up: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        """A place is free: to the longest waiter, else back to the counter."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
 
 
 # RFC 9110 section 9.2.2: methods whose intended effect is the same however often they are sent.

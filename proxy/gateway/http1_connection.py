@@ -15,7 +15,8 @@ import httptools
 # Bytes buffered from the appliance before reading from it pauses.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
-_BODY_FRAMING = frozenset({"content-length", "transfer-encoding"})
+_BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_BODY_FRAMING_LENGTHS = frozenset(len(name) for name in _BODY_FRAMING)
 
 
 class Exchange:
@@ -30,6 +31,7 @@ class Exchange:
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.received_any = False
+        self.framed = False  # a Content-Length or Transfer-Encoding header came with the answer
         self.until_close = False  # no Content-Length, not chunked: the body ends with the connection
 
 
@@ -88,8 +90,11 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.exchange is not None
-        self.exchange.headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
+        if len(name) in _BODY_FRAMING_LENGTHS and name.lower() in _BODY_FRAMING:
+            exchange.framed = True
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
@@ -97,10 +102,11 @@ class Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if status < 200 and status != 101:
             exchange.headers = []  # an interim answer (100, 103): wait for the real one
+            exchange.framed = False
             return
         if not self._parser.should_keep_alive():
             self.reusable = False
-        exchange.until_close = not any(name.lower() in _BODY_FRAMING for name, _ in exchange.headers)
+        exchange.until_close = not exchange.framed
         if not exchange.head.done():
             exchange.head.set_result(status)
 
@@ -138,12 +144,17 @@ class Connection(asyncio.Protocol):
         if exchange is not None and exchange.waiter is not None and not exchange.waiter.done():
             exchange.waiter.set_result(None)
 
-    async def write(self, data: bytes) -> None:
+    def send(self, data: bytes) -> asyncio.Future[None] | None:
+        """Write now; what to await before writing more when the appliance's side is full (else None)."""
         if self.closed or self.transport is None:
             raise ConnectionResetError("the appliance closed the connection")
         self.transport.write(data)
-        if self._writable is not None:
-            await self._writable
+        return self._writable
+
+    async def write(self, data: bytes) -> None:
+        full = self.send(data)
+        if full is not None:
+            await full
 
     def start(self) -> Exchange:
         self.exchange = Exchange(self._loop)

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 
 from proxy.config import Upstream
 from proxy.gateway.transport import (
@@ -66,7 +66,11 @@ class _NodeResponse:
         self._inner = inner
         self._node: Node | None = node
         self.status = inner.status
-        self.headers: CIMultiDictProxy[str] = inner.headers
+        self.header_pairs = inner.header_pairs
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._inner.headers
 
     def body(self) -> AsyncIterator[bytes]:
         return self._inner.body()
@@ -147,7 +151,7 @@ class NodePool:
             await asyncio.sleep(check.interval)
 
     async def _check_once(self, node: Node, check: HealthCheck) -> bool:
-        request = OutboundRequest("GET", check.path, CIMultiDict({"User-Agent": "labgate-health-check"}), None)
+        request = OutboundRequest("GET", check.path, [("User-Agent", "labgate-health-check")], None)
         try:
             async with asyncio.timeout(check.timeout):
                 answer = await node.transport.send(request)

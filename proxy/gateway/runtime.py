@@ -79,9 +79,8 @@ class Runtime:
 
     def _upstream_runtime(self, upstream: Upstream) -> UpstreamRuntime:
         name, metrics = upstream.name, self.metrics
-        hits, misses = metrics.token_cache.labels(name, "hit"), metrics.token_cache.labels(name, "miss")
         events = SourceEvents(
-            cache_lookup=lambda hit: (hits if hit else misses).inc(),
+            cache_lookup=metrics.token_cache_lookups(name),
             jwks_fetch=lambda result: metrics.jwks_fetches.labels(name, result).inc(),
             introspection=lambda result: metrics.observe_introspection(name, result),
             observed=lambda token_type: metrics.observed_token(name, token_type),

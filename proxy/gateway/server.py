@@ -20,6 +20,7 @@ stop accepting, drain and close upstream pools and the store.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -316,6 +317,10 @@ async def run_server(config: Config, *, ready: asyncio.Event | None = None, reus
     except BaseException:
         await runner.cleanup()  # close upstream pools before reporting the listen error
         raise
+    # What starting built (upstream pools, the store, aiohttp's server) lives as long as the
+    # process, like the config frozen before it: out of every garbage collection from now on.
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,14 +37,23 @@ class OutboundRequest:
 
     method: str
     target: str
-    headers: CIMultiDict[str]  # never framing: the transport frames the body itself
+    headers: Sequence[tuple[str, str]]  # in order, never framing: the transport frames the body itself
     body: AsyncIterator[bytes] | None
     body_length: int | None = None  # the body's exact length when known (else it goes chunked)
 
 
 class UpstreamResponse(Protocol):
     status: int
-    headers: CIMultiDictProxy[str]
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """The answer's headers, to look up by name."""
+        ...
+
+    @property
+    def header_pairs(self) -> list[tuple[str, str]]:
+        """The same headers in order, as received: what is passed on to the client."""
+        ...
 
     def body(self) -> AsyncIterator[bytes]:
         """The body as it arrives, in chunks of at most CHUNK_SIZE."""
@@ -117,6 +126,7 @@ class _AiohttpResponse:
         self._name = name
         self.status = response.status
         self.headers = response.headers
+        self.header_pairs = list(response.headers.items())
 
     async def body(self) -> AsyncIterator[bytes]:
         try:
@@ -185,9 +195,8 @@ class AiohttpTransport:
         self._session._retry_connection = False
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
-        headers = request.headers
+        headers = CIMultiDict(request.headers)
         if request.body is not None and request.body_length is not None:
-            headers = CIMultiDict(headers)
             headers["Content-Length"] = str(request.body_length)
         try:
             response = await self._session.request(

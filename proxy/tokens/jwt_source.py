@@ -134,6 +134,33 @@ _PYJWT_REASONS: tuple[tuple[type[Exception], Reason, str], ...] = (
 )
 
 
+# Tokens in the front dict of the verified-token cache (JwtSource._recent).
+_RECENT_TOKENS = 256
+
+
+def _entry_expires(_key: str, entry: tuple[TokenFacts, float], _now: float) -> float:
+    return entry[1]
+
+
+class _VerifiedTokens(TLRUCache[str, tuple[TokenFacts, float]]):
+    """Verified tokens by fingerprint, each with the time it expires at; what it evicts leaves the front dict too.
+
+    The front dict checks expiry itself, so only evictions by size need telling:
+    an entry is never served from the front once the cache has dropped it.
+    Hits served from the front do not refresh an entry's place in the cache's
+    LRU order: past ``cache_size`` tokens, a busy one may be verified again sooner.
+    """
+
+    def __init__(self, maxsize: int, timer: Callable[[], float], front: dict[str, tuple[TokenFacts, float]]) -> None:
+        super().__init__(maxsize=maxsize, ttu=_entry_expires, timer=timer)
+        self._front = front
+
+    def popitem(self) -> tuple[str, tuple[TokenFacts, float]]:
+        key, entry = super().popitem()
+        self._front.pop(key, None)
+        return key, entry
+
+
 class JwtSource:
     """Verifies bearer JWTs for one upstream and says which token type each is."""
 
@@ -152,9 +179,10 @@ class JwtSource:
         self.settings = settings
         self._clock = clock
         self._on_cache = on_cache
-        self._cache: TLRUCache[str, TokenFacts] = TLRUCache(
-            maxsize=settings.cache_size, ttu=self._cache_until, timer=clock
-        )
+        # The tokens seen most lately, in front of the cache: one dict lookup and one clock read
+        # instead of the cache's own bookkeeping (its timer, its LRU order) on every request.
+        self._recent: dict[str, tuple[TokenFacts, float]] = {}
+        self._cache = _VerifiedTokens(settings.cache_size, clock, self._recent)
         self._owns_keys = keys is None
         self._jwks: KeySet | None = keys if keys is not None else (
             JwksCache(
@@ -184,17 +212,30 @@ class JwtSource:
         type, narrowing claims.  Nothing from the token reaches a detail string.
         """
         fingerprint = token_fingerprint(token)
-        cached = self._cache.get(fingerprint)
+        entry = self._recent.get(fingerprint)
+        if entry is None or self._clock() >= entry[1]:
+            entry = self._cache.get(fingerprint)  # None once its time is up, as in the cache itself
+            if entry is not None:
+                self._remember(fingerprint, entry)
         if self._on_cache:
-            self._on_cache(cached is not None)
-        if cached is not None:
-            return cached
+            self._on_cache(entry is not None)
+        if entry is not None:
+            return entry[0]
         try:
             facts = await self._verify(token)
         except _Rejected as rejected:
             return rejected.rejection
-        self._cache[fingerprint] = facts  # TLRUCache skips an entry whose time is already up
+        # The time is taken before the cache takes its own: the front dict never outlives the cache's entry.
+        entry = (facts, self._cache_until(fingerprint, facts, self._clock()))
+        self._cache[fingerprint] = entry  # TLRUCache skips an entry whose time is already up
+        self._remember(fingerprint, entry)
         return facts
+
+    def _remember(self, fingerprint: str, entry: tuple[TokenFacts, float]) -> None:
+        """In the front dict; bounded: emptied when full (the cache behind it still holds every entry)."""
+        if len(self._recent) >= _RECENT_TOKENS:
+            self._recent.clear()
+        self._recent[fingerprint] = entry
 
     async def _verify(self, token: str) -> TokenFacts:
         if len(token) > self.settings.max_token_bytes:
