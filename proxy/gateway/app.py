@@ -306,7 +306,8 @@ class Gateway:
         key = token_fingerprint(found.token)
         if not self.token_state.clear_here(key):
             return self._checked(routed, key, facts)
-        lifetimes = _lifetimes(runtime, facts)
+        compiled = runtime.pack.token_types.get(facts.token_type)
+        lifetimes = compiled.spec.lifetimes if compiled is not None else _NO_LIFETIMES
         known = self.token_state.check_here(key, facts, lifetimes)
         if known is Pending.STORE:
             return self._checked(routed, key, facts)
@@ -354,9 +355,12 @@ class Gateway:
         )
 
 
+_NO_LIFETIMES = Lifetimes()
+
+
 def _lifetimes(runtime: UpstreamRuntime, facts: TokenFacts) -> Lifetimes:
     compiled = runtime.pack.token_types.get(facts.token_type)
-    return compiled.spec.lifetimes if compiled is not None else Lifetimes()
+    return compiled.spec.lifetimes if compiled is not None else _NO_LIFETIMES
 
 
 def _nothing() -> None:

@@ -126,13 +126,10 @@ class TokenStateGuard:
         appliance is a use (:meth:`record_use`): a refused one must never keep a
         stolen token alive past its idle lifetime.
         """
-        if not lifetimes.enforced:
-            return None
-        now = self._clock()
-        known = self._known_limits(key, facts, lifetimes, now)
+        known = self.check_here(key, facts, lifetimes)
         if known is not Pending.STORE:
             return known
-        issued, idle = facts.issued_at, lifetimes.idle
+        now, issued, idle = self._clock(), facts.issued_at, lifetimes.idle
         assert issued is not None and idle is not None  # Pending.STORE only for an idle lifetime, past iat
         try:
             if await self._idle_for(key, issued, now, idle) >= idle:
@@ -148,10 +145,7 @@ class TokenStateGuard:
         """
         if not lifetimes.enforced:
             return None
-        return self._known_limits(key, facts, lifetimes, self._clock())
-
-    def _known_limits(self, key: str, facts: TokenFacts, lifetimes: Lifetimes, now: float) -> TokenRejection | None | Pending:
-        """Every limit that needs no store: iat, claimed length, absolute, ttl, and idle by this process's uses."""
+        now = self._clock()
         issued = facts.issued_at
         if issued is None:
             return TokenRejection(Reason.MISSING_CLAIM, "this token type has lifetimes: the token must say when it was issued (iat)")
