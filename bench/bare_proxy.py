@@ -19,7 +19,6 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-
 # RFC 9110 section 7.6.1, plus Host, which the client sets for the upstream.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"}

@@ -47,7 +47,7 @@ def main() -> None:
         for template in CASES.values():
             facts = RequestFacts("GET", parse_target(template.format(last=count - 1)), client)
             number = 20_000
-            seconds = min(timeit.repeat(lambda: decide(facts, token, pack), number=number, repeat=3))
+            seconds = min(timeit.repeat(lambda facts=facts, pack=pack: decide(facts, token, pack), number=number, repeat=3))
             timings.append(seconds / number * 1e6)
         print(f"{count:>8} " + " ".join(f"{t:>16.2f}" for t in timings))
 

@@ -164,7 +164,7 @@ async def drive(host: str, port: int, request: bytes, tally: Tally) -> None:
     while time.perf_counter_ns() < tally.stop_ns:
         finished: asyncio.Future[str] = loop.create_future()
         try:
-            await loop.create_connection(lambda: Connection(request, tally, finished), host, port)
+            await loop.create_connection(lambda finished=finished: Connection(request, tally, finished), host, port)
         except OSError:
             if time.perf_counter_ns() >= tally.start_ns:
                 tally.errors += 1

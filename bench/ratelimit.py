@@ -32,22 +32,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import shutil
-import socket
 import statistics
-import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp.test_utils import make_mocked_request
 
-from bench.labgate_setup import write_labgate_config
+from bench.labgate_setup import store_service, write_labgate_config
 from bench.processes import free_port
 from proxy import event_loop
 from proxy.config import load_config
@@ -63,37 +58,6 @@ VERSIONS = ("no rate_limit", "type limit", "type + upstream")
 RESERVED = "type limit, reserve"  # --reserve N: the type's limit with reserve: N
 PING = "store ping"  # Redis only: one round trip through the store, the floor of any shared limit
 TARGET = "/svt/api/hosts?offset=0&limit=50"
-
-
-@contextlib.contextmanager
-def store_section(directory: Path, kind: str) -> Iterator[dict[str, Any]]:
-    """The config's ``store``; for ``redis`` a redis-server of its own, stopped at the end."""
-    if kind != "redis":
-        yield {"type": "memory"} if kind == "memory" else {"type": "sqlite", "path": str(directory / "labgate.db")}
-        return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("the redis store needs redis-server on PATH")
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(directory)]
-    server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):  # up to 10 s
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if server.poll() is not None:
-                raise SystemExit("redis-server did not start")
-            time.sleep(0.05)
-        yield {"type": "redis", "url": f"redis://127.0.0.1:{port}/0"}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=5)
 
 
 def config_file(directory: Path, store: dict[str, Any], version: str, reserve: int | None = None) -> Path:
@@ -158,7 +122,7 @@ async def bench_store(
 ) -> dict[str, list[tuple[float, float]]]:
     """Every round's (wall, CPU) µs per request, per version."""
     names = VERSIONS if reserve is None else (*VERSIONS, f"{RESERVED} {reserve}")
-    with tempfile.TemporaryDirectory(prefix="labgate-bench-ratelimit-") as folder, store_section(Path(folder), kind) as store:
+    with tempfile.TemporaryDirectory(prefix="labgate-bench-ratelimit-") as folder, store_service(Path(folder), kind) as store:
         gateways = [Gateway(load_config(config_file(Path(folder), store, version, reserve))) for version in names]
         try:
             for gateway in gateways:

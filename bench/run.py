@@ -29,12 +29,34 @@ from typing import Any
 
 from bench import upstream as bench_upstream
 from bench.labgate_setup import (
-    DENIED_TARGET, LABGATE, STORES, TARGET, check_labgate, expect_body, labgate_command, labgate_counts, labgate_name,
-    mint, store_service, write_labgate_config,
+    DENIED_TARGET,
+    LABGATE,
+    STORES,
+    TARGET,
+    check_labgate,
+    expect_body,
+    labgate_command,
+    labgate_counts,
+    labgate_name,
+    mint,
+    store_service,
+    write_labgate_config,
 )
 from bench.processes import (
-    LOAD_CPU, PROXY_CPU, ROOT, cpu_seconds, fail, free_port, get, load, machine_cpu, our_cpu, pinned, pinning_possible,
-    process, wait_until_up,
+    LOAD_CPU,
+    PROXY_CPU,
+    ROOT,
+    cpu_seconds,
+    fail,
+    free_port,
+    get,
+    load,
+    machine_cpu,
+    our_cpu,
+    pinned,
+    pinning_possible,
+    process,
+    wait_until_up,
 )
 
 __all__ = ["DENIED_TARGET", "LABGATE", "ROOT", "STORES", "TARGET", "check_labgate", "fail", "get", "labgate_command",

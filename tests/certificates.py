@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 def self_signed(key: Any, common_name: str, *, addresses: tuple[str, ...] = ()) -> x509.Certificate:
     """Valid from five minutes ago for a day; a CA of itself, naming ``addresses`` as IP SANs."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)

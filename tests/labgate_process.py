@@ -7,9 +7,9 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 import yaml

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from importlib.metadata import version
-from typing import Iterator
 
 import pytest
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ async def ask(session: aiohttp.ClientSession, url: str, token: str | None, *, la
             body = await response.json(content_type=None) if response.status != 200 else None
             reason = body.get("reason") if isinstance(body, dict) else None
             return Answer(response.status, reason, sent, time.monotonic() - sent, label)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return Answer(0, None, sent, time.monotonic() - sent, label)
 
 

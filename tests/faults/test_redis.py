@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 import yaml

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -15,8 +14,7 @@ import pytest
 from proxy.config import load_config
 from proxy.token_facts import token_fingerprint
 from tests.conftest import RecordingUpstream, RunningGateway, write_config
-from tests.faults.load import Answer, ask, fresh_token, session, summary
-from tests.gateway.uses import use_written_since
+from tests.faults.load import ask, fresh_token, session, summary
 from tests.gateway.token_service import (
     ISSUER_SOURCE,
     LAB_PACK,
@@ -25,6 +23,7 @@ from tests.gateway.token_service import (
     issuer_section,
     token_call,
 )
+from tests.gateway.uses import use_written_since
 from tests.labgate_process import labgate_serving
 
 STORE_TIMEOUT = 1.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -138,7 +138,7 @@ async def trickle(port: int, head: bytes, drip: bytes, *, every: float = 0.5) ->
             try:
                 answer = await asyncio.wait_for(reader.read(65536), every)
                 return answer, time.monotonic() - started
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             except ConnectionResetError:  # closed with a reset rather than a FIN: cut all the same
                 return b"", time.monotonic() - started

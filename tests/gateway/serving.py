@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -48,7 +49,7 @@ class GatedUpstream:
             await self.release.wait()
         return web.json_response({"path": request.raw_path})
 
-    async def __aenter__(self) -> "GatedUpstream":
+    async def __aenter__(self) -> GatedUpstream:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)

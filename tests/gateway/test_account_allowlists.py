@@ -7,8 +7,9 @@ execute REST APIs, do the following: Go to the IP allowlist section, click Edit.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import jwt

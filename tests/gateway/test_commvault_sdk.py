@@ -16,9 +16,10 @@ import asyncio
 import json
 import re
 import secrets
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from cvpysdk.commcell import Commcell

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import aiohttp
 import pytest
@@ -75,7 +75,7 @@ Start = Callable[[RawAppliance], Awaitable[str]]
 
 
 @pytest.fixture
-async def appliance() -> "asyncio.AsyncIterator[Start]":  # type: ignore[name-defined]
+async def appliance() -> asyncio.AsyncIterator[Start]:  # type: ignore[name-defined]
     running: list[tuple[asyncio.Server, RawAppliance]] = []
 
     async def start(raw: RawAppliance) -> str:

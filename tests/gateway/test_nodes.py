@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import AsyncIterator
 
 import aiohttp
-import pytest
 from aiohttp import web
 
 from tests.conftest import GatewayStarter, app_on_loopback, free_port, mint

@@ -12,8 +12,8 @@ import asyncio
 import socket
 import struct
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest

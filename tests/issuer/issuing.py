@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from proxy.issuer.access_tokens import AccessTokenGrant
 from proxy.issuer.settings import IssuerSettings

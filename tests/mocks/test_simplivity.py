@@ -11,7 +11,8 @@ inactivity or after 24 hours even with continuous activity."
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest

@@ -6,8 +6,8 @@ import asyncio
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
