@@ -19,7 +19,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -67,7 +67,7 @@ from proxy.reasons import Reason
 from proxy.store.base import Store
 from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.observe import ObserveSource
-from proxy.tokens.state import TokenStateGuard
+from proxy.tokens.state import Pending, TokenStateGuard
 
 logger = logging.getLogger("labgate")
 
@@ -138,25 +138,33 @@ class Gateway:
 
     # -- the request flow ---------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    def serving(self) -> tuple[Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], Callable[[], None]]:
+        """This gateway serves every request itself (:class:`~proxy.gateway.reload.ReloadingGateway` picks versions)."""
+        return self.handle, _nothing
+
+    def handle(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
+        """The request's answer, to be awaited; synchronous up to routing, so a request has no coroutine of this layer.
+
+        Every path ends in one awaitable: a refusal decided here in :func:`_ready`.
+        """
         exchange = Exchange(request, request_id_for(request), time.perf_counter())
         if _head_size(request) > self.config.limits.max_header_block_bytes:
             # aiohttp bounds each line; the whole head is bounded here (and while it arrives, in server.py).
             response = self.recorder.refuse(exchange, Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
             response.force_close()
-            return response
+            return _ready(response)
         own = self._own.get(request.raw_path)
         if self.admin is not None and own is None and self.admin.owns(request.raw_path):
-            return await self.admin.handle(request, exchange.request_id)
+            return self.admin.handle(request, exchange.request_id)
         if self.token_endpoint is not None and request.raw_path == TOKEN_PATH:
-            return await self._issue_tokens(exchange)
+            return self._issue_tokens(exchange)
         # nginx asks forward-auth with the client's own method (auth_request subrequests keep it).
         if own is not None and (request.method in ("GET", "HEAD") or request.raw_path == self.config.endpoints.forward_auth):
-            return await own(request)  # type: ignore[no-any-return,misc]
+            return own(request)  # type: ignore[return-value]
         routed = self._route(exchange, request.method, request.raw_path, request.headers.get("Host"))
         if isinstance(routed, Decision):
-            return self.recorder.refuse(exchange, routed.reason, routed.detail)
-        return await self._handle_routed(routed)
+            return _ready(self.recorder.refuse(exchange, routed.reason, routed.detail))
+        return self._handle_routed(routed)
 
     async def _handle_routed(self, routed: Routed) -> web.StreamResponse:
         request, runtime, target, exchange = routed.request, routed.runtime, routed.target, routed.exchange
@@ -176,7 +184,10 @@ class Gateway:
         case_insensitive = pack.pack.case_insensitive_paths
         if observed is not None and is_token_request(observed, request.method, target, case_insensitive):
             return await pass_token_request(self.forwarder, routed, observed)
-        decision = await self._decide(routed)  # decide() has no side effects: the revoke hook may still answer instead
+        # decide() has no side effects: the revoke hook may still answer instead.
+        decision = self._decide_now(routed)
+        if not isinstance(decision, Decision):
+            decision = await decision
         if (
             observed is not None
             and isinstance(exchange.token, TokenFacts)
@@ -208,12 +219,27 @@ class Gateway:
 
     async def _decide(self, routed: Routed) -> Decision:
         """Token, client IP and policy for a routed exchange (filled into its exchange for the record)."""
+        decision = self._decide_now(routed)
+        return decision if isinstance(decision, Decision) else await decision
+
+    def _decide_now(self, routed: Routed) -> Decision | Awaitable[Decision]:
+        """The decision without an await when everything the token needs is known here; else the awaitable one."""
+        token = self._token_facts_now(routed)
+        if isinstance(token, (TokenFacts, TokenRejection)):
+            return self._decided(routed, token)
+        return self._decide_after(routed, token)
+
+    async def _decide_after(self, routed: Routed, token: Awaitable[TokenFacts | TokenRejection]) -> Decision:
+        return self._decided(routed, await token)
+
+    def _decided(self, routed: Routed, token: TokenFacts | TokenRejection) -> Decision:
+        """Client IP and policy, the token known (pure: nothing awaited)."""
         exchange, request, runtime = routed.exchange, routed.request, routed.runtime
-        exchange.token = await self._token_facts(routed)
+        exchange.token = token
         peer = request.remote
         exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
         self._warn_untrusted_forwarding(request, peer, runtime)
-        return decide(RequestFacts(exchange.method, routed.target, exchange.client_ip), exchange.token, runtime.pack)
+        return decide(RequestFacts(exchange.method, routed.target, exchange.client_ip), token, runtime.pack)
 
     async def _issue_tokens(self, exchange: Exchange) -> web.StreamResponse:
         """labgate's own token endpoint (docs/concepts/token-service.md): counted and logged like every request."""
@@ -259,7 +285,11 @@ class Gateway:
             return TargetError(Reason.NO_UPSTREAM, "no upstream serves this host and path")
         return found
 
-    async def _token_facts(self, routed: Routed) -> TokenFacts | TokenRejection:
+    def _token_facts_now(self, routed: Routed) -> TokenFacts | TokenRejection | Awaitable[TokenFacts | TokenRejection]:
+        """The verdict without an await when all of it is known here; else the awaited checks, from where this stopped.
+
+        Known here: a cached verified token, its names cleared by the revocation view, lifetimes needing no store read.
+        """
         runtime, exchange = routed.runtime, routed.exchange
         found = client_token(exchange.request.headers, runtime.upstream.token_header)
         if isinstance(found, TokenProblem):
@@ -268,19 +298,42 @@ class Gateway:
             # RFC 9700 section 4.3.2: tokens in URLs leak into logs and Referer.
             return TokenRejection(Reason.MALFORMED_AUTHORIZATION, "tokens are not accepted in the query string")
         exchange.client_token = found
-        facts = await runtime.source.verify(found.token)
+        facts = runtime.source.verify_here(found.token)
+        if facts is None:
+            return self._verified(routed, found.token)
+        if isinstance(facts, TokenRejection):
+            return facts
+        key = token_fingerprint(found.token)
+        if not self.token_state.clear_here(key):
+            return self._checked(routed, key, facts)
+        compiled = runtime.pack.token_types.get(facts.token_type)
+        lifetimes = compiled.spec.lifetimes if compiled is not None else _NO_LIFETIMES
+        known = self.token_state.check_here(key, facts, lifetimes)
+        if known is Pending.STORE:
+            return self._checked(routed, key, facts)
+        if known is not None:
+            return known
+        exchange.use = TokenUse(key, facts, lifetimes)
+        return facts
+
+    async def _verified(self, routed: Routed, token: str) -> TokenFacts | TokenRejection:
+        """The token source's full check (not cached), then the token state's."""
+        facts = await routed.runtime.source.verify(token)
         if isinstance(facts, TokenFacts):
-            key = token_fingerprint(found.token)
-            rejection = await self.token_state.check_revoked(key, facts)
+            return await self._checked(routed, token_fingerprint(token), facts)
+        return facts
+
+    async def _checked(self, routed: Routed, key: str, facts: TokenFacts) -> TokenFacts | TokenRejection:
+        """Revocation, then lifetimes, each through the store when this process cannot tell."""
+        rejection = await self.token_state.check_revoked(key, facts)
+        if rejection is not None:
+            return rejection
+        lifetimes = _lifetimes(routed.runtime, facts)
+        if lifetimes.enforced:
+            rejection = await self.token_state.check(key, facts, lifetimes)
             if rejection is not None:
                 return rejection
-            compiled = runtime.pack.token_types.get(facts.token_type)
-            lifetimes = compiled.spec.lifetimes if compiled is not None else Lifetimes()
-            if lifetimes.enforced:
-                rejection = await self.token_state.check(key, facts, lifetimes)
-                if rejection is not None:
-                    return rejection
-            exchange.use = TokenUse(key, facts, lifetimes)
+        routed.exchange.use = TokenUse(key, facts, lifetimes)
         return facts
 
     def _warn_untrusted_forwarding(self, request: web.BaseRequest, peer: str | None, runtime: UpstreamRuntime) -> None:
@@ -300,6 +353,23 @@ class Gateway:
             peer,
             header,
         )
+
+
+_NO_LIFETIMES = Lifetimes()
+
+
+def _lifetimes(runtime: UpstreamRuntime, facts: TokenFacts) -> Lifetimes:
+    compiled = runtime.pack.token_types.get(facts.token_type)
+    return compiled.spec.lifetimes if compiled is not None else _NO_LIFETIMES
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _ready(response: web.StreamResponse) -> web.StreamResponse:
+    """An answer decided without waiting, as the awaitable :meth:`Gateway.handle` hands out."""
+    return response
 
 
 def _head_size(request: web.BaseRequest) -> int:

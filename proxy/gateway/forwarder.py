@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import aiohttp
 from aiohttp import web
@@ -23,6 +23,7 @@ from proxy.credentials.base import CredentialUnavailable
 from proxy.gateway.client_token import reemitted
 from proxy.gateway.exchange import Exchange, Routed, UpstreamRuntime
 from proxy.gateway.headers import Pairs, answer_headers, header_value, outbound_headers
+from proxy.gateway.inflight import InFlightCap
 from proxy.gateway.protect import Busy, Protection
 from proxy.gateway.recorder import Recorder
 from proxy.gateway.request_shape import (
@@ -66,8 +67,19 @@ class Forwarder:
         self.protection = protection  # rate limits and in-flight caps (docs/concepts/protecting-appliances.md)
         self._last_ip: tuple[IPAddress | None, str] = (None, "")
 
-    async def forward(self, routed: Routed, decision: Decision) -> web.StreamResponse:
-        """An allowed request: its body and credential prepared, then sent once."""
+    def forward(self, routed: Routed, decision: Decision) -> Awaitable[web.StreamResponse]:
+        """An allowed request: its body and credential prepared, then sent once; the answer, to be awaited.
+
+        A request with neither a body to read nor labgate's own credential to fetch
+        (most of them) goes straight to :meth:`send`: no coroutine of this layer.
+        """
+        if routed.request.body_exists or routed.runtime.credential is not None:
+            return self._prepare_and_send(routed, decision)
+        # No body (aiohttp: no Content-Length above 0, no chunked body): nothing to bound or read.
+        return self.send(routed, self.outbound(routed, None, self._presented(routed), None), decision)
+
+    async def _prepare_and_send(self, routed: Routed, decision: Decision) -> web.StreamResponse:
+        """The body read (bounded) and labgate's credential fetched, then sent once."""
         exchange, request = routed.exchange, routed.request
         limit = self._limits.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -96,11 +108,16 @@ class Forwarder:
                 return limited
         return await self.send(routed, self.outbound(routed, None, None), decision)
 
-    async def send(self, routed: Routed, outbound: OutboundRequest, decision: Decision) -> web.StreamResponse:
-        """Send a decided request once, under the in-flight caps when there are any, and pass the answer back."""
+    def send(self, routed: Routed, outbound: OutboundRequest, decision: Decision) -> Awaitable[web.StreamResponse]:
+        """Send a decided request once, under the in-flight caps when there are any; the answer, to be awaited."""
         caps = self.protection.caps(routed, decision) if self.protection is not None else ()
         if not caps:
-            return await self._send_once(routed, outbound, decision)
+            return self._send_once(routed, outbound, decision)
+        return self._send_capped(routed, outbound, decision, caps)
+
+    async def _send_capped(
+        self, routed: Routed, outbound: OutboundRequest, decision: Decision, caps: tuple[InFlightCap, ...]
+    ) -> web.StreamResponse:
         assert self.protection is not None
         try:
             async with self.protection.hold(routed, decision, caps):

@@ -140,7 +140,16 @@ class Http1Transport:
                     await full
                 if request.body is not None:
                     await self._send_body(connection, request.body, chunked)
-                status = exchange.head.result() if exchange.head.done() else await self._answer_head(exchange)
+                answered = exchange.head
+                if not answered.done():
+                    # A bare timer handle rather than ``asyncio.timeout``, awaited here rather than in a
+                    # coroutine of its own: this runs for every request.  TimeoutError after read_timeout.
+                    timer = asyncio.get_running_loop().call_later(self.read_timeout, _expire, answered)
+                    try:
+                        await answered
+                    finally:
+                        timer.cancel()
+                status = int(answered.result())
             except TimeoutError as exc:  # before OSError: in Python 3.11 a TimeoutError is an OSError
                 connection.close()
                 raise self.error(exc) from exc
@@ -155,20 +164,6 @@ class Http1Transport:
             head_only = request.method == "HEAD"
             return _Http1Response(self, connection, status, exchange.headers, head_only)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _answer_head(self, exchange: Exchange) -> int:
-        """The status, once the appliance's headers are in; TimeoutError after read_timeout.
-
-        A bare timer handle rather than ``asyncio.timeout``: this runs for every request.
-        """
-        head = exchange.head
-        if head.done():
-            return int(head.result())
-        timer = asyncio.get_running_loop().call_later(self.read_timeout, _expire, head)
-        try:
-            return int(await head)
-        finally:
-            timer.cancel()
 
     def _idle_connection(self) -> Connection | None:
         """The most recently used open connection, if any (no await: most requests find one)."""

@@ -13,6 +13,8 @@ from proxy.gateway.exchange import request_id_for
 from proxy.reasons import Reason
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# What serves a request arriving now, and what to call once it is answered (see ``counting``).
+Serving = Callable[[], tuple[Handler, Callable[[], None]]]
 
 
 class InFlight:
@@ -25,11 +27,18 @@ class InFlight:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def counting(self, handler: Handler) -> Handler:
+    def counting(self, serving: Serving) -> Handler:
+        """The one coroutine around every request: counted here, and in the config version ``serving`` picks.
+
+        ``serving`` hands over the version's handler and its own "answered"
+        callback, so the version's count needs no coroutine of its own.
+        """
+
         async def counted(request: web.BaseRequest) -> web.StreamResponse:
             self.count += 1
             self._idle.clear()
             started = time.perf_counter()
+            handler, answered = serving()
             try:
                 return await handler(request)
             except asyncio.CancelledError:
@@ -37,6 +46,7 @@ class InFlight:
                     self._log_cut(request, started)
                 raise
             finally:
+                answered()
                 self.count -= 1
                 if self.count == 0:
                     self._idle.set()

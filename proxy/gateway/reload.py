@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -89,6 +89,12 @@ class ConfigVersion:
     retired: bool = False
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def answered(self) -> None:
+        """One of its requests is answered: a retired version is closed after its last."""
+        self.in_flight -= 1
+        if self.retired and self.in_flight == 0:
+            self.idle.set()
+
 
 @dataclass(frozen=True)
 class LastReload:
@@ -140,14 +146,21 @@ class ReloadingGateway:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The version current on arrival serves the request to its end, whatever is swapped meanwhile."""
+        handler, answered = self.serving()
+        try:
+            return await handler(request)
+        finally:
+            answered()
+
+    def serving(self) -> tuple[Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], Callable[[], None]]:
+        """The current version's handler, its count taken now; the server calls ``answered`` when done.
+
+        Synchronous, so the server's one coroutine per request (:mod:`proxy.gateway.in_flight`)
+        keeps both counts without a coroutine of this layer's own.
+        """
         version = self._current
         version.in_flight += 1
-        try:
-            return await version.gateway.handle(request)
-        finally:
-            version.in_flight -= 1
-            if version.retired and version.in_flight == 0:
-                version.idle.set()
+        return version.gateway.handle, version.answered
 
     def readiness(self) -> dict[str, object]:
         """The ``config`` part of ``/readyz``."""

@@ -26,6 +26,7 @@ import logging
 import signal
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -205,7 +206,11 @@ class Served(Protocol):
 
     async def start(self) -> None: ...
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse: ...
+    def handle(self, request: web.BaseRequest) -> Awaitable[web.StreamResponse]: ...
+
+    def serving(self) -> tuple[Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], Callable[[], None]]:
+        """The handler for a request arriving now, and what to call once it is answered."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -240,7 +245,7 @@ class GatewayRunner(web.BaseRunner):
     async def _make_server(self) -> web.Server:
         await self.gateway.start()
         return GuardedServer(
-            self.in_flight.counting(self.gateway.handle),
+            self.in_flight.counting(self.gateway.serving),
             loop=asyncio.get_running_loop(),
             header_timeout=self._header_timeout,
             max_header_block=self._max_header_block,

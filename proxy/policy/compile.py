@@ -82,34 +82,40 @@ class RouteTrie:
         if self._for_deny and segments and segments[-1] == "":
             segments = segments[:-1]
         folded = tuple(s.lower() for s in segments) if self._case_insensitive else segments
-        terminals: list[_RouteNode] = []
-        self._collect(self._root, folded, 0, terminals)
+        terminals = self._collect(folded)
         for node in terminals:
             rule = node.rules.get(method) or node.rules.get(ANY_METHOD)
             if rule is not None:
                 return RouteMatch(rule, True)
         return RouteMatch(None, bool(terminals))
 
-    def _collect(
-        self, node: _RouteNode, segments: tuple[str, ...], depth: int, out: list[_RouteNode]
-    ) -> None:
+    def _collect(self, segments: tuple[str, ...]) -> list[_RouteNode]:
         """Every node whose template matches the whole path, literals first.
 
         Each trie node sits at one depth, so this visits each node at most once.
-        A ``/**`` rule on the way down matches whatever lies below it.
+        A ``/**`` rule on the way down matches whatever lies below it.  A walk
+        with its own stack rather than a recursion (one call per match, not one
+        per node): a node's literal child is taken before its parameter child,
+        and all below it before the parameter child, as a recursion would.
         """
-        if node.subtree is not None:
-            out.append(node.subtree)
-        if depth == len(segments):
-            if node.rules:
-                out.append(node)
-            return
-        segment = segments[depth]
-        child = node.literal.get(segment)
-        if child is not None:
-            self._collect(child, segments, depth + 1, out)
-        if node.param is not None and segment and (self._for_deny or PARAM_VALUE.fullmatch(segment)):
-            self._collect(node.param, segments, depth + 1, out)
+        out: list[_RouteNode] = []
+        end = len(segments)
+        pending = [(self._root, 0)]
+        while pending:
+            node, depth = pending.pop()
+            if node.subtree is not None:
+                out.append(node.subtree)
+            if depth == end:
+                if node.rules:
+                    out.append(node)
+                continue
+            segment = segments[depth]
+            if node.param is not None and segment and (self._for_deny or PARAM_VALUE.fullmatch(segment)):
+                pending.append((node.param, depth + 1))  # popped after the literal child's whole walk
+            child = node.literal.get(segment)
+            if child is not None:
+                pending.append((child, depth + 1))
+        return out
 
 
 @dataclass

@@ -88,7 +88,8 @@ def decide(request: RequestFacts, token: TokenFacts | TokenRejection, pack: Comp
     failure = _check_client_ip(request, token, tt) or _check_deny(request, tt)
     if failure is not None:
         return _enforced(failure, tt)
-    rule = _allowing_rule(request, tt)
+    # The route or endpoint prefix that allows this method and path, if any.
+    rule = tt.routes.match(request.method, request.target.segments).rule or tt.prefixes.match(request.target.segments)
     if rule is None:
         return _enforced(_no_route(request, tt), tt)
     failure = _check_token_prefixes(request, token, tt) or _check_query(request, tt, rule)
@@ -126,14 +127,6 @@ def _check_deny(request: RequestFacts, tt: CompiledTokenType) -> Decision | None
         rule=denied.rule,
         token_type=tt.spec.name,
     )
-
-
-def _allowing_rule(request: RequestFacts, tt: CompiledTokenType) -> str | None:
-    """The route or endpoint prefix that allows this method and path, if any."""
-    routed = tt.routes.match(request.method, request.target.segments)
-    if routed.rule is not None:
-        return routed.rule
-    return tt.prefixes.match(request.target.segments)
 
 
 def _no_route(request: RequestFacts, tt: CompiledTokenType) -> Decision:

@@ -121,6 +121,10 @@ class IntrospectSource:
         expires = math.floor(verdict.expires_at) if verdict.expires_at is not None else math.inf
         return min(expires, now + self.settings.cache_max_seconds)
 
+    def verify_here(self, token: str) -> TokenFacts | TokenRejection | None:
+        """Always None: introspection answers, cached or not, come from :meth:`verify`."""
+        return None
+
     async def verify(self, token: str) -> Verdict:
         if len(token) > MAX_OPAQUE_TOKEN_LENGTH:
             return TokenRejection(Reason.MALFORMED_TOKEN, f"the token is longer than {MAX_OPAQUE_TOKEN_LENGTH} characters")

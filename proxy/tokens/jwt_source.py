@@ -211,16 +211,12 @@ class JwtSource:
         Order: cache, shape, header, key, payload JSON, signature and claims, token
         type, narrowing claims.  Nothing from the token reaches a detail string.
         """
-        fingerprint = token_fingerprint(token)
-        entry = self._recent.get(fingerprint)
-        if entry is None or self._clock() >= entry[1]:
-            entry = self._cache.get(fingerprint)  # None once its time is up, as in the cache itself
-            if entry is not None:
-                self._remember(fingerprint, entry)
+        cached = self.verify_here(token)
+        if cached is not None:
+            return cached
         if self._on_cache:
-            self._on_cache(entry is not None)
-        if entry is not None:
-            return entry[0]
+            self._on_cache(False)
+        fingerprint = token_fingerprint(token)
         try:
             facts = await self._verify(token)
         except _Rejected as rejected:
@@ -230,6 +226,22 @@ class JwtSource:
         self._cache[fingerprint] = entry  # TLRUCache skips an entry whose time is already up
         self._remember(fingerprint, entry)
         return facts
+
+    def verify_here(self, token: str) -> TokenFacts | None:
+        """The facts of a token verified before and still cached, without an await (a hit is counted).
+
+        None: not cached (nothing counted); :meth:`verify` checks it, and counts the miss.
+        """
+        fingerprint = token_fingerprint(token)
+        entry = self._recent.get(fingerprint)
+        if entry is None or self._clock() >= entry[1]:
+            entry = self._cache.get(fingerprint)  # None once its time is up, as in the cache itself
+            if entry is None:
+                return None
+            self._remember(fingerprint, entry)
+        if self._on_cache:
+            self._on_cache(True)
+        return entry[0]
 
     def _remember(self, fingerprint: str, entry: tuple[TokenFacts, float]) -> None:
         """In the front dict; bounded: emptied when full (the cache behind it still holds every entry)."""

@@ -242,6 +242,10 @@ class ObserveSource:
         expires = facts.expires_at if facts.expires_at is not None else now
         return min(expires, now + self.settings.cache_max_seconds)
 
+    def verify_here(self, token: str) -> TokenFacts | TokenRejection | None:
+        """Always None: an observed token's verdict comes from :meth:`verify`."""
+        return None
+
     async def verify(self, token: str) -> TokenFacts | TokenRejection:
         """The token's facts if the appliance issued it through labgate and it has not expired."""
         if len(token) > MAX_OPAQUE_TOKEN_LENGTH:

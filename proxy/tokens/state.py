@@ -25,6 +25,7 @@ closed (503), never open.
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Callable
 
@@ -34,6 +35,12 @@ from proxy.store.base import RevocationKind, Store, StoreUnavailable
 from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.revocation_view import NOT_REVOKED, Name, NotifiedRevocations, PolledRevocations
 from proxy.tokens.uses import FLUSH_INTERVAL, UseLog
+
+
+class Pending(enum.Enum):
+    """What a synchronous check answers when only an awaited one can tell."""
+
+    STORE = "store"  # the store must be read: ask the awaited check
 
 
 class TokenStateGuard:
@@ -58,10 +65,17 @@ class TokenStateGuard:
         self._clear: dict[str, float] = {}
         self._remembered = remembered
 
+    def clear_here(self, key: str) -> bool:
+        """True while this process's view still clears every name of the token: no await needed.
+
+        False: ask :meth:`check_revoked`, which looks the names up.
+        """
+        stamp = self._clear.get(key)
+        return stamp is not None and self._revocations.still_clear(stamp)
+
     async def check_revoked(self, key: str, facts: TokenFacts) -> TokenRejection | None:
         """None unless the token, its subject, its client or its chain was revoked at or after its issue."""
-        stamp = self._clear.get(key)
-        if stamp is not None and self._revocations.still_clear(stamp):
+        if self.clear_here(key):
             return None
         rejection, stamp = await self._check_names(key, facts)
         if rejection is None:
@@ -112,6 +126,23 @@ class TokenStateGuard:
         appliance is a use (:meth:`record_use`): a refused one must never keep a
         stolen token alive past its idle lifetime.
         """
+        known = self.check_here(key, facts, lifetimes)
+        if known is not Pending.STORE:
+            return known
+        now, issued, idle = self._clock(), facts.issued_at, lifetimes.idle
+        assert issued is not None and idle is not None  # Pending.STORE only for an idle lifetime, past iat
+        try:
+            if await self._idle_for(key, issued, now, idle) >= idle:
+                return TokenRejection(Reason.IDLE_EXPIRED, "the token was not used within its type's idle timeout")
+        except StoreUnavailable:
+            return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
+        return None
+
+    def check_here(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None | Pending:
+        """:meth:`check`'s answer when it needs no store read, without an await; ``Pending.STORE``: ask :meth:`check`.
+
+        The store is needed only when this process's own knowledge says the idle lifetime has passed.
+        """
         if not lifetimes.enforced:
             return None
         now = self._clock()
@@ -127,12 +158,10 @@ class TokenStateGuard:
             return TokenRejection(Reason.TTL_EXPIRED, "the token is past its type's ttl")
         if lifetimes.idle is None:
             return None
-        try:
-            if await self._idle_for(key, issued, now, lifetimes.idle) >= lifetimes.idle:
-                return TokenRejection(Reason.IDLE_EXPIRED, "the token was not used within its type's idle timeout")
-        except StoreUnavailable:
-            return TokenRejection(Reason.STORE_UNAVAILABLE, "token state cannot be checked right now")
-        return None
+        # A use elsewhere can only make the idle time shorter: within it by what is known here, it is within it.
+        if now - max(issued, self._uses.latest(key) or issued) < lifetimes.idle:
+            return None
+        return Pending.STORE
 
     async def record_use(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
         """The token was used: a request carrying it reached the appliance.  Costs no store round trip.
