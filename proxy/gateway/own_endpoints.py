@@ -55,6 +55,11 @@ class OwnEndpoints:
                 logger.warning("not ready: %s", exc)
                 status = "store_unavailable"
         body: dict[str, object] = {"status": status, "upstreams": upstreams, "store": self._store_kind}
+        feed = self._store.revocation_feed
+        if feed is not None:
+            # Not a readiness condition: with the channel down, revocation checks ask the store itself.
+            feed.start()
+            body["revocation_notices"] = "live" if feed.fresh() else "behind" if feed.subscribed() else "down"
         nodes = self._node_states() if self._node_states is not None else {}
         if nodes:
             body["nodes"] = nodes  # each node's state; a node left out does not make labgate unready

@@ -298,10 +298,25 @@ async def test_readyz_reports_the_store(upstream: RecordingUpstream, start_gatew
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{gateway.url}/readyz") as response:
             assert (response.status, (await response.json())["status"]) == (200, "ready")
+        notices = "down"
+        for _ in range(100):  # the revocation view's notice channel comes up within moments
+            async with session.get(f"{gateway.url}/readyz") as response:
+                notices = (await response.json())["revocation_notices"]
+            if notices == "live":
+                break
+            await asyncio.sleep(0.05)
+        assert notices == "live"
         redis_server.stop()
         try:
             async with session.get(f"{gateway.url}/readyz") as response:
                 assert (response.status, (await response.json())["status"]) == (503, "store_unavailable")
+            for _ in range(100):  # the view stops being trusted within its 0.25 s bound
+                async with session.get(f"{gateway.url}/readyz") as response:
+                    notices = (await response.json())["revocation_notices"]
+                if notices != "live":
+                    break
+                await asyncio.sleep(0.05)
+            assert notices in ("behind", "down")
         finally:
             redis_server.start()
         async with session.get(f"{gateway.url}/readyz") as response:
