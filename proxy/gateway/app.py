@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from proxy.config import Config, Upstream
+from proxy.gateway.client_ip_warnings import ForwardingWarnings, warn_about_client_ip_rules
 from proxy.gateway.client_token import TokenProblem, client_token
 from proxy.gateway.discovery import discovery_endpoints
 from proxy.gateway.exchange import (
@@ -60,7 +60,6 @@ from proxy.ipaddrs import ClientIpResolver
 from proxy.issuer.settings import TOKEN_PATH
 from proxy.metrics import GatewayMetrics
 from proxy.paths import REPEATED_SLASHES, RequestTarget, TargetError, parse_target
-from proxy.policy.compile import CompiledPack
 from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS, Lifetimes
 from proxy.reasons import Reason
@@ -68,8 +67,6 @@ from proxy.store.base import Store
 from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.observe import ObserveSource
 from proxy.tokens.state import Pending, TokenStateGuard
-
-logger = logging.getLogger("labgate")
 
 _Found = tuple[Upstream, UpstreamRuntime, RequestTarget]
 
@@ -99,7 +96,7 @@ class Gateway:
         self._runtimes: list[UpstreamRuntime] = []
         self.router: UpstreamRouter[UpstreamRuntime] = UpstreamRouter([])
         self._found: Callable[[str, str | None], _Found | TargetError] = self._parse_and_route
-        self._warned_peers: set[str] = set()
+        self.forwarding_warnings = ForwardingWarnings(config, self.ip_resolver)
         self._merges = any(config.packs[u.pack].pack.repeated_slashes == "merge" for u in config.upstreams)
         self.recorder = Recorder(config, self.metrics)
         # Rate limits and in-flight caps (docs/concepts/protecting-appliances.md).
@@ -238,7 +235,7 @@ class Gateway:
         exchange.token = token
         peer = request.remote
         exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
-        self._warn_untrusted_forwarding(request, peer, runtime)
+        self.forwarding_warnings.untrusted_forwarding(request, peer, runtime.pack)
         return decide(RequestFacts(exchange.method, routed.target, exchange.client_ip), token, runtime.pack)
 
     async def _issue_tokens(self, exchange: Exchange) -> web.StreamResponse:
@@ -336,24 +333,6 @@ class Gateway:
         routed.exchange.use = TokenUse(key, facts, lifetimes)
         return facts
 
-    def _warn_untrusted_forwarding(self, request: web.BaseRequest, peer: str | None, runtime: UpstreamRuntime) -> None:
-        """IP rules see the TCP peer; say so once when a peer sends forwarding headers we ignore."""
-        peer = peer or ""
-        if peer in self._warned_peers or len(self._warned_peers) >= 64:
-            return
-        header = "Forwarded" if self.config.client_ip_header == "forwarded" else "X-Forwarded-For"
-        if header not in request.headers or not _has_ip_rules(runtime.pack):
-            return
-        if self.ip_resolver.resolve(peer, {}) in self.config.trusted_proxies:
-            return
-        self._warned_peers.add(peer)
-        logger.warning(
-            "peer %s sent %s but is not in trusted_proxies: client_ips rules compare the peer itself; "
-            "list the load balancer in trusted_proxies if it is one",
-            peer,
-            header,
-        )
-
 
 _NO_LIFETIMES = Lifetimes()
 
@@ -377,27 +356,3 @@ def _head_size(request: web.BaseRequest) -> int:
     raw = request.raw_headers
     # Joined in C rather than summed in a Python loop: this runs for every request.
     return len(request.method) + len(request.raw_path) + 12 + len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)
-
-
-def _has_ip_rules(pack: CompiledPack) -> bool:
-    return any(t.spec.client_ips is not None for t in pack.token_types.values())
-
-
-def warn_about_client_ip_rules(config: Config) -> None:
-    """Say at start when the trusted-proxy setup makes IP rules weaker than they look."""
-    uses_ip_rules = any(_has_ip_rules(config.packs[u.pack]) for u in config.upstreams) or any(
-        getattr(u.token_source, "client_ips_claim", None) for u in config.upstreams
-    )
-    if not uses_ip_rules:
-        return
-    if config.trusted_proxies.covers_everything():
-        logger.warning(
-            "trusted_proxies covers every address: any client can choose its own IP with %s, "
-            "so client_ips rules protect nothing",
-            config.client_ip_header,
-        )
-    elif len(config.trusted_proxies) == 0:
-        logger.warning(
-            "client_ips rules compare the TCP peer (no trusted_proxies): behind a load balancer "
-            "every request would come from the balancer's address; list it in trusted_proxies"
-        )
