@@ -20,6 +20,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_listening(port: int, process: subprocess.Popen[bytes], *, tries: int = 200) -> None:
+    """Until the server on ``port`` accepts connections, 50 ms apart; RuntimeError past ``tries``."""
+    for _ in range(tries):
+        assert process.poll() is None, f"redis on port {port} exited with {process.returncode}"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis on port {port} did not start")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class RedisServer:
     def __init__(self, directory: Path) -> None:
         binary = shutil.which("redis-server")
@@ -35,21 +56,11 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):  # up to 5 s
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_listening(self.port, self.process, tries=100)  # up to 5 s
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
 
 

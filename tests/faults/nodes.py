@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from tests.conftest import free_port
-from tests.redis_server import INSTALL_HINT
+from tests.redis_server import INSTALL_HINT, stop_process, wait_listening
 
 
 def _binary() -> str:
@@ -23,16 +21,6 @@ def _binary() -> str:
     if binary is None:
         raise RuntimeError(INSTALL_HINT)
     return binary
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):  # up to 10 s
-        assert process.poll() is None, f"redis on port {port} exited with {process.returncode}"
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"redis on port {port} did not start")
 
 
 class RedisNode:
@@ -54,7 +42,7 @@ class RedisNode:
 
     def start(self) -> None:
         self.process = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_listening(self.port, self.process)
+        wait_listening(self.port, self.process)
 
     def kill(self) -> None:
         """SIGKILL: no goodbye to its clients, their connections die with it."""
@@ -75,12 +63,7 @@ class RedisNode:
     def stop(self) -> None:
         if self.process is not None:
             self.thaw()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
 
 
@@ -104,14 +87,9 @@ class SentinelNode:
         self.process = subprocess.Popen(
             [_binary(), str(self.config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        _wait_listening(self.port, self.process)
+        wait_listening(self.port, self.process)
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
