@@ -303,8 +303,7 @@ class Gateway:
         key = token_fingerprint(found.token)
         if not self.token_state.clear_here(key):
             return self._checked(routed, key, facts)
-        compiled = runtime.pack.token_types.get(facts.token_type)
-        lifetimes = compiled.spec.lifetimes if compiled is not None else _NO_LIFETIMES
+        lifetimes = _lifetimes(runtime, facts)
         known = self.token_state.check_here(key, facts, lifetimes)
         if known is Pending.STORE:
             return self._checked(routed, key, facts)

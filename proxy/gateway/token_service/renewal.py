@@ -15,9 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
+
+import aiohttp
+from aiohttp import web
 
 from proxy.errors import LabgateError
+from proxy.gateway.errors import BodyTooLarge
+from proxy.gateway.token_service.small_body import read_small_body
 from proxy.issuer import chains, directory
 from proxy.issuer.access_tokens import AccessTokenGrant
 from proxy.issuer.audiences import issuer_upstreams
@@ -26,6 +31,7 @@ from proxy.issuer.records import RefreshRecord
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.tokens.issuer_source import IssuerSourceSettings
+from proxy.tokens.observe import MAX_TOKEN_REQUEST_BYTES
 
 if TYPE_CHECKING:
     from proxy.config import Config, Upstream
@@ -42,6 +48,16 @@ class TokenRefused(LabgateError):
     def __init__(self, reason: Reason, detail: str, *, basic: bool = False) -> None:
         super().__init__(detail, reason)
         self.basic = basic
+
+
+async def read_token_request(request: web.BaseRequest, timeout: float, *, what: str, too_large: str) -> bytes:
+    """A token or renew request's small body, whole; ``what`` names it ("token request"), ``too_large`` says what it should be."""
+    try:
+        return await read_small_body(request, MAX_TOKEN_REQUEST_BYTES, timeout)
+    except BodyTooLarge:
+        raise TokenRefused(Reason.BODY_TOO_LARGE, too_large) from None
+    except (TimeoutError, aiohttp.ClientPayloadError, OSError):
+        raise TokenRefused(Reason.BAD_TOKEN_REQUEST, f"the {what} body could not be read") from None
 
 
 @dataclass(frozen=True)
@@ -107,8 +123,7 @@ class ChainRenewal:
         """New tokens in the chain of ``presented``; TokenRefused (and the chain revoked on reuse) otherwise."""
         record = await chains.peek(self.store, presented, now=now)
         if record is None:
-            await self._unknown_refresh_token(presented, now)
-        assert record is not None
+            await self.refuse_unknown(presented, now)
         target = await self._check_chain(request, record, now)
         if request.access_fingerprint is not None and request.access_fingerprint != record.access_fingerprint:
             raise TokenRefused(Reason.INVALID_GRANT, "the access token is not the one issued with this refresh token")
@@ -127,8 +142,8 @@ class ChainRenewal:
         issued = await chains.issue_in_chain(self.store, await self.key_ring.signing_key(), self.issuer, grant, record, now=now)
         return Renewed(issued, grant, target, record)
 
-    async def _unknown_refresh_token(self, presented: str, now: float) -> None:
-        """Not renewable: used already (then its chain is revoked), or never known."""
+    async def refuse_unknown(self, presented: str, now: float) -> NoReturn:
+        """TokenRefused for a refresh token with no record: used already (then its chain is revoked), or never known."""
         spent = await chains.spent(self.store, presented, now=now)
         if spent is not None:
             await self._revoke_chain(spent.chain, spent.renew_until, now)

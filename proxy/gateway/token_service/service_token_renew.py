@@ -30,15 +30,12 @@ import json
 import time
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from proxy.config import Config
-from proxy.gateway.errors import BodyTooLarge
 from proxy.gateway.exchange import Routed, UpstreamRuntime
 from proxy.gateway.recorder import Recorder
-from proxy.gateway.token_service.renewal import ChainRenewal, Client, RenewalRequest, TokenRefused
-from proxy.gateway.token_service.small_body import read_small_body
+from proxy.gateway.token_service.renewal import ChainRenewal, Client, RenewalRequest, TokenRefused, read_token_request
 from proxy.ipaddrs import AddressSet, parse_entry
 from proxy.issuer import chains
 from proxy.issuer.keys import SigningKeyUnusable
@@ -52,7 +49,6 @@ from proxy.strict_json import no_duplicate_names
 from proxy.token_facts import TokenFacts, token_fingerprint
 from proxy.tokens.issuer_source import IssuerSource
 from proxy.tokens.jwks import KeysUnavailable
-from proxy.tokens.observe import MAX_TOKEN_REQUEST_BYTES
 
 RENEW_SEGMENTS = ("V4", "AccessToken", "Renew")
 RULE = "issuer/service_account_renew"
@@ -100,9 +96,8 @@ class ServiceTokenRenew:
         now = time.time()
         upstream = routed.runtime.upstream
         record = await chains.peek(self._store, refresh, now=now)
-        if record is None:  # unknown, or spent: the renewal says which (and a reuse revokes the chain)
-            await self._renewal.renew(refresh, RenewalRequest(Client("", confidential=False, named=False)), now)
-            raise TokenRefused(Reason.INVALID_GRANT, "the refresh token is unknown or expired")
+        if record is None:  # unknown, or spent (then its chain is revoked)
+            await self._renewal.refuse_unknown(refresh, now)
         service_token = await self._service_token(record, routed.runtime, now)
         decision = decide(RequestFacts("POST", routed.target, routed.exchange.client_ip), _chain_facts(record), routed.runtime.pack)
         if not decision.allowed:
@@ -119,12 +114,9 @@ class ServiceTokenRenew:
 
     async def _pair(self, request: web.BaseRequest) -> tuple[str, str]:
         """The body's access and refresh token: a JSON object with exactly these two strings."""
-        try:
-            body = await read_small_body(request, MAX_TOKEN_REQUEST_BYTES, self._body_timeout)
-        except BodyTooLarge:
-            raise TokenRefused(Reason.BODY_TOO_LARGE, "a renew request is a small JSON object") from None
-        except (TimeoutError, aiohttp.ClientPayloadError, OSError):
-            raise TokenRefused(Reason.BAD_TOKEN_REQUEST, "the renew request body could not be read") from None
+        body = await read_token_request(
+            request, self._body_timeout, what="renew request", too_large="a renew request is a small JSON object"
+        )
         try:
             parsed: Any = json.loads(body, object_pairs_hook=no_duplicate_names)
         except ValueError:

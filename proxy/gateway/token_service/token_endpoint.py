@@ -31,18 +31,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 
-from proxy.gateway.errors import BodyTooLarge, error_response
+from proxy.gateway.errors import error_response
 from proxy.gateway.token_service.renewal import (
     ChainRenewal,
     Client,
     RenewalRequest,
     Target,
     TokenRefused,
+    read_token_request,
 )
-from proxy.gateway.token_service.small_body import read_small_body
 from proxy.gateway.token_service.token_request import (
     ClientAuthenticationFailed,
     ClientCredentials,
@@ -64,7 +63,7 @@ from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
 from proxy.tokens.issuer_source import IssuerSourceSettings
 from proxy.tokens.jwks import KeysUnavailable
-from proxy.tokens.observe import MAX_TOKEN_REQUEST_BYTES, BadTokenRequest
+from proxy.tokens.observe import BadTokenRequest
 
 if TYPE_CHECKING:
     from proxy.config import Config, Upstream
@@ -142,7 +141,9 @@ class TokenEndpoint:
     async def _answer(self, request: web.BaseRequest) -> tuple[dict[str, object], TokenOutcome]:
         if request.method != "POST":
             raise TokenRefused(Reason.METHOD_NOT_SUPPORTED, "the token endpoint takes POST (RFC 6749 section 3.2)")
-        body = await self._read_body(request)
+        body = await read_token_request(
+            request, self.config.limits.body_timeout, what="token request", too_large="a token request is a small form"
+        )
         try:
             form = read_token_endpoint_request(body, request.headers.get("Content-Type", ""), request.headers.getall("Authorization", []))
         except BadTokenRequest as exc:
@@ -153,14 +154,6 @@ class TokenEndpoint:
         if grant is None:
             raise TokenRefused(Reason.UNSUPPORTED_GRANT_TYPE, _unsupported(form.grant_type))
         return await grant(form, self.clock())
-
-    async def _read_body(self, request: web.BaseRequest) -> bytes:
-        try:
-            return await read_small_body(request, MAX_TOKEN_REQUEST_BYTES, self.config.limits.body_timeout)
-        except BodyTooLarge:
-            raise TokenRefused(Reason.BODY_TOO_LARGE, "a token request is a small form") from None
-        except (TimeoutError, aiohttp.ClientPayloadError, OSError):
-            raise TokenRefused(Reason.BAD_TOKEN_REQUEST, "the token request body could not be read") from None
 
     # -- the grants ----------------------------------------------------------------
 
