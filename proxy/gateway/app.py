@@ -64,7 +64,7 @@ from proxy.policy.decide import Decision, RequestFacts, decide, deny
 from proxy.policy.model import ROUTE_METHODS, Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import Store
-from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
+from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.observe import ObserveSource
 from proxy.tokens.state import Pending, TokenStateGuard
 
@@ -286,6 +286,8 @@ class Gateway:
         """The verdict without an await when all of it is known here; else the awaited checks, from where this stopped.
 
         Known here: a cached verified token, its names cleared by the revocation view, lifetimes needing no store read.
+        The token's fingerprint is taken once (with the token: :class:`ClientToken`) and handed on; its type's
+        lifetimes are read here rather than through :func:`_lifetimes`: this runs for every request.
         """
         runtime, exchange = routed.runtime, routed.exchange
         found = client_token(exchange.request.headers, runtime.upstream.token_header)
@@ -295,16 +297,15 @@ class Gateway:
             # RFC 9700 section 4.3.2: tokens in URLs leak into logs and Referer.
             return TokenRejection(Reason.MALFORMED_AUTHORIZATION, "tokens are not accepted in the query string")
         exchange.client_token = found
-        facts = runtime.source.verify_here(found.token)
+        key = found.fingerprint
+        facts = runtime.source.verify_here(found.token, key)
         if facts is None:
-            return self._verified(routed, found.token)
+            return self._verified(routed, found.token, key)
         if isinstance(facts, TokenRejection):
             return facts
-        key = token_fingerprint(found.token)
-        if not self.token_state.clear_here(key):
-            return self._checked(routed, key, facts)
-        lifetimes = _lifetimes(runtime, facts)
-        known = self.token_state.check_here(key, facts, lifetimes)
+        compiled = runtime.pack.token_types.get(facts.token_type)
+        lifetimes = compiled.spec.lifetimes if compiled is not None else _NO_LIFETIMES
+        known = self.token_state.known_here(key, facts, lifetimes)
         if known is Pending.STORE:
             return self._checked(routed, key, facts)
         if known is not None:
@@ -312,11 +313,11 @@ class Gateway:
         exchange.use = TokenUse(key, facts, lifetimes)
         return facts
 
-    async def _verified(self, routed: Routed, token: str) -> TokenFacts | TokenRejection:
-        """The token source's full check (not cached), then the token state's."""
+    async def _verified(self, routed: Routed, token: str, key: str) -> TokenFacts | TokenRejection:
+        """The token source's full check (not cached), then the token state's; ``key`` is the token's fingerprint."""
         facts = await routed.runtime.source.verify(token)
         if isinstance(facts, TokenFacts):
-            return await self._checked(routed, token_fingerprint(token), facts)
+            return await self._checked(routed, key, facts)
         return facts
 
     async def _checked(self, routed: Routed, key: str, facts: TokenFacts) -> TokenFacts | TokenRejection:

@@ -18,11 +18,12 @@ appliance's own header.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multidict import CIMultiDictProxy
 
 from proxy.reasons import Reason
+from proxy.token_facts import token_fingerprint
 
 # RFC 6750 section 2.1 b64token.
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -45,10 +46,24 @@ _BEARER_ONLY = _SCHEMES["bearer"]["authorization"]
 
 @dataclass(frozen=True)
 class ClientToken:
-    """The token a client presented, and the scheme it named (``""`` for a bare ``Authtoken``)."""
+    """The token a client presented, and the scheme it named (``""`` for a bare ``Authtoken``).
+
+    ``fingerprint`` is the token's full sha256 (:func:`proxy.token_facts.token_fingerprint`),
+    taken once here: the token source's cache, the token state and the live-token count all key by it.
+    """
 
     token: str
     scheme: str
+    fingerprint: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fingerprint", token_fingerprint(self.token))
+
+
+# Authorization values read lately, each with the token it presents: clients repeat their header,
+# and the answer is pure in it.  Bounded: emptied when full.
+_RECENT_VALUES = 256
+_recent_bearer: dict[str, ClientToken] = {}
 
 
 @dataclass(frozen=True)
@@ -67,11 +82,24 @@ def expected_form(style: str) -> str:
 
 
 def client_token(headers: CIMultiDictProxy[str], style: str = "bearer") -> ClientToken | TokenProblem:
-    """The one token the request carries in the places ``style`` reads, or why there is none."""
+    """The one token the request carries in the places ``style`` reads, or why there is none.
+
+    A ``bearer`` header read before is answered from :data:`_recent_bearer`
+    (one dict lookup, nothing parsed or hashed again).
+    """
     if style == "bearer":  # one header to read: no second credential to compare with
         values = headers.getall("Authorization", ())
         if len(values) == 1:
-            parsed = _parse(values[0], _BEARER_ONLY, "authorization")
+            value = values[0]
+            known = _recent_bearer.get(value)
+            if known is not None:
+                return known
+            parsed = _parse(value, _BEARER_ONLY, "authorization")
+            if isinstance(parsed, ClientToken):
+                if len(_recent_bearer) >= _RECENT_VALUES:
+                    _recent_bearer.clear()
+                _recent_bearer[value] = parsed
+                return parsed
             return parsed.problem if isinstance(parsed, _OtherScheme) else parsed
     found: list[ClientToken] = []
     other_scheme: TokenProblem | None = None

@@ -121,7 +121,7 @@ class IntrospectSource:
         expires = math.floor(verdict.expires_at) if verdict.expires_at is not None else math.inf
         return min(expires, now + self.settings.cache_max_seconds)
 
-    def verify_here(self, token: str) -> TokenFacts | TokenRejection | None:
+    def verify_here(self, token: str, fingerprint: str | None = None) -> TokenFacts | TokenRejection | None:
         """Always None: introspection answers, cached or not, come from :meth:`verify`."""
         return None
 

@@ -99,9 +99,9 @@ class IssuerSource:
     async def verify(self, token: str) -> TokenFacts | TokenRejection:
         return self._signed_here(await self._jwt.verify(token))
 
-    def verify_here(self, token: str) -> TokenFacts | TokenRejection | None:
+    def verify_here(self, token: str, fingerprint: str | None = None) -> TokenFacts | TokenRejection | None:
         """A cached token's verdict without an await; None: ask :meth:`verify`."""
-        facts = self._jwt.verify_here(token)
+        facts = self._jwt.verify_here(token, fingerprint)
         return None if facts is None else self._signed_here(facts)
 
     def _signed_here(self, facts: TokenFacts | TokenRejection) -> TokenFacts | TokenRejection:

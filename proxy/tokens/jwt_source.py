@@ -227,12 +227,14 @@ class JwtSource:
         self._remember(fingerprint, entry)
         return facts
 
-    def verify_here(self, token: str) -> TokenFacts | None:
+    def verify_here(self, token: str, fingerprint: str | None = None) -> TokenFacts | None:
         """The facts of a token verified before and still cached, without an await (a hit is counted).
 
         None: not cached (nothing counted); :meth:`verify` checks it, and counts the miss.
+        ``fingerprint``: the token's, when the caller has it already (not hashed again).
         """
-        fingerprint = token_fingerprint(token)
+        if fingerprint is None:
+            fingerprint = token_fingerprint(token)
         entry = self._recent.get(fingerprint)
         if entry is None or self._clock() >= entry[1]:
             entry = self._cache.get(fingerprint)  # None once its time is up, as in the cache itself

@@ -242,7 +242,7 @@ class ObserveSource:
         expires = facts.expires_at if facts.expires_at is not None else now
         return min(expires, now + self.settings.cache_max_seconds)
 
-    def verify_here(self, token: str) -> TokenFacts | TokenRejection | None:
+    def verify_here(self, token: str, fingerprint: str | None = None) -> TokenFacts | TokenRejection | None:
         """Always None: an observed token's verdict comes from :meth:`verify`."""
         return None
 

@@ -29,10 +29,11 @@ class TokenSource(Protocol):
         """The token's facts, or why it is refused; never raises for a bad token."""
         ...
 
-    def verify_here(self, token: str) -> TokenFacts | TokenRejection | None:
+    def verify_here(self, token: str, fingerprint: str | None = None) -> TokenFacts | TokenRejection | None:
         """The verdict when this process already holds it (a cached verified token), without an await.
 
         None: ask :meth:`verify`.  Never a verdict :meth:`verify` would not give now.
+        ``fingerprint``: the token's :func:`~proxy.token_facts.token_fingerprint`, when the caller took it already.
         """
         ...
 

@@ -40,7 +40,7 @@ from proxy.tokens.uses import FLUSH_INTERVAL, UseLog
 class Pending(enum.Enum):
     """What a synchronous check answers when only an awaited one can tell."""
 
-    STORE = "store"  # the store must be read: ask the awaited check
+    STORE = "store"  # the store (or the revocation view's lookup) must be read: ask the awaited check
 
 
 class TokenStateGuard:
@@ -60,9 +60,15 @@ class TokenStateGuard:
         self._revocations: NotifiedRevocations | PolledRevocations = (
             PolledRevocations(store, clock, remembered) if feed is None else NotifiedRevocations(store, feed, clock, remembered)
         )
+        # A polled view's stamps are expiry times: checked here without a call (see revocation_view).
+        self._polled = isinstance(self._revocations, PolledRevocations)
         self._uses = UseLog(store, interval=write_interval, remembered=remembered)
+        self._latest_uses = self._uses.latest_uses
         # Per token: the view's stamp for "none of its names revoked" (see revocation_view).
         self._clear: dict[str, float] = {}
+        # Per token whose facts passed check_here's fixed checks under a type's lifetimes: until when
+        # ttl and absolute still hold.  Kept with the very facts and lifetimes objects it was worked out for.
+        self._within: dict[str, tuple[TokenFacts, Lifetimes, float]] = {}
         self._remembered = remembered
 
     def clear_here(self, key: str) -> bool:
@@ -72,6 +78,49 @@ class TokenStateGuard:
         """
         stamp = self._clear.get(key)
         return stamp is not None and self._revocations.still_clear(stamp)
+
+    def known_here(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None | Pending:
+        """:meth:`clear_here`, then :meth:`check_here`, in one call: the request path's question for a cached token.
+
+        ``Pending.STORE``: not cleared here, or the idle lifetime needs the store; ask
+        :meth:`check_revoked` and :meth:`check`.  A token seen before under the same
+        lifetimes is answered from what :meth:`check_here` worked out for it then
+        (its fixed checks passed, the time ttl and absolute run out), so the common
+        case is a few dict reads; anything past that time goes through
+        :meth:`check_here` itself, which names the reason.
+        """
+        stamp = self._clear.get(key)
+        if stamp is None:
+            return Pending.STORE
+        now = self._clock()
+        if not (now < stamp if self._polled else self._revocations.still_clear(stamp)):
+            return Pending.STORE
+        within = self._within.get(key)
+        if within is None or within[0] is not facts or within[1] is not lifetimes or now >= within[2]:
+            return self._check_and_remember(key, facts, lifetimes)
+        idle = lifetimes.idle
+        if idle is None:
+            return None
+        issued = facts.issued_at
+        assert issued is not None  # remembered only when it passed check_here's iat check (or nothing is enforced)
+        if now - max(issued, self._latest_uses.get(key) or issued) < idle:
+            return None
+        return Pending.STORE
+
+    def _check_and_remember(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None | Pending:
+        """:meth:`check_here`; when the token passed its fixed checks, until when ttl and absolute hold, for :meth:`known_here`."""
+        known = self.check_here(key, facts, lifetimes)
+        if known is None or known is Pending.STORE:
+            issued = facts.issued_at
+            until = float("inf")
+            if lifetimes.enforced and issued is not None:
+                for limit in (lifetimes.absolute, lifetimes.ttl):
+                    if limit is not None:
+                        until = min(until, issued + limit)
+            if len(self._within) >= self._remembered:
+                self._within.clear()  # bounded; the next request of each token works it out again
+            self._within[key] = (facts, lifetimes, until)
+        return known
 
     async def check_revoked(self, key: str, facts: TokenFacts) -> TokenRejection | None:
         """None unless the token, its subject, its client or its chain was revoked at or after its issue."""
@@ -164,15 +213,26 @@ class TokenStateGuard:
         return Pending.STORE
 
     async def record_use(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
-        """The token was used: a request carrying it reached the appliance.  Costs no store round trip.
+        """The token was used: :meth:`record_use_now`, for callers that await."""
+        self.record_use_now(key, facts, lifetimes)
+
+    def record_use_now(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
+        """The token was used: a request carrying it reached the appliance.  Costs no store round trip, nor an await.
 
         Only types with an idle lifetime keep use records (nothing else reads them);
-        the use is written with the next batch.
+        the use is written with the next batch.  The record matters until the token
+        dies anyway (its ``exp``, or its type's absolute lifetime), or, lacking
+        that, one idle period on.
         """
-        if lifetimes.idle is None or facts.issued_at is None:
+        idle = lifetimes.idle
+        issued = facts.issued_at
+        if idle is None or issued is None:
             return
         now = self._clock()
-        self._uses.used(key, now, self._forget_at(facts, lifetimes, now))
+        until = facts.expires_at
+        if lifetimes.absolute is not None:
+            until = issued + lifetimes.absolute if until is None else min(until, issued + lifetimes.absolute)
+        self._uses.used(key, now, now + idle if until is None else until)
 
     async def _idle_for(self, key: str, issued: float, now: float, idle: float) -> float:
         """Seconds since the token's last use anywhere (or its issue, if never used).
@@ -188,14 +248,6 @@ class TokenStateGuard:
             return now - known
         self._uses.learned(key, stored)
         return now - max(known, stored)
-
-    @staticmethod
-    def _forget_at(facts: TokenFacts, lifetimes: Lifetimes, now: float) -> float:
-        """A use record matters until the token dies anyway (or, lacking that, one idle period on)."""
-        ends = [t for t in (facts.expires_at,) if t is not None]
-        if lifetimes.absolute is not None and facts.issued_at is not None:
-            ends.append(facts.issued_at + lifetimes.absolute)
-        return min(ends) if ends else now + (lifetimes.idle or 0.0)
 
 
 def _claims_too_long(facts: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
-from cachetools import LRUCache
+from collections.abc import Mapping
 
 from proxy.store.base import Store, StoreUnavailable, TokenUse
 
@@ -27,26 +26,52 @@ FLUSH_INTERVAL = 1.0  # seconds between two batches: how late another replica ma
 
 
 class UseLog:
-    """The latest known use of each token, and the uses not yet written."""
+    """The latest known use of each token, and the uses not yet written.
+
+    Plain dicts, in the order entries were last written: :meth:`used` runs on
+    every forwarded request, so its common case is a few dict operations and
+    no other call.  Past ``remembered`` tokens, the one written least lately is
+    forgotten (what was least recently used, since every use writes).
+    """
 
     def __init__(self, store: Store, *, interval: float = FLUSH_INTERVAL, remembered: int = 100_000) -> None:
         self._store, self._interval, self._remembered = store, interval, remembered
         # Latest use known here: this process's own, or one the store told of.  Bounded.
-        self._latest: LRUCache[str, float] = LRUCache(maxsize=remembered)
-        self._pending: dict[str, TokenUse] = {}
+        self._latest: dict[str, float] = {}
+        # Per token not yet written: (at, until) of its latest use (a TokenUse once written).
+        self._pending: dict[str, tuple[float, float | None]] = {}
         self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def latest_uses(self) -> Mapping[str, float]:
+        """Each token's latest known use, to read without a call per request (:meth:`latest` is the same, one at a time)."""
+        return self._latest
 
     def latest(self, key: str) -> float | None:
         return self._latest.get(key)
 
     def learned(self, key: str, at: float) -> None:
         """The store said the token was used at ``at`` (somewhere): later checks here need not ask again."""
-        self._latest[key] = max(at, self._latest.get(key, at))
+        self._remember(key, at)
 
-    def used(self, key: str, at: float, until: float) -> None:
-        """A use here: known at once, written with the next batch."""
-        self.learned(key, at)
-        self._keep(TokenUse(key, at, until))
+    def used(self, key: str, at: float, until: float | None) -> None:
+        """A use here: known at once, written with the next batch.
+
+        :meth:`learned` and :meth:`_keep` written out: this runs for every forwarded request.
+        """
+        latest = self._latest
+        known = latest.pop(key, None)
+        latest[key] = at if known is None or at > known else known
+        if len(latest) > self._remembered:
+            del latest[next(iter(latest))]  # the one written least lately: bounded
+        pending = self._pending
+        waiting = pending.get(key)
+        if waiting is None:
+            if len(pending) >= self._remembered:
+                del pending[next(iter(pending))]  # the oldest waiting: bounded
+            pending[key] = (at, until)
+        elif waiting[0] < at:
+            pending[key] = (at, until)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_every_interval(), name="labgate-uses")
 
@@ -58,12 +83,13 @@ class UseLog:
         """Write every waiting use in one store call; on failure they wait for the next.  Raises StoreUnavailable."""
         if not self._pending:
             return
-        batch, self._pending = list(self._pending.values()), {}
+        batch = [TokenUse(key, at, until) for key, (at, until) in self._pending.items()]
+        self._pending = {}
         try:
             await self._store.touch_many(batch)
         except BaseException:  # StoreUnavailable, or cancelled at shutdown: nothing is lost
             for use in batch:
-                self._keep(use)
+                self._keep(use.key, use.at, use.until)
             raise
 
     async def close(self) -> None:
@@ -77,13 +103,21 @@ class UseLog:
         except StoreUnavailable as exc:
             logger.error("%d token uses could not be written at shutdown: %s", len(self._pending), exc)
 
-    def _keep(self, use: TokenUse) -> None:
-        waiting = self._pending.get(use.key)
-        if waiting is not None and waiting.at >= use.at:
+    def _remember(self, key: str, at: float) -> None:
+        """``at`` as the token's latest use unless a later one is known; written last, so forgotten last."""
+        known = self._latest.pop(key, None)
+        self._latest[key] = at if known is None or at > known else known
+        if len(self._latest) > self._remembered:
+            del self._latest[next(iter(self._latest))]  # the one written least lately: bounded
+
+    def _keep(self, key: str, at: float, until: float | None) -> None:
+        """Waiting for the next batch, unless a later use of the token already is."""
+        waiting = self._pending.get(key)
+        if waiting is not None and waiting[0] >= at:
             return
         if waiting is None and len(self._pending) >= self._remembered:
             del self._pending[next(iter(self._pending))]  # the oldest waiting: bounded
-        self._pending[use.key] = use
+        self._pending[key] = (at, until)
 
     async def _flush_every_interval(self) -> None:
         """Runs while uses wait; ends when none do (a quiet process keeps no timer)."""
