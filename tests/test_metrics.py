@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from proxy.metrics import STORE_OPERATIONS, GatewayMetrics, multiprocess_dir
 
@@ -98,3 +99,61 @@ def test_request_counts_are_exact_whenever_the_registry_is_read() -> None:
     assert 'labgate_requests_total{decision="allow",reason="allowed",token_type="emergency",upstream="svt"} 4.0' in text
     assert 'labgate_token_cache_lookups_total{result="hit",upstream="svt"} 4.0' in text
     assert sample(metrics.registry, "labgate_requests_total", **labels) == 4  # read twice: counted once
+
+
+def histogram_samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        if family.name == name
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+# On the bounds, between them, past the last one, zero, and many that do not add up exactly in floats.
+DURATIONS = [0.0005, 0.001, 0.00051, 0.0, 10.0, 10.5, 1e9, 0.3, 0.1, 0.2, 2.5, 0.0049999] + [0.1 + i * 1e-7 for i in range(200)]
+
+
+def test_request_and_upstream_durations_read_exactly_as_prometheus_client_observes_them() -> None:
+    """Tallied on the request path and handed over when read: the same buckets, count and float sum."""
+    metrics = GatewayMetrics()
+    reference_registry = CollectorRegistry()
+    reference = Histogram(
+        "labgate_request_duration_seconds", "reference", ("upstream", "decision"),
+        buckets=metrics.request_duration._upper_bounds, registry=reference_registry,
+    )
+    upstream = metrics.upstream_duration.labels("svt")  # what the upstream's runtime keeps
+    for index, seconds in enumerate(DURATIONS):
+        metrics.observe_request("svt", "emergency", "allow", "allowed", seconds)
+        upstream.observe(seconds)
+        reference.labels("svt", "allow").observe(seconds)
+        if index % 50 == 0:  # reads in between change nothing
+            metrics.exposition()
+    expected = histogram_samples(reference_registry, "labgate_request_duration_seconds")
+    assert histogram_samples(metrics.registry, "labgate_request_duration_seconds") == expected
+    assert histogram_samples(metrics.registry, "labgate_request_duration_seconds") == expected  # read twice: counted once
+    upstream_samples = histogram_samples(metrics.registry, "labgate_upstream_duration_seconds")
+    assert upstream_samples == {
+        (name.replace("request", "upstream"), tuple((k, v) for k, v in labels if k != "decision")): value
+        for (name, labels), value in expected.items()
+    }
+    metrics.observe_request("svt", "emergency", "allow", "allowed", 0.002)
+    assert sample(metrics.registry, "labgate_request_duration_seconds_count", upstream="svt", decision="allow") == len(DURATIONS) + 1
+
+
+def test_the_request_histograms_keep_no_exemplars() -> None:
+    with pytest.raises(ValueError, match="exemplars"):
+        GatewayMetrics().upstream_duration.labels("svt").observe(0.1, {"trace_id": "abc"})
+
+
+def test_a_duration_sum_is_added_up_in_observation_order_whenever_it_is_read() -> None:
+    metrics, registry = GatewayMetrics(), CollectorRegistry()
+    reference = Histogram("reference_seconds", "reference", registry=registry)
+    for seconds in (0.1, 0.2, 0.3):
+        metrics.observe_request("svt", "emergency", "allow", "allowed", seconds)
+        reference.observe(seconds)
+        if seconds == 0.1:
+            metrics.exposition()  # read between the first observation and the others
+    summed = sample(metrics.registry, "labgate_request_duration_seconds_sum", upstream="svt", decision="allow")
+    assert summed == sample(registry, "reference_seconds_sum") == (0.1 + 0.2) + 0.3 != 0.1 + (0.2 + 0.3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from proxy.gateway import client_token as client_token_module
 from proxy.gateway.client_token import (
     MAX_TOKEN_LENGTH,
     ClientToken,
@@ -13,6 +14,7 @@ from proxy.gateway.client_token import (
     reemitted,
 )
 from proxy.reasons import Reason
+from proxy.token_facts import token_fingerprint
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
 OTHER = "3a1f0c9e8d7b6a5f4e3d2c1b0a998877"
@@ -165,3 +167,34 @@ def test_what_is_reemitted_is_rebuilt_never_copied(style: str, value: str, heade
     presented = client_token(sent((name, value)), style)
     assert isinstance(presented, ClientToken)
     assert reemitted(presented, style) == header
+
+
+def test_a_token_carries_its_fingerprint_which_is_no_part_of_its_identity() -> None:
+    presented = client_token(sent(("Authorization", f"Bearer {TOKEN}")))
+    assert isinstance(presented, ClientToken)
+    assert presented.fingerprint == token_fingerprint(TOKEN) == ClientToken(TOKEN, "QSDK").fingerprint
+    assert presented == ClientToken(TOKEN, "Bearer") != ClientToken(TOKEN, "QSDK")
+
+
+def test_a_repeated_bearer_header_is_answered_as_it_was_first_read() -> None:
+    first = client_token(sent(("Authorization", f"  bearer   {TOKEN} ")))
+    again = client_token(sent(("authorization", f"  bearer   {TOKEN} ")))
+    assert again is first and first == ClientToken(TOKEN, "Bearer")
+    # Remembered per header value: another spelling is read by the rules, and so is another style.
+    assert client_token(sent(("Authorization", f"Bearer {TOKEN}"))) == first
+    assert client_token(sent(("Authorization", f"  bearer   {TOKEN} ")), "opstoken") == ClientToken(TOKEN, "Bearer")
+    # Two headers are refused even when each alone was read before.
+    two = client_token(sent(("Authorization", f"Bearer {TOKEN}"), ("Authorization", f"Bearer {TOKEN}")))
+    assert isinstance(two, TokenProblem) and two.reason is Reason.MALFORMED_AUTHORIZATION
+
+
+def test_refusals_are_read_again_every_time_and_remembered_headers_are_bounded() -> None:
+    remembered = client_token_module._recent_bearer
+    too_long = f"Bearer {'a' * (MAX_TOKEN_LENGTH + 1)}"
+    for value in (too_long, "Bearer", f"Basic {OTHER}"):
+        for _ in range(2):
+            assert isinstance(client_token(sent(("Authorization", value))), TokenProblem)
+        assert value not in remembered
+    for index in range(3 * client_token_module._RECENT_VALUES):
+        assert client_token(sent(("Authorization", f"Bearer t{index}"))) == ClientToken(f"t{index}", "Bearer")
+        assert len(remembered) <= client_token_module._RECENT_VALUES

@@ -10,7 +10,7 @@ from __future__ import annotations
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.memory import MemoryStore
-from proxy.token_facts import TokenFacts, TokenRejection
+from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.jwt_source import JwtSource
 from proxy.tokens.state import Pending, TokenStateGuard
 from tests.clock import Clock
@@ -78,3 +78,97 @@ async def test_lifetimes_are_known_here_unless_only_the_store_can_tell() -> None
     clock.now = ISSUED + 86_400
     past = guard.check_here("k", facts(), SIMPLIVITY)
     assert isinstance(past, TokenRejection) and past.reason is Reason.ABSOLUTE_EXPIRED
+
+
+async def test_a_fingerprint_taken_by_the_caller_finds_the_same_cached_token() -> None:
+    lookups: list[bool] = []
+    source = JwtSource(settings(), on_cache=lookups.append)
+    token = token_for("HS256", claims())
+    try:
+        verified = await source.verify(token)
+        assert source.verify_here(token, token_fingerprint(token)) == verified == source.verify_here(token)
+        assert source.verify_here(token, token_fingerprint(token + "x")) is None  # what the fingerprint names is looked up
+        assert lookups == [False, True, True]
+    finally:
+        await source.close()
+
+
+def slow_answer(guard: TokenStateGuard, key: str, token: TokenFacts, lifetimes: Lifetimes) -> TokenRejection | None | Pending:
+    """What known_here stands for: the revocation view's clearance, then check_here."""
+    return guard.check_here(key, token, lifetimes) if guard.clear_here(key) else Pending.STORE
+
+
+LIFETIMES = [
+    Lifetimes(), SIMPLIVITY, Lifetimes(ttl=1800), Lifetimes(ttl=1800, idle=600), Lifetimes(absolute=3600),
+    Lifetimes(ttl=7200, absolute=3600), Lifetimes(refresh_until=90 * 86_400),
+]
+TOKENS = [
+    facts(), facts(issued=None), revocable(),
+    TokenFacts(token_type="t", token_hash="abc", issued_at=ISSUED, expires_at=ISSUED + 10**6,
+               claims={"iat": ISSUED, "exp": ISSUED + 100_000}),  # claims a longer life than several types allow
+]
+
+
+async def test_known_here_answers_what_clear_here_then_check_here_answer_at_every_moment() -> None:
+    """One call for the common case, the same answer as the two checks it stands for, whatever came before."""
+    clock = Clock(ISSUED)
+    guard = TokenStateGuard(MemoryStore(), clock=clock)
+    moments = [0, 1, 300, 599.9, 600, 900, 1799.9, 1800, 3599.9, 3600, 7200, 86_399.9, 86_400, 10**6]
+    for index, token in enumerate(TOKENS):
+        for lifetimes in LIFETIMES:
+            key = f"k{index}-{lifetimes}"
+            clock.now = ISSUED
+            assert guard.known_here(key, token, lifetimes) is Pending.STORE  # never cleared: ask the view
+            for moment in moments:
+                clock.now = ISSUED + moment
+                if not guard.clear_here(key):
+                    await guard.check_revoked(key, token)
+                known = guard.known_here(key, token, lifetimes)
+                assert known == slow_answer(guard, key, token, lifetimes), (index, lifetimes, moment)
+                if known is None and moment in (300, 1799.9):
+                    await guard.record_use(key, token, lifetimes)  # a forwarded request: a use
+
+
+async def test_known_here_follows_a_new_type_definition_and_new_facts_at_once() -> None:
+    clock = Clock(ISSUED + 100)
+    guard = TokenStateGuard(MemoryStore(), clock=clock)
+    token = facts()
+    assert await guard.check_revoked("k", token) is None
+    assert guard.known_here("k", token, SIMPLIVITY) is None
+    shorter = guard.known_here("k", token, Lifetimes(ttl=60))  # a reloaded pack: its own lifetimes object
+    assert isinstance(shorter, TokenRejection) and shorter.reason is Reason.TTL_EXPIRED
+    unissued = guard.known_here("k", facts(issued=None), SIMPLIVITY)  # the same key with other facts
+    assert isinstance(unissued, TokenRejection) and unissued.reason is Reason.MISSING_CLAIM
+    assert guard.known_here("k", token, SIMPLIVITY) is None
+
+
+async def test_known_here_stops_at_a_revocation_and_at_idle() -> None:
+    clock = Clock(ISSUED + 10)
+    guard = TokenStateGuard(MemoryStore(), clock=clock)
+    token = revocable()
+    assert await guard.check_revoked("k", token) is None
+    assert guard.known_here("k", token, SIMPLIVITY) is None
+    await guard.revoke("subject", "alice", clock.now)
+    assert guard.known_here("k", token, SIMPLIVITY) is Pending.STORE  # the awaited check refuses it
+    refused = await guard.check_revoked("k", token)
+    assert refused is not None and refused.reason is Reason.REVOKED
+    other = facts()
+    assert await guard.check_revoked("j", other) is None
+    assert guard.known_here("j", other, SIMPLIVITY) is None
+    clock.now = ISSUED + 400
+    assert await guard.check_revoked("j", other) is None
+    guard.record_use_now("j", other, SIMPLIVITY)
+    clock.now = ISSUED + 999  # 599 s after the use here
+    assert await guard.check_revoked("j", other) is None
+    assert guard.known_here("j", other, SIMPLIVITY) is None
+    clock.now = ISSUED + 1000  # idle by what this process knows: only the store can tell
+    assert await guard.check_revoked("j", other) is None
+    assert guard.known_here("j", other, SIMPLIVITY) is Pending.STORE
+
+
+async def test_what_known_here_remembers_per_token_is_bounded() -> None:
+    guard = TokenStateGuard(MemoryStore(), clock=Clock(ISSUED + 10), remembered=3)
+    for index in range(20):
+        assert await guard.check_revoked(f"k{index}", facts()) is None
+        assert guard.known_here(f"k{index}", facts(), SIMPLIVITY) is None
+    assert len(guard._within) <= 3
