@@ -16,7 +16,7 @@ import os
 import struct
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, Literal, cast
 
 from prometheus_client import (
@@ -29,9 +29,9 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.samples import Sample
 
 from proxy.live_tokens import LiveTokens
+from proxy.metric_tallies import CountLater, CountNow, Fold, TalliedHistogram
 
 __all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST", "mark_worker_dead", "multiprocess_dir"]
 
@@ -77,103 +77,18 @@ def mark_worker_dead(pid: int, directory: str | None = None) -> None:
         cast(_MarkProcessDead, multiprocess.mark_process_dead)(pid, directory)
 
 
-class _CountNow:
-    """A counter child counted at once: with several workers, others read the shared values at any time."""
-
-    __slots__ = ("child",)
-
-    def __init__(self, child: Any) -> None:
-        self.child = child
-
-    def count(self) -> None:
-        self.child.inc()
-
-
-class _CountLater(_CountNow):
-    """A counter child's increments summed in a plain int, added to the child whenever the registry is read.
-
-    prometheus-client's ``inc()`` is five Python calls and a lock; this is one
-    addition.  What any reader sees is the same: :class:`_Fold` adds what is
-    pending before any family is collected.  Used by the event loop's thread only.
-    """
-
-    __slots__ = ("pending",)
-
-    def __init__(self, child: Any) -> None:
-        super().__init__(child)
-        self.pending = 0
-
-    def count(self) -> None:
-        self.pending += 1
-
-    def fold(self) -> None:
-        pending, self.pending = self.pending, 0
-        if pending:
-            self.child.inc(pending)
-
-
-class _TalliedHistogram(Histogram):
-    """A histogram whose children tally observations in plain ints and a float, handed to prometheus-client when read.
-
-    prometheus-client's ``observe()`` is five Python calls and a lock per value; a
-    tally is one :func:`bisect.bisect_left` (the first bound at or above the
-    amount, as ``observe`` picks it) and two additions.  The tallies are the
-    child's own counts, not a delta: reading sets the library's values to them,
-    so every read sees every observation and the sum is added up in the same order
-    as ``observe`` would (the same float).  Used in a single process only (with
-    several workers, others read the shared values at any time) and by one
-    thread, like :class:`_CountLater`.
-    """
-
-    tallies: list[int]
-    tallied_sum: float
-
-    def _metric_init(self) -> None:
-        super()._metric_init()
-        self.tallies = [0] * len(self._upper_bounds)
-        self.tallied_sum = 0.0
-
-    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
-        """Tallied; exemplars are refused: the text format labgate exposes has none to show."""
-        if exemplar:
-            raise ValueError("labgate's request histograms keep no exemplars")
-        self.tallies[bisect_left(self._upper_bounds, amount)] += 1
-        self.tallied_sum += amount
-
-    def _child_samples(self) -> Iterable[Sample]:
-        self._sum.set(self.tallied_sum)
-        for value, count in zip(self._buckets, self.tallies):
-            value.set(float(count))
-        return super()._child_samples()
-
-
-class _Fold:
-    """A collector of no families of its own, registered first: every read of the registry folds pending counts in."""
-
-    def __init__(self) -> None:
-        self.counts: list[_CountLater] = []
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> list[Any]:
-        for count in self.counts:
-            count.fold()
-        return []
-
-
 class GatewayMetrics:
     """The metric families labgate exports."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         # Before every family: a read of the registry folds pending counts in first.
-        self._fold = _Fold()
+        self._fold = Fold()
         self.registry.register(self._fold)
         self._count_later = multiprocess_dir() is None
-        self._counts: dict[Any, _CountNow] = {}
+        self._counts: dict[Any, CountNow] = {}
         # The request path's histograms: tallied and read later in a single process, observed at once otherwise.
-        histogram = _TalliedHistogram if self._count_later else Histogram
+        histogram = TalliedHistogram if self._count_later else Histogram
         self.requests = Counter(
             "labgate_requests",
             "Requests decided, by upstream, token type, decision and reason.",
@@ -218,8 +133,8 @@ class GatewayMetrics:
 
         # Label children resolved once per label combination: ``labels()`` costs
         # microseconds on every request otherwise.
-        self._request_children: dict[tuple[str, str, str, str], tuple[_CountNow, Any]] = {}
-        self._request_tallies: dict[tuple[str, str, str, str], tuple[_CountLater, _TalliedHistogram]] = {}
+        self._request_children: dict[tuple[str, str, str, str], tuple[CountNow, Any]] = {}
+        self._request_tallies: dict[tuple[str, str, str, str], tuple[CountLater, TalliedHistogram]] = {}
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.live_tokens = LiveTokens(self.live_token_gauge)
         for result in ("success", "failure"):
@@ -346,34 +261,34 @@ class GatewayMetrics:
             child = self._children[key] = family.labels(*labels)
         return child
 
-    def _counted(self, child: Any) -> _CountNow:
+    def _counted(self, child: Any) -> CountNow:
         """How the request path counts into ``child``: later (folded in on every read) in a single process."""
         count = self._counts.get(child)  # one per child, however many config versions ask
         if count is None:
-            count = self._counts[child] = _CountLater(child) if self._count_later else _CountNow(child)
-            if isinstance(count, _CountLater):
+            count = self._counts[child] = CountLater(child) if self._count_later else CountNow(child)
+            if isinstance(count, CountLater):
                 self._fold.counts.append(count)
         return count
 
     def observe_request(self, upstream: str, token_type: str, decision: str, reason: str, seconds: float) -> None:
         """A request was answered: counted in ``labgate_requests_total``, its time in ``labgate_request_duration_seconds``.
 
-        In a single process both are tallied right here (:class:`_CountLater`,
-        :class:`_TalliedHistogram`), without a call: this runs for every request.
+        In a single process both are tallied right here (:class:`CountLater`,
+        :class:`TalliedHistogram`), without a call: this runs for every request.
         """
         key = (upstream, token_type, decision, reason)
         tallies = self._request_tallies.get(key)
         if tallies is not None:
             count, duration = tallies
             count.pending += 1
-            duration.tallies[bisect_left(duration._upper_bounds, seconds)] += 1
+            duration.tallies[bisect_left(duration.bounds, seconds)] += 1
             duration.tallied_sum += seconds
             return
         children = self._request_children.get(key)
         if children is None:
             children = (self._counted(self.requests.labels(*key)), self.request_duration.labels(upstream, decision))
             self._request_children[key] = children
-            if isinstance(children[0], _CountLater) and isinstance(children[1], _TalliedHistogram):
+            if isinstance(children[0], CountLater) and isinstance(children[1], TalliedHistogram):
                 self._request_tallies[key] = (children[0], children[1])
         children[0].count()
         children[1].observe(seconds)
@@ -381,11 +296,11 @@ class GatewayMetrics:
     def token_cache_lookups(self, upstream: str) -> Callable[[bool], None]:
         """What a token source calls on each cache lookup (hit or miss) in ``labgate_token_cache_lookups_total``."""
         hit, miss = self._counted(self.token_cache.labels(upstream, "hit")), self._counted(self.token_cache.labels(upstream, "miss"))
-        if isinstance(hit, _CountLater) and isinstance(miss, _CountLater):
+        if isinstance(hit, CountLater) and isinstance(miss, CountLater):
             hit_later, miss_later = hit, miss
 
             def looked_up_later(found: bool) -> None:
-                """:meth:`_CountLater.count` written out: one call per lookup rather than two."""
+                """:meth:`CountLater.count` written out: one call per lookup rather than two."""
                 if found:
                     hit_later.pending += 1
                 else:
