@@ -146,7 +146,9 @@ class Gateway:
         Every path ends in one awaitable: a refusal decided here in :func:`_ready`.
         """
         exchange = Exchange(request, request_id_for(request), time.perf_counter())
-        if _head_size(request) > self.config.limits.max_header_block_bytes:
+        raw = request.raw_headers  # the head's size as sent: request line, header lines, separators
+        size = len(request.method) + len(request.raw_path) + 12 + len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)
+        if size > self.config.limits.max_header_block_bytes:
             # aiohttp bounds each line; the whole head is bounded here (and while it arrives, in server.py).
             response = self.recorder.refuse(exchange, Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
             response.force_close()
@@ -237,7 +239,8 @@ class Gateway:
         exchange.token = token
         peer = request.remote
         exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
-        self.forwarding_warnings.untrusted_forwarding(request, peer, runtime.pack)
+        if self.forwarding_warnings.header in request.headers:  # the warning is only about a header sent
+            self.forwarding_warnings.untrusted_forwarding(request, peer, runtime.pack)
         return runtime.decisions.decide(exchange.method, routed.target, exchange.client_ip, token)
 
     async def _issue_tokens(self, exchange: Exchange) -> web.StreamResponse:
@@ -288,6 +291,8 @@ class Gateway:
             query_override=OVERRIDE_PARAMETER in routed.query_names,
             body_allowed=body_allowed(method, routed, pack),
             public=pack.public.match(method, routed.segments).rule,
+            # The checked raw target, never a decoded path or URL(str): what was decided is what is sent.
+            upstream_target=runtime.base_path + routed.forward_target,
         )
         return upstream, runtime, routed, plan
 
@@ -357,10 +362,3 @@ def _nothing() -> None:
 async def _ready(response: web.StreamResponse) -> web.StreamResponse:
     """An answer decided without waiting, as the awaitable :meth:`Gateway.handle` hands out."""
     return response
-
-
-def _head_size(request: web.BaseRequest) -> int:
-    """The request head's size as sent: request line and header lines with their separators."""
-    raw = request.raw_headers
-    # Joined in C rather than summed in a Python loop: this runs for every request.
-    return len(request.method) + len(request.raw_path) + 12 + len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)

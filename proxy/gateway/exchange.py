@@ -65,6 +65,7 @@ class RoutePlan:
     query_override: bool  # a ``_method`` query parameter (method override)
     body_allowed: bool  # a body is allowed on this method here (a bodiless method needs a body route)
     public: str | None  # the rule id of the pack's public route that matches, if any
+    upstream_target: str  # what the appliance is asked for: its base path, then the checked raw target
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,4 +137,5 @@ def request_id_for(request: web.BaseRequest) -> str:
     given = request.headers.getall("X-Request-ID", ())
     if len(given) == 1 and _SANE_REQUEST_ID.fullmatch(given[0]):
         return given[0]
-    return _REQUEST_IDS.fresh()
+    ids = _REQUEST_IDS
+    return f"{ids._prefix}{next(ids._counter):016x}"  # ids.fresh(), one call fewer on every request

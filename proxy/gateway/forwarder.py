@@ -146,7 +146,11 @@ class Forwarder:
                 return self.recorder.upstream_failed(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
             request = routed.request
             headers = answer_headers(answer.header_pairs, exchange.request_id, exchange.rate_headers)
-            if _small_answer(request.method, answer.status, headers):
+            length = header_value(headers, "Content-Length") or ""
+            if (  # a body small enough to read whole (bounded memory) and send in one write
+                request.method != "HEAD" and answer.status >= 200 and answer.status not in _NO_BODY_STATUSES
+                and length.isdigit() and int(length) <= SMALL_ANSWER_BYTES
+            ):
                 # Read whole, then headers and body leave in one send: most API
                 # answers are a few KiB (a prepared StreamResponse takes two).
                 response: web.StreamResponse = web.Response(status=answer.status, body=await answer.read(), headers=headers)
@@ -198,8 +202,7 @@ class Forwarder:
         )
         return OutboundRequest(
             method=request.method,
-            # The checked raw target, never request.path or URL(str): what was decided is what is sent.
-            target=routed.runtime.base_path + routed.target.forward_target,
+            target=routed.plan.upstream_target,  # the checked raw target under the upstream's base path
             headers=headers,
             body=body,
             body_length=body_length if body is not None else None,
@@ -314,15 +317,3 @@ class Forwarder:
 async def once(body: bytes) -> AsyncIterator[bytes]:
     """A body already read whole, as the stream a transport sends."""
     yield body
-
-
-def _small_answer(method: str, status: int, headers: Pairs) -> bool:
-    """A body small enough to read whole (bounded memory) and send in one write."""
-    length = header_value(headers, "Content-Length") or ""
-    return (
-        method != "HEAD"
-        and status >= 200
-        and status not in _NO_BODY_STATUSES
-        and length.isdigit()
-        and int(length) <= SMALL_ANSWER_BYTES
-    )
