@@ -166,40 +166,60 @@ class Gateway:
             return _ready(self.recorder.refuse(exchange, routed.reason, routed.detail))
         return self._handle_routed(routed)
 
-    async def _handle_routed(self, routed: Routed) -> web.StreamResponse:
+    def _handle_routed(self, routed: Routed) -> Awaitable[web.StreamResponse]:
+        """A routed request's answer, to be awaited; a request decided here has no coroutine of this layer."""
         request, runtime, target, exchange = routed.request, routed.runtime, routed.target, routed.exchange
-        pack, plan = runtime.pack, routed.plan
+        plan = routed.plan
         shape = shape_problem(request.method, tuple(request.headers.keys()), request.body_exists, plan)
         if shape is not None:
-            return self.recorder.refuse(exchange, shape.reason, shape.detail)
+            return _ready(self.recorder.refuse(exchange, shape.reason, shape.detail))
         public = plan.public
         if public is not None:
             exchange.client_ip = self.ip_resolver.resolve(request.remote, request.headers)
-            return await self.forwarder.forward_public(routed, public)
+            return self.forwarder.forward_public(routed, public)
         renew = self.service_token_renew
         if renew is not None and renew.serves(runtime, request.method, target):
             exchange.client_ip = self.ip_resolver.resolve(request.remote, request.headers)
-            return await renew.handle(routed)
+            return renew.handle(routed)
         observed = runtime.source if isinstance(runtime.source, ObserveSource) else None
-        case_insensitive = pack.pack.case_insensitive_paths
-        if observed is not None and is_token_request(observed, request.method, target, case_insensitive):
-            return await pass_token_request(self.forwarder, routed, observed)
+        if observed is not None and is_token_request(observed, request.method, target, runtime.pack.pack.case_insensitive_paths):
+            return pass_token_request(self.forwarder, routed, observed)
+        token = self._token_facts_now(routed)
+        if not isinstance(token, (TokenFacts, TokenRejection)):
+            return self._decided_later(routed, token, observed)
+        return self._act_on(routed, self._decided(routed, token), observed)
+
+    async def _decided_later(
+        self, routed: Routed, token: Awaitable[TokenFacts | TokenRejection], observed: ObserveSource | None
+    ) -> web.StreamResponse:
+        """The token's awaited checks, then the decision acted on."""
+        return await self._act_on(routed, self._decided(routed, await token), observed)
+
+    def _act_on(self, routed: Routed, decision: Decision, observed: ObserveSource | None) -> Awaitable[web.StreamResponse]:
+        """Refused, or budgets spent and forwarded; the answer, to be awaited."""
+        exchange = routed.exchange
         # decide() has no side effects: the revoke hook may still answer instead.
-        decision = self._decide_now(routed)
-        if not isinstance(decision, Decision):
-            decision = await decision
         if (
             observed is not None
             and isinstance(exchange.token, TokenFacts)
-            and is_revoke_request(observed, request.method, target, case_insensitive)
+            and is_revoke_request(observed, routed.request.method, routed.target, routed.runtime.pack.pack.case_insensitive_paths)
         ):
-            return await pass_revoke_request(self.forwarder, routed, observed, exchange.token)
+            return pass_revoke_request(self.forwarder, routed, observed, exchange.token)
         if not decision.allowed:
-            return self.recorder.refuse_decided(exchange, decision)
+            return _ready(self.recorder.refuse_decided(exchange, decision))
         if decision.shadow:
-            self.recorder.shadowed(runtime, decision)
+            self.recorder.shadowed(routed.runtime, decision)
         pending = self.protection.spend(routed, decision)  # after the decision: a denial spends nothing
-        if pending is not None and (limited := await pending) is not None:
+        if pending is not None:
+            return self._forward_after(routed, decision, pending)
+        return self.forwarder.forward(routed, decision)
+
+    async def _forward_after(
+        self, routed: Routed, decision: Decision, pending: Awaitable[web.StreamResponse | None]
+    ) -> web.StreamResponse:
+        """Forwarded once the store has spent the budgets; the 429 answer when one was spent."""
+        limited = await pending
+        if limited is not None:
             return limited
         return await self.forwarder.forward(routed, decision)
 
