@@ -35,8 +35,9 @@ class InFlight:
         """
 
         async def counted(request: web.BaseRequest) -> web.StreamResponse:
+            if not self.count:  # busy from now on (an Event's clear is a call: only when it changes)
+                self._idle.clear()
             self.count += 1
-            self._idle.clear()
             started = time.perf_counter()
             handler, answered = serving()
             try:
