@@ -54,6 +54,24 @@ class CountLater(CountNow):
             self.child.inc(pending)
 
 
+class CacheLookups:
+    """What a token source calls on each verified-token cache lookup (``True``: a hit), counted into two children.
+
+    ``hits`` is the hit counter when it counts later (a single process): a source
+    adds to its ``pending`` itself on a hit, the request path's common case,
+    without a call.  None with several workers: call this instead.
+    """
+
+    __slots__ = ("hit", "miss", "hits")
+
+    def __init__(self, hit: CountNow, miss: CountNow) -> None:
+        self.hit, self.miss = hit, miss
+        self.hits = hit if isinstance(hit, CountLater) else None
+
+    def __call__(self, found: bool) -> None:
+        (self.hit if found else self.miss).count()
+
+
 class TalliedHistogram(Histogram):
     """A histogram whose children tally observations in plain ints and a float, handed to prometheus-client when read.
 

@@ -31,7 +31,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from proxy.live_tokens import LiveTokens
-from proxy.metric_tallies import CountLater, CountNow, Fold, TalliedHistogram
+from proxy.metric_tallies import CacheLookups, CountLater, CountNow, Fold, TalliedHistogram
 
 __all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST", "mark_worker_dead", "multiprocess_dir"]
 
@@ -293,25 +293,10 @@ class GatewayMetrics:
         children[0].count()
         children[1].observe(seconds)
 
-    def token_cache_lookups(self, upstream: str) -> Callable[[bool], None]:
+    def token_cache_lookups(self, upstream: str) -> CacheLookups:
         """What a token source calls on each cache lookup (hit or miss) in ``labgate_token_cache_lookups_total``."""
         hit, miss = self._counted(self.token_cache.labels(upstream, "hit")), self._counted(self.token_cache.labels(upstream, "miss"))
-        if isinstance(hit, CountLater) and isinstance(miss, CountLater):
-            hit_later, miss_later = hit, miss
-
-            def looked_up_later(found: bool) -> None:
-                """:meth:`CountLater.count` written out: one call per lookup rather than two."""
-                if found:
-                    hit_later.pending += 1
-                else:
-                    miss_later.pending += 1
-
-            return looked_up_later
-
-        def looked_up(found: bool) -> None:
-            (hit if found else miss).count()
-
-        return looked_up
+        return CacheLookups(hit, miss)
 
     def token_used(self, upstream: str, token_type: str, fingerprint: str) -> None:
         """A request carried this verified token: counted in ``labgate_live_tokens`` for 10 minutes.

@@ -31,6 +31,7 @@ from cachetools import TLRUCache
 from yarl import URL
 
 from proxy.errors import LabgateError
+from proxy.metric_tallies import CacheLookups
 from proxy.reasons import Reason
 from proxy.strict_json import no_duplicate_names
 from proxy.token_facts import (
@@ -179,6 +180,8 @@ class JwtSource:
         self.settings = settings
         self._clock = clock
         self._on_cache = on_cache
+        # Hits counted without a call when the metrics count later (a single process): see CacheLookups.
+        self._hits = on_cache.hits if isinstance(on_cache, CacheLookups) else None
         # The tokens seen most lately, in front of the cache: one dict lookup and one clock read
         # instead of the cache's own bookkeeping (its timer, its LRU order) on every request.
         self._recent: dict[str, tuple[TokenFacts, float]] = {}
@@ -241,7 +244,10 @@ class JwtSource:
             if entry is None:
                 return None
             self._remember(fingerprint, entry)
-        if self._on_cache:
+        hits = self._hits
+        if hits is not None:
+            hits.pending += 1
+        elif self._on_cache:
             self._on_cache(True)
         return entry[0]
 

@@ -62,8 +62,11 @@ class TokenStateGuard:
         )
         # A polled view's stamps are expiry times: checked here without a call (see revocation_view).
         self._polled = isinstance(self._revocations, PolledRevocations)
-        self._uses = UseLog(store, interval=write_interval, remembered=remembered)
+        self._uses = UseLog(store, clock=clock, interval=write_interval, remembered=remembered)
         self._latest_uses = self._uses.latest_uses
+        # The token was used: a request carrying it reached the appliance.  Costs no store round trip, nor an
+        # await: the use log's own method (:meth:`UseLog.record`), so the request path makes one call for it.
+        self.record_use_now: Callable[[str, TokenFacts, Lifetimes], None] = self._uses.record
         # Per token: the view's stamp for "none of its names revoked" (see revocation_view).
         self._clear: dict[str, float] = {}
         # Per token whose facts passed check_here's fixed checks under a type's lifetimes: until when
@@ -213,26 +216,8 @@ class TokenStateGuard:
         return Pending.STORE
 
     async def record_use(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
-        """The token was used: :meth:`record_use_now`, for callers that await."""
-        self.record_use_now(key, facts, lifetimes)
-
-    def record_use_now(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
-        """The token was used: a request carrying it reached the appliance.  Costs no store round trip, nor an await.
-
-        Only types with an idle lifetime keep use records (nothing else reads them);
-        the use is written with the next batch.  The record matters until the token
-        dies anyway (its ``exp``, or its type's absolute lifetime), or, lacking
-        that, one idle period on.
-        """
-        idle = lifetimes.idle
-        issued = facts.issued_at
-        if idle is None or issued is None:
-            return
-        now = self._clock()
-        until = facts.expires_at
-        if lifetimes.absolute is not None:
-            until = issued + lifetimes.absolute if until is None else min(until, issued + lifetimes.absolute)
-        self._uses.used(key, now, now + idle if until is None else until)
+        """The token was used: :attr:`record_use_now`, for callers that await."""
+        self._uses.record(key, facts, lifetimes)
 
     async def _idle_for(self, key: str, issued: float, now: float, idle: float) -> float:
         """Seconds since the token's last use anywhere (or its issue, if never used).

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
+from proxy.policy.model import Lifetimes
 from proxy.store.base import Store, StoreUnavailable, TokenUse
+from proxy.token_facts import TokenFacts
 
 logger = logging.getLogger("labgate")
 FLUSH_INTERVAL = 1.0  # seconds between two batches: how late another replica may see a use
@@ -28,14 +31,21 @@ FLUSH_INTERVAL = 1.0  # seconds between two batches: how late another replica ma
 class UseLog:
     """The latest known use of each token, and the uses not yet written.
 
-    Plain dicts, in the order entries were last written: :meth:`used` runs on
+    Plain dicts, in the order entries were last written: :meth:`record` runs on
     every forwarded request, so its common case is a few dict operations and
     no other call.  Past ``remembered`` tokens, the one written least lately is
     forgotten (what was least recently used, since every use writes).
     """
 
-    def __init__(self, store: Store, *, interval: float = FLUSH_INTERVAL, remembered: int = 100_000) -> None:
-        self._store, self._interval, self._remembered = store, interval, remembered
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        interval: float = FLUSH_INTERVAL,
+        remembered: int = 100_000,
+    ) -> None:
+        self._store, self._clock, self._interval, self._remembered = store, clock, interval, remembered
         # Latest use known here: this process's own, or one the store told of.  Bounded.
         self._latest: dict[str, float] = {}
         # Per token not yet written: (at, until) of its latest use (a TokenUse once written).
@@ -54,11 +64,24 @@ class UseLog:
         """The store said the token was used at ``at`` (somewhere): later checks here need not ask again."""
         self._remember(key, at)
 
-    def used(self, key: str, at: float, until: float | None) -> None:
-        """A use here: known at once, written with the next batch.
+    def record(self, key: str, facts: TokenFacts, lifetimes: Lifetimes) -> None:
+        """A request carrying the token reached the appliance now: known at once, written with the next batch.
 
-        :meth:`learned` and :meth:`_keep` written out: this runs for every forwarded request.
+        Only types with an idle lifetime keep use records (nothing else reads them).
+        A record matters until the token dies anyway (its ``exp``, or its type's
+        absolute lifetime), or, lacking that, one idle period on.  :meth:`learned`
+        and :meth:`_keep` are written out here: this runs for every forwarded request.
         """
+        idle = lifetimes.idle
+        issued = facts.issued_at
+        if idle is None or issued is None:
+            return
+        at = self._clock()
+        until = facts.expires_at
+        if lifetimes.absolute is not None:
+            until = issued + lifetimes.absolute if until is None else min(until, issued + lifetimes.absolute)
+        if until is None:
+            until = at + idle
         latest = self._latest
         known = latest.pop(key, None)
         latest[key] = at if known is None or at > known else known

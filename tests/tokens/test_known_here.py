@@ -7,6 +7,7 @@ else is "ask the awaited check", which still checks everything.
 
 from __future__ import annotations
 
+from proxy.metrics import GatewayMetrics
 from proxy.policy.model import Lifetimes
 from proxy.reasons import Reason
 from proxy.store.memory import MemoryStore
@@ -172,3 +173,22 @@ async def test_what_known_here_remembers_per_token_is_bounded() -> None:
         assert await guard.check_revoked(f"k{index}", facts()) is None
         assert guard.known_here(f"k{index}", facts(), SIMPLIVITY) is None
     assert len(guard._within) <= 3
+
+
+async def test_hits_the_source_counts_itself_are_read_like_every_other_count() -> None:
+    metrics = GatewayMetrics()
+    source = JwtSource(settings(), on_cache=metrics.token_cache_lookups("svt"))
+    token = token_for("HS256", claims())
+
+    def lookups(result: str) -> float | None:
+        return metrics.registry.get_sample_value("labgate_token_cache_lookups_total", {"upstream": "svt", "result": result})
+
+    try:
+        assert isinstance(await source.verify(token), TokenFacts)
+        for _ in range(3):
+            assert source.verify_here(token) is not None
+        assert (lookups("hit"), lookups("miss")) == (3, 1)
+        await source.verify(token)  # the awaited check finds it cached too
+        assert (lookups("hit"), lookups("miss")) == (4, 1)
+    finally:
+        await source.close()

@@ -65,53 +65,64 @@ async def test_only_types_with_an_idle_lifetime_keep_uses() -> None:
     await guard.close()
 
 
+IDLE = Lifetimes(idle=600)
+
+
+def use(uses: UseLog, clock: Clock, key: str, at: float, expires: float | None = None) -> None:
+    clock.now = at
+    uses.record(key, token(expires), IDLE)
+
+
 async def test_the_latest_use_known_never_goes_back() -> None:
-    uses = UseLog(BatchStore(), interval=3600)
-    uses.used("k", ISSUED + 10, None)
-    uses.used("k", ISSUED + 5, None)  # a use reported late
-    uses.learned("k", ISSUED + 7)  # the store tells of an older one
+    clock = Clock(ISSUED)
+    uses = UseLog(BatchStore(), clock=clock, interval=3600)
+    use(uses, clock, "k", ISSUED + 10)
+    use(uses, clock, "k", ISSUED + 5)  # the clock was set back
+    uses.learned("k", ISSUED + 7)  # the store tells of an older use
     assert uses.latest("k") == uses.latest_uses["k"] == ISSUED + 10
     uses.learned("k", ISSUED + 20)  # and of a newer one, elsewhere
     assert uses.latest("k") == ISSUED + 20
-    await uses.flush()
     await uses.close()
 
 
 async def test_each_token_is_written_once_per_batch_with_its_latest_use() -> None:
-    store = BatchStore()
-    uses = UseLog(store, interval=3600)
+    clock, store = Clock(ISSUED), BatchStore()
+    uses = UseLog(store, clock=clock, interval=3600)
     for at in (1.0, 3.0, 2.0):
-        uses.used("k", ISSUED + at, ISSUED + 100 + at)
-    uses.used("j", ISSUED, None)
+        use(uses, clock, "k", ISSUED + at, expires=ISSUED + 100 + at)
+    use(uses, clock, "j", ISSUED)
     await uses.flush()
-    assert store.batches == [[TokenUse("k", ISSUED + 3.0, ISSUED + 103.0), TokenUse("j", ISSUED, None)]]
+    assert store.batches == [[TokenUse("k", ISSUED + 3.0, ISSUED + 103.0), TokenUse("j", ISSUED, ISSUED + 600)]]
     await uses.flush()  # nothing waits: no store call
     assert len(store.batches) == 1
     await uses.close()
 
 
 async def test_a_batch_the_store_refused_waits_for_the_next_unless_a_later_use_replaced_it() -> None:
-    store = BatchStore()
-    uses = UseLog(store, interval=3600)
-    uses.used("k", ISSUED + 1, None)
-    uses.used("j", ISSUED + 1, None)
+    clock, store = Clock(ISSUED), BatchStore()
+    uses = UseLog(store, clock=clock, interval=3600)
+    use(uses, clock, "k", ISSUED + 1)
+    use(uses, clock, "j", ISSUED + 1)
     store.down = True
     with pytest.raises(StoreUnavailable):
         await uses.flush()
     assert uses.waiting() == 2
     store.down = False
-    uses.used("k", ISSUED + 2, None)  # meanwhile: the later use wins
+    use(uses, clock, "k", ISSUED + 2)  # meanwhile: the later use wins
     await uses.flush()
-    assert sorted(store.batches[0], key=lambda use: use.key) == [TokenUse("j", ISSUED + 1, None), TokenUse("k", ISSUED + 2, None)]
+    assert sorted(store.batches[0], key=lambda kept: kept.key) == [
+        TokenUse("j", ISSUED + 1, ISSUED + 601), TokenUse("k", ISSUED + 2, ISSUED + 602)
+    ]
     await uses.close()
 
 
 async def test_past_its_bound_the_token_written_least_lately_is_forgotten_first() -> None:
-    uses = UseLog(BatchStore(), interval=3600, remembered=2)
-    uses.used("a", ISSUED + 1, None)
-    uses.used("b", ISSUED + 2, None)
-    uses.used("a", ISSUED + 3, None)  # written again: now the latest
-    uses.used("c", ISSUED + 4, None)
+    clock = Clock(ISSUED)
+    uses = UseLog(BatchStore(), clock=clock, interval=3600, remembered=2)
+    use(uses, clock, "a", ISSUED + 1)
+    use(uses, clock, "b", ISSUED + 2)
+    use(uses, clock, "a", ISSUED + 3)  # written again: now the latest
+    use(uses, clock, "c", ISSUED + 4)
     assert dict(uses.latest_uses) == {"a": ISSUED + 3, "c": ISSUED + 4}
     assert uses.waiting() <= 2
     await uses.close()
