@@ -190,6 +190,7 @@ class Http1Transport:
                 # The exchange starts: the connection's per-exchange fields, reset.
                 connection.head = answered = connection.loop.create_future()
                 connection.headers = []
+                connection.status = 0
                 connection.complete = connection.received_any = connection.framed = False
                 connection.waiter = None
                 try:

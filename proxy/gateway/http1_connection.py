@@ -7,16 +7,25 @@ receives bytes nobody asked for is never trusted again.
 The exchange under way (one at a time on a connection) lives on the
 connection itself rather than in an object of its own: the transport starts
 one by resetting the fields marked below and setting :attr:`Connection.head`,
-so a request costs no extra allocation or call.  The parser callbacks do all
-of their work inline for the same reason: a small answer that arrives in one
-read is parsed, stored and marked complete within :meth:`data_received`, and
-the request's coroutine wakes once with everything.
+so a request costs no extra allocation or call.
+
+httptools calls back for every header, at the end of the head, for every
+piece of body and at the end of the answer.  Only the first two are Python
+methods here; ``on_body`` is the chunks deque's own ``append`` and
+``on_message_complete`` the ``clear`` of a list that :meth:`Connection.on_headers_complete`
+fills, both C.  What a Python ``on_body`` and ``on_message_complete`` would do
+(count the bytes buffered, pause reading past the high-water mark, mark the
+answer complete, wake a body reader) :meth:`Connection.data_received` does
+once per read, after the parser returns.  A small answer that arrives in one
+read is parsed, stored and marked complete within that one call, and the
+request's coroutine wakes once with everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from itertools import islice
 
 import httptools
 
@@ -34,7 +43,6 @@ class Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.reusable = True
         self.writable: asyncio.Future[None] | None = None  # set while the appliance's side is full
@@ -42,6 +50,7 @@ class Connection(asyncio.Protocol):
         # -- the exchange under way (reset by the transport when it starts one) ----------
         self.head: asyncio.Future[int] | None = None  # the answer's status; None: no exchange, bytes unasked for
         self.headers: list[tuple[str, str]] = []
+        self.status = 0  # the answer's (not an interim one's) once its head is complete
         self.complete = False
         self.received_any = False
         self.framed = False  # a Content-Length or Transfer-Encoding header came with the answer
@@ -51,6 +60,11 @@ class Connection(asyncio.Protocol):
         self.buffered = 0
         self.error: BaseException | None = None
         self.until_close = False  # no Content-Length, not chunked: the body ends with the connection
+        self._unfinished: list[bool] = []  # [True] from the answer's head to its end
+        # C callbacks (see the module's docstring); httptools looks them up once, below.
+        self.on_body = self.chunks.append
+        self.on_message_complete = self._unfinished.clear
+        self._parser = httptools.HttpResponseParser(self)
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
@@ -64,10 +78,23 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self.received_any = True
+        chunks = self.chunks
+        before = len(chunks)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(exc)
+        # The work of a Python on_body and on_message_complete, once per read.
+        added = len(chunks) - before
+        if added:
+            self.buffered += len(chunks[-1]) if added == 1 else sum(map(len, islice(reversed(chunks), added)))
+            if self.buffered > HIGH_WATER and self.transport is not None:
+                self.transport.pause_reading()
+        if self.status and not self._unfinished:
+            self.complete = True  # the answer's end came (not only an interim answer's)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -106,29 +133,12 @@ class Connection(asyncio.Protocol):
         if not self._parser.should_keep_alive():
             self.reusable = False
         self.until_close = not self.framed
+        self.status = status
+        self._unfinished.append(True)  # until on_message_complete clears it
         head = self.head
         assert head is not None
         if not head.done():
             head.set_result(status)
-
-    def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.buffered += len(body)
-        if self.buffered > HIGH_WATER and self.transport is not None:
-            self.transport.pause_reading()
-        waiter = self.waiter  # _wake, inline: this runs for every answer with a body
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def on_message_complete(self) -> None:
-        head = self.head
-        assert head is not None
-        if not head.done():
-            return  # the end of an interim answer
-        self.complete = True
-        waiter = self.waiter  # _wake, inline: this runs for every answer
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     # -- used by the transport -----------------------------------------------------
 

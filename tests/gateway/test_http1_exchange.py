@@ -187,3 +187,32 @@ async def test_one_place_given_back_with_no_one_waiting_serves_the_next_exchange
         assert (await exchange(transport))[0] == 200
     assert transport.slots.free == 1 and not transport.slots.waiters
     assert appliance.connections == 1
+
+
+async def test_a_large_answer_is_read_from_the_appliance_only_as_fast_as_its_body_is_taken(transport_to) -> None:  # type: ignore[no-untyped-def]
+    size, block = 32 * 1024 * 1024, b"L" * (1024 * 1024)  # far past labgate's buffer and the kernel's
+    written: list[int] = []
+
+    def pieces(head: bytes) -> list[bytes]:
+        return [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size, *([block] * (size // len(block)))]
+
+    class Counting(PieceAppliance):
+        async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            for piece in pieces(b""):
+                writer.write(piece)
+                await writer.drain()  # blocks while labgate does not read
+                written.append(len(piece))
+            writer.close()
+
+    transport = await transport_to(Counting(pieces))
+    answer = await transport.send(GET)
+    try:
+        await asyncio.sleep(0.3)  # ample time for 32 MiB on loopback, were labgate still reading
+        assert sum(written) < size  # reading paused: the appliance's writes backed up
+        received = 0
+        async for chunk in answer.body():
+            received += len(chunk)
+        assert received == size
+    finally:
+        answer.release()
