@@ -92,8 +92,8 @@ class Connection(asyncio.Protocol):
                 self.transport.pause_reading()
         if self.status and not self._unfinished:
             self.complete = True  # the answer's end came (not only an interim answer's)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
+        waiter = self.waiter  # a body reader waits: wake it for more body or for the end
+        if waiter is not None and (added or self.complete) and not waiter.done():
             waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
