@@ -36,6 +36,7 @@ from proxy.upstream_address import unreachable_detail
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
+
 class _Http1Response:
     """An answer's head, and its body still on the connection until :meth:`release`.
 
@@ -94,7 +95,7 @@ class _Http1Response:
         ``Http1Transport.give_back`` and ``Slots.give``, inline: this runs for every request.
         """
         owner, connection = self._owner, self._connection
-        if (
+        keep = (
             not owner.closing
             and not self._head_only  # llhttp cannot be told a HEAD answer has no body: never reuse after one
             and connection.reusable
@@ -102,11 +103,11 @@ class _Http1Response:
             and connection.head is not None
             and connection.complete
             and not connection.chunks
-        ):
-            connection.head = None
+        )
+        connection.head = None  # the exchange is over: any byte from now on is unasked for
+        if keep:
             owner.idle.append(connection)
         else:
-            connection.head = None
             connection.close()
         slots = owner.slots
         if slots.waiters:
