@@ -192,6 +192,10 @@ class AddressSet:
         )
 
 
+# Peers remembered as not trusted (peer addresses are as many as the clients; bounded).
+_MAX_DIRECT_PEERS = 4096
+
+
 class ClientIpResolver:
     """The client IP: the TCP peer, unless the peer is a trusted proxy.
 
@@ -203,13 +207,21 @@ class ClientIpResolver:
     def __init__(self, trusted: AddressSet, header: ForwardedHeader = "x-forwarded-for") -> None:
         self.trusted = trusted
         self.header = header
+        # Peers that are not trusted proxies: their own address is the client, whatever the headers say.
+        self._direct: dict[str, IPAddress] = {}
 
     def resolve(self, peer: str | None, headers: Mapping[str, str]) -> IPAddress | None:
+        direct = self._direct.get(peer or "")
+        if direct is not None:
+            return direct
         try:
             peer_ip = parse_ip(peer or "")
         except InvalidAddress:
             return None  # a Unix socket or an odd transport: no IP to compare
         if peer_ip not in self.trusted:
+            if len(self._direct) >= _MAX_DIRECT_PEERS:
+                self._direct.clear()
+            self._direct[peer or ""] = peer_ip
             return peer_ip
         hops = self._hops(headers)
         if hops is None:

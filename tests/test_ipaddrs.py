@@ -305,3 +305,14 @@ async def test_a_trusted_proxy_sending_a_malformed_forwarded_header_leaves_the_c
     else:
         assert response.json()["reason"] == reason
         assert upstream.received == []
+
+
+def test_a_remembered_peer_is_only_ever_an_untrusted_one_so_a_trusted_proxy_s_header_is_read_every_time() -> None:
+    resolver = ClientIpResolver(AddressSet.parse(["10.0.0.0/8"]))
+    assert resolver.resolve("192.0.2.7", {"X-Forwarded-For": "1.2.3.4"}) == parse_ip("192.0.2.7")
+    assert resolver.resolve("192.0.2.7", {}) is resolver.resolve("192.0.2.7", {"X-Forwarded-For": "5.6.7.8"})
+    for forwarded in ("1.2.3.4", "5.6.7.8", "5.6.7.8, 10.0.0.9"):
+        expected = forwarded.split(",")[0]
+        assert resolver.resolve("10.0.0.1", {"X-Forwarded-For": forwarded}) == parse_ip(expected)
+    assert resolver.resolve("10.0.0.1", {}) == parse_ip("10.0.0.1")
+    assert resolver.resolve("not an address", {}) is None

@@ -29,6 +29,7 @@ from proxy.gateway.discovery import discovery_endpoints
 from proxy.gateway.exchange import (
     Exchange,
     Routed,
+    RoutePlan,
     TokenUse,
     UpstreamRuntime,
     request_id_for,
@@ -43,7 +44,7 @@ from proxy.gateway.nodepool import NodePool
 from proxy.gateway.own_endpoints import OwnEndpoints
 from proxy.gateway.protect import Protection
 from proxy.gateway.recorder import Recorder
-from proxy.gateway.request_shape import shape_problem
+from proxy.gateway.request_shape import OVERRIDE_PARAMETER, body_allowed, shape_problem
 from proxy.gateway.routing import UpstreamRouter
 from proxy.gateway.runtime import Runtime, TransportFactory, transport_for
 from proxy.gateway.token_endpoint import (
@@ -60,7 +61,7 @@ from proxy.ipaddrs import ClientIpResolver
 from proxy.issuer.settings import TOKEN_PATH
 from proxy.metrics import GatewayMetrics
 from proxy.paths import REPEATED_SLASHES, RequestTarget, TargetError, parse_target
-from proxy.policy.decide import Decision, RequestFacts, decide, deny
+from proxy.policy.decide import Decision, deny
 from proxy.policy.model import ROUTE_METHODS, Lifetimes
 from proxy.reasons import Reason
 from proxy.store.base import Store
@@ -68,7 +69,7 @@ from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.observe import ObserveSource
 from proxy.tokens.state import Pending, TokenStateGuard
 
-_Found = tuple[Upstream, UpstreamRuntime, RequestTarget]
+_Found = tuple[Upstream, UpstreamRuntime, RequestTarget, RoutePlan]
 
 
 class Gateway:
@@ -95,7 +96,7 @@ class Gateway:
         self.store, self.token_state, self.key_ring = self.runtime.store, self.runtime.token_state, self.runtime.key_ring
         self._runtimes: list[UpstreamRuntime] = []
         self.router: UpstreamRouter[UpstreamRuntime] = UpstreamRouter([])
-        self._found: Callable[[str, str | None], _Found | TargetError] = self._parse_and_route
+        self._found: Callable[[str, str, str | None], _Found | TargetError] = self._parse_and_route
         self.forwarding_warnings = ForwardingWarnings(config, self.ip_resolver)
         self._merges = any(config.packs[u.pack].pack.repeated_slashes == "merge" for u in config.upstreams)
         self.recorder = Recorder(config, self.metrics)
@@ -145,7 +146,9 @@ class Gateway:
         Every path ends in one awaitable: a refusal decided here in :func:`_ready`.
         """
         exchange = Exchange(request, request_id_for(request), time.perf_counter())
-        if _head_size(request) > self.config.limits.max_header_block_bytes:
+        raw = request.raw_headers  # the head's size as sent: request line, header lines, separators
+        size = len(request.method) + len(request.raw_path) + 12 + len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)
+        if size > self.config.limits.max_header_block_bytes:
             # aiohttp bounds each line; the whole head is bounded here (and while it arrives, in server.py).
             response = self.recorder.refuse(exchange, Reason.HEADERS_TOO_LARGE, "the request headers are too large in total")
             response.force_close()
@@ -165,11 +168,11 @@ class Gateway:
 
     async def _handle_routed(self, routed: Routed) -> web.StreamResponse:
         request, runtime, target, exchange = routed.request, routed.runtime, routed.target, routed.exchange
-        pack = runtime.pack
-        shape = shape_problem(request.method, target, request.headers.keys(), request.body_exists, pack)
+        pack, plan = runtime.pack, routed.plan
+        shape = shape_problem(request.method, tuple(request.headers.keys()), request.body_exists, plan)
         if shape is not None:
             return self.recorder.refuse(exchange, shape.reason, shape.detail)
-        public = pack.public.match(request.method, target.segments).rule
+        public = plan.public
         if public is not None:
             exchange.client_ip = self.ip_resolver.resolve(request.remote, request.headers)
             return await self.forwarder.forward_public(routed, public)
@@ -195,8 +198,8 @@ class Gateway:
             return self.recorder.refuse_decided(exchange, decision)
         if decision.shadow:
             self.recorder.shadowed(runtime, decision)
-        limited = await self.protection.spend(routed, decision)  # after the decision: a denial spends nothing
-        if limited is not None:
+        pending = self.protection.spend(routed, decision)  # after the decision: a denial spends nothing
+        if pending is not None and (limited := await pending) is not None:
             return limited
         return await self.forwarder.forward(routed, decision)
 
@@ -208,11 +211,12 @@ class Gateway:
         exchange.method = method
         if method not in ROUTE_METHODS:
             return deny(Reason.METHOD_NOT_SUPPORTED, f"method {method[:16]!r} is not supported")
-        found = self._found(raw_target, host)
+        found = self._found(method, raw_target, host)
         if isinstance(found, TargetError):
             return deny(found.reason, found.detail)
-        _, exchange.runtime, exchange.target = found
-        return Routed(exchange, found[1], found[2], exchange.request)
+        _, runtime, target, plan = found
+        exchange.runtime, exchange.target = runtime, target
+        return Routed(exchange, runtime, target, exchange.request, plan)
 
     async def _decide(self, routed: Routed) -> Decision:
         """Token, client IP and policy for a routed exchange (filled into its exchange for the record)."""
@@ -235,8 +239,9 @@ class Gateway:
         exchange.token = token
         peer = request.remote
         exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
-        self.forwarding_warnings.untrusted_forwarding(request, peer, runtime.pack)
-        return decide(RequestFacts(exchange.method, routed.target, exchange.client_ip), token, runtime.pack)
+        if self.forwarding_warnings.header in request.headers:  # the warning is only about a header sent
+            self.forwarding_warnings.untrusted_forwarding(request, peer, runtime.pack)
+        return runtime.decisions.decide(exchange.method, routed.target, exchange.client_ip, token)
 
     async def _issue_tokens(self, exchange: Exchange) -> web.StreamResponse:
         """labgate's own token endpoint (docs/concepts/token-service.md): counted and logged like every request."""
@@ -264,8 +269,8 @@ class Gateway:
         self.recorder.record(exchange, decision)
         return forward_auth_answer(decision, exchange.request_id, exchange.runtime.upstream.name if exchange.runtime else None)
 
-    def _parse_and_route(self, raw_target: str, host: str | None) -> _Found | TargetError:
-        """The checked target and its upstream; an error value when there is none.
+    def _parse_and_route(self, method: str, raw_target: str, host: str | None) -> _Found | TargetError:
+        """The checked target, its upstream and what the method may do there; an error value when there is none.
 
         Pure in its arguments, so its answers are cached: API clients repeat
         the same few targets, and a checked target is immutable.
@@ -280,7 +285,16 @@ class Gateway:
             return TargetError(Reason.AMBIGUOUS_PATH, REPEATED_SLASHES)
         if found is None:
             return TargetError(Reason.NO_UPSTREAM, "no upstream serves this host and path")
-        return found
+        upstream, runtime, routed = found  # the target without the upstream's path prefix
+        pack = runtime.pack
+        plan = RoutePlan(
+            query_override=OVERRIDE_PARAMETER in routed.query_names,
+            body_allowed=body_allowed(method, routed, pack),
+            public=pack.public.match(method, routed.segments).rule,
+            # The checked raw target, never a decoded path or URL(str): what was decided is what is sent.
+            upstream_target=runtime.base_path + routed.forward_target,
+        )
+        return upstream, runtime, routed, plan
 
     def _token_facts_now(self, routed: Routed) -> TokenFacts | TokenRejection | Awaitable[TokenFacts | TokenRejection]:
         """The verdict without an await when all of it is known here; else the awaited checks, from where this stopped.
@@ -348,10 +362,3 @@ def _nothing() -> None:
 async def _ready(response: web.StreamResponse) -> web.StreamResponse:
     """An answer decided without waiting, as the awaitable :meth:`Gateway.handle` hands out."""
     return response
-
-
-def _head_size(request: web.BaseRequest) -> int:
-    """The request head's size as sent: request line and header lines with their separators."""
-    raw = request.raw_headers
-    # Joined in C rather than summed in a Python loop: this runs for every request.
-    return len(request.method) + len(request.raw_path) + 12 + len(b"".join(itertools.chain.from_iterable(raw))) + 4 * len(raw)

@@ -33,13 +33,14 @@ class ForwardingWarnings:
         self._config = config
         self._resolver = resolver
         self._warned_peers: set[str] = set()
+        self.header = "Forwarded" if config.client_ip_header == "forwarded" else "X-Forwarded-For"  # what it looks for
 
     def untrusted_forwarding(self, request: web.BaseRequest, peer: str | None, pack: CompiledPack) -> None:
         """IP rules see the TCP peer; say so once when a peer sends forwarding headers we ignore."""
         peer = peer or ""
         if peer in self._warned_peers or len(self._warned_peers) >= MAX_WARNED_PEERS:
             return
-        header = "Forwarded" if self._config.client_ip_header == "forwarded" else "X-Forwarded-For"
+        header = self.header
         if header not in request.headers or not has_ip_rules(pack):
             return
         if self._resolver.resolve(peer, {}) in self._config.trusted_proxies:

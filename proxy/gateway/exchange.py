@@ -24,6 +24,7 @@ from proxy.gateway.transport import UpstreamTransport
 from proxy.ipaddrs import IPAddress
 from proxy.paths import RequestTarget
 from proxy.policy.compile import CompiledPack
+from proxy.policy.decision_memo import DecisionMemo
 from proxy.policy.model import HeaderRules, Lifetimes
 from proxy.token_facts import TokenFacts, TokenRejection
 from proxy.tokens.source import TokenSource
@@ -45,9 +46,26 @@ class UpstreamRuntime:
     client_authorization: bool = True  # the appliance issued the client's token and must see it
     header_rules: HeaderRules = HeaderRules()  # which client headers the appliance may see (pack + upstream)
     header_filter: HeaderFilter = field(init=False)  # header_rules, with its verdicts remembered per header name
+    decisions: DecisionMemo = field(init=False)  # the pack's decisions, remembered for repeated requests
 
     def __post_init__(self) -> None:
         self.header_filter = HeaderFilter(self.header_rules)
+        self.decisions = DecisionMemo(self.pack)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """What a method and checked target mean on one upstream before any header or token is read.
+
+    Worked out once per (method, target, host) with the route itself and cached
+    with it, so a repeated request reads these answers instead of walking the
+    pack's public and body route tries again.
+    """
+
+    query_override: bool  # a ``_method`` query parameter (method override)
+    body_allowed: bool  # a body is allowed on this method here (a bodiless method needs a body route)
+    public: str | None  # the rule id of the pack's public route that matches, if any
+    upstream_target: str  # what the appliance is asked for: its base path, then the checked raw target
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +107,7 @@ class Routed:
     runtime: UpstreamRuntime
     target: RequestTarget
     request: web.BaseRequest  # the exchange's own, read several times a request
+    plan: RoutePlan
 
 
 class _RequestIds:
@@ -118,4 +137,5 @@ def request_id_for(request: web.BaseRequest) -> str:
     given = request.headers.getall("X-Request-ID", ())
     if len(given) == 1 and _SANE_REQUEST_ID.fullmatch(given[0]):
         return given[0]
-    return _REQUEST_IDS.fresh()
+    ids = _REQUEST_IDS
+    return f"{ids._prefix}{next(ids._counter):016x}"  # ids.fresh(), one call fewer on every request

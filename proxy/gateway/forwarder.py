@@ -103,8 +103,8 @@ class Forwarder:
                 routed.exchange, Reason.QUERY_PARAM_NOT_ALLOWED, "a public route takes no query parameters"
             )
         if self.protection is not None:
-            limited = await self.protection.spend(routed, decision)  # the upstream's limit only: no token type
-            if limited is not None:
+            pending = self.protection.spend(routed, decision)  # the upstream's limit only: no token type
+            if pending is not None and (limited := await pending) is not None:
                 return limited
         return await self.send(routed, self.outbound(routed, None, None), decision)
 
@@ -144,9 +144,19 @@ class Forwarder:
                 runtime.credential.rejected(sent)
                 detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; {runtime.credential.after_rejection}"
                 return self.recorder.upstream_failed(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
-            response, failure = await self._answer(
-                routed.request, answer, exchange.request_id, runtime.upstream.name, exchange.rate_headers
-            )
+            request = routed.request
+            headers = answer_headers(answer.header_pairs, exchange.request_id, exchange.rate_headers)
+            length = header_value(headers, "Content-Length") or ""
+            if (  # a body small enough to read whole (bounded memory) and send in one write
+                request.method != "HEAD" and answer.status >= 200 and answer.status not in _NO_BODY_STATUSES
+                and length.isdigit() and int(length) <= SMALL_ANSWER_BYTES
+            ):
+                # Read whole, then headers and body leave in one send: most API
+                # answers are a few KiB (a prepared StreamResponse takes two).
+                response: web.StreamResponse = web.Response(status=answer.status, body=await answer.read(), headers=headers)
+                failure = None
+            else:
+                response, failure = await self._stream_answer(request, answer, headers, runtime.upstream.name)
         except UpstreamError as exc:
             return self.recorder.upstream_failed(exchange, runtime, exc.reason, exc.detail, decision)
         finally:
@@ -192,8 +202,7 @@ class Forwarder:
         )
         return OutboundRequest(
             method=request.method,
-            # The checked raw target, never request.path or URL(str): what was decided is what is sent.
-            target=routed.runtime.base_path + routed.target.forward_target,
+            target=routed.plan.upstream_target,  # the checked raw target under the upstream's base path
             headers=headers,
             body=body,
             body_length=body_length if body is not None else None,
@@ -263,19 +272,13 @@ class Forwarder:
             return without_multipart_override(body, boundary), length
         return body, length
 
-    async def _answer(
-        self, request: web.BaseRequest, answer: UpstreamResponse, request_id: str, name: str,
-        rate_headers: dict[str, str] | None = None,
+    async def _stream_answer(
+        self, request: web.BaseRequest, answer: UpstreamResponse, headers: Pairs, name: str
     ) -> tuple[web.StreamResponse, Reason | None]:
-        """Send the appliance's answer on to the client; the reason when streaming it was cut.
+        """Stream a large (or unsized) answer on to the client; the reason when streaming it was cut.
 
-        ``rate_headers`` (labgate's own limits) replace any the appliance sent under the same names.
+        ``headers``: the answer's headers as the client gets them (:func:`answer_headers`).
         """
-        headers = answer_headers(answer.header_pairs, request_id, rate_headers)
-        if _small_answer(request.method, answer.status, headers):
-            # Read whole, then headers and body leave in one send: most API
-            # answers are a few KiB (a prepared StreamResponse takes two).
-            return web.Response(status=answer.status, body=await answer.read(), headers=headers), None
         response = web.StreamResponse(status=answer.status, headers=headers)
         try:
             await response.prepare(request)
@@ -314,15 +317,3 @@ class Forwarder:
 async def once(body: bytes) -> AsyncIterator[bytes]:
     """A body already read whole, as the stream a transport sends."""
     yield body
-
-
-def _small_answer(method: str, status: int, headers: Pairs) -> bool:
-    """A body small enough to read whole (bounded memory) and send in one write."""
-    length = header_value(headers, "Content-Length") or ""
-    return (
-        method != "HEAD"
-        and status >= 200
-        and status not in _NO_BODY_STATUSES
-        and length.isdigit()
-        and int(length) <= SMALL_ANSWER_BYTES
-    )

@@ -15,7 +15,10 @@ them (a multidict is built once, by aiohttp, for the client's answer).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress
+from operator import itemgetter
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -61,6 +64,19 @@ class HeaderFilter:
     def __init__(self, rules: HeaderRules) -> None:
         self.rules = rules
         self._verdicts: dict[str, bool] = {}
+        # A client sends the same header names request after request: their verdicts as one mask.
+        self._mask = functools.lru_cache(maxsize=_MAX_VERDICTS)(self._verdicts_of)
+
+    def _verdicts_of(self, names: tuple[str, ...]) -> tuple[bool, ...]:
+        return tuple(map(self.passes, names))
+
+    def kept(self, incoming: CIMultiDictProxy[str]) -> Pairs:
+        """The client headers that pass, in order; the caller handles what ``Connection`` names.
+
+        The names are read from the items: a multidict's own keys() lists each name once.
+        """
+        items = incoming.items()
+        return list(compress(items, self._mask(tuple(map(_NAME, items)))))
 
     def passes(self, name: str) -> bool:
         verdict = self._verdicts.get(name)
@@ -86,8 +102,7 @@ def outbound_headers(
     ``credential``: the one ``(header, value)`` that authenticates the request upstream
     (labgate's upstream credential, or the appliance's own token re-emitted), or None.
     """
-    allowed = rules.passes
-    result = [(name, value) for name, value in incoming.items() if allowed(name)]
+    result = rules.kept(incoming)
     if result and "Connection" in incoming:  # Connection itself never passes; what it names must not either
         named = connection_named(incoming)
         result = [(name, value) for name, value in result if header_key(name) not in named]
@@ -117,6 +132,13 @@ def answer_headers(
 
     ``replaced`` (labgate's own rate-limit headers) take the place of any the appliance sent under the same names.
     """
+    if not replaced:
+        mask, connection = _answer_mask(tuple(map(_NAME, upstream)))
+        # Most answers name only keep-alive or close in their one Connection header, both dropped anyway.
+        if not connection or (len(connection) == 1 and _tokens(upstream[connection[0]][1]) <= _DROPPED_RESPONSE):
+            result = list(compress(upstream, mask))
+            result.append(("X-Request-ID", request_id))
+            return result
     keys = [header_key(name) for name, _ in upstream]
     dropped = _DROPPED_RESPONSE
     if "connection" in keys:
@@ -130,6 +152,22 @@ def answer_headers(
     if replaced:
         result.extend(replaced.items())
     return result
+
+
+_NAME = itemgetter(0)
+
+
+@functools.lru_cache(maxsize=_MAX_VERDICTS)  # an appliance answers with the same few header sets
+def _answer_mask(names: tuple[str, ...]) -> tuple[tuple[bool, ...], tuple[int, ...]]:
+    """Which of an answer's headers pass when its ``Connection`` names nothing more, and where its ``Connection`` headers are."""
+    keys = [header_key(name) for name in names]
+    return tuple(key not in _DROPPED_RESPONSE for key in keys), tuple(i for i, key in enumerate(keys) if key == "connection")
+
+
+@functools.lru_cache(maxsize=_MAX_VERDICTS)
+def _tokens(connection: str) -> frozenset[str]:
+    """The header keys one ``Connection`` value names."""
+    return frozenset(_named((connection,)))
 
 
 def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:

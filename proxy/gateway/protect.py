@@ -9,7 +9,7 @@ mechanisms live in :mod:`proxy.gateway.ratelimit` and :mod:`proxy.gateway.inflig
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
@@ -17,7 +17,7 @@ from aiohttp import web
 from proxy.errors import LabgateError
 from proxy.gateway.exchange import Routed
 from proxy.gateway.inflight import InFlightCap, InFlightGates, UpstreamBusy
-from proxy.gateway.ratelimit import RateLimiter
+from proxy.gateway.ratelimit import LimitPlan, RateLimiter
 from proxy.gateway.recorder import Recorder
 from proxy.metrics import GatewayMetrics
 from proxy.policy.decide import Decision
@@ -43,10 +43,13 @@ class Protection:
         self._metrics = metrics
         self._recorder = recorder
 
-    async def spend(self, routed: Routed, decision: Decision) -> web.Response | None:
-        """An allowed request spends its type's and its upstream's budgets; the 429 answer when one is spent.
+    def spend(self, routed: Routed, decision: Decision) -> Awaitable[web.Response | None] | None:
+        """An allowed request spends its type's and its upstream's budgets.
 
-        Free when neither the type nor the upstream has a ``rate_limit``: no store call, no headers.
+        None: spent here, or nothing to spend (neither the type nor the upstream has
+        a ``rate_limit``: no store call, no headers), so the request goes on without
+        an await.  Otherwise the check through the store, to be awaited: the 429
+        answer when a budget is spent, else None.
         """
         runtime, exchange = routed.runtime, routed.exchange
         compiled = runtime.pack.token_types.get(decision.token_type) if decision.token_type else None
@@ -68,7 +71,14 @@ class Protection:
             if headers is not None:
                 exchange.rate_headers = headers
                 return None
-        outcome = await limiter.check(runtime.upstream.name, decision.token_type, plan, facts, key)
+        return self._checked(routed, decision, plan, facts, key)
+
+    async def _checked(
+        self, routed: Routed, decision: Decision, plan: LimitPlan, facts: TokenFacts | None, key: str | None
+    ) -> web.Response | None:
+        """The budgets spent through the store; the 429 answer when one is spent."""
+        exchange = routed.exchange
+        outcome = await self.rate_limiter.check(routed.runtime.upstream.name, decision.token_type, plan, facts, key)
         if outcome.refusal is None:
             exchange.rate_headers = outcome.headers or None
             return None

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import email.message
 import email.utils
-from collections.abc import AsyncIterator, Iterable
+import functools
+from collections.abc import AsyncIterator
 from urllib.parse import unquote_plus
 
+from proxy.gateway.exchange import RoutePlan
 from proxy.gateway.transport import ClientBodyError
 from proxy.header_names import header_key, is_method_override
 from proxy.paths import RequestTarget, normalize_query_name
@@ -34,17 +36,33 @@ MAX_FORM_BYTES = 1024 * 1024
 MAX_PART_HEADER_BYTES = 16 * 1024
 
 
-def shape_problem(
-    method: str, target: RequestTarget, header_names: Iterable[str], has_body: bool, pack: CompiledPack
-) -> Decision | None:
-    """The first thing wrong with the request's shape, or None."""
+def shape_problem(method: str, header_names: tuple[str, ...], has_body: bool, plan: RoutePlan) -> Decision | None:
+    """The first thing wrong with the request's shape, or None.
+
+    ``header_names``: the request's header names as sent, in order; ``plan``: what
+    its method and target allow here (worked out once per target).
+    """
+    override = override_header(header_names)
+    if override is not None:
+        return deny(Reason.METHOD_OVERRIDE, f"method override headers ({override[:64]}) are not accepted")
+    if plan.query_override:
+        return deny(Reason.METHOD_OVERRIDE, "a _method query parameter (method override) is not accepted")
+    if has_body and not plan.body_allowed:
+        return deny(Reason.BODY_NOT_ALLOWED, f"a {method} request may not carry a body")
+    return None
+
+
+def body_allowed(method: str, target: RequestTarget, pack: CompiledPack) -> bool:
+    """Whether a request may carry a body: any method but a bodiless one, which needs a ``bodies`` route."""
+    return method not in BODILESS_METHODS or pack.bodies.match(method, target.segments).rule is not None
+
+
+@functools.lru_cache(maxsize=2048)  # clients repeat the same few header sets; names are client-controlled, so bounded
+def override_header(header_names: tuple[str, ...]) -> str | None:
+    """The first header name that asks for a method override, in any spelling, or None."""
     for name in header_names:
         if is_method_override(header_key(name)):
-            return deny(Reason.METHOD_OVERRIDE, f"method override headers ({name[:64]}) are not accepted")
-    if OVERRIDE_PARAMETER in target.query_names:
-        return deny(Reason.METHOD_OVERRIDE, "a _method query parameter (method override) is not accepted")
-    if has_body and method in BODILESS_METHODS and pack.bodies.match(method, target.segments).rule is None:
-        return deny(Reason.BODY_NOT_ALLOWED, f"a {method} request may not carry a body")
+            return name
     return None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 
 import pytest
@@ -99,3 +100,45 @@ def test_answer_headers_drop_hop_by_hop_and_named_ones_and_take_labgate_s_own() 
         ("Content-Type", "application/json"), ("Content-Length", "12"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
         ("X-Request-ID", "ours"), ("RateLimit", "limit=10"), ("RateLimit-Policy", "10;w=60"),
     ]
+
+
+def _one_by_one(incoming: CIMultiDictProxy[str], rules: HeaderRules) -> list[tuple[str, str]]:
+    """The allow model applied header by header, with nothing remembered: what a mask must reproduce."""
+    named = set()
+    for value in incoming.getall("Connection", ()):
+        named |= {header_key(part.strip()) for part in value.split(",") if part.strip()}
+    return [(n, v) for n, v in incoming.items() if passes(header_key(n), rules) and header_key(n) not in named]
+
+
+def test_a_remembered_mask_keeps_exactly_the_headers_the_allow_model_passes_for_random_header_sets() -> None:
+    rng = random.Random(7)
+    names = ["Accept", "accept", "Authorization", "Cookie", "X-Trace", "Connection", "Content-Type", "X-Remote-User",
+             "X-HTTP-Method-Override", "Host", "Te", "Upgrade", "X-Forwarded-For", "Via"]
+    for rules in (HeaderRules(), HeaderRules("strict", frozenset({"accept", "x-remote-user"}))):
+        remembered = HeaderFilter(rules)
+        for _ in range(2000):
+            picked = [(rng.choice(names), rng.choice(["a", "X-Trace", "accept, x-trace", "close"])) for _ in range(rng.randint(0, 6))]
+            incoming = CIMultiDictProxy(CIMultiDict(picked))
+            built = outbound_headers(incoming, rules=remembered, client_ip="10.0.0.1", proto="http", original_host=None,
+                                     request_id="r", credential=None)
+            assert built[:-3] == _one_by_one(incoming, rules)
+
+
+def _answer_one_by_one(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    named = set()
+    for name, value in upstream:
+        if name.lower() == "connection":
+            named |= {header_key(part.strip()) for part in value.split(",") if part.strip()}
+    dropped = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+               "proxy-authenticate", "x-request-id"} | named
+    return [(n, v) for n, v in upstream if header_key(n) not in dropped] + [("X-Request-ID", "ours")]
+
+
+def test_answer_headers_remembered_per_name_set_drop_what_the_allow_model_drops_for_random_answers() -> None:
+    rng = random.Random(11)
+    names = ["Content-Type", "Content-Length", "Connection", "connection", "Keep-Alive", "X-Secret", "Set-Cookie",
+             "X-Request-ID", "Transfer-Encoding", "Date", "Proxy-Authenticate", "ETag"]
+    values = ["keep-alive", "close", "X-Secret", "keep-alive, ETag", "1", "a=b"]
+    for _ in range(3000):
+        upstream = [(rng.choice(names), rng.choice(values)) for _ in range(rng.randint(0, 7))]
+        assert answer_headers(upstream, "ours") == _answer_one_by_one(upstream)
