@@ -35,6 +35,7 @@ from proxy.upstream_address import unreachable_detail
 
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_ONE_ANSWER = (None,)
 
 
 class _Http1Response:
@@ -194,6 +195,7 @@ class Http1Transport:
                 connection.status = 0
                 connection.complete = connection.received_any = connection.framed = False
                 connection.waiter = None
+                connection.answers_expected[:] = _ONE_ANSWER
                 try:
                     transport = connection.transport  # Connection.write, inline
                     if connection.closed or transport is None:

@@ -61,9 +61,14 @@ class Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.until_close = False  # no Content-Length, not chunked: the body ends with the connection
         self._unfinished: list[bool] = []  # [True] from the answer's head to its end
+        # One answer per exchange, plus one per interim (1xx) answer: each answer's start takes one.
+        # A start with none left raises inside the parser, so a second answer is a parse error and
+        # nothing of it (headers or body) joins the first.
+        self.answers_expected: list[None] = []
         # C callbacks (see the module's docstring); httptools looks them up once, below.
         self.on_body = self.chunks.append
         self.on_message_complete = self._unfinished.clear
+        self.on_message_begin = self.answers_expected.pop
         self._parser = httptools.HttpResponseParser(self)
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -129,6 +134,7 @@ class Connection(asyncio.Protocol):
         if status < 200 and status != 101:
             self.headers = []  # an interim answer (100, 103): wait for the real one
             self.framed = False
+            self.answers_expected.append(None)
             return
         if not self._parser.should_keep_alive():
             self.reusable = False

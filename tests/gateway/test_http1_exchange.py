@@ -180,6 +180,20 @@ async def test_bytes_nobody_asked_for_end_the_connection(transport_to) -> None: 
     assert appliance.connections == 2  # the first connection was not trusted again
 
 
+SECOND = b"HTTP/1.1 200 OK\r\nX-Injected: 1\r\nContent-Length: 5\r\n\r\nextra"
+
+
+@pytest.mark.parametrize("interim", [b"", b"HTTP/1.1 100 Continue\r\n\r\n"])
+async def test_a_second_answer_in_the_same_read_never_joins_the_first_and_ends_the_connection(transport_to, interim) -> None:  # type: ignore[no-untyped-def]
+    appliance = PieceAppliance(lambda head: [interim + ANSWER + SECOND])
+    transport = await transport_to(appliance)
+    status, pairs, body = await exchange(transport)
+    assert (status, pairs, body) == (200, PAIRS, b'{"hosts": [1, 2]}')  # none of the second answer's headers or body
+    assert not transport.idle or transport.idle[-1].closed  # the connection is not trusted again
+    assert await exchange(transport) == (200, PAIRS, b'{"hosts": [1, 2]}')
+    assert appliance.connections == 2
+
+
 async def test_one_place_given_back_with_no_one_waiting_serves_the_next_exchange(transport_to) -> None:  # type: ignore[no-untyped-def]
     appliance = PieceAppliance(lambda head: [ANSWER])
     transport = await transport_to(appliance, limit=1)
