@@ -208,10 +208,10 @@ class ClientIpResolver:
         self.trusted = trusted
         self.header = header
         # Peers that are not trusted proxies: their own address is the client, whatever the headers say.
-        self._direct: dict[str, IPAddress] = {}
+        self.direct: dict[str, IPAddress] = {}
 
     def resolve(self, peer: str | None, headers: Mapping[str, str]) -> IPAddress | None:
-        direct = self._direct.get(peer or "")
+        direct = self.direct.get(peer or "")
         if direct is not None:
             return direct
         try:
@@ -219,9 +219,9 @@ class ClientIpResolver:
         except InvalidAddress:
             return None  # a Unix socket or an odd transport: no IP to compare
         if peer_ip not in self.trusted:
-            if len(self._direct) >= _MAX_DIRECT_PEERS:
-                self._direct.clear()
-            self._direct[peer or ""] = peer_ip
+            if len(self.direct) >= _MAX_DIRECT_PEERS:
+                self.direct.clear()
+            self.direct[peer or ""] = peer_ip
             return peer_ip
         hops = self._hops(headers)
         if hops is None:

@@ -101,7 +101,10 @@ class Gateway:
         self._merges = any(config.packs[u.pack].pack.repeated_slashes == "merge" for u in config.upstreams)
         self.recorder = Recorder(config, self.metrics)
         # Rate limits and in-flight caps (docs/concepts/protecting-appliances.md).
-        self.protection = Protection(self.store, self.metrics, self.recorder)
+        capped = any(u.max_in_flight is not None for u in config.upstreams) or any(
+            t.spec.max_in_flight is not None for pack in config.packs.values() for t in pack.token_types.values()
+        )
+        self.protection = Protection(self.store, self.metrics, self.recorder, capped=capped)
         self.forwarder = Forwarder(config, self.recorder, self.token_state, self.protection)
         own = OwnEndpoints(
             config, self.store, self.metrics, lambda: [r.upstream.name for r in self._runtimes], readiness, self._node_states
@@ -258,7 +261,8 @@ class Gateway:
         exchange, request, runtime = routed.exchange, routed.request, routed.runtime
         exchange.token = token
         peer = request.remote
-        exchange.client_ip = self.ip_resolver.resolve(peer, request.headers)
+        ip = self.ip_resolver.direct.get(peer or "")  # a peer known not to be a trusted proxy: the client itself
+        exchange.client_ip = ip if ip is not None else self.ip_resolver.resolve(peer, request.headers)
         if self.forwarding_warnings.header in request.headers:  # the warning is only about a header sent
             self.forwarding_warnings.untrusted_forwarding(request, peer, runtime.pack)
         return runtime.decisions.decide(exchange.method, routed.target, exchange.client_ip, token)

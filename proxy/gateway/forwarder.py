@@ -110,7 +110,8 @@ class Forwarder:
 
     def send(self, routed: Routed, outbound: OutboundRequest, decision: Decision) -> Awaitable[web.StreamResponse]:
         """Send a decided request once, under the in-flight caps when there are any; the answer, to be awaited."""
-        caps = self.protection.caps(routed, decision) if self.protection is not None else ()
+        protection = self.protection
+        caps = protection.caps(routed, decision) if protection is not None and protection.capped else ()
         if not caps:
             return self._send_once(routed, outbound, decision)
         return self._send_capped(routed, outbound, decision, caps)
@@ -196,10 +197,15 @@ class Forwarder:
     ) -> OutboundRequest:
         """The request the appliance receives, built from what was decided."""
         exchange, request = routed.exchange, routed.request
+        ip = exchange.client_ip
+        last_ip, last_text = self._last_ip  # the address as text: the last one remembered (one object per address)
+        if ip is not last_ip:
+            last_text = "" if ip is None else str(ip)
+            self._last_ip = (ip, last_text)
         headers = outbound_headers(
             request.headers,
             rules=routed.runtime.header_filter,
-            client_ip=self._ip_text(exchange.client_ip),
+            client_ip=last_text,
             proto=self._proto,
             original_host=request.headers.get("Host"),
             request_id=exchange.request_id,
@@ -212,17 +218,6 @@ class Forwarder:
             body=body,
             body_length=body_length if body is not None else None,
         )
-
-    def _ip_text(self, ip: IPAddress | None) -> str:
-        """The address as text; the last one is remembered (parse_ip hands out one object per address)."""
-        if ip is None:
-            return ""
-        last_ip, last_text = self._last_ip
-        if ip is last_ip:
-            return last_text
-        text = str(ip)
-        self._last_ip = (ip, text)
-        return text
 
     async def request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:
         """Stream the client's raw body, bounded in size and in time per read; its failures are the client's."""

@@ -64,19 +64,12 @@ class HeaderFilter:
     def __init__(self, rules: HeaderRules) -> None:
         self.rules = rules
         self._verdicts: dict[str, bool] = {}
-        # A client sends the same header names request after request: their verdicts as one mask.
-        self._mask = functools.lru_cache(maxsize=_MAX_VERDICTS)(self._verdicts_of)
+        # A client sends the same header names request after request: their verdicts as one mask
+        # (looked up in C: functools' cache).
+        self.mask = functools.lru_cache(maxsize=_MAX_VERDICTS)(self._verdicts_of)
 
     def _verdicts_of(self, names: tuple[str, ...]) -> tuple[bool, ...]:
         return tuple(map(self.passes, names))
-
-    def kept(self, incoming: CIMultiDictProxy[str]) -> Pairs:
-        """The client headers that pass, in order; the caller handles what ``Connection`` names.
-
-        The names are read from the items: a multidict's own keys() lists each name once.
-        """
-        items = incoming.items()
-        return list(compress(items, self._mask(tuple(map(_NAME, items)))))
 
     def passes(self, name: str) -> bool:
         verdict = self._verdicts.get(name)
@@ -102,7 +95,8 @@ def outbound_headers(
     ``credential``: the one ``(header, value)`` that authenticates the request upstream
     (labgate's upstream credential, or the appliance's own token re-emitted), or None.
     """
-    result = rules.kept(incoming)
+    items = incoming.items()  # names read from the items: a multidict's own keys() lists each name once
+    result = list(compress(items, rules.mask(tuple(map(_NAME, items)))))
     if result and "Connection" in incoming:  # Connection itself never passes; what it names must not either
         named = connection_named(incoming)
         result = [(name, value) for name, value in result if header_key(name) not in named]

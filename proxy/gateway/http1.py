@@ -23,7 +23,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
-from proxy.gateway.http1_connection import HIGH_WATER, Connection, Exchange
+from proxy.gateway.http1_connection import HIGH_WATER, Connection
 from proxy.gateway.transport import (
     OutboundRequest,
     UpstreamError,
@@ -35,17 +35,24 @@ from proxy.upstream_address import unreachable_detail
 
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_ONE_ANSWER = (None,)
+
 
 class _Http1Response:
-    def __init__(
-        self, owner: Http1Transport, connection: Connection, status: int, headers: list[tuple[str, str]], head_only: bool
-    ) -> None:
-        self._owner = owner
-        self._connection = connection
-        self.status = status
-        self.header_pairs = headers
-        self._headers: CIMultiDictProxy[str] | None = None
-        self._head_only = head_only
+    """An answer's head, and its body still on the connection until :meth:`release`.
+
+    Made without an ``__init__`` call (``object.__new__`` and plain attribute
+    stores in :meth:`Http1Transport.send`): one is made for every request.
+    """
+
+    __slots__ = ("_owner", "_connection", "status", "header_pairs", "_headers", "_head_only")
+
+    _owner: Http1Transport
+    _connection: Connection
+    status: int
+    header_pairs: list[tuple[str, str]]
+    _headers: CIMultiDictProxy[str] | None
+    _head_only: bool
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -66,24 +73,51 @@ class _Http1Response:
             raise self._owner.error(exc) from exc
 
     async def read(self) -> bytes:
-        exchange = self._connection.exchange
+        connection = self._connection
         if (
             not self._head_only
-            and exchange is not None
-            and exchange.complete
-            and exchange.error is None
-            and exchange.buffered <= HIGH_WATER  # reading was never paused: nothing to resume
+            and connection.head is not None  # not released yet
+            and connection.complete
+            and connection.error is None
+            and connection.buffered <= HIGH_WATER  # reading was never paused: nothing to resume
         ):
             # The whole answer already arrived (most small API answers come in one read):
             # take it as it is, without the body stream's per-chunk awaits.
-            body = b"".join(exchange.chunks)
-            exchange.chunks.clear()
-            exchange.buffered = 0
+            chunks = connection.chunks
+            body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            connection.buffered = 0
             return body
         return b"".join([chunk async for chunk in self.body()])
 
     def release(self) -> None:
-        self._owner.give_back(self._connection, self._head_only)
+        """The connection back to the idle pool when its answer was read whole, else closed; the place freed.
+
+        ``Http1Transport.give_back`` and ``Slots.give``, inline: this runs for every request.
+        """
+        owner, connection = self._owner, self._connection
+        keep = (
+            not owner.closing
+            and not self._head_only  # llhttp cannot be told a HEAD answer has no body: never reuse after one
+            and connection.reusable
+            and not connection.closed
+            and connection.head is not None
+            and connection.complete
+            and not connection.chunks
+        )
+        connection.head = None  # the exchange is over: any byte from now on is unasked for
+        if keep:
+            owner.idle.append(connection)
+        else:
+            connection.close()
+        slots = owner.slots
+        if slots.waiters:
+            slots.give()
+        else:
+            slots.free += 1
+
+
+_new_response = object.__new__
 
 
 class Http1Transport:
@@ -100,9 +134,9 @@ class Http1Transport:
         self._ssl = _ssl_context(upstream) if url.scheme == "https" else None
         self._connect_timeout = upstream.connect_timeout
         self.read_timeout = upstream.read_timeout
-        self._idle: collections.deque[Connection] = collections.deque()
-        self._slots = Slots(limit)
-        self._closing = False
+        self.idle: collections.deque[Connection] = collections.deque()  # most recently used last
+        self.slots = Slots(limit)
+        self.closing = False
 
     def error(self, exc: BaseException, **flags: bool) -> UpstreamError:  # flags: UpstreamError's nothing_sent, resend_safe
         if isinstance(exc, asyncio.TimeoutError):
@@ -110,74 +144,112 @@ class Http1Transport:
         return UpstreamError(Reason.UPSTREAM_UNREACHABLE, unreachable_detail(self._name, exc, self._host), **flags)
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
-        head, chunked = self._head(request)
-        if not self._slots.take_now():  # every connection busy: wait, but not forever
-            try:
-                await self._slots.take(self._connect_timeout)
-            except TimeoutError:  # mapped here, at the boundary: never a bare error past the transport
-                raise UpstreamError(
-                    Reason.UPSTREAM_BUSY,
-                    f"every connection to upstream {self._name!r} stayed busy for {self._connect_timeout:g} s",
-                    nothing_sent=True,
-                ) from None
+        """Send once (see below), wait for the answer's head; the caller must ``release()`` the answer.
+
+        One coroutine does it all, with the head built, the place taken, the idle
+        connection picked and the exchange started inline: this runs for every
+        request, and each helper would be a call (a coroutine, two) of its own.
+        """
+        # The request line and headers, with framing of our own: one string, encoded once.
+        lines = [request.method, " ", request.target, " HTTP/1.1\r\n", self._host_line]
+        for name, value in request.headers:
+            if name.lower() in _FRAMING:
+                continue  # never the client's: written below from what is actually sent
+            lines += (name, ": ", value, "\r\n")
+        chunked = False
+        if request.body is not None:
+            if request.body_length is not None:
+                lines += ("Content-Length: ", str(request.body_length), "\r\n\r\n")
+            else:
+                lines.append("Transfer-Encoding: chunked\r\n\r\n")
+                chunked = True
+        elif request.method in _BODY_METHODS:
+            lines.append("Content-Length: 0\r\n\r\n")
+        else:
+            lines.append("\r\n")
+        # The target is checked ASCII; header text is what aiohttp decoded, so it encodes back byte for byte.
+        head = "".join(lines).encode("utf-8", "surrogateescape")
+
+        slots = self.slots
+        if slots.free > 0 and not slots.waiters:  # Slots.take_now, inline
+            slots.free -= 1
+        else:
+            await self._wait_for_place()
         try:
-            return await self._exchange(request, head, chunked)
+            # Sent at most once, unless resending is provably safe: the request went out on a
+            # reused keep-alive connection that the appliance had closed before any byte of an
+            # answer came back, and its method is idempotent (RFC 9110 section 9.2.2) with no
+            # body.  A timeout is never a reason to resend: the appliance may be working on it.
+            for attempt in (1, 2):
+                idle = self.idle
+                while idle:  # the most recently used open connection (no await: most requests find one)
+                    connection = idle.pop()
+                    if not connection.closed:
+                        connection.reused = True
+                        break
+                else:
+                    connection = await self._connect()
+                # The exchange starts: the connection's per-exchange fields, reset.
+                connection.head = answered = connection.loop.create_future()
+                connection.headers = []
+                connection.status = 0
+                connection.complete = connection.received_any = connection.framed = False
+                connection.waiter = None
+                connection.answers_expected[:] = _ONE_ANSWER
+                try:
+                    transport = connection.transport  # Connection.write, inline
+                    if connection.closed or transport is None:
+                        raise ConnectionResetError("the appliance closed the connection")
+                    transport.write(head)
+                    if connection.writable is not None:
+                        await connection.writable
+                    if request.body is not None:
+                        await self._send_body(connection, request.body, chunked)
+                    if not answered.done():
+                        # A bare timer handle rather than ``asyncio.timeout``, awaited here rather than in a
+                        # coroutine of its own: this runs for every request.  TimeoutError after read_timeout.
+                        timer = connection.loop.call_later(self.read_timeout, _expire, answered)
+                        try:
+                            await answered
+                        finally:
+                            timer.cancel()
+                    status = answered.result()
+                except TimeoutError as exc:  # before OSError: in Python 3.11 a TimeoutError is an OSError
+                    connection.close()
+                    raise self.error(exc) from exc
+                except (OSError, httptools.HttpParserError) as exc:
+                    connection.close()
+                    if not (attempt == 1 and connection.reused and _safe_elsewhere(request, connection, exc)):
+                        raise self.error(exc, resend_safe=_safe_elsewhere(request, connection, exc)) from exc
+                    continue
+                except BaseException:
+                    connection.close()
+                    raise
+                response: _Http1Response = _new_response(_Http1Response)
+                response._owner = self
+                response._connection = connection
+                response.status = status
+                response.header_pairs = connection.headers
+                response._headers = None
+                response._head_only = request.method == "HEAD"
+                return response
+            raise AssertionError("unreachable")  # pragma: no cover
         except BaseException:
-            self._slots.give()
+            self.slots.give()
             raise
 
-    async def _exchange(self, request: OutboundRequest, head: bytes, chunked: bool) -> _Http1Response:
-        # Sent at most once, unless resending is provably safe: the request went out on a
-        # reused keep-alive connection that the appliance had closed before any byte of an
-        # answer came back, and its method is idempotent (RFC 9110 section 9.2.2) with no
-        # body.  A timeout is never a reason to resend: the appliance may be working on it.
-        for attempt in (1, 2):
-            connection = self._idle_connection() or await self._connection()
-            exchange = connection.start()
-            try:
-                full = connection.send(head)
-                if full is not None:
-                    await full
-                if request.body is not None:
-                    await self._send_body(connection, request.body, chunked)
-                answered = exchange.head
-                if not answered.done():
-                    # A bare timer handle rather than ``asyncio.timeout``, awaited here rather than in a
-                    # coroutine of its own: this runs for every request.  TimeoutError after read_timeout.
-                    timer = asyncio.get_running_loop().call_later(self.read_timeout, _expire, answered)
-                    try:
-                        await answered
-                    finally:
-                        timer.cancel()
-                status = int(answered.result())
-            except TimeoutError as exc:  # before OSError: in Python 3.11 a TimeoutError is an OSError
-                connection.close()
-                raise self.error(exc) from exc
-            except (OSError, httptools.HttpParserError) as exc:
-                connection.close()
-                if not (attempt == 1 and _resendable(request, connection, exchange, exc)):
-                    raise self.error(exc, resend_safe=_safe_elsewhere(request, exchange, exc)) from exc
-                continue
-            except BaseException:
-                connection.close()
-                raise
-            head_only = request.method == "HEAD"
-            return _Http1Response(self, connection, status, exchange.headers, head_only)
-        raise AssertionError("unreachable")  # pragma: no cover
+    async def _wait_for_place(self) -> None:
+        """Every connection busy: wait, but not forever."""
+        try:
+            await self.slots.take(self._connect_timeout)
+        except TimeoutError:  # mapped here, at the boundary: never a bare error past the transport
+            raise UpstreamError(
+                Reason.UPSTREAM_BUSY,
+                f"every connection to upstream {self._name!r} stayed busy for {self._connect_timeout:g} s",
+                nothing_sent=True,
+            ) from None
 
-    def _idle_connection(self) -> Connection | None:
-        """The most recently used open connection, if any (no await: most requests find one)."""
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.closed:
-                connection.reused = True
-                return connection
-        return None
-
-    async def _connection(self) -> Connection:
-        connection = self._idle_connection()
-        if connection is not None:
-            return connection
+    async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -192,26 +264,6 @@ class Http1Transport:
             raise self.error(exc, nothing_sent=True) from exc  # no connection: not a byte was sent
         return protocol
 
-    def _head(self, request: OutboundRequest) -> tuple[bytes, bool]:
-        """The request line and headers, with framing of our own: one string, encoded once."""
-        lines = [request.method, " ", request.target, " HTTP/1.1\r\n", self._host_line]
-        for name, value in request.headers:
-            if name.lower() in _FRAMING:
-                continue  # never the client's: written below from what is actually sent
-            lines += (name, ": ", value, "\r\n")
-        chunked = False
-        if request.body is not None:
-            if request.body_length is not None:
-                lines += ("Content-Length: ", str(request.body_length), "\r\n")
-            else:
-                lines.append("Transfer-Encoding: chunked\r\n")
-                chunked = True
-        elif request.method in _BODY_METHODS:
-            lines.append("Content-Length: 0\r\n")
-        lines.append("\r\n")
-        # The target is checked ASCII; header text is what aiohttp decoded, so it encodes back byte for byte.
-        return "".join(lines).encode("utf-8", "surrogateescape"), chunked
-
     async def _send_body(self, connection: Connection, body: AsyncIterator[bytes], chunked: bool) -> None:
         async for chunk in body:
             if not chunk:
@@ -223,28 +275,10 @@ class Http1Transport:
         if chunked:
             await connection.write(b"0\r\n\r\n")
 
-    def give_back(self, connection: Connection, head_only: bool) -> None:
-        exchange = connection.exchange
-        keep = (
-            not self._closing
-            and not head_only  # llhttp cannot be told a HEAD answer has no body: never reuse after one
-            and connection.reusable
-            and not connection.closed
-            and exchange is not None
-            and exchange.complete
-            and not exchange.chunks
-        )
-        connection.exchange = None
-        if keep:
-            self._idle.append(connection)
-        else:
-            connection.close()
-        self._slots.give()
-
     async def close(self) -> None:
-        self._closing = True
-        while self._idle:
-            self._idle.pop().close()
+        self.closing = True
+        while self.idle:
+            self.idle.pop().close()
 
 
 class Slots:
@@ -252,57 +286,54 @@ class Slots:
 
     A plain counter while there is room (every request on a healthy pool), a
     future only for a request that has to wait: cheaper than a semaphore,
-    which costs a lock check and a coroutine even when free.
+    which costs a lock check and a coroutine even when free.  The transport
+    takes and gives a free place with the counter itself (no call) when no
+    one waits; ``take_now`` and ``give`` are the same rules as methods.
     """
 
     def __init__(self, limit: int) -> None:
-        self._free = limit
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.free = limit
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def take_now(self) -> bool:
         """A place now, or False when none is free (or others wait for one first)."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
+        if self.free > 0 and not self.waiters:
+            self.free -= 1
             return True
         return False
 
     async def take(self, timeout: float) -> None:
         """Wait for a place; TimeoutError after ``timeout`` seconds."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self.waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout):
                 await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self.give()  # handed a place just as this request gave up: pass it on
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
+            elif waiter in self.waiters:
+                self.waiters.remove(waiter)
             raise
 
     def give(self) -> None:
         """A place is free: to the longest waiter, else back to the counter."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
+        while self.waiters:
+            waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
-        self._free += 1
+        self.free += 1
 
 
 # RFC 9110 section 9.2.2: methods whose intended effect is the same however often they are sent.
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-def _resendable(request: OutboundRequest, connection: Connection, exchange: Exchange, exc: BaseException) -> bool:
-    """A stale keep-alive connection, closed by the appliance before it answered a bodiless idempotent request."""
-    return connection.reused and _safe_elsewhere(request, exchange, exc)
-
-
-def _safe_elsewhere(request: OutboundRequest, exchange: Exchange, exc: BaseException) -> bool:
+def _safe_elsewhere(request: OutboundRequest, connection: Connection, exc: BaseException) -> bool:
     """Broken before any answer on a bodiless idempotent request: safe to send again, on this node or another."""
     return (
-        not exchange.received_any
+        not connection.received_any
         and request.body is None
         and request.method in IDEMPOTENT_METHODS
         and isinstance(exc, ConnectionError)  # reset or closed, not a parse error or a timeout

@@ -19,9 +19,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, replace
+from typing import Any
 
 from multidict import CIMultiDictProxy
 
@@ -37,6 +39,7 @@ from proxy.reasons import Reason
 from proxy.upstream_nodes import HealthCheck, NodeSettings, node_label
 
 logger = logging.getLogger("labgate")
+_IN_FLIGHT = operator.attrgetter("in_flight")
 
 
 @dataclass(eq=False)
@@ -60,23 +63,25 @@ class Node:
 
 
 class _NodeResponse:
-    """The node's answer; releasing it also frees the node's place."""
+    """The node's answer; releasing it also frees the node's place.
+
+    ``read`` and ``body`` are the node transport's own (bound at creation): no
+    wrapper call of this layer between forwarding and the transport.
+    """
+
+    __slots__ = ("_inner", "_node", "status", "header_pairs", "read", "body")
 
     def __init__(self, inner: UpstreamResponse, node: Node) -> None:
         self._inner = inner
         self._node: Node | None = node
         self.status = inner.status
         self.header_pairs = inner.header_pairs
+        self.read: Callable[[], Coroutine[Any, Any, bytes]] = inner.read
+        self.body: Callable[[], AsyncIterator[bytes]] = inner.body
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         return self._inner.headers
-
-    def body(self) -> AsyncIterator[bytes]:
-        return self._inner.body()
-
-    async def read(self) -> bytes:
-        return await self._inner.read()
 
     def release(self) -> None:
         self._inner.release()
@@ -97,6 +102,7 @@ class NodePool:
         self._metrics = metrics
         self.nodes = [Node(node_label(url), transport_for(replace(upstream, url=url, nodes=None))) for url in settings.urls]
         self._turn = itertools.count()
+        self._least_in_flight = settings.balance == "least_in_flight"
         self._checks: list[asyncio.Task[None]] = []
         for node in self.nodes:
             self._publish(node)
@@ -107,9 +113,25 @@ class NodePool:
             self._checks = [asyncio.create_task(self._check_forever(n, self._settings.health)) for n in self.nodes]
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
+        """The request to an untried node in use (round robin or least in flight), any untried one when none is.
+
+        The choice is made inline, in plain loops: it runs for every request to a multi-node upstream.
+        """
         tried: list[Node] = []
         while True:
-            node = self._choose(tried)
+            now = time.monotonic()
+            candidates: list[Node] = []
+            usable: list[Node] = []
+            for candidate in self.nodes:
+                if candidate not in tried:
+                    candidates.append(candidate)
+                    if candidate.healthy and now >= candidate.out_until:  # Node.available, inline
+                        usable.append(candidate)
+            usable = usable or candidates
+            if self._least_in_flight:
+                node = min(usable, key=_IN_FLIGHT)
+            else:
+                node = usable[next(self._turn) % len(usable)]
             tried.append(node)
             node.in_flight += 1
             try:
@@ -125,15 +147,6 @@ class NodePool:
                 node.in_flight -= 1
                 raise
             return _NodeResponse(answer, node)
-
-    def _choose(self, tried: list[Node]) -> Node:
-        """An untried node in use (round robin or least in flight); any untried one when none is in use."""
-        now = time.monotonic()
-        candidates = [n for n in self.nodes if n not in tried]
-        usable = [n for n in candidates if n.available(now)] or candidates
-        if self._settings.balance == "least_in_flight":
-            return min(usable, key=lambda n: n.in_flight)
-        return usable[next(self._turn) % len(usable)]
 
     def _passive_failure(self, node: Node, exc: UpstreamError) -> None:
         if exc.reason in (Reason.UPSTREAM_UNREACHABLE, Reason.UPSTREAM_TIMEOUT):

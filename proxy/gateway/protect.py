@@ -37,7 +37,9 @@ class Busy(LabgateError):
 class Protection:
     """Rate limits and in-flight caps for one config version."""
 
-    def __init__(self, store: Store, metrics: GatewayMetrics, recorder: Recorder) -> None:
+    def __init__(self, store: Store, metrics: GatewayMetrics, recorder: Recorder, *, capped: bool = True) -> None:
+        """``capped``: some upstream or token type of this config has a ``max_in_flight`` (else :meth:`caps` is never asked)."""
+        self.capped = capped
         self.rate_limiter = RateLimiter(store, metrics)
         self.in_flight = InFlightGates(metrics)
         self._metrics = metrics
