@@ -55,9 +55,16 @@ class ClientToken:
     token: str
     scheme: str
     fingerprint: str = field(init=False, repr=False, compare=False)
+    # The token re-emitted to an appliance that issued it: (as an Authorization header, as an Authtoken header).
+    # Written once here, since a client's repeated header is answered with this same object.
+    reemitted_as: tuple[tuple[str, str], tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fingerprint", token_fingerprint(self.token))
+        authtoken = f"{self.scheme} {self.token}" if self.scheme else self.token
+        object.__setattr__(
+            self, "reemitted_as", (("Authorization", f"{self.scheme or 'Bearer'} {self.token}"), ("Authtoken", authtoken))
+        )
 
 
 # Authorization values read lately, each with the token it presents: clients repeat their header,
@@ -155,7 +162,4 @@ def _parse(value: str, schemes: dict[str, str], header: str) -> ClientToken | To
 
 def reemitted(presented: ClientToken, style: str) -> tuple[str, str]:
     """The appliance's own token, written in the one header the appliance reads."""
-    if style == "authtoken":
-        value = f"{presented.scheme} {presented.token}" if presented.scheme else presented.token
-        return "Authtoken", value
-    return "Authorization", f"{presented.scheme or 'Bearer'} {presented.token}"
+    return presented.reemitted_as[style == "authtoken"]

@@ -20,7 +20,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.config import Config
 from proxy.credentials.base import CredentialUnavailable
-from proxy.gateway.client_token import reemitted
 from proxy.gateway.exchange import Exchange, Routed, UpstreamRuntime
 from proxy.gateway.headers import Pairs, answer_headers, header_value, outbound_headers
 from proxy.gateway.inflight import InFlightCap
@@ -43,7 +42,6 @@ from proxy.gateway.transport import (
 from proxy.ipaddrs import IPAddress
 from proxy.policy.decide import Decision, deny
 from proxy.reasons import Reason
-from proxy.store.base import StoreUnavailable
 from proxy.tokens.state import TokenStateGuard
 
 logger = logging.getLogger("labgate")
@@ -135,7 +133,7 @@ class Forwarder:
             return self.recorder.refuse(exchange, exc.reason, exc.detail, allowed=decision)
         except UpstreamError as exc:
             return self.recorder.upstream_failed(exchange, runtime, exc.reason, exc.detail, decision)
-        await self.record_use(exchange, runtime)
+        self.record_use(exchange, runtime)
         try:
             runtime.upstream_latency.observe(time.perf_counter() - exchange.started)
             sent = header_value(outbound.headers, "Authorization") if runtime.credential is not None else None
@@ -169,24 +167,20 @@ class Forwarder:
             self.recorder.record(exchange, decision, answer.status)
         return response
 
-    async def record_use(self, exchange: Exchange, runtime: UpstreamRuntime) -> None:
+    def record_use(self, exchange: Exchange, runtime: UpstreamRuntime) -> None:
         """The request reached the appliance: only now is it a use of its token.
 
-        Both records are kept in this process (the uses reach the store in batches), so
-        nothing here awaits; the live-token count is fed directly (what
-        :meth:`GatewayMetrics.token_used` does), one call fewer on every request.
+        Both records are kept in this process (the uses reach the store in batches, and a
+        batch that cannot be written is kept for the next), so nothing here awaits or fails;
+        the live-token count is fed directly (what :meth:`GatewayMetrics.token_used` does),
+        one call fewer on every request.
         """
         use = exchange.use
         if use is None:
             return
         exchange.use = None
         self._metrics.live_tokens.seen(runtime.upstream.name, use.facts.token_type, use.key)
-        try:
-            self._token_state.record_use_now(use.key, use.facts, use.lifetimes)
-        except StoreUnavailable as exc:
-            # Already forwarded: the answer stands.  An unrecorded use can only make the
-            # token idle out sooner, never live longer.
-            logger.warning("a use of a token could not be recorded: %s", exc)
+        self._token_state.record_use_now(use.key, use.facts, use.lifetimes)
 
     def outbound(
         self,
@@ -249,7 +243,7 @@ class Forwarder:
         """The appliance's own token re-emitted, when it issued the client's token (no credential of labgate's)."""
         presented = routed.exchange.client_token
         if routed.runtime.client_authorization and presented is not None:
-            return reemitted(presented, routed.runtime.upstream.token_header)
+            return presented.reemitted_as[routed.runtime.upstream.token_header == "authtoken"]  # reemitted(), inline
         return None
 
     async def _outbound_body(self, request: web.BaseRequest, limit: int) -> tuple[AsyncIterator[bytes] | None, int | None]:

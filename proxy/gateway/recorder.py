@@ -65,6 +65,8 @@ class Recorder:
         upstream = exchange.runtime.upstream.name if exchange.runtime else None
         outcome = "allow" if decision.allowed else "deny"
         self.metrics.observe_request(upstream or "none", decision.token_type or "none", outcome, decision.reason.code, elapsed)
+        if decision.allowed and not decision.shadow and self._decision_log == "denials":
+            return  # the production setting's forwarded requests: counted, not logged (no call to ask)
         if not wants_decision_log(decision.allowed and not decision.shadow, self._decision_log):
             return
         facts = exchange.token if isinstance(exchange.token, TokenFacts) else None
