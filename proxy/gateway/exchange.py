@@ -68,7 +68,7 @@ class RoutePlan:
     upstream_target: str  # what the appliance is asked for: its base path, then the checked raw target
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: not frozen, whose __init__ costs three times as much; never changed
 class TokenUse:
     """What recording a use of a verified token needs (idle lifetimes, live-token counts)."""
 
@@ -99,7 +99,7 @@ class Exchange:
     rate_headers: dict[str, str] | None = None  # RateLimit and RateLimit-Policy for the answer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: not frozen, whose __init__ costs three times as much; never changed
 class Routed:
     """An exchange whose target passed the path contract and found its upstream."""
 
