@@ -316,3 +316,25 @@ async def test_many_slow_clients_holding_big_heads_stay_within_the_memory_bound(
     assert {(status, json.loads(body)["reason"]) for status, _, body in answers} == {(431, "headers_too_large")}
     assert peak - before < GROWTH_BOUND_MIB
     assert len(upstream.received) == 1  # the warm-up request only
+
+
+@pytest.mark.parametrize("limits", [{}, {"max_header_block_bytes": 40000, "max_header_bytes": 4096, "max_line_bytes": 2048}])
+def test_a_head_with_no_more_headers_than_always_fit_is_within_the_block_limit_whatever_they_hold(
+    tmp_path: Path, limits: dict[str, int]
+) -> None:
+    """The gateway sums a head only past that many headers: the largest head aiohttp lets through below it fits."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from proxy.config import load_config
+    from proxy.gateway.app import Gateway, _head_size
+
+    config = load_config(write_config(tmp_path, "http://127.0.0.1:9", limits=limits))
+    fit, bounds = Gateway(config)._headers_always_fit, config.limits
+    assert fit >= 1
+    path = "/" + "p" * (bounds.max_line_bytes - 1)  # the longest target aiohttp accepts
+    name = "X-" + "n" * 30
+    value = "v" * (bounds.max_header_bytes - len(name))  # name and value together at aiohttp's bound
+    largest = make_mocked_request("OPTIONS", path, headers=[(name, value)] * fit)
+    assert _head_size(largest, largest.raw_headers) <= bounds.max_header_block_bytes
+    one_more = make_mocked_request("OPTIONS", path, headers=[(name, value)] * (fit + 2))
+    assert _head_size(one_more, one_more.raw_headers) > bounds.max_header_block_bytes  # so past it, heads are summed
