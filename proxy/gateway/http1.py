@@ -18,6 +18,7 @@ import asyncio
 import collections
 import ssl
 from collections.abc import AsyncIterator
+from operator import itemgetter
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -36,6 +37,7 @@ from proxy.upstream_address import unreachable_detail
 _FRAMING = frozenset({"content-length", "transfer-encoding", "host"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _ONE_ANSWER = (None,)
+_NAME = itemgetter(0)
 
 
 class _Http1Response:
@@ -152,10 +154,12 @@ class Http1Transport:
         """
         # The request line and headers, with framing of our own: one string, encoded once.
         lines = [request.method, " ", request.target, " HTTP/1.1\r\n", self._host_line]
-        for name, value in request.headers:
-            if name.lower() in _FRAMING:
-                continue  # never the client's: written below from what is actually sent
-            lines += (name, ": ", value, "\r\n")
+        headers = request.headers
+        if not _FRAMING.isdisjoint(map(str.lower, map(_NAME, headers))):
+            # Never the client's framing: it is written below from what is actually sent.
+            headers = [pair for pair in headers if pair[0].lower() not in _FRAMING]
+        if headers:  # joined in C, one "name: value" line per header
+            lines += ("\r\n".join(map(": ".join, headers)), "\r\n")
         chunked = False
         if request.body is not None:
             if request.body_length is not None:

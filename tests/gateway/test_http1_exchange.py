@@ -230,3 +230,20 @@ async def test_a_large_answer_is_read_from_the_appliance_only_as_fast_as_its_bod
         assert received == size
     finally:
         answer.release()
+
+
+async def test_the_head_sent_is_the_request_line_the_host_and_every_header_but_the_client_s_framing_in_order(transport_to) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    rng = random.Random(5)
+    appliance = PieceAppliance(lambda head: [ANSWER])
+    transport = await transport_to(appliance)
+    names = ["Accept", "X-Trace", "content-length", "Transfer-Encoding", "HOST", "X-Request-ID", "Cookie", "X-Caf\udce9"]
+    for _ in range(40):
+        headers = [(rng.choice(names), rng.choice(["1", "a b", "x\udce9"])) for _ in range(rng.randint(0, 5))]
+        await exchange(transport, OutboundRequest("GET", "/api/hosts?x=1", headers, None))
+        kept = "".join(f"{n}: {v}\r\n" for n, v in headers if n.lower() not in {"content-length", "transfer-encoding", "host"})
+        host = appliance.heads[-1].split(b"\r\n")[1]
+        assert host.startswith(b"Host: 127.0.0.1:")
+        expected = f"GET /api/hosts?x=1 HTTP/1.1\r\n{host.decode()}\r\n{kept}\r\n".encode("utf-8", "surrogateescape")
+        assert appliance.heads[-1] == expected
