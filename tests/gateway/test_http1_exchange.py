@@ -247,3 +247,40 @@ async def test_the_head_sent_is_the_request_line_the_host_and_every_header_but_t
         assert host.startswith(b"Host: 127.0.0.1:")
         expected = f"GET /api/hosts?x=1 HTTP/1.1\r\n{host.decode()}\r\n{kept}\r\n".encode("utf-8", "surrogateescape")
         assert appliance.heads[-1] == expected
+
+
+async def test_an_answer_that_never_comes_fails_after_the_read_timeout_and_the_sweep_stops_when_nothing_is_awaited(
+    tmp_path: Path,
+) -> None:
+    done = asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)  # reads the request, never answers
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    transport = Http1Transport(load_config(write_config(tmp_path, url, upstream={"timeouts": {"connect": 2, "read": 0.4}})).upstreams[0])
+    loop = asyncio.get_running_loop()
+
+    async def timed(delay: float) -> tuple[float, str]:
+        await asyncio.sleep(delay)
+        started = loop.time()
+        with pytest.raises(UpstreamError) as failed:
+            await transport.send(GET)
+        return loop.time() - started, failed.value.reason.code
+
+    try:
+        outcomes = await asyncio.gather(timed(0), timed(0.15))  # two deadlines, one sweep
+        for waited, reason in outcomes:
+            assert reason == "upstream_timeout"
+            assert 0.4 <= waited < 0.4 + 0.05 + 0.3  # never early; late by at most one sweep (0.05 s here) and slack
+        await asyncio.sleep(0.12)  # the sweep that found them expired looks once more, finds none, and stops
+        assert transport._awaited == {} and transport._sweeping is None
+    finally:
+        done.set()
+        await transport.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the appliance's handlers close their ends
