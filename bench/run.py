@@ -31,6 +31,7 @@ from bench import upstream as bench_upstream
 from bench.labgate_setup import (
     DENIED_TARGET,
     LABGATE,
+    SECRET,
     STORES,
     TARGET,
     check_labgate,
@@ -64,6 +65,7 @@ __all__ = ["DENIED_TARGET", "LABGATE", "ROOT", "STORES", "TARGET", "check_labgat
 
 BAR = 2.0  # labgate's CPU time per request must be at most 1/BAR of the bare proxy's, for every store
 UPSTREAM, BARE, NGINX = "upstream direct", "bare aiohttp proxy", "nginx proxy"
+FLOOR = "aiohttp floor (no checks)"
 
 
 # -- the run ------------------------------------------------------------------
@@ -83,6 +85,8 @@ def main() -> int:
                         help=f"exit 1 unless labgate on every store reaches {BAR}x the bare proxy by CPU time per request")
     parser.add_argument("--rate-limit", action="store_true",
                         help="give the emergency type a rate limit the load never reaches (the limiter's cost)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure bench/floor_proxy.py: aiohttp's server on uvloop doing almost nothing (the stack's floor)")
     parser.add_argument("--stores", default="memory,sqlite,redis",
                         help="labgate's stores, comma-separated, each its own target (default memory,sqlite,redis)")
     args = parser.parse_args()
@@ -154,6 +158,18 @@ def main() -> int:
             (BARE, f"{bare_url}{TARGET}", auth),  # the very request bytes labgate gets
             *((name, f"{url}/svt{TARGET}", auth) for name, url in labgates.items()),
         ]
+        if args.floor:
+            floor_port = free_port()
+            log = directory / "floor.out"
+            floor = stack.enter_context(process(
+                [sys.executable, "-m", "bench.floor_proxy", "--listen-port", str(floor_port), "--upstream-port",
+                 str(upstream_port), "--secret", SECRET], PROXY_CPU, log,
+            ))
+            floor_url = f"http://127.0.0.1:{floor_port}"
+            wait_until_up(floor_url + "/", floor, log)
+            expect_body(FLOOR, get(f"{floor_url}/svt{TARGET}", token), log)
+            pids[FLOOR] = floor.pid
+            targets.append((FLOOR, f"{floor_url}/svt{TARGET}", auth))
         if nginx:
             log = directory / "nginx-proxy.out"
             nginx_proxy = stack.enter_context(process(bench_upstream.nginx_command(nginx, proxy_conf), PROXY_CPU, log))
