@@ -236,17 +236,15 @@ class JwtSource:
         None: not cached (nothing counted); :meth:`verify` checks it, and counts the miss.
         ``fingerprint``: the token's, when the caller has it already (not hashed again).
         """
-        if fingerprint is None:
-            fingerprint = token_fingerprint(token)
+        fingerprint = token_fingerprint(token) if fingerprint is None else fingerprint
         entry = self._recent.get(fingerprint)
         if entry is None or self._clock() >= entry[1]:
             entry = self._cache.get(fingerprint)  # None once its time is up, as in the cache itself
             if entry is None:
                 return None
             self._remember(fingerprint, entry)
-        hits = self._hits
-        if hits is not None:
-            hits.pending += 1
+        if self._hits is not None:
+            self._hits.pending += 1
         elif self._on_cache:
             self._on_cache(True)
         return entry[0]
