@@ -51,7 +51,7 @@ class _Http1Response:
     stores in :meth:`Http1Transport.send`): one is made for every request.
     """
 
-    __slots__ = ("_owner", "_connection", "status", "header_pairs", "_headers", "_head_only")
+    __slots__ = ("_owner", "_connection", "status", "header_pairs", "_headers", "_head_only", "_released")
 
     _owner: Http1Transport
     _connection: Connection
@@ -59,6 +59,7 @@ class _Http1Response:
     header_pairs: list[tuple[str, str]]
     _headers: CIMultiDictProxy[str] | None
     _head_only: bool
+    _released: bool
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -100,7 +101,11 @@ class _Http1Response:
         """The connection back to the idle pool when its answer was read whole, else closed; the place freed.
 
         ``Http1Transport.give_back`` and ``Slots.give``, inline: this runs for every request.
+        Once only: a second call would give the pool a place it does not have.
         """
+        if self._released:
+            return
+        self._released = True
         owner, connection = self._owner, self._connection
         keep = (
             not owner.closing
@@ -251,6 +256,7 @@ class Http1Transport:
                 response.header_pairs = connection.headers
                 response._headers = None
                 response._head_only = request.method == "HEAD"
+                response._released = False
                 return response
             raise AssertionError("unreachable")  # pragma: no cover
         except BaseException:

@@ -284,3 +284,13 @@ async def test_an_answer_that_never_comes_fails_after_the_read_timeout_and_the_s
         server.close()
         await server.wait_closed()
         await asyncio.sleep(0.05)  # the appliance's handlers close their ends
+
+
+async def test_releasing_an_answer_twice_gives_its_pool_place_back_once(transport_to) -> None:  # type: ignore[no-untyped-def]
+    appliance = PieceAppliance(lambda head: [ANSWER])
+    transport = await transport_to(appliance, limit=2)
+    answer = await transport.send(GET)
+    assert await answer.read() == b'{"hosts": [1, 2]}'
+    answer.release()
+    answer.release()
+    assert transport.slots.free == 2 and len(transport.idle) == 1  # not 3 places, not the connection twice
