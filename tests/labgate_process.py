@@ -14,6 +14,8 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from tests.redis_server import stop_process
+
 
 @asynccontextmanager
 async def labgate_serving(
@@ -43,12 +45,7 @@ async def labgate_serving(
         await wait_until_up(url, process)
         yield url, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 async def wait_until_up(url: str, process: subprocess.Popen[bytes]) -> None:

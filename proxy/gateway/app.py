@@ -246,18 +246,10 @@ class Gateway:
 
     async def _decide(self, routed: Routed) -> Decision:
         """Token, client IP and policy for a routed exchange (filled into its exchange for the record)."""
-        decision = self._decide_now(routed)
-        return decision if isinstance(decision, Decision) else await decision
-
-    def _decide_now(self, routed: Routed) -> Decision | Awaitable[Decision]:
-        """The decision without an await when everything the token needs is known here; else the awaitable one."""
         token = self._token_facts_now(routed)
-        if isinstance(token, (TokenFacts, TokenRejection)):
-            return self._decided(routed, token)
-        return self._decide_after(routed, token)
-
-    async def _decide_after(self, routed: Routed, token: Awaitable[TokenFacts | TokenRejection]) -> Decision:
-        return self._decided(routed, await token)
+        if not isinstance(token, (TokenFacts, TokenRejection)):
+            token = await token
+        return self._decided(routed, token)
 
     def _decided(self, routed: Routed, token: TokenFacts | TokenRejection) -> Decision:
         """Client IP and policy, the token known (pure: nothing awaited)."""

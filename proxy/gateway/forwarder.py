@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.config import Config
 from proxy.credentials.base import CredentialUnavailable
+from proxy.gateway.client_token import reemitted
 from proxy.gateway.exchange import Exchange, Routed, UpstreamRuntime
 from proxy.gateway.headers import Pairs, answer_headers, header_value, outbound_headers
 from proxy.gateway.inflight import InFlightCap
@@ -243,7 +244,7 @@ class Forwarder:
         """The appliance's own token re-emitted, when it issued the client's token (no credential of labgate's)."""
         presented = routed.exchange.client_token
         if routed.runtime.client_authorization and presented is not None:
-            return presented.reemitted_as[routed.runtime.upstream.token_header == "authtoken"]  # reemitted(), inline
+            return reemitted(presented, routed.runtime.upstream.token_header)
         return None
 
     async def _outbound_body(self, request: web.BaseRequest, limit: int) -> tuple[AsyncIterator[bytes] | None, int | None]:
