@@ -135,7 +135,12 @@ def labgate_command(config: Path) -> list[str]:
         command = [str(script)]
     else:
         command = [sys.executable, "-m", "proxy.cli"]
-    return command + ["serve", "--config", str(config), "--log-level", "warning"]
+    return command + serve_args(config)
+
+
+def serve_args(config: Path) -> list[str]:
+    """``labgate``'s arguments in the benchmark: serve this config, log only warnings."""
+    return ["serve", "--config", str(config), "--log-level", "warning"]
 
 
 def mint(subject: str = "svtcli") -> str:

@@ -169,7 +169,8 @@ def parse_wrk(text: str) -> dict[str, float]:
 def load_with_wrk(url: str, headers: list[str], duration: float, warmup: float, connections: int,
                   cpus: set[int]) -> dict[str, float]:
     def wrk(seconds: float) -> str:
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+        # wrk takes whole seconds only ("0.5s" is a usage error): a fraction is rounded up.
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s", "--latency"]
         command += [a for h in headers for a in ("-H", h)] + [url]
         done = subprocess.run(command, preexec_fn=pinned(cpus), capture_output=True, text=True,
                               timeout=seconds + 60)

@@ -15,6 +15,7 @@ from bench.processes import LOAD_CPU, PROXY_CPU, pinning_possible
 BAR = 2.0  # labgate's CPU time per request must be at most 1/BAR of the bare proxy's, for every store
 UPSTREAM, BARE, NGINX = "upstream direct", "bare aiohttp proxy", "nginx proxy"
 FLOOR = "aiohttp floor (no checks)"
+UNCHECKED = "unchecked labgate (memory)"  # labgate with its checks taken out: bench/unchecked_serve.py
 
 
 def median_round(runs: list[dict[str, float]]) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def report(results: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, 
                  if pinning_possible() else "no CPU pinning (fewer than 2 usable CPUs): ratios are still comparable, 'one core' is not")
     print(f"labgate benchmark: GET /svt{TARGET} with an HS256 bearer token; upstream: {upstream_kind}; load: {loader}")
     print(f"{args.connections} connections; {args.rounds} round(s) of {args.warmup:g} s warm-up + {args.duration:g} s "
-          f"measured per target (median round shown); {placement}")
+          f"measured per target in {args.slices} interleaved slice(s) (median round shown); {placement}")
     print()
     header = (f"{'target':<28} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7} {'errors':>6} "
               f"{'CPU busy':>8} {'CPU us/req':>10} {'others':>6}  req/s by round")
@@ -107,6 +108,9 @@ def report(results: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, 
             entry["nginx_ratio"], nginx_ratios = round_ratios(rounds, name, NGINX, "requests_per_second")
             print(f"{name} / nginx proxy: {entry['nginx_ratio']:.2f}x requests/s{by_round(nginx_ratios)}")
         verdicts[name] = entry
+    for name in (n for n in (UNCHECKED, FLOOR) if n in results):  # no bar: what the design and the stack can reach
+        cpu_ratio, cpu_ratios = round_ratios(rounds, BARE, name, "cpu_us_per_request")
+        print(f"{name} / bare aiohttp proxy: {cpu_ratio:.2f}x by CPU time per request{by_round(cpu_ratios)}")
     for name, numbers in counts.items():
         if numbers:
             print(f"{name} metrics after the run: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(numbers.items())))
@@ -148,6 +152,7 @@ def report(results: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, 
             "connections": args.connections,
             "duration_s": args.duration,
             "rounds": args.rounds,
+            "slices": args.slices,
             "labgate": verdicts,
             "unloaded_latency": unloaded,
             "workers_scaling": scaling,

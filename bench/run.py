@@ -38,6 +38,7 @@ from bench.labgate_setup import (
     labgate_counts,
     labgate_name,
     mint,
+    serve_args,
     store_service,
     write_labgate_config,
 )
@@ -56,7 +57,7 @@ from bench.processes import (
     process,
     wait_until_up,
 )
-from bench.report import BAR, BARE, FLOOR, NGINX, UPSTREAM, median_or_nan, median_round, report
+from bench.report import BAR, BARE, FLOOR, NGINX, UNCHECKED, UPSTREAM, median_or_nan, median_round, report
 
 __all__ = ["DENIED_TARGET", "LABGATE", "ROOT", "STORES", "TARGET", "check_labgate", "fail", "get", "labgate_command",
            "labgate_counts", "main", "mint", "pinned", "process", "store_service", "wait_until_up", "write_labgate_config"]
@@ -73,6 +74,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each measurement (default 1)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds over all targets, alternating; each target reports its median round (default 3)")
+    parser.add_argument("--slices", type=int, default=4,
+                        help="each target's share of a round, measured in this many interleaved slices (default 4)")
     parser.add_argument("--upstream-impl", choices=("httptools", "aiohttp"), default=bench_upstream.default_impl(),
                         help="the Python upstream when nginx is not installed (default: httptools when installed)")
     parser.add_argument("--json", action="store_true", help="also print the results as one JSON object")
@@ -82,11 +85,14 @@ def main() -> int:
                         help="give the emergency type a rate limit the load never reaches (the limiter's cost)")
     parser.add_argument("--floor", action="store_true",
                         help="also measure bench/floor_proxy.py: aiohttp's server on uvloop doing almost nothing (the stack's floor)")
+    parser.add_argument("--unchecked", action="store_true",
+                        help="also measure labgate with its checks taken out (bench/unchecked_serve.py, memory store): "
+                             "the most this design can reach")
     parser.add_argument("--stores", default="memory,sqlite,redis",
                         help="labgate's stores, comma-separated, each its own target (default memory,sqlite,redis)")
     args = parser.parse_args()
-    if args.rounds < 1 or args.duration <= 0 or args.connections < 1:
-        parser.error("--rounds, --duration and --connections must be positive")
+    if args.rounds < 1 or args.slices < 1 or args.duration <= 0 or args.connections < 1:
+        parser.error("--rounds, --slices, --duration and --connections must be positive")
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if not args.stores or any(s not in STORES for s in args.stores):
         parser.error(f"--stores takes some of {', '.join(STORES)}")
@@ -165,6 +171,17 @@ def main() -> int:
             expect_body(FLOOR, get(f"{floor_url}/svt{TARGET}", token), log)
             pids[FLOOR] = floor.pid
             targets.append((FLOOR, f"{floor_url}/svt{TARGET}", auth))
+        if args.unchecked:
+            port, log = free_port(), directory / "unchecked.out"
+            config = write_labgate_config(directory, port, upstream_url, store={"type": "memory"}, name="unchecked.yaml")
+            unchecked = stack.enter_context(process(
+                [sys.executable, "-m", "bench.unchecked_serve", "--", *serve_args(config)], PROXY_CPU, log,
+            ))
+            unchecked_url = f"http://127.0.0.1:{port}"
+            wait_until_up(unchecked_url + "/healthz", unchecked, log)
+            expect_body(UNCHECKED, get(f"{unchecked_url}/svt{TARGET}", token), log)  # it checks nothing: only the answer
+            pids[UNCHECKED] = unchecked.pid
+            targets.append((UNCHECKED, f"{unchecked_url}/svt{TARGET}", auth))
         if nginx:
             log = directory / "nginx-proxy.out"
             nginx_proxy = stack.enter_context(process(bench_upstream.nginx_command(nginx, proxy_conf), PROXY_CPU, log))
@@ -174,36 +191,23 @@ def main() -> int:
             pids[NGINX] = nginx_proxy.pid
             targets.append((NGINX, f"{nginx_url}{TARGET}", auth))
 
-        print(f"{args.rounds} round(s) x {len(targets)} targets x ({args.warmup:g} s warm-up + {args.duration:g} s); "
-              f"about {args.rounds * len(targets) * (args.warmup + args.duration + 0.5):.0f} s", file=sys.stderr)
-        # Rounds alternate between targets so that a noisy moment of the
-        # machine hurts all of them alike; each target reports its median round.
+        print(f"{args.rounds} round(s) x {len(targets)} targets x ({args.warmup:g} s warm-up + {args.duration:g} s "
+              f"in {args.slices} slice(s)); about "
+              f"{args.rounds * len(targets) * (args.warmup + args.duration + 0.3 * args.slices):.0f} s", file=sys.stderr)
+        # Rounds alternate between targets so that a noisy moment of the machine hurts all
+        # of them alike; within a round each target is measured in --slices short slices,
+        # interleaved with the others', so that its figure spans the whole round as theirs do.
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
         ours = [upstream.pid, *pids.values()]
         for number in range(args.rounds):
-            for name, url, headers in targets:
-                pid = pids.get(name)
-                before, ours_before, machine_before = cpu_seconds(pid), our_cpu(ours), machine_cpu()
-                started = time.monotonic()
-                result = load(url, headers, args.duration, args.warmup, args.connections)
-                wall = time.monotonic() - started
-                after, ours_after, machine_after = cpu_seconds(pid), our_cpu(ours), machine_cpu()
-                if before is not None and after is not None and result["requests_total"]:
-                    used = after - before
-                    # CPU per request (warm-up included on both sides): one core's capacity,
-                    # whatever the neighbours did. Busy: the share of its core the proxy used.
-                    result["cpu_us_per_request"] = used / result["requests_total"] * 1e6
-                    result["cpu_busy"] = used / (args.warmup + args.duration)
-                else:
-                    result["cpu_us_per_request"] = result["cpu_busy"] = math.nan
-                # What other programs on the machine used meanwhile, in cores: noise.
-                if machine_before is not None and machine_after is not None:
-                    others = (machine_after - machine_before) - (ours_after - ours_before)
-                    result["others_busy"] = max(0.0, others) / wall
-                else:
-                    result["others_busy"] = math.nan
-                rounds[name].append(result)
-                print(f"  round {number + 1}: {name:<22} {result['requests_per_second']:>9.0f} req/s", file=sys.stderr)
+            slices: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+            for part in range(args.slices):
+                for name, url, headers in targets:
+                    warmup = args.warmup if part == 0 else 0.0  # the proxy stays warm between slices
+                    slices[name].append(measure(url, headers, pids.get(name), ours, args.duration / args.slices, warmup, args))
+            for name, measured in slices.items():
+                rounds[name].append(joined(measured))
+                print(f"  round {number + 1}: {name:<22} {rounds[name][-1]['requests_per_second']:>9.0f} req/s", file=sys.stderr)
         results = {name: median_round(runs) for name, runs in rounds.items()}
         unloaded = unloaded_latency(targets, args)
         scaling = workers_scaling(stack, directory, upstream_url, token, args)
@@ -213,6 +217,44 @@ def main() -> int:
                 raise fail(f"{name} exited with {child.returncode} during the run")
 
     return report(results, rounds, counts, upstream_kind, args, unloaded, scaling)
+
+
+def measure(url: str, headers: list[str], pid: int | None, ours: list[int], duration: float, warmup: float,
+            args: argparse.Namespace) -> dict[str, float]:
+    """One load run against one target, with the CPU its process used and what other programs used meanwhile."""
+    before, ours_before, machine_before = cpu_seconds(pid), our_cpu(ours), machine_cpu()
+    started = time.monotonic()
+    result = load(url, headers, duration, warmup, args.connections)
+    wall = time.monotonic() - started
+    after, ours_after, machine_after = cpu_seconds(pid), our_cpu(ours), machine_cpu()
+    # CPU per request counts the warm-up on both sides; busy is the share of its core the proxy used.
+    result["cpu_seconds"] = after - before if before is not None and after is not None else math.nan
+    result["seconds"] = warmup + duration
+    # What other programs on the machine used meanwhile, in cores: noise.
+    others = math.nan
+    if machine_before is not None and machine_after is not None:
+        others = max(0.0, (machine_after - machine_before) - (ours_after - ours_before))
+    result["others_seconds"], result["wall"] = others, wall
+    return result
+
+
+def joined(slices: list[dict[str, float]]) -> dict[str, float]:
+    """One target's round from its slices: counts and CPU summed; latency percentiles, the median slice's."""
+    total = sum(s["requests_total"] for s in slices)
+    cpu, seconds, wall = sum(s["cpu_seconds"] for s in slices), sum(s["seconds"] for s in slices), sum(s["wall"] for s in slices)
+    measured = sum(s["requests"] for s in slices)
+    return {
+        "requests": measured,
+        "requests_total": total,
+        "requests_per_second": sum(s["requests_per_second"] for s in slices) / len(slices),
+        "p50_ms": median_or_nan([s["p50_ms"] for s in slices]),
+        "p99_ms": median_or_nan([s["p99_ms"] for s in slices]),
+        "non_2xx": sum(s["non_2xx"] for s in slices),
+        "errors": sum(s["errors"] for s in slices),
+        "cpu_us_per_request": cpu / total * 1e6 if total and not math.isnan(cpu) else math.nan,
+        "cpu_busy": cpu / seconds if seconds else math.nan,
+        "others_busy": sum(s["others_seconds"] for s in slices) / wall if wall else math.nan,
+    }
 
 
 def unloaded_latency(targets: list[tuple[str, str, list[str]]], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
