@@ -42,6 +42,15 @@ def round_ratios(rounds: dict[str, list[dict[str, float]]], top: str, bottom: st
     return median_or_nan(ratios), ratios
 
 
+def bar_verdict(median: float, rounds: list[float], *, errors: bool) -> str:
+    """PASS only when the median and every round reach the bar: a figure the rounds disagree on is not claimed.
+
+    Error answers from labgate would be cheap answers: with any, it cannot pass.
+    """
+    known = [r for r in rounds if not math.isnan(r)]
+    return "PASS" if median >= BAR and known and min(known) >= BAR and not errors else "FAIL"
+
+
 def by_round(ratios: list[float]) -> str:
     if len(ratios) < 2:
         return ""
@@ -97,10 +106,10 @@ def report(results: dict[str, dict[str, Any]], rounds: dict[str, list[dict[str, 
         lab = results[name]
         ratio, ratios = round_ratios(rounds, name, BARE, "requests_per_second")
         cpu_ratio, cpu_ratios = round_ratios(rounds, BARE, name, "cpu_us_per_request")
-        # Error answers from labgate would be cheap answers: they cannot pass the bar.
-        verdict = "PASS" if cpu_ratio >= BAR and not (lab["non_2xx"] or lab["errors"]) else "FAIL"
+        verdict = bar_verdict(cpu_ratio, cpu_ratios, errors=bool(lab["non_2xx"] or lab["errors"]))
+        shown = verdict if verdict != "FAIL" or cpu_ratio < BAR else "FAIL: the median passes, not every round"
         print(f"{name} / bare aiohttp proxy: {cpu_ratio:.2f}x by CPU time per request  "
-              f"[{verdict}: bar {BAR}x with every check on, on one core]{by_round(cpu_ratios)}")
+              f"[{shown}: bar {BAR}x with every check on, on one core]{by_round(cpu_ratios)}")
         print(f"{name} / bare aiohttp proxy: {ratio:.2f}x requests/s{by_round(ratios)}")
         entry: dict[str, Any] = {"cpu_ratio": cpu_ratio, "cpu_ratio_by_round": cpu_ratios, "ratio": ratio,
                                  "ratio_by_round": ratios, "verdict": verdict}

@@ -1,4 +1,4 @@
-"""A round of the benchmark, put together from its interleaved slices."""
+"""The benchmark's rounds: each put together from its interleaved slices, then judged against the bar."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from bench.report import bar_verdict
 from bench.run import joined
 
 
@@ -33,3 +34,19 @@ def test_errors_add_up_and_an_unknown_cpu_time_stays_unknown() -> None:
     round_ = joined([first, second])
     assert (round_["non_2xx"], round_["errors"]) == (3, 1)
     assert math.isnan(round_["cpu_us_per_request"])
+
+
+@pytest.mark.parametrize(
+    ("median", "rounds", "errors", "verdict"),
+    [
+        (2.10, [2.05, 2.10, 2.31], False, "PASS"),
+        (2.10, [2.05, 2.10, 1.93], False, "FAIL"),  # the median passes, one round does not: not claimed
+        (1.98, [2.40, 1.98, 1.90], False, "FAIL"),
+        (2.50, [2.50, 2.60, 2.40], True, "FAIL"),  # error answers are cheap answers
+        (2.10, [math.nan, 2.10, 2.20], False, "PASS"),  # a round with no CPU figure says nothing either way
+    ],
+)
+def test_a_store_passes_only_when_the_median_and_every_round_reach_the_bar(
+    median: float, rounds: list[float], errors: bool, verdict: str
+) -> None:
+    assert bar_verdict(median, rounds, errors=errors) == verdict
