@@ -181,6 +181,7 @@ def main() -> int:
             wait_until_up(unchecked_url + "/healthz", unchecked, log)
             expect_body(UNCHECKED, get(f"{unchecked_url}/svt{TARGET}", token), log)  # it checks nothing: only the answer
             pids[UNCHECKED] = unchecked.pid
+            processes[UNCHECKED] = unchecked  # like labgate's: an exit during the run stops the report
             targets.append((UNCHECKED, f"{unchecked_url}/svt{TARGET}", auth))
         if nginx:
             log = directory / "nginx-proxy.out"
