@@ -15,7 +15,8 @@ looking at it.  Taken out, by replacing four methods in this process only:
 
 ``bench.run --unchecked`` measures it beside labgate with every check on: the
 difference is what the checks cost, and its ratio to the bare proxy is the
-most this design can reach.  labgate itself has no way to switch a check off;
+most this design can reach.  labgate itself has no setting that skips its checks
+(a type in shadow mode still runs every one; it only forwards what they deny);
 this module exists only here, and is never a way to run labgate.
 """
 
