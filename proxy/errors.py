@@ -16,7 +16,7 @@ LabgateError
 │   ├── BodyTooLarge                (proxy.gateway.errors)
 │   └── AnswerTooLarge              (proxy.gateway.token_endpoint)
 ├── tokens and keys
-│   ├── KeysUnavailable             (proxy.tokens.jwks)
+│   ├── KeysUnavailable             (proxy.verification_keys)
 │   ├── BadTokenRequest             (proxy.tokens.observe)
 │   ├── MalformedNarrowing          (proxy.token_narrowing)
 │   ├── DevTokenRefused             (proxy.tokens.dev_token)
@@ -29,7 +29,7 @@ LabgateError
 ├── the token service
 │   ├── TokenRefused                (proxy.gateway.token_service.token_endpoint)
 │   ├── ClientAuthenticationFailed  (proxy.gateway.token_service.token_request)
-│   ├── NoSuchAudience, TargetsDiffer (proxy.issuer.audiences)
+│   ├── NoSuchAudience, TargetsDiffer (proxy.gateway.token_service.audiences)
 │   ├── SigningKeyUnusable          (proxy.issuer.keys)
 │   ├── MalformedRecord, MalformedHash (proxy.issuer.records, proxy.issuer.secrets_hash)
 │   ├── AdminError                  (proxy.gateway.token_service.admin.router)

@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 from proxy.cli.keys import issuer_config, when, with_store
 from proxy.config import Config, load_config
+from proxy.gateway.token_service.audiences import NoSuchAudience, select_upstream
 from proxy.issuer import directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
-from proxy.issuer.audiences import NoSuchAudience, select_upstream
 from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME
@@ -40,7 +40,7 @@ from proxy.tokens.dev_token import (
     mint_dev_token,
     parse_claim,
 )
-from proxy.tokens.jwks import KeysUnavailable
+from proxy.verification_keys import KeysUnavailable
 from proxy.yamlsource import ConfigError, parse_duration
 
 EXIT_OK, EXIT_STORE, EXIT_USAGE = 0, 1, 2

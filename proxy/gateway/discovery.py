@@ -17,7 +17,7 @@ from proxy.issuer.discovery import jwks_document, metadata_document
 from proxy.issuer.ring import KeyRing
 from proxy.issuer.settings import JWKS_PATH, METADATA_PATH
 from proxy.reasons import Reason
-from proxy.tokens.jwks import KeysUnavailable
+from proxy.verification_keys import KeysUnavailable
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 # Relying parties refetch on an unknown kid; a minute bounds how long a dropped key is trusted elsewhere.

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
 from proxy.store.base import SigningKeyRecord
-from proxy.tokens.jwks import VerificationKey, load_static_key
+from proxy.verification_keys import VerificationKey, load_static_key
 
 RSA_KEY_BITS = 3072  # RS256 keys: beyond the 2048-bit minimum, good past 2030 (NIST SP 800-57)
 # RFC 7638 section 3.2: the required members of each key type, and nothing else.

@@ -39,7 +39,7 @@ from proxy.issuer.keys import (
 )
 from proxy.issuer.settings import IssuerSettings
 from proxy.store.base import SigningKeyRecord, Store, StoreUnavailable
-from proxy.tokens.jwks import KeysUnavailable, VerificationKey
+from proxy.verification_keys import KeysUnavailable, VerificationKey
 
 logger = logging.getLogger("labgate")
 
@@ -67,7 +67,7 @@ class SigningKey:
 
 
 class KeyRing:
-    """One process's view of the ring; implements :class:`proxy.tokens.jwks.KeySet` for verification."""
+    """One process's view of the ring; implements :class:`proxy.verification_keys.KeySet` for verification."""
 
     def __init__(self, store: Store, settings: IssuerSettings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings

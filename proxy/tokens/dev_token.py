@@ -29,11 +29,11 @@ from proxy.reasons import Reason
 from proxy.token_facts import TokenFacts
 from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSourceSettings
-from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import Condition
 from proxy.tokens.observe import ObserveSourceSettings
 from proxy.tokens.settings import TokenSourceSettings
+from proxy.verification_keys import ALGORITHM_FAMILIES, VerificationKey
 
 DEV_CLAIM = "dev"  # marks every development token: {"dev": true}
 DEFAULT_LIFETIME = 3600.0

@@ -45,14 +45,9 @@ from proxy.token_narrowing import (
     client_ips_claim,
     path_prefixes_claim,
 )
-from proxy.tokens.jwks import (
-    ALGORITHM_FAMILIES,
-    JwksCache,
-    KeySet,
-    KeysUnavailable,
-    VerificationKey,
-)
+from proxy.tokens.jwks import JwksCache
 from proxy.tokens.matchers import TypeRule, pick_token_type
+from proxy.verification_keys import ALGORITHM_FAMILIES, KeySet, KeysUnavailable, VerificationKey
 
 DEFAULT_MAX_TOKEN_BYTES = 4096
 # RFC 7515 section 7.1 compact serialization, unpadded base64url (section 2).  The

@@ -21,7 +21,6 @@ from proxy.policy.compile import CompiledPack
 from proxy.policy.model import RouteTemplate
 from proxy.tokens.introspect import IntrospectSourceSettings
 from proxy.tokens.issuer_source import IssuerSourceSettings
-from proxy.tokens.jwks import ALGORITHM_FAMILIES, VerificationKey, load_static_key
 from proxy.tokens.jwt_source import DEFAULT_MAX_TOKEN_BYTES, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
 from proxy.tokens.observe import (
@@ -29,6 +28,7 @@ from proxy.tokens.observe import (
     ObserveSourceSettings,
     token_endpoint_segments,
 )
+from proxy.verification_keys import ALGORITHM_FAMILIES, VerificationKey, load_static_key
 from proxy.yamlsource import FieldReader, LocatedDict, read_secret
 
 TokenSourceSettings = JwtSourceSettings | ObserveSourceSettings | IntrospectSourceSettings | IssuerSourceSettings

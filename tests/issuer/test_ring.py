@@ -20,7 +20,7 @@ from proxy.store.instrumented import InstrumentedStore
 from proxy.store.memory import MemoryStore
 from proxy.store.redis import RedisStore
 from proxy.store.sqlite import SqliteStore
-from proxy.tokens.jwks import KeysUnavailable
+from proxy.verification_keys import KeysUnavailable
 from tests.clock import Clock
 from tests.conftest import free_port
 from tests.issuer.issuing import PASSPHRASE, Backend, issuer_settings

@@ -27,8 +27,8 @@ from proxy.issuer.service_accounts import SCOPES
 from proxy.policy.load import load_pack_file
 from proxy.schemas import SCHEMAS, schema_text
 from proxy.store.open import STORE_KINDS
-from proxy.tokens.jwks import ALGORITHM_FAMILIES
 from proxy.tokens.settings import SOURCE_TYPES
+from proxy.verification_keys import ALGORITHM_FAMILIES
 from proxy.yamlsource import ConfigError, FieldReader
 
 ROOT = Path(__file__).parent.parent.parent

@@ -17,9 +17,9 @@ from proxy.tokens.dev_token import (
     mint_dev_token,
     parse_claim,
 )
-from proxy.tokens.jwks import load_static_key
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
+from proxy.verification_keys import load_static_key
 from tests.conftest import AUDIENCE, ISSUER, SECRET, write_config
 
 EXAMPLES = Path(__file__).parent.parent.parent / "deploy" / "examples"

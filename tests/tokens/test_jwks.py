@@ -16,9 +16,10 @@ from aiohttp import web
 
 from proxy.reasons import Reason
 from proxy.token_facts import TokenFacts, TokenRejection
-from proxy.tokens.jwks import JwksCache, KeysUnavailable, load_static_key
+from proxy.tokens.jwks import JwksCache
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
+from proxy.verification_keys import KeysUnavailable, load_static_key
 from tests.clock import Clock
 from tests.tokens.keys import (
     AUDIENCE,

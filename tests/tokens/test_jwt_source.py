@@ -18,9 +18,9 @@ import pytest
 
 from proxy.reasons import Reason
 from proxy.token_facts import TokenFacts, TokenRejection
-from proxy.tokens.jwks import load_static_key
 from proxy.tokens.jwt_source import JwtSource, JwtSourceSettings
 from proxy.tokens.matchers import TypeRule, compile_conditions
+from proxy.verification_keys import load_static_key
 from tests.clock import Clock
 from tests.tokens.keys import (
     AUDIENCE,

@@ -22,10 +22,10 @@ from aiohttp import web
 
 from proxy.errors import LabgateError
 from proxy.gateway.errors import BodyTooLarge
+from proxy.gateway.token_service.audiences import issuer_upstreams
 from proxy.gateway.token_service.small_body import read_small_body
 from proxy.issuer import chains, directory
 from proxy.issuer.access_tokens import AccessTokenGrant
-from proxy.issuer.audiences import issuer_upstreams
 from proxy.issuer.grants import token_terms
 from proxy.issuer.records import RefreshRecord
 from proxy.policy.model import Lifetimes

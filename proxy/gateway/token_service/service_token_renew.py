@@ -48,7 +48,7 @@ from proxy.store.base import Store, StoreUnavailable
 from proxy.strict_json import no_duplicate_names
 from proxy.token_facts import TokenFacts, token_fingerprint
 from proxy.tokens.issuer_source import IssuerSource
-from proxy.tokens.jwks import KeysUnavailable
+from proxy.verification_keys import KeysUnavailable
 
 RENEW_SEGMENTS = ("V4", "AccessToken", "Renew")
 RULE = "issuer/service_account_renew"

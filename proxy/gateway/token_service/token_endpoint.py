@@ -11,7 +11,7 @@ Grants (which token type each yields is the upstream's ``grants``,
 * ``refresh_token`` (section 6): renews a chain (:mod:`proxy.issuer.chains`).
 
 The upstream is the form's ``audience`` (its name, or one of its audiences)
-and/or RFC 8707 ``resource`` (:mod:`proxy.issuer.audiences`), or the only
+and/or RFC 8707 ``resource`` (:mod:`proxy.gateway.token_service.audiences`), or the only
 upstream whose source is ``issuer``.  Errors follow section 5.2:
 400 with ``invalid_request``, ``invalid_grant``, ``unauthorized_client``,
 ``unsupported_grant_type``, ``invalid_scope`` (or RFC 8707's
@@ -34,6 +34,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from proxy.gateway.errors import error_response
+from proxy.gateway.token_service.audiences import (
+    NoSuchAudience,
+    TargetsDiffer,
+    select_upstream,
+)
 from proxy.gateway.token_service.renewal import (
     ChainRenewal,
     Client,
@@ -50,11 +55,6 @@ from proxy.gateway.token_service.token_request import (
 )
 from proxy.issuer import chains, directory
 from proxy.issuer.access_tokens import AccessTokenGrant, mint_access_token
-from proxy.issuer.audiences import (
-    NoSuchAudience,
-    TargetsDiffer,
-    select_upstream,
-)
 from proxy.issuer.grants import token_terms
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.records import NAME, RefreshRecord
@@ -62,8 +62,8 @@ from proxy.issuer.secrets_hash import verify_secret_async
 from proxy.reasons import Reason
 from proxy.store.base import StoreUnavailable
 from proxy.tokens.issuer_source import IssuerSourceSettings
-from proxy.tokens.jwks import KeysUnavailable
 from proxy.tokens.observe import BadTokenRequest
+from proxy.verification_keys import KeysUnavailable
 
 if TYPE_CHECKING:
     from proxy.config import Config, Upstream

@@ -19,8 +19,8 @@ from proxy.gateway.token_service.admin.router import (
     directory_errors,
     expect_fields,
 )
+from proxy.gateway.token_service.audiences import NoSuchAudience, select_upstream
 from proxy.issuer import directory
-from proxy.issuer.audiences import NoSuchAudience, select_upstream
 from proxy.reasons import Reason
 
 

@@ -14,13 +14,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from proxy.gateway.token_service.admin.router import AdminContext, AdminError
+from proxy.gateway.token_service.audiences import issuer_upstreams
 from proxy.issuer.access_tokens import AccessTokenGrant, MintedToken, mint_access_token
-from proxy.issuer.audiences import issuer_upstreams
 from proxy.issuer.keys import SigningKeyUnusable
 from proxy.issuer.ring import SigningKey
 from proxy.reasons import Reason
 from proxy.tokens.issuer_source import IssuerSourceSettings
-from proxy.tokens.jwks import KeysUnavailable
+from proxy.verification_keys import KeysUnavailable
 
 if TYPE_CHECKING:
     from proxy.config import Upstream

@@ -12,16 +12,13 @@ upstreams are refused (RFC 8707 section 2: ``invalid_target``).
 from __future__ import annotations
 
 import urllib.parse
-from typing import TYPE_CHECKING
 
+from proxy.config import Config, Upstream
 from proxy.errors import LabgateError
 from proxy.reasons import Reason
 from proxy.tokens.issuer_source import IssuerSourceSettings
 
-if TYPE_CHECKING:
-    from proxy.config import Config, Upstream
-
-Candidate = tuple["Upstream", IssuerSourceSettings]
+Candidate = tuple[Upstream, IssuerSourceSettings]
 
 
 class NoSuchAudience(LabgateError, LookupError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from proxy.config import Config, load_config
-from proxy.issuer.audiences import (
+from proxy.gateway.token_service.audiences import (
     NoSuchAudience,
     TargetsDiffer,
     resource_uris,
