@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from proxy.config import Config, load_config
+from proxy.workers import STOP_MARGIN_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -48,3 +49,8 @@ def optional_tool(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed; the structural tests above still ran")
     return path
+
+
+def stop_deadline(drain_seconds: float) -> float:
+    """How long labgate may take to stop after SIGTERM: the drain, then (with --workers) closing."""
+    return drain_seconds + STOP_MARGIN_SECONDS

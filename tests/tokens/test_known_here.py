@@ -15,8 +15,8 @@ from proxy.token_facts import TokenFacts, TokenRejection, token_fingerprint
 from proxy.tokens.jwt_source import JwtSource
 from proxy.tokens.state import Pending, TokenStateGuard
 from tests.clock import Clock
+from tests.tokens.jwt_tokens import settings, token_for
 from tests.tokens.keys import claims
-from tests.tokens.test_jwt_source import settings, token_for
 from tests.tokens.test_state import ISSUED, SIMPLIVITY, CountingStore, facts, revocable
 
 
