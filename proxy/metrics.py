@@ -130,6 +130,7 @@ class GatewayMetrics:
         self._add_token_and_operation_families()
         self._add_protection_families()
         self._add_node_families()
+        self._add_revocation_notice_family()
 
         # Label children resolved once per label combination: ``labels()`` costs
         # microseconds on every request otherwise.
@@ -230,6 +231,17 @@ class GatewayMetrics:
             "labgate_upstream_busy",
             "Requests refused with 503 upstream_busy after waiting out the queue time, by upstream and token type.",
             ("upstream", "token_type"),
+            registry=self.registry,
+        )
+
+    def _add_revocation_notice_family(self) -> None:
+        """The Redis store's revocation notice channel (docs/concepts/running.md)."""
+        self.revocation_notices_live = Gauge(
+            "labgate_revocation_notices_live",
+            "1 while this process's revocation notice channel is subscribed and caught up, 0 while revocation "
+            "checks ask the store itself instead, by store (Redis only).",
+            ("store",),
+            multiprocess_mode="livemin",
             registry=self.registry,
         )
 

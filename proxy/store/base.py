@@ -130,6 +130,9 @@ class RevocationFeed(Protocol):
     def fresh(self) -> bool:
         """True when every notice written more than ``bound`` seconds ago has been delivered."""
 
+    def watch(self, on_change: Callable[[bool], None]) -> None:
+        """Call ``on_change(fresh)`` now and whenever :meth:`fresh` changes (noticed within one heartbeat)."""
+
 
 def signing_key_order(key: SigningKeyRecord) -> tuple[float, str]:
     """Oldest first, the kid breaking ties: every backend lists keys in this order."""

@@ -65,6 +65,9 @@ class InstrumentedStore:
     def __init__(self, inner: Store, metrics: GatewayMetrics, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.revocation_feed: RevocationFeed | None = inner.revocation_feed
+        if self.revocation_feed is not None:
+            live = metrics.revocation_notices_live.labels("redis")  # the one store with a notice channel
+            self.revocation_feed.watch(lambda fresh: live.set(1 if fresh else 0))
         self._ops = {name: _Operation(metrics, name) for name in STORE_OPERATIONS}
         self._errors = _ErrorLog(clock)
 

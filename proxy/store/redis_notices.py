@@ -96,6 +96,8 @@ class RevocationListener:
         self._echoed = float("-inf")  # when the last heartbeat that came back was sent
         self._sent: dict[int, float] = {}
         self._sequence = 0
+        self._watchers: list[Callable[[bool], None]] = []
+        self._reported: bool | None = None  # what the watchers were last told
 
     def attach(self, on_notice: Callable[[RevocationNotice], None], on_reset: Callable[[], None]) -> None:
         self._consumers.append((on_notice, on_reset))
@@ -109,6 +111,18 @@ class RevocationListener:
 
     def fresh(self) -> bool:
         return self._up and self._clock() - self._echoed <= self.bound
+
+    def watch(self, on_change: Callable[[bool], None]) -> None:
+        self._watchers.append(on_change)
+        on_change(self.fresh())
+
+    def _report(self) -> None:
+        """Tell the watchers when :meth:`fresh` changed: on every heartbeat sent or echoed, and up or down."""
+        fresh = self.fresh()
+        if fresh is not self._reported:
+            self._reported = fresh
+            for on_change in self._watchers:
+                on_change(fresh)
 
     async def close(self) -> None:
         self._closed = True
@@ -165,6 +179,7 @@ class RevocationListener:
             sent = self._sent.pop(int(data), None) if data.isdigit() else None
             if sent is not None:
                 self._echoed = max(self._echoed, sent)
+                self._report()
             return
         notice = parse_notice(data)
         for on_notice, on_reset in self._consumers:
@@ -190,6 +205,7 @@ class RevocationListener:
                 receivers = None  # Redis busy or away: the heartbeat stays unechoed and the view goes stale
             if receivers == 0:
                 raise NoticesLost("Redis no longer has this process's subscription")
+            self._report()  # a heartbeat late past the bound makes the view stale
             await asyncio.sleep(self._interval)
 
     def _came_up(self) -> None:
@@ -197,12 +213,14 @@ class RevocationListener:
         self._echoed, self._up_at, self._up = float("-inf"), self._clock(), True
         for _, on_reset in self._consumers:
             on_reset()  # notices written while away are lost: drop what was known
+        self._report()
         logger.info("revocation notices: subscribed")
 
     def _went_down(self, cause: str | None) -> None:
         was_up, self._up = self._up, False
         for _, on_reset in self._consumers:
             on_reset()
+        self._report()
         if was_up and cause is not None:
             logger.warning("revocation notices: channel lost (%s); revocations are read from Redis until it is back", cause)
 
