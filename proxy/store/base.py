@@ -131,7 +131,7 @@ class RevocationFeed(Protocol):
         """True when every notice written more than ``bound`` seconds ago has been delivered."""
 
     def watch(self, on_change: Callable[[bool], None]) -> None:
-        """Call ``on_change(fresh)`` now and whenever :meth:`fresh` changes (noticed within one heartbeat)."""
+        """Call ``on_change(fresh)`` now, then at every heartbeat and whenever the channel goes up or down."""
 
 
 def signing_key_order(key: SigningKeyRecord) -> tuple[float, str]:

@@ -97,7 +97,6 @@ class RevocationListener:
         self._sent: dict[int, float] = {}
         self._sequence = 0
         self._watchers: list[Callable[[bool], None]] = []
-        self._reported: bool | None = None  # what the watchers were last told
 
     def attach(self, on_notice: Callable[[RevocationNotice], None], on_reset: Callable[[], None]) -> None:
         self._consumers.append((on_notice, on_reset))
@@ -117,12 +116,15 @@ class RevocationListener:
         on_change(self.fresh())
 
     def _report(self) -> None:
-        """Tell the watchers when :meth:`fresh` changed: on every heartbeat sent or echoed, and up or down."""
+        """Tell the watchers what :meth:`fresh` says: on every heartbeat sent or echoed, and when up or down.
+
+        Told every time rather than on a change only, so that a gauge another listener
+        last set (a store replaced at a reload, closing after the new one came up) is
+        right again within one heartbeat.
+        """
         fresh = self.fresh()
-        if fresh is not self._reported:
-            self._reported = fresh
-            for on_change in self._watchers:
-                on_change(fresh)
+        for on_change in self._watchers:
+            on_change(fresh)
 
     async def close(self) -> None:
         self._closed = True

@@ -55,3 +55,20 @@ async def test_a_store_without_a_notice_channel_exports_no_series() -> None:
         assert live(metrics) is None
     finally:
         await store.close()
+
+
+async def test_a_store_replaced_at_a_reload_leaves_the_gauge_to_the_new_one(redis_server: RedisServer) -> None:
+    """The old store closes after the new one is live: its last word (0) must not stick."""
+    metrics = GatewayMetrics()
+    old, new = (InstrumentedStore(RedisStore(redis_server.url, prefix=f"test-{uuid.uuid4().hex}:"), metrics) for _ in range(2))
+    try:
+        for store in (old, new):
+            assert store.revocation_feed is not None
+            store.revocation_feed.start()
+        await until(metrics, 1, within=5.0)
+        await old.close()
+        assert live(metrics) == 0
+        await until(metrics, 1, within=1.0)  # the new store's next heartbeat
+    finally:
+        await old.close()
+        await new.close()
