@@ -22,7 +22,7 @@ from proxy.config import Config
 from proxy.credentials.base import CredentialUnavailable
 from proxy.gateway.client_token import reemitted
 from proxy.gateway.exchange import Exchange, Routed, UpstreamRuntime
-from proxy.gateway.headers import Pairs, answer_headers, header_value, outbound_headers
+from proxy.gateway.headers import Pairs, RememberedHeads, answer_headers, header_value, outbound_headers
 from proxy.gateway.inflight import InFlightCap
 from proxy.gateway.protect import Busy, Protection
 from proxy.gateway.recorder import Recorder
@@ -49,6 +49,8 @@ logger = logging.getLogger("labgate")
 
 BODY_TOO_LARGE_DETAIL = "the request body is larger than allowed"
 SMALL_ANSWER_BYTES = 64 * 1024
+# Outbound header lists remembered per distinct client head (bounded: heads are client-controlled).
+MAX_REMEMBERED_HEADS = 256
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -65,6 +67,7 @@ class Forwarder:
         self._token_state = token_state
         self.protection = protection  # rate limits and in-flight caps (docs/concepts/protecting-appliances.md)
         self._last_ip: tuple[IPAddress | None, str] = (None, "")
+        self.remembered_heads = RememberedHeads(MAX_REMEMBERED_HEADS)
 
     def forward(self, routed: Routed, decision: Decision) -> Awaitable[web.StreamResponse]:
         """An allowed request: its body and credential prepared, then sent once; the answer, to be awaited.
@@ -190,28 +193,39 @@ class Forwarder:
         credential: tuple[str, str] | None,
         body_length: int | None = None,
     ) -> OutboundRequest:
-        """The request the appliance receives, built from what was decided."""
+        """The request the appliance receives, built from what was decided.
+
+        Its headers are :func:`outbound_headers` of the client's head, the client
+        IP and the credential, built once for each distinct set of those (:class:`RememberedHeads`).
+        """
         exchange, request = routed.exchange, routed.request
         ip = exchange.client_ip
         last_ip, last_text = self._last_ip  # the address as text: the last one remembered (one object per address)
         if ip is not last_ip:
             last_text = "" if ip is None else str(ip)
             self._last_ip = (ip, last_text)
-        headers = outbound_headers(
-            request.headers,
-            rules=routed.runtime.header_filter,
-            client_ip=last_text,
-            proto=self._proto,
-            original_host=request.headers.get("Host"),
-            request_id=exchange.request_id,
-            credential=credential,
-        )
+        rules = routed.runtime.header_filter
+        key = (rules, request.raw_headers, last_text, credential)
+        headers = self.remembered_heads.get(key)
+        if headers is None:
+            headers = tuple(
+                outbound_headers(
+                    request.headers,
+                    rules=rules,
+                    client_ip=last_text,
+                    proto=self._proto,
+                    original_host=request.headers.get("Host"),
+                    credential=credential,
+                )
+            )
+            self.remembered_heads.remember(key, headers)
         return OutboundRequest(
             method=request.method,
             target=routed.plan.upstream_target,  # the checked raw target under the upstream's base path
             headers=headers,
             body=body,
             body_length=body_length if body is not None else None,
+            request_id=exchange.request_id,
         )
 
     async def request_body(self, request: web.BaseRequest, limit: int) -> AsyncIterator[bytes]:

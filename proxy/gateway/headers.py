@@ -5,8 +5,9 @@ is known to be bad": each client header passes only if its kind allows it
 (:mod:`proxy.header_names`: reserved headers never, sensitive ones only when
 listed, ordinary ones in ``standard`` mode or when listed in ``strict`` mode),
 minus whatever ``Connection`` names (RFC 9110 section 7.6.1; Traefik
-CVE-2024-45410).  labgate then sets ``X-Forwarded-*``, ``X-Request-ID`` and the
-one credential the appliance needs; the transport sets ``Host`` and framing.
+CVE-2024-45410).  labgate then sets ``X-Forwarded-*`` and the one credential
+the appliance needs; the transport sets ``Host``, ``X-Request-ID`` (last: it
+is the one line that changes from one request to the next) and framing.
 
 Headers travel as plain ``(name, value)`` lists in both directions: every
 request builds one outbound list and one answer list, and nothing else copies
@@ -87,10 +88,12 @@ def outbound_headers(
     client_ip: str,
     proto: str,
     original_host: str | None,
-    request_id: str,
     credential: tuple[str, str] | None,
 ) -> Pairs:
     """What the appliance sees, in order: the client headers ``rules`` let pass, then labgate's own.
+
+    Pure in its arguments (the request id is not one of them: the transport sends it),
+    so the forwarder builds it once per distinct request head.
 
     ``credential``: the one ``(header, value)`` that authenticates the request upstream
     (labgate's upstream credential, or the appliance's own token re-emitted), or None.
@@ -104,10 +107,28 @@ def outbound_headers(
     result.append(("X-Forwarded-Proto", proto))
     if original_host:
         result.append(("X-Forwarded-Host", original_host))
-    result.append(("X-Request-ID", request_id))
     if credential is not None:
         result.append(credential)
     return result
+
+
+class RememberedHeads(dict[tuple[object, ...], tuple[tuple[str, str], ...]]):
+    """Outbound header lists by what they were built from: the filter, the client's raw head, its address, the credential.
+
+    :func:`outbound_headers` is pure in those, and clients repeat their head byte
+    for byte, so a repeated request costs one dict lookup (``get``, in C) and gets
+    the very same tuple, whose wire form the ``http1`` transport remembers as well.
+    Bounded, as heads are client-controlled: emptied when full.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: tuple[object, ...], headers: tuple[tuple[str, str], ...]) -> None:
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = headers
 
 
 def header_value(pairs: Sequence[tuple[str, str]], name: str) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ssl
 from collections.abc import AsyncIterator
 from operator import itemgetter
@@ -25,6 +26,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.config import Upstream
 from proxy.gateway.http1_connection import HIGH_WATER, Connection
+from proxy.gateway.slots import Slots
 from proxy.gateway.transport import (
     OutboundRequest,
     UpstreamError,
@@ -131,6 +133,21 @@ class _Http1Response:
 _new_response = object.__new__
 
 
+@functools.lru_cache(maxsize=256)  # a client repeats its requests; bounded, as they are client-controlled
+def _head(method: str, target: str, host_line: str, headers: tuple[tuple[str, str], ...]) -> bytes:
+    """The request line, ``Host`` and the outbound headers (never the client's framing): one string, encoded once.
+
+    The target is checked ASCII; header text is what aiohttp decoded, so it encodes back byte for byte.
+    """
+    lines = [method, " ", target, " HTTP/1.1\r\n", host_line]
+    if not _FRAMING.isdisjoint(map(str.lower, map(_NAME, headers))):
+        # Never the client's framing: the transport writes it from what is actually sent.
+        headers = tuple(pair for pair in headers if pair[0].lower() not in _FRAMING)
+    if headers:  # joined in C, one "name: value" line per header
+        lines += ("\r\n".join(map(": ".join, headers)), "\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")
+
+
 class Http1Transport:
     """One keep-alive connection pool per upstream, at most ``limit`` connections."""
 
@@ -167,27 +184,22 @@ class Http1Transport:
         connection picked and the exchange started inline: this runs for every
         request, and each helper would be a call (a coroutine, two) of its own.
         """
-        # The request line and headers, with framing of our own: one string, encoded once.
-        lines = [request.method, " ", request.target, " HTTP/1.1\r\n", self._host_line]
-        headers = request.headers
-        if not _FRAMING.isdisjoint(map(str.lower, map(_NAME, headers))):
-            # Never the client's framing: it is written below from what is actually sent.
-            headers = [pair for pair in headers if pair[0].lower() not in _FRAMING]
-        if headers:  # joined in C, one "name: value" line per header
-            lines += ("\r\n".join(map(": ".join, headers)), "\r\n")
+        # The request line, Host and headers as sent the last time the same ones were (see _head),
+        # then the request id and framing of our own.
+        head = _head(request.method, request.target, self._host_line, tuple(request.headers))
+        tail = "" if request.request_id is None else f"X-Request-ID: {request.request_id}\r\n"
         chunked = False
         if request.body is not None:
             if request.body_length is not None:
-                lines += ("Content-Length: ", str(request.body_length), "\r\n\r\n")
+                tail += f"Content-Length: {request.body_length}\r\n\r\n"
             else:
-                lines.append("Transfer-Encoding: chunked\r\n\r\n")
+                tail += "Transfer-Encoding: chunked\r\n\r\n"
                 chunked = True
         elif request.method in _BODY_METHODS:
-            lines.append("Content-Length: 0\r\n\r\n")
+            tail += "Content-Length: 0\r\n\r\n"
         else:
-            lines.append("\r\n")
-        # The target is checked ASCII; header text is what aiohttp decoded, so it encodes back byte for byte.
-        head = "".join(lines).encode("utf-8", "surrogateescape")
+            tail += "\r\n"
+        head += tail.encode("ascii")  # a request id is checked ASCII (exchange.py)
 
         slots = self.slots
         if slots.free > 0 and not slots.waiters:  # Slots.take_now, inline
@@ -315,51 +327,6 @@ class Http1Transport:
             self._sweeping = None
         while self.idle:
             self.idle.pop().close()
-
-
-class Slots:
-    """At most ``limit`` exchanges at once, later ones waiting in arrival order.
-
-    A plain counter while there is room (every request on a healthy pool), a
-    future only for a request that has to wait: cheaper than a semaphore,
-    which costs a lock check and a coroutine even when free.  The transport
-    takes and gives a free place with the counter itself (no call) when no
-    one waits; ``take_now`` and ``give`` are the same rules as methods.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.free = limit
-        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def take_now(self) -> bool:
-        """A place now, or False when none is free (or others wait for one first)."""
-        if self.free > 0 and not self.waiters:
-            self.free -= 1
-            return True
-        return False
-
-    async def take(self, timeout: float) -> None:
-        """Wait for a place; TimeoutError after ``timeout`` seconds."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.give()  # handed a place just as this request gave up: pass it on
-            elif waiter in self.waiters:
-                self.waiters.remove(waiter)
-            raise
-
-    def give(self) -> None:
-        """A place is free: to the longest waiter, else back to the counter."""
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.free += 1
 
 
 # RFC 9110 section 9.2.2: methods whose intended effect is the same however often they are sent.

@@ -42,6 +42,9 @@ class OutboundRequest:
     headers: Sequence[tuple[str, str]]  # in order, never framing: the transport frames the body itself
     body: AsyncIterator[bytes] | None
     body_length: int | None = None  # the body's exact length when known (else it goes chunked)
+    # Sent as ``X-Request-ID`` after ``headers``: the one part of a repeated request that changes every time,
+    # kept apart so the rest of its head can be built once (``http1``) and the headers list shared.
+    request_id: str | None = None
 
 
 class UpstreamResponse(Protocol):
@@ -198,6 +201,8 @@ class AiohttpTransport:
 
     async def send(self, request: OutboundRequest) -> UpstreamResponse:
         headers = CIMultiDict(request.headers)
+        if request.request_id is not None:
+            headers["X-Request-ID"] = request.request_id
         if request.body is not None and request.body_length is not None:
             headers["Content-Length"] = str(request.body_length)
         try:

@@ -95,6 +95,41 @@ async def test_credential_identity_and_address_headers_never_reach_the_appliance
     assert received.headers["x-forwarded-for"] == ["127.0.0.1"]  # set by labgate, once
 
 
+async def test_repeated_and_varied_heads_each_get_exactly_their_own_headers_and_request_id(
+    upstream: RecordingUpstream, start_gateway: GatewayStarter
+) -> None:
+    """A head seen before is forwarded from the list built for it; any byte changed is a head of its own."""
+    token = mint()
+
+    def head(extra: str, request_id: str | None = None) -> str:
+        own_id = f"X-Request-ID: {request_id}\r\n" if request_id else ""
+        return f"GET /demo/api/hosts HTTP/1.1\r\nHost: labgate.test\r\nAuthorization: Bearer {token}\r\n{own_id}{extra}\r\n"
+
+    gateway = await start_gateway(upstream.url)
+    sent = [
+        (head("X-Trace: 1\r\n"), {"x-trace": ["1"]}),
+        (head("X-Trace: 1\r\n"), {"x-trace": ["1"]}),  # the same head again
+        (head("X-Trace: 1\r\nConnection: X-Trace\r\n"), {}),  # now named by Connection: hop-by-hop, never passed
+        (head("X-Trace: 2\r\n"), {"x-trace": ["2"]}),
+        (head("X-Trace: 1\r\nCookie: a=b\r\n"), {"x-trace": ["1"]}),  # a sensitive header, not listed
+        (head("X-Trace: 1\r\n", "client-id-1"), {"x-trace": ["1"]}),  # the client's own sane request id
+        (head("X-Trace: 1\r\n"), {"x-trace": ["1"]}),
+    ]
+    answered_ids = []
+    for text, expected in sent:
+        response = await raw_request(gateway.port, text)
+        assert response.status == 200, response.body
+        received = upstream.received[-1].headers
+        assert {name: received.get(name, []) for name in ("x-trace", "cookie", "connection")} == {
+            "x-trace": expected.get("x-trace", []), "cookie": [], "connection": []
+        }
+        assert received["x-forwarded-for"] == ["127.0.0.1"] and received["x-forwarded-host"] == ["labgate.test"]
+        assert received["x-request-id"] == [response.headers["x-request-id"]]  # its own, once
+        answered_ids.append(response.headers["x-request-id"])
+    assert len(set(answered_ids)) == len(sent) and answered_ids[5] == "client-id-1"
+    assert len(upstream.received) == len(sent)
+
+
 async def test_a_listed_sensitive_header_passes(upstream: RecordingUpstream, start_gateway: GatewayStarter, tmp_path: Path) -> None:
     gateway = await with_pack(start_gateway, tmp_path, upstream.url, EXTRAS_PACK, "extras")
     status, _ = await send(gateway, "GET", "/api/hosts", {**bearer(), "Cookie": "lang=en", "X-Remote-User": "alice", "X_Real_IP": "6.6.6.6"})

@@ -10,8 +10,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.gateway.exchange import _RequestIds
-from proxy.gateway.headers import HeaderFilter, answer_headers, header_value, outbound_headers, passes
-from proxy.gateway.http1 import Slots
+from proxy.gateway.headers import HeaderFilter, RememberedHeads, answer_headers, header_value, outbound_headers, passes
+from proxy.gateway.slots import Slots
 from proxy.header_names import header_key
 from proxy.policy.model import HeaderRules
 
@@ -81,13 +81,22 @@ def test_outbound_headers_are_the_passing_client_headers_then_labgate_s_own() ->
     ]))
     built = outbound_headers(
         incoming, rules=HeaderFilter(HeaderRules()), client_ip="10.0.0.1", proto="https", original_host="lab:8443",
-        request_id="r1", credential=("Authorization", "Basic cred"),
+        credential=("Authorization", "Basic cred"),
     )
-    assert built == [
+    assert built == [  # X-Request-ID is the transport's, sent last (test_http1_exchange.py)
         ("Accept", "application/json"), ("X-Forwarded-For", "10.0.0.1"), ("X-Forwarded-Proto", "https"),
-        ("X-Forwarded-Host", "lab:8443"), ("X-Request-ID", "r1"), ("Authorization", "Basic cred"),
+        ("X-Forwarded-Host", "lab:8443"), ("Authorization", "Basic cred"),
     ]
     assert header_value(built, "authorization") == "Basic cred" and header_value(built, "Cookie") is None
+
+
+def test_remembered_heads_are_bounded_emptied_when_full() -> None:
+    remembered = RememberedHeads(3)
+    for i in range(10):
+        remembered.remember(("filter", i), (("X-Trace", str(i)),))
+        assert len(remembered) <= 3
+        assert remembered.get(("filter", i)) == (("X-Trace", str(i)),)
+    assert remembered.get(("filter", 0)) is None
 
 
 def test_answer_headers_drop_hop_by_hop_and_named_ones_and_take_labgate_s_own() -> None:
@@ -120,8 +129,8 @@ def test_a_remembered_mask_keeps_exactly_the_headers_the_allow_model_passes_for_
             picked = [(rng.choice(names), rng.choice(["a", "X-Trace", "accept, x-trace", "close"])) for _ in range(rng.randint(0, 6))]
             incoming = CIMultiDictProxy(CIMultiDict(picked))
             built = outbound_headers(incoming, rules=remembered, client_ip="10.0.0.1", proto="http", original_host=None,
-                                     request_id="r", credential=None)
-            assert built[:-3] == _one_by_one(incoming, rules)
+                                     credential=None)
+            assert built[:-2] == _one_by_one(incoming, rules)
 
 
 def _answer_one_by_one(upstream: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -232,7 +232,7 @@ async def test_a_large_answer_is_read_from_the_appliance_only_as_fast_as_its_bod
         answer.release()
 
 
-async def test_the_head_sent_is_the_request_line_the_host_and_every_header_but_the_client_s_framing_in_order(transport_to) -> None:  # type: ignore[no-untyped-def]
+async def test_the_head_sent_is_the_request_line_the_host_every_header_but_the_client_s_framing_in_order_then_the_request_id(transport_to) -> None:  # type: ignore[no-untyped-def]
     import random
 
     rng = random.Random(5)
@@ -240,13 +240,16 @@ async def test_the_head_sent_is_the_request_line_the_host_and_every_header_but_t
     transport = await transport_to(appliance)
     names = ["Accept", "X-Trace", "content-length", "Transfer-Encoding", "HOST", "X-Request-ID", "Cookie", "X-Caf\udce9"]
     for _ in range(40):
-        headers = [(rng.choice(names), rng.choice(["1", "a b", "x\udce9"])) for _ in range(rng.randint(0, 5))]
-        await exchange(transport, OutboundRequest("GET", "/api/hosts?x=1", headers, None))
+        headers = tuple((rng.choice(names), rng.choice(["1", "a b", "x\udce9"])) for _ in range(rng.randint(0, 5)))
         kept = "".join(f"{n}: {v}\r\n" for n, v in headers if n.lower() not in {"content-length", "transfer-encoding", "host"})
-        host = appliance.heads[-1].split(b"\r\n")[1]
-        assert host.startswith(b"Host: 127.0.0.1:")
-        expected = f"GET /api/hosts?x=1 HTTP/1.1\r\n{host.decode()}\r\n{kept}\r\n".encode("utf-8", "surrogateescape")
-        assert appliance.heads[-1] == expected
+        # The same headers again with another request id: the head built the first time is reused, the id is each one's own.
+        for request_id in (rng.choice([None, "r1"]), f"{rng.getrandbits(64):016x}"):
+            await exchange(transport, OutboundRequest("GET", "/api/hosts?x=1", headers, None, request_id=request_id))
+            host = appliance.heads[-1].split(b"\r\n")[1]
+            assert host.startswith(b"Host: 127.0.0.1:")
+            last = "" if request_id is None else f"X-Request-ID: {request_id}\r\n"
+            expected = f"GET /api/hosts?x=1 HTTP/1.1\r\n{host.decode()}\r\n{kept}{last}\r\n".encode("utf-8", "surrogateescape")
+            assert appliance.heads[-1] == expected
 
 
 async def test_an_answer_that_never_comes_fails_after_the_read_timeout_and_the_sweep_stops_when_nothing_is_awaited(
