@@ -78,7 +78,11 @@ class Forwarder:
         if routed.request.body_exists or routed.runtime.credential is not None:
             return self._prepare_and_send(routed, decision)
         # No body (aiohttp: no Content-Length above 0, no chunked body): nothing to bound or read.
-        return self.send(routed, self.outbound(routed, None, self._presented(routed), None), decision)
+        outbound = self.outbound(routed, None, self._presented(routed), None)
+        protection = self.protection
+        if protection is not None and protection.capped:
+            return self.send(routed, outbound, decision)
+        return self._send_once(routed, outbound, decision)  # what send() does when no in-flight cap is configured
 
     async def _prepare_and_send(self, routed: Routed, decision: Decision) -> web.StreamResponse:
         """The body read (bounded) and labgate's credential fetched, then sent once."""
@@ -148,8 +152,7 @@ class Forwarder:
                 detail = f"upstream {runtime.upstream.name!r} refused labgate's credential; {runtime.credential.after_rejection}"
                 return self.recorder.upstream_failed(exchange, runtime, Reason.UPSTREAM_CREDENTIAL_REJECTED, detail, decision)
             request = routed.request
-            headers = answer_headers(answer.header_pairs, exchange.request_id, exchange.rate_headers)
-            length = header_value(headers, "Content-Length") or ""
+            headers, length = answer_headers(answer.header_pairs, exchange.request_id, exchange.rate_headers)
             if (  # a body small enough to read whole (bounded memory) and send in one write
                 request.method != "HEAD" and answer.status >= 200 and answer.status not in _NO_BODY_STATUSES
                 and length.isdigit() and int(length) <= SMALL_ANSWER_BYTES

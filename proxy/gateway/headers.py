@@ -142,18 +142,19 @@ def header_value(pairs: Sequence[tuple[str, str]], name: str) -> str | None:
 
 def answer_headers(
     upstream: Sequence[tuple[str, str]], request_id: str, replaced: Mapping[str, str] | None = None
-) -> Pairs:
-    """The appliance's response headers minus hop-by-hop ones, plus our request id.
+) -> tuple[Pairs, str]:
+    """The appliance's response headers minus hop-by-hop ones, plus our request id; and their ``Content-Length`` ("" if none).
 
     ``replaced`` (labgate's own rate-limit headers) take the place of any the appliance sent under the same names.
+    The length comes with them because the forwarder needs it for every answer, and the mask already knows where it is.
     """
     if not replaced:
-        mask, connection = _answer_mask(tuple(map(_NAME, upstream)))
+        mask, connection, length_at = _answer_mask(tuple(map(_NAME, upstream)))
         # Most answers name only keep-alive or close in their one Connection header, both dropped anyway.
         if not connection or (len(connection) == 1 and _tokens(upstream[connection[0]][1]) <= _DROPPED_RESPONSE):
             result = list(compress(upstream, mask))
             result.append(("X-Request-ID", request_id))
-            return result
+            return result, upstream[length_at][1] if length_at >= 0 else ""
     keys = [header_key(name) for name, _ in upstream]
     dropped = _DROPPED_RESPONSE
     if "connection" in keys:
@@ -166,17 +167,22 @@ def answer_headers(
     result.append(("X-Request-ID", request_id))
     if replaced:
         result.extend(replaced.items())
-    return result
+    return result, header_value(result, "Content-Length") or ""
 
 
 _NAME = itemgetter(0)
 
 
 @functools.lru_cache(maxsize=_MAX_VERDICTS)  # an appliance answers with the same few header sets
-def _answer_mask(names: tuple[str, ...]) -> tuple[tuple[bool, ...], tuple[int, ...]]:
-    """Which of an answer's headers pass when its ``Connection`` names nothing more, and where its ``Connection`` headers are."""
+def _answer_mask(names: tuple[str, ...]) -> tuple[tuple[bool, ...], tuple[int, ...], int]:
+    """Which of an answer's headers pass when its ``Connection`` names nothing more, where its ``Connection`` headers are,
+    and where its first ``Content-Length`` is (-1: none)."""
     keys = [header_key(name) for name in names]
-    return tuple(key not in _DROPPED_RESPONSE for key in keys), tuple(i for i, key in enumerate(keys) if key == "connection")
+    return (
+        tuple(key not in _DROPPED_RESPONSE for key in keys),
+        tuple(i for i, key in enumerate(keys) if key == "connection"),
+        keys.index("content-length") if "content-length" in keys else -1,
+    )
 
 
 @functools.lru_cache(maxsize=_MAX_VERDICTS)
@@ -187,4 +193,4 @@ def _tokens(connection: str) -> frozenset[str]:
 
 def response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
     """:func:`answer_headers` as a multidict, for answers labgate reads before it answers."""
-    return CIMultiDict(answer_headers(list(upstream.items()), request_id))
+    return CIMultiDict(answer_headers(list(upstream.items()), request_id)[0])
