@@ -78,11 +78,7 @@ class Forwarder:
         if routed.request.body_exists or routed.runtime.credential is not None:
             return self._prepare_and_send(routed, decision)
         # No body (aiohttp: no Content-Length above 0, no chunked body): nothing to bound or read.
-        outbound = self.outbound(routed, None, self._presented(routed), None)
-        protection = self.protection
-        if protection is not None and protection.capped:
-            return self.send(routed, outbound, decision)
-        return self._send_once(routed, outbound, decision)  # what send() does when no in-flight cap is configured
+        return self.send(routed, self.outbound(routed, None, self._presented(routed), None), decision)
 
     async def _prepare_and_send(self, routed: Routed, decision: Decision) -> web.StreamResponse:
         """The body read (bounded) and labgate's credential fetched, then sent once."""
