@@ -155,6 +155,18 @@ async def test_active_health_checks_leave_an_unhealthy_node_out(start_gateway: G
         assert {(await call(gateway.url))[1]["node"] for _ in range(4)} == {"a", "b"}
 
 
+async def test_with_every_node_unhealthy_requests_still_go_to_them_in_turn(start_gateway: GatewayStarter) -> None:
+    async with node("a") as a, node("b") as b:
+        a.health_status = b.health_status = 503
+        health = {"path": "/health", "interval": 1, "timeout": 0.9, "expect": [200, 204]}
+        gateway = await start_gateway(a.url, upstream={"url": None, "nodes": [a.url, b.url], "health": health})
+        label_a, label_b = a.url.removeprefix("http://"), b.url.removeprefix("http://")
+        await until_states(gateway.url, {label_a: "unhealthy", label_b: "unhealthy"}, "the nodes were never found unhealthy")
+        answers = [await call(gateway.url) for _ in range(4)]
+        assert [status for status, _ in answers] == [200] * 4  # refusing for certain is no better than trying
+        assert len(a.received) == 2 and len(b.received) == 2
+
+
 async def test_least_in_flight_sends_past_a_busy_node(start_gateway: GatewayStarter) -> None:
     async with node("a") as a, node("b") as b:
         a.hold = b.hold = asyncio.Event()
