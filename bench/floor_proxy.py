@@ -70,8 +70,10 @@ async def serve(port: int, upstream_port: int, secret: str) -> None:
         path, _, query = request.raw_path.removeprefix("/svt").partition("?")
         if (request.method, path) not in routes or "sort=" in query:
             return web.Response(status=403)
-        if idle:
+        while idle:  # a connection the upstream closed while it sat idle is dropped, as any keep-alive pool must
             connection = idle.pop()
+            if connection.transport is not None and not connection.transport.is_closing():
+                break
         else:
             connection = (await loop.create_connection(Upstream, "127.0.0.1", upstream_port))[1]
         connection.headers, connection.body = [], []
