@@ -125,6 +125,12 @@ async def test_a_bodiless_get_that_times_out_is_not_failed_over(start_gateway: G
         assert a.received == []
 
 
+# Active checks for the tests below. The timeout only bounds a check that hangs; a loopback node
+# answers at once. A tight one (0.1 s) let a loaded test machine's slow event loop fail the
+# healthy node's check too.
+HEALTH = {"path": "/health", "interval": 1, "timeout": 0.9, "expect": [200, 204]}
+
+
 async def node_states(url: str) -> dict[str, str]:
     """Each node's state as ``/readyz`` reports it, by node address."""
     ready = json.loads(await own(url, "/readyz"))
@@ -142,10 +148,7 @@ async def until_states(url: str, wanted: dict[str, str], what: str) -> None:
 async def test_active_health_checks_leave_an_unhealthy_node_out(start_gateway: GatewayStarter) -> None:
     async with node("a") as a, node("b") as b:
         b.health_status = 503
-        # The timeout only bounds a check that hangs; a loopback node answers at once. A tight one
-        # (0.1 s) let a loaded test machine's slow event loop fail the healthy node's check too.
-        health = {"path": "/health", "interval": 1, "timeout": 0.9, "expect": [200, 204]}
-        gateway = await start_gateway(a.url, upstream={"url": None, "nodes": [a.url, b.url], "health": health})
+        gateway = await start_gateway(a.url, upstream={"url": None, "nodes": [a.url, b.url], "health": HEALTH})
         label_a, label_b = a.url.removeprefix("http://"), b.url.removeprefix("http://")
         await until_states(gateway.url, {label_a: "up", label_b: "unhealthy"}, "node b was never found unhealthy")
         assert [(await call(gateway.url))[1] for _ in range(4)] == [{"node": "a"}] * 4
@@ -158,8 +161,7 @@ async def test_active_health_checks_leave_an_unhealthy_node_out(start_gateway: G
 async def test_with_every_node_unhealthy_requests_still_go_to_them_in_turn(start_gateway: GatewayStarter) -> None:
     async with node("a") as a, node("b") as b:
         a.health_status = b.health_status = 503
-        health = {"path": "/health", "interval": 1, "timeout": 0.9, "expect": [200, 204]}
-        gateway = await start_gateway(a.url, upstream={"url": None, "nodes": [a.url, b.url], "health": health})
+        gateway = await start_gateway(a.url, upstream={"url": None, "nodes": [a.url, b.url], "health": HEALTH})
         label_a, label_b = a.url.removeprefix("http://"), b.url.removeprefix("http://")
         await until_states(gateway.url, {label_a: "unhealthy", label_b: "unhealthy"}, "the nodes were never found unhealthy")
         answers = [await call(gateway.url) for _ in range(4)]
